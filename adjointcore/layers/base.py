@@ -1,0 +1,117 @@
+"""The layer protocol and a small base class implementing its bookkeeping.
+
+Protocol (duck-typed: a user's class need not inherit from :class:`Layer`)
+-------------------------------------------------------------------------
+``n_params : int``
+    Length of the flat parameter vector.
+``init(rng, dtype=np.float64) -> params``
+    ``params`` is a 1-D array of length ``n_params`` (NumPy; move it with
+    :func:`adjointcore.backend.to_device`).
+``forward(params, x, **context) -> (y, cache)``
+    Pure. ``context`` may hold ``t`` (time, for layers with ``time_dependent = True``) and
+    ``rng`` (a ``numpy.random.Generator``, for layers with ``needs_rng = True``).
+    ``cache`` is a NamedTuple holding exactly what the VJP needs.
+``vjp(params, cache, y_bar, need_params=True) -> (x_bar, params_bar)``
+    ``params_bar`` has the shape of ``params``; it is ``None`` when ``need_params`` is false.
+
+Optional attributes read by tools: ``analytic`` (forward is real-analytic and accepts complex
+input, so the complex-step check applies), ``time_dependent``, ``needs_rng``, ``param_shapes``
+(ordered ``{name: shape}``), ``output_shape(input_shape)``.
+
+Nothing is stored on ``self`` during a call: a layer can be evaluated many times per solver step
+and recomputed under checkpointing.
+"""
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from ..backend import as_dtype, get_array_module
+from ..errors import check_array, check_params
+
+__all__ = ["Layer", "ParameterFree"]
+
+
+class Layer:
+    """Base class for built-in layers: flat parameters with named views, input checks.
+
+    Subclasses define :attr:`param_shapes`, :meth:`_init_views` (fill the named views in place),
+    :meth:`forward` and :meth:`vjp`.
+    """
+
+    analytic: bool = False
+    time_dependent: bool = False
+    needs_rng: bool = False
+
+    # -- parameters -------------------------------------------------------------------------
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Ordered ``{name: shape}`` of the tensors packed into the flat parameter vector."""
+        return {}
+
+    @property
+    def n_params(self) -> int:
+        return sum(prod(s) for s in self.param_shapes.values())
+
+    def views(self, params) -> dict:
+        """Named reshaped *views* into a flat ``params`` (no copies; writes go through)."""
+        check_params("params", params, self.n_params, owner=repr(self))
+        out, offset = {}, 0
+        for name, shape in self.param_shapes.items():
+            size = prod(shape)
+            out[name] = params[offset:offset + size].reshape(shape)
+            offset += size
+        return out
+
+    def flatten(self, tensors: dict):
+        """Inverse of :meth:`views`: pack ``{name: array}`` into one flat vector."""
+        missing = set(self.param_shapes) - set(tensors)
+        if missing:
+            raise KeyError(f"`tensors` lacks {sorted(missing)} for {self!r}.")
+        first = next(iter(tensors.values()), None)
+        xp = get_array_module(first)
+        if not self.param_shapes:
+            return xp.zeros(0)
+        return xp.concatenate([xp.asarray(tensors[k]).reshape(-1) for k in self.param_shapes])
+
+    def init(self, rng: np.random.Generator, dtype=np.float64):
+        """Fresh parameters drawn from ``rng`` (flat NumPy vector of ``dtype``)."""
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"`rng` must be a numpy.random.Generator, got {rng!r}; "
+                            f"use np.random.default_rng(seed).")
+        dtype = as_dtype(dtype)
+        params = np.zeros(self.n_params, dtype=np.float64)
+        self._init_views(rng, self.views(params))
+        return params.astype(dtype)
+
+    def _init_views(self, rng, views: dict) -> None:
+        """Fill ``views`` (float64, host) in place. Default: nothing to fill."""
+
+    def zeros_like_params(self, like):
+        """Zero parameter vector on the backend and dtype of array ``like``."""
+        xp = get_array_module(like)
+        return xp.zeros(self.n_params, dtype=like.dtype)
+
+    # -- input checks -----------------------------------------------------------------------
+    def _check_x(self, x, ndim, shape=None, fix=""):
+        return check_array("x", x, ndim=ndim, shape=shape, fix=fix)
+
+    def _check_y_bar(self, y_bar, like):
+        """``y_bar`` must have the shape of the forward output ``like``."""
+        return check_array("y_bar", y_bar, shape=tuple(like.shape),
+                           fix="Pass the cotangent of the forward output y (same shape).")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+class ParameterFree(Layer):
+    """Base for layers without parameters: ``n_params == 0``, ``params_bar`` is empty."""
+
+    def _params_bar(self, x_like, need_params: bool):
+        if not need_params:
+            return None
+        xp = get_array_module(x_like)
+        return xp.zeros(0, dtype=x_like.dtype)

@@ -1,0 +1,1 @@
+"""Scripted experiments, data loading, HDF5 results and the command line (`python -m experiments`)."""
