@@ -1,0 +1,68 @@
+"""Vector fields: the protocol the solvers integrate, and adapters from layer stacks.
+
+Protocol (duck-typed; :mod:`solvers` relies on nothing else)
+-----------------------------------------------------------
+``forward(t, y, params) -> (dy, cache)``
+``vjp(cache, dy_bar, need_params=True) -> (y_bar, params_bar, t_bar)``; ``t_bar`` may be ``None``.
+``n_params`` (int) where parameters exist.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = ["LayerField", "LayerFieldCache"]
+
+
+class LayerFieldCache(NamedTuple):
+    """What :meth:`LayerField.vjp` needs: the parameters and the layer's own cache."""
+
+    params: Any
+    layer_cache: Any
+
+
+class LayerField:
+    """Adapt a layer (or ``Sequential``) ``f(params, y[, t])`` into a vector field.
+
+    Parameters
+    ----------
+    layer : object following the layer protocol
+        Maps a state batch to a tensor of the same shape. If ``layer.time_dependent`` is true,
+        time is passed as ``t=`` (concatenated feature/channel, Chen et al. 2018).
+
+    Notes
+    -----
+    ``t_bar`` is returned as ``None``: gradients with respect to the integration end points use
+    ``f`` at those points (``dL/dt1 = a(t1) . f(t1, y1)``), not ``df/dt``.
+    """
+
+    def __init__(self, layer):
+        for attr in ("forward", "vjp", "n_params"):
+            if not hasattr(layer, attr):
+                raise TypeError(f"`layer` must follow the layer protocol (forward, vjp, n_params); "
+                                f"{layer!r} lacks `{attr}`.")
+        self.layer = layer
+
+    @property
+    def n_params(self) -> int:
+        return self.layer.n_params
+
+    def forward(self, t, y, params):
+        """Evaluate ``dy = layer(params, y[, t])``; returns ``(dy, cache)``."""
+        if getattr(self.layer, "time_dependent", False):
+            dy, cache = self.layer.forward(params, y, t=t)
+        else:
+            dy, cache = self.layer.forward(params, y)
+        if dy.shape != y.shape:
+            raise ValueError(f"a vector field must return dy with the shape of y {tuple(y.shape)}, "
+                             f"but {self.layer!r} returned {tuple(dy.shape)}; add a ChannelPad/"
+                             f"ChannelUnpad or adjust the layer widths.")
+        return dy, LayerFieldCache(params, cache)
+
+    def vjp(self, cache: LayerFieldCache, dy_bar, need_params: bool = True):
+        """Return ``(y_bar, params_bar, None)``."""
+        y_bar, params_bar = self.layer.vjp(cache.params, cache.layer_cache, dy_bar,
+                                           need_params=need_params)
+        return y_bar, params_bar, None
+
+    def __repr__(self) -> str:
+        return f"LayerField({self.layer!r})"
