@@ -1,0 +1,27 @@
+"""Gradient verification toolkit (public API: users run it on their own layers).
+
+Checks, from cheapest to strictest:
+
+- :func:`central_difference` / :func:`richardson_difference` with :func:`auto_step`:
+  finite-difference directional derivatives (float64 relative error ~1e-10 / ~1e-13).
+- :func:`complex_step`: exact-to-roundoff directional derivative of analytic code.
+- :func:`dot_product_test`: adjoint identity ``<J u, w> = <u, J^T w>``.
+- :func:`taylor_test`: remainder rates (1 and 2) of a gradient, pyadjoint style.
+- :func:`check_layer`: all of the above on any object following the layer protocol, returning a
+  :class:`LayerReport`.
+
+Hypothesis strategies live in :mod:`adjointcore.gradcheck.strategies` (imported lazily by the
+user, since ``hypothesis`` is a test dependency); ``python -m adjointcore.gradcheck`` checks
+every built-in layer.
+"""
+from ._complex import complex_step
+from ._dot import dot_product_test
+from ._fd import auto_step, central_difference, relative_error, richardson_difference
+from ._layer import CHECKS, LayerReport, check_layer, default_tolerances
+from ._taylor import TaylorResult, TaylorTestError, taylor_test
+
+__all__ = [
+    "auto_step", "central_difference", "richardson_difference", "relative_error",
+    "complex_step", "dot_product_test", "taylor_test", "TaylorResult", "TaylorTestError",
+    "check_layer", "LayerReport", "CHECKS", "default_tolerances",
+]

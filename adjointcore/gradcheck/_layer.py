@@ -1,0 +1,319 @@
+"""``check_layer``: every gradient check of one layer, duck-typed on the layer protocol.
+
+What is checked (``J`` = Jacobian of the forward w.r.t. ``x`` or the flat ``params``)
+-------------------------------------------------------------------------------------
+Random unit directions ``u_x``, ``u_p`` and a random unit cotangent ``y_bar`` are drawn from
+``np.random.default_rng(seed)``; ``(x_bar, p_bar) = layer.vjp(params, cache, y_bar)``.
+
+``fd``       ``<x_bar, u_x>`` against ``<y_bar, D u_x>`` with ``D u_x`` the central difference of the
+             forward (step :func:`auto_step`).
+``complex``  the same with the complex-step JVP (layers with ``analytic = True``; float64 only).
+``dot``      the dot-product test :func:`dot_product_test` with the most accurate JVP available:
+             complex step where analytic (exact to roundoff), else the fourth-order Richardson
+             difference (error ~ eps_mach**(4/5) ~ 3e-13 for a piecewise-smooth layer away from
+             kinks). Second-order FD (~1e-10) would not resolve the 1e-12 tolerance.
+``taylor``   :func:`taylor_test` on the scalar ``<y_bar, f(params, x)>`` along ``(u_x, u_p)``
+             jointly (float64 only: in float32 the remainder hits roundoff before it converges).
+
+Relative error of ``fd`` / ``complex``: ``|a - b| / max(|a|, |b|, |y_bar| |J u|)`` where ``a`` is
+the VJP figure, ``b`` the JVP figure and ``|J u|`` the norm of the JVP itself. The last term is a
+Cauchy-Schwarz bound on ``|b|`` that depends only on the forward map, so the measure stays
+meaningful when ``<y_bar, J u>`` is tiny by cancellation and cannot be fooled by a huge VJP.
+
+Stochastic layers (``needs_rng``) get a deep copy of one fixed Generator on every forward call,
+so the mask is frozen; time-dependent layers get ``t`` on every call.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..backend import get_array_module, real_dtype
+from ._complex import complex_step
+from ._dot import _norm, dot_product_test, inner
+from ._fd import central_difference, machine_eps, relative_error, richardson_difference
+from ._taylor import ROUNDOFF_FACTOR, TaylorTestError, taylor_test
+
+__all__ = ["check_layer", "LayerReport", "CHECKS", "default_tolerances"]
+
+CHECKS = ("fd", "complex", "dot", "taylor")
+
+
+def default_tolerances(dtype) -> dict:
+    """Tolerances per check for a computation in ``dtype``.
+
+    float64: ``fd`` 1e-7 (a correct layer reaches 1e-9..1e-11, eps_mach**(2/3)), ``complex``
+    1e-13 (exact to roundoff), ``dot`` 1e-12 (complex-step or fourth-order JVP, ~1e-13),
+    ``taylor_min_rate`` 1.9 (rate 2 expected, 1 for a wrong gradient).
+    float32: ``fd`` 1e-3 (eps_mach**(2/3) = 2.4e-5 at best; conditioning of O(10) and the
+    cotangent contraction leave a factor 40 margin), ``dot`` 1e-3 (the fourth-order JVP is
+    roundoff-limited at ~eps_mach**(4/5) = 3e-6 times conditioning); complex and Taylor skipped.
+    """
+    if np.dtype(real_dtype(dtype)) == np.float32:
+        return {"fd": 1e-3, "dot": 1e-3}
+    return {"fd": 1e-7, "complex": 1e-13, "dot": 1e-12, "taylor_min_rate": 1.9}
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """Result of :func:`check_layer`.
+
+    Attributes
+    ----------
+    name : str
+        ``repr``-style name of the layer.
+    passed : bool
+        True when no check failed.
+    figures : dict
+        ``{figure: value}``: ``fd_x``, ``fd_params``, ``complex_x``, ``complex_params``,
+        ``dot_x``, ``dot_params`` (relative errors) and ``taylor_min_rate``.
+    failures : list of str
+        One readable line per failed check or protocol violation.
+    tolerances : dict
+        Tolerances in force, keyed ``fd``, ``complex``, ``dot``, ``taylor_min_rate``.
+    skipped : dict
+        ``{check: reason}`` for checks that did not apply.
+    dtype : str
+        Dtype the layer ran in.
+    """
+
+    name: str
+    passed: bool
+    figures: dict = field(default_factory=dict)
+    failures: list = field(default_factory=list)
+    tolerances: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)
+    dtype: str = "float64"
+
+    def __str__(self) -> str:
+        lines = [f"{self.name} [{self.dtype}]: {'PASS' if self.passed else 'FAIL'}"]
+        for key, value in self.figures.items():
+            tol_key = _tol_key(key)
+            bound = self.tolerances.get(tol_key)
+            rel = ">=" if tol_key == "taylor_min_rate" else "<="
+            limit = f"  ({rel} {bound:.1e})" if bound is not None else ""
+            lines.append(f"  {key:<16} {value:10.3e}{limit}")
+        for check, reason in self.skipped.items():
+            lines.append(f"  {check:<16} skipped: {reason}")
+        lines.extend(f"  FAILED: {msg}" for msg in self.failures)
+        return "\n".join(lines)
+
+
+def _tol_key(figure: str) -> str:
+    return "taylor_min_rate" if figure.startswith("taylor") else figure.split("_")[0]
+
+
+def _resolve_checks(checks, tol, dtype):
+    if checks is None:
+        wanted = CHECKS
+    else:
+        checks = (checks,) if isinstance(checks, str) else tuple(checks)
+        unknown = [c for c in checks if c not in CHECKS]
+        if unknown:
+            raise ValueError(f"`checks` has unknown entries {unknown}; choose from {CHECKS}.")
+        wanted = checks
+    tolerances = default_tolerances(dtype)
+    if tol is not None:
+        if not isinstance(tol, dict):
+            raise TypeError(f"`tol` must be a dict such as {{'fd': 1e-6}}, got {tol!r}.")
+        unknown = [k for k in tol if k not in ("fd", "complex", "dot", "taylor_min_rate")]
+        if unknown:
+            raise ValueError(f"`tol` has unknown keys {unknown}; use 'fd', 'complex', 'dot', "
+                             f"'taylor_min_rate'.")
+        tolerances.update({k: float(v) for k, v in tol.items()})
+    return wanted, tolerances
+
+
+def _layer_name(layer) -> str:
+    try:
+        return repr(layer)
+    except Exception:  # noqa: BLE001 - a broken user __repr__ must not hide the report
+        return type(layer).__name__
+
+
+def _unit(rng, shape, dtype, xp):
+    g = rng.standard_normal(shape)
+    g /= np.linalg.norm(g.ravel())
+    return xp.asarray(g.astype(dtype))
+
+
+def _make_forward(layer, t, rng0):
+    """``f(params, x) -> y`` with frozen context (same ``t``, same mask on every call)."""
+    context = {}
+    if getattr(layer, "time_dependent", False):
+        if t is None:
+            raise ValueError(f"{_layer_name(layer)} is time-dependent: pass `t=` (a float) to "
+                             f"check_layer.")
+        context["t"] = t
+    needs_rng = getattr(layer, "needs_rng", False)
+
+    def forward(params, x):
+        ctx = dict(context, rng=copy.deepcopy(rng0)) if needs_rng else context
+        return layer.forward(params, x, **ctx)
+
+    return forward
+
+
+def _protocol_failures(layer, x, params, y, x_bar, p_bar):
+    out = []
+    if tuple(getattr(x_bar, "shape", ())) != tuple(x.shape):
+        out.append(f"x_bar has shape {getattr(x_bar, 'shape', None)}, expected {tuple(x.shape)}")
+    if p_bar is None or tuple(p_bar.shape) != (int(layer.n_params),):
+        out.append(f"params_bar has shape {getattr(p_bar, 'shape', None)}, expected "
+                   f"({int(layer.n_params)},)")
+    return out
+
+
+def check_layer(layer, x, params=None, rng=None, t=None, checks=None, tol=None, seed=0):
+    """Run the gradient checks on one layer (anything following the layer protocol).
+
+    Parameters
+    ----------
+    layer : object
+        Has ``n_params``, ``init(rng, dtype)``, ``forward(params, x, **context)`` and
+        ``vjp(params, cache, y_bar, need_params=True)``; ``analytic``, ``time_dependent`` and
+        ``needs_rng`` are read with default False. No inheritance needed.
+    x : ndarray
+        Input (NumPy or CuPy), float64 for verification or float32.
+    params : ndarray, optional
+        Flat parameters; default ``layer.init(np.random.default_rng(seed), dtype=x.dtype)``.
+    rng : numpy.random.Generator or int, optional
+        Generator for ``needs_rng`` layers; each forward call gets a deep copy of it so the
+        random mask is identical across evaluations. Default ``default_rng(seed + 1)``.
+    t : float, optional
+        Time for ``time_dependent`` layers (required for them).
+    checks : iterable of str, optional
+        Subset of ``("fd", "complex", "dot", "taylor")``; default all that apply.
+    tol : dict, optional
+        Overrides of :func:`default_tolerances` (keys ``fd``, ``complex``, ``dot``,
+        ``taylor_min_rate``).
+    seed : int
+        Seed of the directions, the cotangent and default parameters.
+
+    Returns
+    -------
+    LayerReport
+    """
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        raise TypeError(f"`x` must be a NumPy or CuPy array, got {type(x).__name__}; wrap it "
+                        f"with np.asarray(x, dtype=np.float64).")
+    for attr in ("n_params", "init", "forward", "vjp"):
+        if not hasattr(layer, attr):
+            raise TypeError(f"`layer` ({type(layer).__name__}) lacks `{attr}`; it must follow "
+                            f"the layer protocol (n_params, init, forward, vjp).")
+    xp = get_array_module(x)
+    dtype = np.dtype(x.dtype)
+    wanted, tolerances = _resolve_checks(checks, tol, dtype)
+    draw = np.random.default_rng(seed)
+    if params is None:
+        params = xp.asarray(layer.init(np.random.default_rng(seed), dtype=dtype))
+    rng0 = np.random.default_rng(seed + 1) if rng is None else (
+        rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng))
+    forward = _make_forward(layer, t, rng0)
+
+    y, cache = forward(params, x)
+    y_bar = _unit(draw, y.shape, dtype, xp)
+    x_bar, p_bar = layer.vjp(params, cache, y_bar, need_params=True)
+    failures = _protocol_failures(layer, x, params, y, x_bar, p_bar)
+    if failures:
+        return LayerReport(_layer_name(layer), False, {}, failures, tolerances, {}, str(dtype))
+
+    blocks = {"x": (x, lambda z: forward(params, z)[0], x_bar, _unit(draw, x.shape, dtype, xp))}
+    if int(layer.n_params) > 0:
+        blocks["params"] = (params, lambda q: forward(q, x)[0], p_bar,
+                            _unit(draw, params.shape, dtype, xp))
+    analytic = bool(getattr(layer, "analytic", False)) and dtype != np.float32
+    figures, skipped = {}, {}
+    for key, block in blocks.items():
+        figures.update(_block_figures(key, *block, y_bar, wanted, analytic))
+    if "complex" in wanted and not analytic:
+        skipped["complex"] = ("float32 input" if getattr(layer, "analytic", False)
+                              else "layer.analytic is False")
+    if "taylor" in wanted:
+        if dtype == np.float32:
+            skipped["taylor"] = "float32 (remainder reaches roundoff before converging)"
+        else:
+            rate, reason = _taylor_figure(forward, x, params, y_bar, x_bar, p_bar, draw)
+            if reason:
+                skipped["taylor"] = reason
+            else:
+                figures["taylor_min_rate"] = rate
+
+    for key, value in figures.items():
+        tk = _tol_key(key)
+        bound = tolerances.get(tk)
+        if bound is None:
+            continue
+        bad = not value >= bound if tk == "taylor_min_rate" else not value <= bound
+        if bad:
+            rel = ">=" if tk == "taylor_min_rate" else "<="
+            failures.append(f"{key} = {value:.3e} violates {rel} {bound:.1e}")
+    return LayerReport(_layer_name(layer), not failures, figures, failures, tolerances, skipped,
+                       str(dtype))
+
+
+def _block_figures(key, point, fun, bar, u, y_bar, wanted, analytic) -> dict:
+    """``fd_<key>``, ``complex_<key>``, ``dot_<key>`` for one input block (``x`` or params).
+
+    ``a = <bar, u>`` (VJP) is compared with ``b = <y_bar, J u>`` (JVP) relative to
+    ``max(|a|, |b|, |y_bar| |J u|, |bar| |u|)``: the last two are the Cauchy-Schwarz bounds of
+    ``b`` and ``a``, so the figure is meaningful when both are small by cancellation.
+    """
+    out = {}
+    vjp_value = inner(bar, u)
+    bound_a = _norm(bar) * _norm(u)
+    if "fd" in wanted:
+        ju = central_difference(fun, point, u)
+        out[f"fd_{key}"] = relative_error(vjp_value, inner(y_bar, ju),
+                                          max(_norm(y_bar) * _norm(ju), bound_a))
+    ju_c = complex_step(fun, point, u) if analytic and ("complex" in wanted or "dot" in wanted) \
+        else None
+    if "complex" in wanted and analytic:
+        out[f"complex_{key}"] = relative_error(vjp_value, inner(y_bar, ju_c),
+                                               max(_norm(y_bar) * _norm(ju_c), bound_a))
+    if "dot" in wanted:
+        jvp = ju_c if analytic else richardson_difference(fun, point, u)
+        out[f"dot_{key}"] = dot_product_test(jvp, bar, u, y_bar)
+    return out
+
+
+TAYLOR_ATTEMPTS = 3     # fresh directions tried when the remainder reaches roundoff too early
+
+
+def _taylor_figure(forward, x, params, y_bar, x_bar, p_bar, draw):
+    """Taylor min rate of ``<y_bar, f(params, x)>`` along a joint direction in ``(x, params)``.
+
+    Returns ``(min_rate, "")`` or ``(nan, reason)`` when inconclusive. The largest step moves each
+    coordinate by at most 1e-3 of the point's scale (kinks kept at a margin >= 1e-2 are never
+    crossed). The roundoff floor is ``1e3 eps_mach |y_bar| max|y|`` over the points visited, a
+    bound on the rounding of the sum. A cancellation between the second- and third-order terms
+    of the remainder is specific to the direction, a gradient error is not: when the rates have
+    not settled before roundoff, up to three fresh directions are tried; if none settles the
+    check is reported as inconclusive with the first-order error bound it still implies.
+    """
+    xp = get_array_module(x)
+    n_x = x.size
+    m = xp.concatenate([x.ravel(), params.ravel()])
+    grad = xp.concatenate([x_bar.ravel(), p_bar.ravel()])
+
+    def scalar(z):
+        return inner(y_bar, forward(z[n_x:], z[:n_x].reshape(x.shape))[0])
+
+    eps_mach = machine_eps(x.dtype)
+    y_norm = _norm(forward(params, x)[0])
+    bound = 0.0
+    for _ in range(TAYLOR_ATTEMPTS):
+        dm = _unit(draw, m.shape, x.dtype, xp)
+        eps0 = 1e-3 * max(1.0, float(xp.max(xp.abs(m)))) / float(xp.max(xp.abs(dm)))
+        far = _norm(forward(m[n_x:] + eps0 * dm[n_x:],
+                            (m[:n_x] + eps0 * dm[:n_x]).reshape(x.shape))[0])
+        floor = ROUNDOFF_FACTOR * eps_mach * _norm(y_bar) * max(y_norm, far)
+        res = taylor_test(scalar, grad, m, dm, eps0=eps0, n=4, floor=floor, strict=False)
+        if res.converged:
+            return res.min_rate, ""
+        bound = max(bound, float(np.max(res.r1 / res.eps)))
+    return float("nan"), (f"inconclusive: in {TAYLOR_ATTEMPTS} directions R1 reached roundoff "
+                          f"before its rates settled (max R1/eps = {bound:.1e} bounds any "
+                          f"first-order error)")

@@ -1,0 +1,296 @@
+"""Elementwise activations with hand-written VJPs.
+
+Every activation is parameter-free, accepts inputs of any shape and returns an output of the
+same shape. Smooth activations (:class:`Tanh`, :class:`Sigmoid`, :class:`Softplus`,
+:class:`ELU`) accept complex input so the complex-step derivative applies: their stable branches
+are selected by ``x.real`` and every formula is valid for complex arguments.
+
+The cache of each layer holds only what its VJP needs: the output for tanh; the output and its
+complement ``1 - y`` (computed without cancellation) for sigmoid; ``sigmoid(beta x)`` for
+softplus; the slope for ELU; the sign mask for the piecewise-linear ones. ``params`` may be a
+length-0 array or None.
+
+References
+----------
+.. [1] D.-A. Clevert, T. Unterthiner, S. Hochreiter, "Fast and accurate deep network learning by
+   exponential linear units (ELUs)", ICLR 2016.
+.. [2] A. L. Maas, A. Y. Hannun, A. Y. Ng, "Rectifier nonlinearities improve neural network
+   acoustic models", ICML 2013 (leaky ReLU).
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ..backend import get_array_module
+from ..errors import check_array, check_params
+from .base import ParameterFree
+
+__all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "ELU",
+           "MaskCache", "OutputCache", "SigmoidCache", "LogisticCache", "ELUCache",
+           "sigmoid", "softplus"]
+
+
+# -- stable kernels (complex-safe) ----------------------------------------------------------------
+def _signed_exp(z):
+    """Return ``(pos, e)`` with ``pos = z.real >= 0`` and ``e = exp(-|z|)`` (complex-safe).
+
+    ``e = exp(-z)`` where ``z.real >= 0`` and ``exp(z)`` elsewhere, so ``Re(log e) <= 0`` and
+    the exponential never overflows.
+    """
+    xp = get_array_module(z)
+    pos = z.real >= 0
+    return pos, xp.exp(xp.where(pos, -z, z))
+
+
+def _sigmoid_pair(z):
+    """``(sigmoid(z), sigmoid(-z))``, each to full relative accuracy (no ``1 - y`` cancellation)."""
+    xp = get_array_module(z)
+    pos, e = _signed_exp(z)
+    one = xp.ones((), dtype=e.dtype)
+    big, small = one / (one + e), e / (one + e)
+    return xp.where(pos, big, small), xp.where(pos, small, big)
+
+
+def _log1p(e):
+    """``log(1 + e)`` accurate for small ``|e|``, also for complex ``e`` with ``Re e > -1``.
+
+    NumPy's complex ``log1p`` evaluates ``log(1 + e)`` naively (relative error up to 1e-3 at
+    ``|e| = 1e-13``, and 0 below 1e-16). With ``a = Re e`` and ``b = Im e / (1 + a)``,
+    ``log(1 + e) = log1p(a) + log(1 + i b) = log1p(a) + log1p(b**2) / 2 + i arctan(b)``.
+    """
+    xp = get_array_module(e)
+    if not xp.iscomplexobj(e):
+        return xp.log1p(e)
+    a = e.real
+    b = e.imag / (1 + a)
+    return (xp.log1p(a) + 0.5 * xp.log1p(b * b)) + 1j * xp.arctan(b)
+
+
+def sigmoid(z):
+    """Logistic function ``1 / (1 + exp(-z))``, stable for large ``|z|``, complex-safe.
+
+    Parameters
+    ----------
+    z : ndarray, any shape
+        Real or complex input.
+
+    Returns
+    -------
+    ndarray, shape of ``z``
+    """
+    return _sigmoid_pair(z)[0]
+
+
+def softplus(z):
+    """``log(1 + exp(z))`` evaluated as ``max(z, 0) + log1p(exp(-|z|))`` (complex-safe).
+
+    Parameters
+    ----------
+    z : ndarray, any shape
+
+    Returns
+    -------
+    ndarray, shape of ``z``
+    """
+    xp = get_array_module(z)
+    pos, e = _signed_exp(z)
+    return xp.where(pos, z, xp.zeros((), dtype=z.dtype)) + _log1p(e)
+
+
+# -- caches ---------------------------------------------------------------------------------------
+class MaskCache(NamedTuple):
+    """Cache of ReLU / leaky ReLU: ``positive`` is the boolean mask ``x > 0``."""
+    positive: Any
+
+
+class OutputCache(NamedTuple):
+    """Cache of tanh: the forward output ``y`` (``dy/dx = 1 - y**2``)."""
+    y: Any
+
+
+class SigmoidCache(NamedTuple):
+    """Cache of sigmoid: ``y = sigmoid(x)`` and ``y_c = sigmoid(-x) = 1 - y`` (``dy/dx = y y_c``).
+
+    Keeping ``y_c`` avoids the cancellation in ``1 - y`` for large ``x``.
+    """
+    y: Any
+    y_c: Any
+
+
+class LogisticCache(NamedTuple):
+    """Cache of softplus: ``s = sigmoid(beta * x)``, the derivative of softplus."""
+    s: Any
+
+
+class ELUCache(NamedTuple):
+    """Cache of ELU: the derivative ``slope = dy/dx`` (1, or ``alpha exp(x)`` for ``x <= 0``).
+
+    ``y + alpha`` would give the same value but cancels for ``x << 0``.
+    """
+    slope: Any
+
+
+# -- base -----------------------------------------------------------------------------------------
+class _Elementwise(ParameterFree):
+    """Shared plumbing: parameter/input checks, shape-preserving ``output_shape``."""
+
+    def output_shape(self, input_shape) -> tuple:
+        return tuple(input_shape)
+
+    def _check(self, params, x):
+        if params is not None:
+            check_params("params", params, 0, owner=repr(self))
+        return check_array("x", x, allow_complex=self.analytic)
+
+    def _vjp_prologue(self, y_bar, like):
+        check_array("y_bar", y_bar, shape=tuple(like.shape),
+                    fix="Pass the cotangent of the forward output y (same shape).")
+        return get_array_module(y_bar, like)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+# -- layers ---------------------------------------------------------------------------------------
+class ReLU(_Elementwise):
+    """Rectified linear unit ``y = max(x, 0)``; the derivative at ``x = 0`` is taken as 0."""
+
+    def forward(self, params, x, **context):
+        self._check(params, x)
+        xp = get_array_module(x)
+        positive = x > 0
+        return xp.where(positive, x, xp.zeros((), dtype=x.dtype)), MaskCache(positive)
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        xp = self._vjp_prologue(y_bar, cache.positive)
+        x_bar = xp.where(cache.positive, y_bar, xp.zeros((), dtype=y_bar.dtype))
+        return x_bar, self._params_bar(y_bar, need_params)
+
+
+class LeakyReLU(_Elementwise):
+    """Leaky ReLU ``y = x`` for ``x > 0`` and ``negative_slope * x`` otherwise [2]_.
+
+    Parameters
+    ----------
+    negative_slope : float, default 0.01
+        Slope on the negative half-line (finite; any sign is allowed).
+    """
+
+    def __init__(self, negative_slope: float = 0.01):
+        self.negative_slope = _finite_float("negative_slope", negative_slope)
+
+    def forward(self, params, x, **context):
+        self._check(params, x)
+        xp = get_array_module(x)
+        positive = x > 0
+        return xp.where(positive, x, self.negative_slope * x), MaskCache(positive)
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        xp = self._vjp_prologue(y_bar, cache.positive)
+        x_bar = xp.where(cache.positive, y_bar, self.negative_slope * y_bar)
+        return x_bar, self._params_bar(y_bar, need_params)
+
+
+class Tanh(_Elementwise):
+    """Hyperbolic tangent ``y = tanh(x)``; ``dy/dx = 1 - y**2``."""
+
+    analytic = True
+
+    def forward(self, params, x, **context):
+        self._check(params, x)
+        y = get_array_module(x).tanh(x)
+        return y, OutputCache(y)
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        self._vjp_prologue(y_bar, cache.y)
+        y = cache.y
+        return y_bar * (1 - y * y), self._params_bar(y_bar, need_params)
+
+
+class Sigmoid(_Elementwise):
+    """Logistic sigmoid ``y = 1 / (1 + exp(-x))``, stable for large ``|x|``.
+
+    ``dy/dx = y (1 - y)``, evaluated as ``sigmoid(x) sigmoid(-x)`` from the cache.
+    """
+
+    analytic = True
+
+    def forward(self, params, x, **context):
+        self._check(params, x)
+        y, y_c = _sigmoid_pair(x)
+        return y, SigmoidCache(y, y_c)
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        self._vjp_prologue(y_bar, cache.y)
+        return y_bar * (cache.y * cache.y_c), self._params_bar(y_bar, need_params)
+
+
+class Softplus(_Elementwise):
+    """Softplus ``y = log(1 + exp(beta x)) / beta`` (no overflow for large ``x``).
+
+    Parameters
+    ----------
+    beta : float, default 1
+        Sharpness, ``beta > 0``; ``dy/dx = sigmoid(beta x)``.
+    """
+
+    analytic = True
+
+    def __init__(self, beta: float = 1.0):
+        self.beta = _finite_float("beta", beta)
+        if self.beta <= 0:
+            raise ValueError(f"`beta` must be > 0, got {beta!r}; use e.g. Softplus(beta=1.0).")
+
+    def forward(self, params, x, **context):
+        self._check(params, x)
+        z = self.beta * x
+        return softplus(z) / self.beta, LogisticCache(sigmoid(z))
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        self._vjp_prologue(y_bar, cache.s)
+        return y_bar * cache.s, self._params_bar(y_bar, need_params)
+
+
+class ELU(_Elementwise):
+    """Exponential linear unit [1]_: ``y = x`` for ``x > 0``, ``alpha (exp(x) - 1)`` otherwise.
+
+    The branch is chosen by ``x.real``, so the complex step is exact away from ``x = 0`` (and at
+    0 for ``alpha = 1``, where ELU is continuously differentiable).
+
+    Parameters
+    ----------
+    alpha : float, default 1.0
+        Saturation value ``-alpha`` for ``x -> -inf``; ``alpha >= 0``.
+    """
+
+    analytic = True
+
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = _finite_float("alpha", alpha)
+        if self.alpha < 0:
+            raise ValueError(f"`alpha` must be >= 0, got {alpha!r}; use e.g. ELU(alpha=1.0).")
+
+    def forward(self, params, x, **context):
+        self._check(params, x)
+        xp = get_array_module(x)
+        positive = x.real > 0
+        negative_part = xp.where(positive, xp.zeros((), dtype=x.dtype), x)
+        y = xp.where(positive, x, self.alpha * xp.expm1(negative_part))
+        slope = xp.where(positive, xp.ones((), dtype=x.dtype), self.alpha * xp.exp(negative_part))
+        return y, ELUCache(slope)
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        self._vjp_prologue(y_bar, cache.slope)
+        return y_bar * cache.slope, self._params_bar(y_bar, need_params)
+
+
+def _finite_float(name: str, value) -> float:
+    """``value`` as a finite Python float, or a ValueError naming ``name``."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"`{name}` must be a real number, got {value!r}.") from exc
+    if out != out or out in (float("inf"), float("-inf")):
+        raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    return out

@@ -1,0 +1,272 @@
+"""Composition: :class:`Sequential` chains and :class:`Residual` skip connections.
+
+A composite owns one flat parameter vector, the concatenation of its children's, so a whole
+network has one ``params`` and one ``params_bar``. Children are duck-typed: any object with
+``n_params``, ``forward`` and ``vjp`` works; ``param_shapes``, ``output_shape``, ``init`` and the
+flags ``analytic``/``time_dependent``/``needs_rng`` are read when present.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import as_dtype, get_array_module
+from ..errors import ParameterError, ShapeError, check_params
+from .base import Layer
+
+__all__ = ["Sequential", "Residual", "ResidualCache"]
+
+_CONTEXT_KEYS = ("t", "rng")
+
+
+def _check_child(child, where: str) -> int:
+    """Validate a duck-typed layer; return its ``n_params``."""
+    missing = [a for a in ("n_params", "forward", "vjp") if not hasattr(child, a)]
+    if missing:
+        raise TypeError(f"{where} ({type(child).__name__}) is not a layer: it lacks "
+                        f"{', '.join(missing)}. A layer needs n_params, forward(params, x, "
+                        f"**context) and vjp(params, cache, y_bar, need_params).")
+    n = child.n_params
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise TypeError(f"{where}.n_params must be an integer >= 0, got {n!r}.")
+    return int(n)
+
+
+def _child_context(child, where: str, context: dict) -> dict:
+    """Keywords ``child`` receives: ``t`` if time-dependent, ``rng`` if it needs one."""
+    unknown = set(context) - set(_CONTEXT_KEYS)
+    if unknown:
+        raise TypeError(f"unknown context {sorted(unknown)}; forward accepts only t= and rng=.")
+    out = {}
+    if getattr(child, "time_dependent", False):
+        if context.get("t") is None:
+            raise ValueError(f"{where} ({type(child).__name__}) is time-dependent: pass "
+                             f"forward(params, x, t=t) with t a float or 0-d array.")
+        out["t"] = context["t"]
+    if getattr(child, "needs_rng", False):
+        if context.get("rng") is None:
+            raise ValueError(f"{where} ({type(child).__name__}) needs random numbers: pass "
+                             f"forward(params, x, rng=np.random.default_rng(seed)).")
+        out["rng"] = context["rng"]
+    return out
+
+
+def _init_child(child, rng, dtype, n: int, where: str):
+    if n == 0:
+        return np.zeros(0, dtype=dtype)
+    if not hasattr(child, "init"):
+        raise TypeError(f"{where} ({type(child).__name__}) has {n} parameters but no "
+                        f"init(rng, dtype); initialise its slice of params yourself.")
+    p = np.asarray(child.init(rng, dtype=dtype))
+    if p.shape != (n,):
+        raise ParameterError(f"{where}.init returned shape {tuple(p.shape)}, expected ({n},).")
+    return p.astype(dtype, copy=False)
+
+
+class Sequential(Layer):
+    """Chain of layers ``y = f_k(... f_1(f_0(x)))`` with one flat parameter vector.
+
+    Parameters
+    ----------
+    *layers : layer objects
+        Children, applied in order. Child ``i``'s parameters occupy the ``i``-th block of
+        ``params``; its named views are ``"i.name"`` (``"i.params"`` for a child without
+        ``param_shapes``).
+
+    Notes
+    -----
+    ``forward(params, x, t=None, rng=None)`` passes ``t`` only to children with
+    ``time_dependent`` and ``rng`` only to children with ``needs_rng``; its cache is the tuple
+    of the children's caches. ``vjp`` walks the children backwards. The flags are derived:
+    ``time_dependent``/``needs_rng`` if any child has them, ``analytic`` if all children do.
+    """
+
+    def __init__(self, *layers):
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        self.layers = tuple(layers)
+        sizes = [_check_child(c, f"layers[{i}]") for i, c in enumerate(self.layers)]
+        self._offsets = tuple(np.cumsum([0] + sizes).tolist())
+
+    # -- structure ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    @property
+    def analytic(self) -> bool:
+        return all(getattr(c, "analytic", False) for c in self.layers)
+
+    @property
+    def time_dependent(self) -> bool:
+        return any(getattr(c, "time_dependent", False) for c in self.layers)
+
+    @property
+    def needs_rng(self) -> bool:
+        return any(getattr(c, "needs_rng", False) for c in self.layers)
+
+    @property
+    def n_params(self) -> int:
+        return self._offsets[-1]
+
+    @property
+    def param_shapes(self) -> dict:
+        shapes = {}
+        for i, child in enumerate(self.layers):
+            n = self._offsets[i + 1] - self._offsets[i]
+            child_shapes = getattr(child, "param_shapes", None)
+            if child_shapes is None:
+                if n:
+                    shapes[f"{i}.params"] = (n,)
+                continue
+            shapes.update({f"{i}.{name}": tuple(s) for name, s in child_shapes.items()})
+        return shapes
+
+    def slices(self, params) -> list:
+        """Each child's block of ``params`` (views, in order)."""
+        check_params("params", params, self.n_params, owner="Sequential")
+        o = self._offsets
+        return [params[o[i]:o[i + 1]] for i in range(len(self.layers))]
+
+    def init(self, rng: np.random.Generator, dtype=np.float64):
+        """Children's ``init`` called in order with the same ``rng``; concatenated (NumPy)."""
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"`rng` must be a numpy.random.Generator, got {rng!r}; "
+                            f"use np.random.default_rng(seed).")
+        dtype = as_dtype(dtype)
+        o = self._offsets
+        parts = [_init_child(c, rng, dtype, o[i + 1] - o[i], f"layers[{i}]")
+                 for i, c in enumerate(self.layers)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+    def output_shape(self, input_shape) -> tuple:
+        shape = tuple(input_shape)
+        for i, child in enumerate(self.layers):
+            if not hasattr(child, "output_shape"):
+                raise TypeError(f"layers[{i}] ({type(child).__name__}) has no output_shape; "
+                                f"add output_shape(input_shape) to it to infer shapes.")
+            shape = tuple(child.output_shape(shape))
+        return shape
+
+    # -- evaluation --------------------------------------------------------------------------
+    def forward(self, params, x, **context):
+        """Apply the children in order; returns ``(y, caches)`` with one cache per child."""
+        caches = []
+        for i, (child, p) in enumerate(zip(self.layers, self.slices(params))):
+            kwargs = _child_context(child, f"layers[{i}]", context)
+            x, cache = child.forward(p, x, **kwargs)
+            caches.append(cache)
+        return x, tuple(caches)
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        """Walk the children backwards; ``params_bar`` is the concatenation (None if not needed)."""
+        if not isinstance(cache, tuple) or len(cache) != len(self.layers):
+            raise TypeError(f"`cache` must be the tuple of {len(self.layers)} child caches "
+                            f"returned by Sequential.forward, got {type(cache).__name__}.")
+        slices = self.slices(params)
+        bars = [None] * len(self.layers)
+        for i in reversed(range(len(self.layers))):
+            y_bar, p_bar = self.layers[i].vjp(slices[i], cache[i], y_bar, need_params=need_params)
+            n = self._offsets[i + 1] - self._offsets[i]
+            if need_params and p_bar is None and n:
+                raise TypeError(f"layers[{i}].vjp returned params_bar=None with "
+                                f"need_params=True; it must return an array of length {n}.")
+            bars[i] = p_bar
+        if not need_params:
+            return y_bar, None
+        xp = get_array_module(y_bar)
+        parts = [xp.zeros(0, dtype=y_bar.dtype) if b is None else b.reshape(-1) for b in bars]
+        return y_bar, (xp.concatenate(parts) if parts else xp.zeros(0, dtype=y_bar.dtype))
+
+    def __repr__(self) -> str:
+        inner = ",\n".join(f"  ({i}) {c!r}" for i, c in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)" if inner else "Sequential()"
+
+
+class ResidualCache(NamedTuple):
+    """Cache of :class:`Residual`: the inner layer's cache."""
+    inner: Any
+
+
+class Residual(Layer):
+    """Skip connection ``y = x + inner(x)``; ``inner`` must preserve the shape.
+
+    Parameters
+    ----------
+    inner : layer object
+        Any layer (e.g. a :class:`Sequential`); its parameters are this layer's parameters and
+        its named views are kept unchanged.
+    """
+
+    def __init__(self, inner):
+        self._n = _check_child(inner, "inner")
+        self.inner = inner
+
+    @property
+    def analytic(self) -> bool:
+        return getattr(self.inner, "analytic", False)
+
+    @property
+    def time_dependent(self) -> bool:
+        return getattr(self.inner, "time_dependent", False)
+
+    @property
+    def needs_rng(self) -> bool:
+        return getattr(self.inner, "needs_rng", False)
+
+    @property
+    def n_params(self) -> int:
+        return self._n
+
+    @property
+    def param_shapes(self) -> dict:
+        shapes = getattr(self.inner, "param_shapes", None)
+        if shapes is None:
+            return {"params": (self._n,)} if self._n else {}
+        return dict(shapes)
+
+    def init(self, rng: np.random.Generator, dtype=np.float64):
+        """The inner layer's ``init``."""
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"`rng` must be a numpy.random.Generator, got {rng!r}; "
+                            f"use np.random.default_rng(seed).")
+        dtype = as_dtype(dtype)
+        return _init_child(self.inner, rng, dtype, self._n, "inner")
+
+    def output_shape(self, input_shape) -> tuple:
+        shape = tuple(input_shape)
+        if hasattr(self.inner, "output_shape"):
+            out = tuple(self.inner.output_shape(shape))
+            if out != shape:
+                raise ShapeError(f"Residual needs a shape-preserving inner layer, but "
+                                 f"{type(self.inner).__name__} maps {shape} to {out}.")
+        return shape
+
+    def forward(self, params, x, **context):
+        """``(x + inner(x), ResidualCache)``."""
+        check_params("params", params, self._n, owner="Residual")
+        z, cache = self.inner.forward(params, x, **_child_context(self.inner, "inner", context))
+        if tuple(z.shape) != tuple(x.shape):
+            raise ShapeError(f"Residual needs a shape-preserving inner layer: input shape "
+                             f"{tuple(x.shape)}, inner output shape {tuple(z.shape)}. Add a "
+                             f"projection inside `inner` or drop the skip connection.")
+        return x + z, ResidualCache(cache)
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        x_bar, p_bar = self.inner.vjp(params, cache.inner, y_bar, need_params=need_params)
+        if need_params and p_bar is None:
+            xp = get_array_module(y_bar)
+            if self._n:
+                raise TypeError(f"inner.vjp returned params_bar=None with need_params=True; "
+                                f"it must return an array of length {self._n}.")
+            p_bar = xp.zeros(0, dtype=y_bar.dtype)
+        return y_bar + x_bar, p_bar
+
+    def __repr__(self) -> str:
+        return f"Residual({self.inner!r})"

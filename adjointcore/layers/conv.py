@@ -1,0 +1,280 @@
+"""2-D convolution by im2col + GEMM: :class:`Conv2d` and the time-conditioned :class:`ConcatConv2d`.
+
+Algorithm (NCHW in and out, channel-major inside)
+-------------------------------------------------
+Forward: pad (and transpose) the input once to ``(C, N, Hp, Wp)``, copy its window view into the
+column matrix ``cols`` of shape ``(groups, C/groups*kh*kw, N*Ho*Wo)`` and multiply by the weight
+matrix ``(groups, O/groups, C/groups*kh*kw)``: one GEMM per group, batched by ``matmul``.
+
+VJP, three products of the same shapes:
+
+* ``W_bar = Y_bar @ cols^T`` (needs ``cols``: cached, or rebuilt from the cached padded input);
+* ``b_bar = sum of y_bar over (N, Ho, Wo)``;
+* ``x_bar``: for stride 1 (and ``padding <= kernel - 1``) as the *transposed convolution*, a
+  correlation of the ``(k - 1 - p)``-padded ``y_bar`` with the flipped, channel-transposed
+  kernel - again one im2col copy plus one GEMM, no scatter; otherwise ``cols_bar = W^T @ Y_bar``
+  followed by col2im (a strided add per kernel offset, see
+  :func:`~adjointcore.layers._im2col.accumulate_windows`).
+
+Both layers are analytic (complex input works; nothing is conjugated).
+
+References
+----------
+.. [1] K. Chellapilla, S. Puri, P. Simard, "High performance convolutional neural networks for
+   document processing", IWFHR 2006.
+.. [2] V. Dumoulin, F. Visin, "A guide to convolution arithmetic for deep learning",
+   arXiv:1603.07285, 2016 (transposed convolution as the input gradient).
+.. [3] R. T. Q. Chen, Y. Rubanova, J. Bettencourt, D. Duvenaud, "Neural ordinary differential
+   equations", NeurIPS 2018 (``ConcatConv2d``).
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .. import init as initmod
+from ..backend import get_array_module
+from ..errors import ShapeError, check_array, check_positive_int
+from ._im2col import (Geometry, accumulate_windows, crop_hw, make_geometry, output_hw,
+                      pad_channel_major, windows)
+from .base import Layer
+from .linear import _out_dtype, check_backends, check_y_bar, time_value
+
+__all__ = ["Conv2d", "ConcatConv2d", "ConvCache"]
+
+
+class ConvCache(NamedTuple):
+    """Cache of :class:`Conv2d` / :class:`ConcatConv2d`.
+
+    Attributes
+    ----------
+    x_padded : ndarray, shape (C_total, N, Hp, Wp)
+        Zero-padded input, channel-major (``C_total = in_channels (+1 for the time channel)``);
+        ``None`` when ``cols`` is cached instead.
+    cols : ndarray, shape (groups, C_total/groups*kh*kw, N*Ho*Wo) or None
+        Column matrix (only with ``cache_cols=True``; costs ``kh*kw`` times the input memory).
+    x_shape : tuple
+        ``(N, C, H, W)`` of the input.
+    """
+    x_padded: Any
+    cols: Any
+    x_shape: tuple
+
+
+# -- kernels --------------------------------------------------------------------------------------
+def _columns(x_padded, geom: Geometry, groups: int, out_hw):
+    """Column matrix ``(groups, C/groups*kh*kw, N*Ho*Wo)``: one copy of a window view."""
+    c, n = x_padded.shape[:2]
+    (kh, kw), (ho, wo) = geom.kernel, out_hw
+    view = windows(x_padded, geom, out_hw)              # (C, N, kh, kw, Ho, Wo)
+    return view.transpose(0, 2, 3, 1, 4, 5).reshape(groups, c // groups * kh * kw, n * ho * wo)
+
+
+def _channel_major(y_bar, groups: int):
+    """``y_bar`` (N, O, Ho, Wo) as the matrix ``(groups, O/groups, N*Ho*Wo)`` (one copy)."""
+    n, o, ho, wo = y_bar.shape
+    return y_bar.transpose(1, 0, 2, 3).reshape(groups, o // groups, n * ho * wo)
+
+
+def _input_grad_transposed(w, y_bar, geom: Geometry, groups: int, x_hw):
+    """Stride-1 input gradient as a correlation of padded ``y_bar`` with the flipped kernel.
+
+    Returns ``x_bar`` channel-major, shape (C_total, N, H, W).
+    """
+    xp = get_array_module(y_bar)
+    o, cg, kh, kw = w.shape
+    (ph, pw) = geom.padding
+    n = y_bar.shape[0]
+    y_pad = pad_channel_major(y_bar, (kh - 1 - ph, kw - 1 - pw))       # (O, N, Hq, Wq)
+    unit = Geometry(geom.kernel, (1, 1), (0, 0))
+    y_cols = _columns(y_pad, unit, groups, x_hw)                      # (g, Og*kh*kw, N*H*W)
+    w_t = w.reshape(groups, o // groups, cg, kh, kw)[:, :, :, ::-1, ::-1]
+    w_t = w_t.transpose(0, 2, 1, 3, 4).reshape(groups, cg, o // groups * kh * kw)
+    x_bar = xp.matmul(w_t, y_cols)                                    # (g, Cg, N*H*W)
+    return x_bar.reshape(groups * cg, n, x_hw[0], x_hw[1])
+
+
+def _input_grad_col2im(w, y_mat, geom: Geometry, groups: int, padded_shape, out_hw, x_hw):
+    """General input gradient: ``cols_bar = W^T @ Y_bar`` then col2im; channel-major output."""
+    xp = get_array_module(y_mat)
+    o, cg, kh, kw = w.shape
+    c_total, n, hp, wp = padded_shape
+    w_mat = w.reshape(groups, o // groups, cg * kh * kw)
+    cols_bar = xp.matmul(w_mat.transpose(0, 2, 1), y_mat)             # (g, Cg*kh*kw, N*L)
+    cols_bar = cols_bar.reshape(c_total, kh, kw, n, *out_hw).transpose(0, 3, 1, 2, 4, 5)
+    x_bar_padded = accumulate_windows(cols_bar, (hp, wp), geom)       # (C_total, N, Hp, Wp)
+    return crop_hw(x_bar_padded, geom.padding, x_hw)
+
+
+# -- layers ---------------------------------------------------------------------------------------
+class Conv2d(Layer):
+    """2-D cross-correlation (deep-learning "convolution") on NCHW images.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+    stride : int or (int, int)
+    padding : int or (int, int)
+        Zero padding on both sides of H and W.
+    groups : int
+        Divides ``in_channels`` and ``out_channels``; channel group ``g`` of the output sees only
+        input group ``g``.
+    bias : bool
+    init : str
+        Weight scheme of :data:`adjointcore.init.WEIGHT_SCHEMES` (default ``"kaiming_uniform"``,
+        ``fan_in = in_channels/groups*kh*kw``, ``fan_out = out_channels/groups*kh*kw``); the bias
+        is uniform on ``+-1/sqrt(fan_in)``.
+    cache_cols : bool
+        Keep the column matrix in the cache (saves one im2col copy in the VJP, costs ``kh*kw``
+        times the input memory). Default False: the cache holds the padded input.
+
+    Notes
+    -----
+    ``x`` (N, C, H, W) -> ``y`` (N, O, Ho, Wo), ``Ho = (H + 2 ph - kh) // sh + 1``.
+    Parameters: ``"weight"`` (O, C/groups, kh, kw), ``"bias"`` (O,).
+    ``y[n, o, i, j] = b[o] + sum_{c, a, b} W[o, c, a, b] x_pad[n, g(o)*C/groups + c, i sh + a,
+    j sw + b]``.
+    """
+
+    analytic = True
+    _extra_channels = 0   # ConcatConv2d appends one constant time channel
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 groups: int = 1, bias: bool = True, init: str = "kaiming_uniform",
+                 cache_cols: bool = False):
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.out_channels = check_positive_int("out_channels", out_channels)
+        geom = make_geometry(kernel_size, stride, padding)
+        self.kernel_size, self.stride, self.padding = geom
+        self.groups = check_positive_int("groups", groups)
+        total = self.in_channels + self._extra_channels
+        if total % self.groups or self.out_channels % self.groups:
+            what = "in_channels + 1 (the time channel)" if self._extra_channels else "in_channels"
+            raise ValueError(f"`groups`={self.groups} must divide both {what}={total} and "
+                             f"out_channels={self.out_channels}; choose a common divisor.")
+        for name, flag in (("bias", bias), ("cache_cols", cache_cols)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"`{name}` must be True or False, got {flag!r}.")
+        self.bias = bool(bias)
+        self.cache_cols = bool(cache_cols)
+        self.init_scheme = initmod.check_scheme(init)
+
+    # -- parameters ----------------------------------------------------------------------------
+    @property
+    def _geometry(self) -> Geometry:
+        return Geometry(self.kernel_size, self.stride, self.padding)
+
+    @property
+    def param_shapes(self):
+        cg = (self.in_channels + self._extra_channels) // self.groups
+        shapes = {"weight": (self.out_channels, cg) + self.kernel_size}
+        if self.bias:
+            shapes["bias"] = (self.out_channels,)
+        return shapes
+
+    def _init_views(self, rng, views):
+        kh, kw = self.kernel_size
+        fan_in = (self.in_channels + self._extra_channels) // self.groups * kh * kw
+        fan_out = self.out_channels // self.groups * kh * kw
+        w = views["weight"]
+        w[...] = initmod.init_weight(self.init_scheme, rng, w.shape, fan_in, fan_out)
+        if self.bias:
+            views["bias"][...] = initmod.init_bias(rng, (self.out_channels,), fan_in)
+
+    # -- shapes --------------------------------------------------------------------------------
+    def output_shape(self, input_shape) -> tuple:
+        shape = tuple(input_shape)
+        if len(shape) != 4:
+            raise ShapeError(f"{self!r} takes (N, C, H, W) images; got input_shape {shape}.")
+        self._check_channels(shape)
+        return (shape[0], self.out_channels) + output_hw(self._geometry, shape[2:], repr(self))
+
+    def _check_channels(self, shape):
+        if shape[1] != self.in_channels:
+            raise ShapeError(f"`x` has {shape[1]} channels (axis 1 of shape {shape}) but "
+                             f"{self!r} expects in_channels={self.in_channels}; images are "
+                             f"NCHW.")
+
+    def _check_input(self, params, x):
+        check_array("x", x, ndim=4, fix="Conv2d takes NCHW images (N, C, H, W); add a channel "
+                                        "axis with x[:, None] for single-channel data.")
+        self._check_channels(tuple(x.shape))
+        views = self.views(params)
+        check_backends(repr(self), params, x)
+        return views, output_hw(self._geometry, x.shape[2:], repr(self))
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def forward(self, params, x, **context):
+        """Convolve ``x`` (N, C, H, W); returns ``(y (N, O, Ho, Wo), ConvCache)``."""
+        return self._forward(params, x, None)
+
+    def _forward(self, params, x, t):
+        v, out_hw = self._check_input(params, x)
+        xp = get_array_module(x)
+        dtype = _out_dtype(x, t) if t is not None else x.dtype
+        x_padded = pad_channel_major(x, self.padding, extra=t, dtype=dtype)
+        cols = _columns(x_padded, self._geometry, self.groups, out_hw)
+        w = v["weight"]
+        y = xp.matmul(w.reshape(self.groups, self.out_channels // self.groups, -1), cols)
+        y = y.reshape(self.out_channels, -1)                         # (O, N*Ho*Wo)
+        if self.bias:
+            y += v["bias"][:, None]
+        n = x.shape[0]
+        y = xp.ascontiguousarray(y.reshape(self.out_channels, n, *out_hw).transpose(1, 0, 2, 3))
+        if self.cache_cols:
+            return y, ConvCache(None, cols, tuple(x.shape))
+        return y, ConvCache(x_padded, None, tuple(x.shape))
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        """Returns ``(x_bar (N, C, H, W), params_bar (n_params,) or None)``."""
+        v = self.views(params)
+        n, c, h, w_ = cache.x_shape
+        out_hw = output_hw(self._geometry, (h, w_), repr(self))
+        check_y_bar(y_bar, (n, self.out_channels) + out_hw)
+        xp = get_array_module(y_bar)
+        w = v["weight"]
+        g = self.groups
+        y_mat = None
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        if self.stride == (1, 1) and ph <= kh - 1 and pw <= kw - 1:
+            x_bar_cm = _input_grad_transposed(w, y_bar, self._geometry, g, (h, w_))
+        else:
+            y_mat = _channel_major(y_bar, g)                          # (g, Og, N*L)
+            padded = (c + self._extra_channels, n, h + 2 * ph, w_ + 2 * pw)
+            x_bar_cm = _input_grad_col2im(w, y_mat, self._geometry, g, padded, out_hw, (h, w_))
+        x_bar = xp.ascontiguousarray(x_bar_cm[:c].transpose(1, 0, 2, 3))
+        if not need_params:
+            return x_bar, None
+        cols = cache.cols
+        if cols is None:
+            cols = _columns(cache.x_padded, self._geometry, g, out_hw)
+        if y_mat is None:
+            y_mat = _channel_major(y_bar, g)
+        params_bar = xp.empty(self.n_params, dtype=_out_dtype(y_bar, cols, params))
+        grads = self.views(params_bar)
+        grads["weight"][...] = xp.matmul(y_mat, cols.transpose(0, 2, 1)).reshape(w.shape)
+        if self.bias:
+            grads["bias"][...] = y_mat.reshape(self.out_channels, -1).sum(axis=1)
+        return x_bar, params_bar
+
+
+class ConcatConv2d(Conv2d):
+    """Time-conditioned convolution (Chen et al. ``ConcatConv2d`` [3]_).
+
+    The time ``t`` is a constant extra input channel appended *after* the ``in_channels`` image
+    channels (Chen et al. prepend it; only the weight layout differs). The kernel therefore has
+    ``in_channels + 1`` input channels, ``groups`` must divide ``in_channels + 1``, and the
+    padding border of the time channel is zero, as if the concatenated tensor were padded.
+
+    Parameters as :class:`Conv2d`; ``forward(params, x, t=t)`` requires ``t`` (float or 0-d
+    array). ``t`` receives no gradient.
+    """
+
+    time_dependent = True
+    _extra_channels = 1
+
+    def forward(self, params, x, t=None, **context):
+        """Convolve ``[x, t]`` (N, C+1, H, W); returns ``(y (N, O, Ho, Wo), ConvCache)``."""
+        return self._forward(params, x, time_value(t, repr(self)))

@@ -1,0 +1,85 @@
+"""Inverted dropout with the mask drawn from a passed Generator and kept in the cache.
+
+References
+----------
+.. [1] N. Srivastava, G. Hinton, A. Krizhevsky, I. Sutskever, R. Salakhutdinov, "Dropout: a
+   simple way to prevent neural networks from overfitting", JMLR 15 (2014).
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import get_array_module, real_dtype
+from ..errors import check_array, check_params, check_probability
+from .base import ParameterFree
+
+__all__ = ["Dropout", "DropoutCache"]
+
+
+class DropoutCache(NamedTuple):
+    """Cache of :class:`Dropout`: ``mask`` (shape of x, entries 0 or ``1/(1-p)``) or None."""
+    mask: Any
+
+
+class Dropout(ParameterFree):
+    """Inverted dropout: ``y = x * mask`` with ``mask = keep / (1 - p)``, ``keep ~ Bernoulli(1-p)``.
+
+    Parameters
+    ----------
+    p : float in [0, 1)
+        Probability of zeroing an entry.
+    mode : {"train", "eval"}
+        "eval" is the identity (no ``rng`` needed).
+
+    Notes
+    -----
+    The mask is drawn on the host from the ``numpy.random.Generator`` passed as ``rng=`` (one
+    ``rng.random(x.shape)`` call) and moved to the input's device, so the same seed gives the
+    same mask on NumPy and CuPy. Given the mask the layer is linear, so its VJP is exact and the
+    complex step applies; a finite-difference check must pass identically seeded Generators to
+    each forward call. ``needs_rng`` is true only when a mask is drawn (``mode="train"`` and
+    ``p > 0``).
+    """
+
+    analytic = True
+
+    def __init__(self, p: float = 0.5, mode: str = "train"):
+        self.p = check_probability("p", p)
+        if mode not in ("train", "eval"):
+            raise ValueError(f"`mode` must be 'train' or 'eval', got {mode!r}.")
+        self.mode = mode
+
+    @property
+    def needs_rng(self) -> bool:
+        return self.mode == "train" and self.p > 0
+
+    def output_shape(self, input_shape) -> tuple:
+        return tuple(input_shape)
+
+    def forward(self, params, x, rng=None, **context):
+        """``(x * mask, DropoutCache(mask))``; identity with ``mask=None`` in eval mode or p=0."""
+        if params is not None:
+            check_params("params", params, 0, owner=repr(self))
+        check_array("x", x)
+        if not self.needs_rng:
+            return x, DropoutCache(None)
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"`rng` must be a numpy.random.Generator in mode='train' with "
+                            f"p={self.p}, got {rng!r}; call forward(params, x, "
+                            f"rng=np.random.default_rng(seed)), or use Dropout(p, mode='eval').")
+        xp = get_array_module(x)
+        keep = rng.random(tuple(x.shape)) >= self.p
+        mask = xp.asarray(keep.astype(real_dtype(x.dtype)) / np.asarray(1 - self.p,
+                                                                          real_dtype(x.dtype)))
+        return x * mask, DropoutCache(mask)
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        if cache.mask is None:
+            return y_bar, self._params_bar(y_bar, need_params)
+        self._check_y_bar(y_bar, cache.mask)
+        return y_bar * cache.mask, self._params_bar(y_bar, need_params)
+
+    def __repr__(self) -> str:
+        return f"Dropout(p={self.p}, mode={self.mode!r})"

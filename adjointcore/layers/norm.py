@@ -1,0 +1,325 @@
+"""Normalisation layers: batch normalisation and group normalisation, with exact VJPs.
+
+Both normalise ``x`` to ``xhat = (x - mean) / sqrt(var + eps)`` over a set of axes (biased
+variance) and apply a per-channel affine map ``y = weight * xhat + bias``. The VJP of the
+normalisation, with ``g = weight * y_bar`` and ``m`` the number of reduced entries, is
+
+    x_bar = inv_std * (g - mean(g) - xhat * mean(g * xhat)),
+
+which contains the terms through the batch mean and variance. Everything uses ``x * x`` (never
+``abs``) and ``sqrt``, so the forward is analytic and accepts complex input (complex step).
+
+References
+----------
+.. [1] S. Ioffe, C. Szegedy, "Batch normalization: accelerating deep network training by
+   reducing internal covariate shift", ICML 2015.
+.. [2] Y. Wu, K. He, "Group normalization", ECCV 2018.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ..backend import get_array_module, real_dtype
+from ..errors import ShapeError, check_array, check_params, check_positive_int, check_probability
+from .base import Layer
+
+__all__ = ["BatchNorm", "GroupNorm", "BatchNormCache", "BatchNormEvalCache", "GroupNormCache",
+           "update_running_stats"]
+
+
+class BatchNormCache(NamedTuple):
+    """Cache of :class:`BatchNorm` in train mode.
+
+    Attributes
+    ----------
+    xhat : ndarray, shape of ``x``
+        Normalised input.
+    inv_std : ndarray, shape (C,)
+        ``1 / sqrt(batch_var + eps)``.
+    batch_mean, batch_var : ndarray, shape (C,)
+        Batch statistics (``batch_var`` is the biased variance used for normalising).
+    count : int
+        Entries per channel, ``N * H * W``.
+    """
+    xhat: Any
+    inv_std: Any
+    batch_mean: Any
+    batch_var: Any
+    count: int
+
+    @property
+    def unbiased_var(self):
+        """Unbiased batch variance ``batch_var * count / (count - 1)`` (for running statistics)."""
+        return self.batch_var * (self.count / (self.count - 1))
+
+
+class BatchNormEvalCache(NamedTuple):
+    """Cache of :class:`BatchNorm` in eval mode: ``xhat`` and ``inv_std`` (C,) of running var."""
+    xhat: Any
+    inv_std: Any
+
+
+class GroupNormCache(NamedTuple):
+    """Cache of :class:`GroupNorm`: ``xhat`` (shape of x), ``inv_std`` of shape (N, G, 1, ...)."""
+    xhat: Any
+    inv_std: Any
+
+
+# -- shared kernels -------------------------------------------------------------------------------
+def _channel(v, ndim: int):
+    """Reshape a per-channel vector (C,) to broadcast against (N, C, ...) of rank ``ndim``."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _normalise_vjp(g, xhat, inv_std, axes):
+    """Cotangent of ``xhat = (x - mean) * inv_std`` over ``axes`` (``inv_std`` broadcastable)."""
+    g_mean = g.mean(axis=axes, keepdims=True)
+    gx_mean = (g * xhat).mean(axis=axes, keepdims=True)
+    return inv_std * (g - g_mean - xhat * gx_mean)
+
+
+class _AffineNorm(Layer):
+    """Per-channel affine parameters ``weight`` (init 1) and ``bias`` (init 0)."""
+
+    analytic = True
+
+    def __init__(self, num_channels: int, eps: float, affine: bool):
+        self._channels = num_channels
+        self.eps = float(eps)
+        if not self.eps > 0:
+            raise ValueError(f"`eps` must be > 0, got {eps!r}; the default 1e-5 is usual.")
+        self.affine = bool(affine)
+
+    @property
+    def param_shapes(self):
+        if not self.affine:
+            return {}
+        return {"weight": (self._channels,), "bias": (self._channels,)}
+
+    def _init_views(self, rng, views):
+        if self.affine:
+            views["weight"][...] = 1.0
+            views["bias"][...] = 0.0
+
+    def output_shape(self, input_shape) -> tuple:
+        return tuple(input_shape)
+
+    def _affine(self, params):
+        """``(weight, bias)`` views, or ``(None, None)`` without affine parameters."""
+        if not self.affine:
+            if params is not None:
+                check_params("params", params, 0, owner=repr(self))
+            return None, None
+        v = self.views(params)
+        return v["weight"], v["bias"]
+
+    def _check_input(self, x, ndim):
+        check_array("x", x, ndim=ndim, fix="Layout is (N, C) or (N, C, H, W).")
+        if x.shape[1] != self._channels:
+            raise ShapeError(f"`x` has {x.shape[1]} channels (axis 1, shape {tuple(x.shape)}), "
+                             f"but {self!r} expects {self._channels}; fix the layer's channel "
+                             f"count or the input layout (channels on axis 1).")
+        return get_array_module(x)
+
+    def _apply_affine(self, xhat, weight, bias):
+        if weight is None:
+            return xhat
+        return xhat * _channel(weight, xhat.ndim) + _channel(bias, xhat.ndim)
+
+    def _affine_vjp(self, y_bar, xhat, weight, axes, need_params):
+        """``(g, params_bar)``: cotangent of ``xhat`` and of ``(weight, bias)``."""
+        xp = get_array_module(y_bar)
+        g = y_bar if weight is None else y_bar * _channel(weight, y_bar.ndim)
+        if not need_params:
+            return g, None
+        if weight is None:
+            return g, xp.zeros(0, dtype=y_bar.dtype)
+        return g, xp.concatenate([(y_bar * xhat).sum(axis=axes), y_bar.sum(axis=axes)])
+
+
+# -- batch norm -----------------------------------------------------------------------------------
+class BatchNorm(_AffineNorm):
+    """Batch normalisation [1]_ over the batch (and spatial) axes of (N, C) or (N, C, H, W) input.
+
+    Parameters
+    ----------
+    num_features : int
+        Number of channels ``C`` (axis 1).
+    eps : float, default 1e-5
+        Added to the variance.
+    mode : {"train", "eval"}
+        "train" normalises with the biased batch statistics; "eval" with ``running``.
+    running : tuple (mean, var) of ndarray, shape (C,), optional
+        Fixed statistics, required for (and only accepted in) ``mode="eval"``.
+    affine : bool, default True
+        Learnable ``weight`` (C,) and ``bias`` (C,).
+
+    Notes
+    -----
+    Train-mode VJP: ``x_bar = inv_std * (g - mean(g) - xhat * mean(g * xhat))`` with
+    ``g = weight * y_bar``; eval mode is affine: ``x_bar = weight * inv_std * y_bar``.
+    Running statistics are updated outside the layer by :func:`update_running_stats`.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, mode: str = "train", running=None,
+                 affine: bool = True):
+        super().__init__(check_positive_int("num_features", num_features), eps, affine)
+        self.num_features = self._channels
+        if mode not in ("train", "eval"):
+            raise ValueError(f"`mode` must be 'train' or 'eval', got {mode!r}.")
+        self.mode = mode
+        if mode == "eval" and running is None:
+            raise ValueError("`running` is required with mode='eval': pass running=(mean, var) "
+                             "arrays of shape (C,), e.g. from update_running_stats.")
+        if mode == "train" and running is not None:
+            raise ValueError("`running` is only used with mode='eval'; drop it, or build the "
+                             "evaluation layer with layer.to_eval(running).")
+        self.running = None if running is None else self._check_running(running)
+
+    def _check_running(self, running):
+        if not isinstance(running, (tuple, list)) or len(running) != 2:
+            raise TypeError(f"`running` must be a (mean, var) pair of arrays of shape "
+                            f"({self.num_features},), got {type(running).__name__}.")
+        mean, var = running
+        check_array("running[0] (mean)", mean, shape=(self.num_features,), allow_complex=False,
+                    finite=True)
+        check_array("running[1] (var)", var, shape=(self.num_features,), allow_complex=False,
+                    finite=True)
+        xp = get_array_module(var)
+        if not bool(xp.all(var >= 0)):
+            raise ValueError(f"`running[1]` (var) must be >= 0, got minimum {float(var.min())}; "
+                             f"pass variances, not standard deviations or log-variances.")
+        return (mean, var)
+
+    def to_eval(self, running) -> "BatchNorm":
+        """A new eval-mode BatchNorm with the same configuration and statistics ``running``."""
+        return BatchNorm(self.num_features, self.eps, "eval", running, self.affine)
+
+    def forward(self, params, x, **context):
+        """Normalise ``x``; returns ``(y, BatchNormCache)`` (train) or ``BatchNormEvalCache``."""
+        xp = self._check_input(x, (2, 3, 4))
+        weight, bias = self._affine(params)
+        axes = (0,) + tuple(range(2, x.ndim))
+        if self.mode == "eval":
+            rdt = real_dtype(x.dtype)
+            mean = xp.asarray(self.running[0], dtype=rdt)
+            inv_std = 1 / xp.sqrt(xp.asarray(self.running[1], dtype=rdt) + self.eps)
+            xhat = (x - _channel(mean, x.ndim)) * _channel(inv_std, x.ndim)
+            return self._apply_affine(xhat, weight, bias), BatchNormEvalCache(xhat, inv_std)
+        count = x.size // self.num_features
+        if count < 2:
+            raise ShapeError(f"`x` of shape {tuple(x.shape)} has {count} value per channel; "
+                             f"train-mode BatchNorm needs at least 2 (use a batch of N >= 2 or "
+                             f"mode='eval').")
+        mean = x.mean(axis=axes)
+        xc = x - _channel(mean, x.ndim)
+        var = (xc * xc).mean(axis=axes)
+        inv_std = 1 / xp.sqrt(var + self.eps)
+        xhat = xc * _channel(inv_std, x.ndim)
+        cache = BatchNormCache(xhat, inv_std, mean, var, count)
+        return self._apply_affine(xhat, weight, bias), cache
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        weight, _ = self._affine(params)
+        self._check_y_bar(y_bar, cache.xhat)
+        axes = (0,) + tuple(range(2, y_bar.ndim))
+        g, params_bar = self._affine_vjp(y_bar, cache.xhat, weight, axes, need_params)
+        inv_std = _channel(cache.inv_std, y_bar.ndim)
+        if isinstance(cache, BatchNormEvalCache):
+            return g * inv_std, params_bar
+        return _normalise_vjp(g, cache.xhat, inv_std, axes), params_bar
+
+    def __repr__(self) -> str:
+        return (f"BatchNorm(num_features={self.num_features}, eps={self.eps}, mode={self.mode!r}, "
+                f"affine={self.affine})")
+
+
+def update_running_stats(running, cache: BatchNormCache, momentum: float = 0.1):
+    """New running statistics after one train-mode BatchNorm forward (pure).
+
+    ``mean <- (1 - momentum) * mean + momentum * batch_mean`` and likewise for the variance with
+    the *unbiased* batch variance (the convention of PyTorch's ``BatchNorm``).
+
+    Parameters
+    ----------
+    running : tuple (mean, var) of ndarray, shape (C,), or None
+        Current statistics; ``None`` starts from ``(zeros, ones)``.
+    cache : BatchNormCache
+        Cache returned by a train-mode :meth:`BatchNorm.forward`.
+    momentum : float in [0, 1], default 0.1
+        Weight of the new batch.
+
+    Returns
+    -------
+    (mean, var) : tuple of ndarray, shape (C,)
+        New arrays; the inputs are not modified.
+    """
+    if not isinstance(cache, BatchNormCache):
+        raise TypeError(f"`cache` must be the BatchNormCache of a train-mode BatchNorm forward, "
+                        f"got {type(cache).__name__}; eval-mode caches carry no batch statistics.")
+    momentum = check_probability("momentum", momentum, allow_one=True)
+    xp = get_array_module(cache.batch_mean)
+    if running is None:
+        running = (xp.zeros_like(cache.batch_mean), xp.ones_like(cache.batch_var))
+    if not isinstance(running, (tuple, list)) or len(running) != 2:
+        raise TypeError(f"`running` must be a (mean, var) pair or None, got "
+                        f"{type(running).__name__}.")
+    shape = tuple(cache.batch_mean.shape)
+    mean = check_array("running[0] (mean)", running[0], shape=shape)
+    var = check_array("running[1] (var)", running[1], shape=shape)
+    return ((1 - momentum) * mean + momentum * cache.batch_mean,
+            (1 - momentum) * var + momentum * cache.unbiased_var)
+
+
+# -- group norm -----------------------------------------------------------------------------------
+class GroupNorm(_AffineNorm):
+    """Group normalisation [2]_: statistics per sample over groups of channels (and space).
+
+    Parameters
+    ----------
+    num_groups : int
+        Number of groups ``G``; must divide ``num_channels``.
+    num_channels : int
+        Number of channels ``C`` (axis 1 of (N, C, ...) input).
+    eps : float, default 1e-5
+    affine : bool, default True
+        Learnable per-channel ``weight`` (C,) and ``bias`` (C,).
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
+                 affine: bool = True):
+        num_groups = check_positive_int("num_groups", num_groups)
+        num_channels = check_positive_int("num_channels", num_channels)
+        if num_channels % num_groups:
+            raise ValueError(f"`num_channels`={num_channels} is not divisible by "
+                             f"`num_groups`={num_groups}; choose num_groups among the divisors "
+                             f"{[d for d in range(1, num_channels + 1) if num_channels % d == 0]}.")
+        super().__init__(num_channels, eps, affine)
+        self.num_groups, self.num_channels = num_groups, num_channels
+
+    def _grouped(self, a):
+        return a.reshape((a.shape[0], self.num_groups, -1) + tuple(a.shape[2:]))
+
+    def forward(self, params, x, **context):
+        """Normalise each (sample, group); returns ``(y, GroupNormCache)``."""
+        xp = self._check_input(x, tuple(range(2, 9)))
+        weight, bias = self._affine(params)
+        xg = self._grouped(x)
+        axes = tuple(range(2, xg.ndim))
+        xc = xg - xg.mean(axis=axes, keepdims=True)
+        inv_std = 1 / xp.sqrt((xc * xc).mean(axis=axes, keepdims=True) + self.eps)
+        xhat = (xc * inv_std).reshape(x.shape)
+        return self._apply_affine(xhat, weight, bias), GroupNormCache(xhat, inv_std)
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        weight, _ = self._affine(params)
+        self._check_y_bar(y_bar, cache.xhat)
+        channel_axes = (0,) + tuple(range(2, y_bar.ndim))
+        g, params_bar = self._affine_vjp(y_bar, cache.xhat, weight, channel_axes, need_params)
+        gg, xh = self._grouped(g), self._grouped(cache.xhat)
+        x_bar = _normalise_vjp(gg, xh, cache.inv_std, tuple(range(2, gg.ndim)))
+        return x_bar.reshape(y_bar.shape), params_bar
+
+    def __repr__(self) -> str:
+        return (f"GroupNorm(num_groups={self.num_groups}, num_channels={self.num_channels}, "
+                f"eps={self.eps}, affine={self.affine})")

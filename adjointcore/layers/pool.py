@@ -1,0 +1,185 @@
+"""Pooling on NCHW images: :class:`MaxPool2d`, :class:`AvgPool2d`, :class:`GlobalAvgPool2d`.
+
+Windows are strided views (:func:`~adjointcore.layers._im2col.windows`); VJPs scatter back with a
+loop over the ``kh * kw`` kernel offsets only, which also handles overlapping windows.
+Conventions follow PyTorch: ``stride`` defaults to ``kernel_size``, ``padding <= kernel_size // 2``,
+max pooling pads with ``-inf``, average pooling pads with zeros and always divides by
+``kh * kw`` (``count_include_pad=True``).
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..errors import ShapeError, check_array
+from ._im2col import (Geometry, accumulate_windows, crop_hw, make_geometry, output_hw, pad_hw,
+                      windows)
+from .base import ParameterFree
+from .linear import check_y_bar
+
+__all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "MaxPoolCache", "ShapeCache"]
+
+
+
+class MaxPoolCache(NamedTuple):
+    """Cache of :class:`MaxPool2d`.
+
+    ``argmax`` (N, C, Ho, Wo): flat offset ``a * kw + b`` of the (first) maximum in each window,
+    in the smallest unsigned integer type; ``x_shape``: the input shape.
+    """
+    argmax: Any
+    x_shape: tuple
+
+
+class ShapeCache(NamedTuple):
+    """Cache of layers whose VJP needs only the input shape."""
+    x_shape: tuple
+
+
+def _check_no_params(layer, params) -> None:
+    """Parameter-free layers take a length-0 ``params`` (or None)."""
+    if params is not None:
+        layer.views(params)
+
+
+class _Pool2d(ParameterFree):
+    """Shared configuration and checks of the windowed pools."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        geom = make_geometry(kernel_size, kernel_size if stride is None else stride, padding)
+        (kh, kw), _, (ph, pw) = geom
+        if ph > kh // 2 or pw > kw // 2:
+            raise ValueError(f"`padding`={padding!r} must be at most half the kernel_size "
+                             f"{geom.kernel} along each axis, so that every window holds an "
+                             f"input value; reduce the padding.")
+        self.kernel_size, self.stride, self.padding = geom
+
+    @property
+    def _geometry(self) -> Geometry:
+        return Geometry(self.kernel_size, self.stride, self.padding)
+
+    def output_shape(self, input_shape) -> tuple:
+        shape = tuple(input_shape)
+        if len(shape) != 4:
+            raise ShapeError(f"{self!r} takes (N, C, H, W) images; got input_shape {shape}.")
+        return shape[:2] + output_hw(self._geometry, shape[2:], repr(self))
+
+    def _check_input(self, params, x):
+        _check_no_params(self, params)
+        check_array("x", x, ndim=4, allow_complex=self.analytic,
+                    fix=f"{type(self).__name__} takes NCHW images (N, C, H, W).")
+        return output_hw(self._geometry, x.shape[2:], repr(self))
+
+    def _check_cotangent(self, y_bar, x_shape):
+        return check_y_bar(y_bar, self.output_shape(x_shape))
+
+
+class MaxPool2d(_Pool2d):
+    """Maximum over each ``kh x kw`` window.
+
+    The VJP routes ``y_bar`` to the position of the maximum; among tied values the first in
+    row-major window order wins. Not analytic (no complex input).
+
+    Parameters
+    ----------
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Default ``kernel_size`` (non-overlapping windows).
+    padding : int or (int, int)
+        ``-inf`` padding, at most ``kernel_size // 2``.
+    """
+
+    analytic = False
+
+    def forward(self, params, x, **context):
+        """Returns ``(y (N, C, Ho, Wo), MaxPoolCache)``."""
+        out_hw = self._check_input(params, x)
+        n, c = x.shape[:2]
+        kh, kw = self.kernel_size
+        x_padded = pad_hw(x, self.padding, value=-np.inf)
+        flat = windows(x_padded, self._geometry, out_hw).reshape(n, c, kh * kw, *out_hw)
+        argmax = flat.argmax(axis=2).astype(np.min_scalar_type(kh * kw - 1))
+        return flat.max(axis=2), MaxPoolCache(argmax, tuple(x.shape))
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        """Returns ``(x_bar (N, C, H, W), empty params_bar or None)``."""
+        self._check_cotangent(y_bar, cache.x_shape)
+        xp = get_array_module(y_bar)
+        (kh, kw), (sh, sw), padding = self._geometry
+        n, c, h, w = cache.x_shape
+        ho, wo = y_bar.shape[2:]
+        x_bar = xp.zeros((n, c, h + 2 * padding[0], w + 2 * padding[1]), dtype=y_bar.dtype)
+        zero = xp.zeros((), dtype=y_bar.dtype)
+        for a in range(kh):
+            for b in range(kw):
+                routed = xp.where(cache.argmax == a * kw + b, y_bar, zero)
+                x_bar[:, :, a:a + sh * (ho - 1) + 1:sh, b:b + sw * (wo - 1) + 1:sw] += routed
+        x_bar = crop_hw(x_bar, padding, (h, w))
+        if padding != (0, 0):
+            x_bar = xp.ascontiguousarray(x_bar)
+        return x_bar, self._params_bar(y_bar, need_params)
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over each ``kh x kw`` window (zero padding counted, divisor always ``kh * kw``).
+
+    Parameters as :class:`MaxPool2d` (zero padding). Linear, hence analytic.
+    """
+
+    analytic = True
+
+    def forward(self, params, x, **context):
+        """Returns ``(y (N, C, Ho, Wo), ShapeCache)``."""
+        out_hw = self._check_input(params, x)
+        xp = get_array_module(x)
+        kh, kw = self.kernel_size
+        view = windows(pad_hw(x, self.padding), self._geometry, out_hw)
+        y = xp.zeros(x.shape[:2] + out_hw, dtype=x.dtype)
+        for a in range(kh):
+            for b in range(kw):
+                y += view[:, :, a, b]
+        y *= 1.0 / (kh * kw)
+        return y, ShapeCache(tuple(x.shape))
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        """Returns ``(x_bar (N, C, H, W), empty params_bar or None)``."""
+        self._check_cotangent(y_bar, cache.x_shape)
+        xp = get_array_module(y_bar)
+        kh, kw = self.kernel_size
+        n, c, h, w = cache.x_shape
+        share = (y_bar * (1.0 / (kh * kw)))[:, :, None, None]
+        cols = xp.broadcast_to(share, (n, c, kh, kw) + tuple(y_bar.shape[2:]))
+        padded_hw = (h + 2 * self.padding[0], w + 2 * self.padding[1])
+        x_bar = crop_hw(accumulate_windows(cols, padded_hw, self._geometry), self.padding, (h, w))
+        if self.padding != (0, 0):
+            x_bar = xp.ascontiguousarray(x_bar)
+        return x_bar, self._params_bar(y_bar, need_params)
+
+
+class GlobalAvgPool2d(ParameterFree):
+    """Spatial mean ``(N, C, H, W) -> (N, C)``. Linear, hence analytic."""
+
+    analytic = True
+
+    def output_shape(self, input_shape) -> tuple:
+        shape = tuple(input_shape)
+        if len(shape) != 4:
+            raise ShapeError(f"{self!r} takes (N, C, H, W) images; got input_shape {shape}.")
+        return shape[:2]
+
+    def forward(self, params, x, **context):
+        """Returns ``(y (N, C), ShapeCache)``."""
+        _check_no_params(self, params)
+        check_array("x", x, ndim=4, fix="GlobalAvgPool2d takes NCHW images (N, C, H, W).")
+        return x.mean(axis=(2, 3)), ShapeCache(tuple(x.shape))
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        """Returns ``(x_bar (N, C, H, W), empty params_bar or None)``."""
+        n, c, h, w = cache.x_shape
+        check_y_bar(y_bar, (n, c))
+        xp = get_array_module(y_bar)
+        x_bar = xp.empty(cache.x_shape, dtype=y_bar.dtype)
+        x_bar[...] = (y_bar * (1.0 / (h * w)))[:, :, None, None]
+        return x_bar, self._params_bar(y_bar, need_params)

@@ -1,0 +1,168 @@
+"""Parameter-free shape layers: :class:`Flatten`, :class:`Reshape`, :class:`ChannelPad`,
+:class:`ChannelUnpad`.
+
+All are linear (hence analytic) and batch-first: axis 0 is never touched. ``ChannelPad`` /
+``ChannelUnpad`` implement the augmented-ODE "dimension trick": zero channels appended to the
+state on the way in and dropped on the way out (Dupont et al. [1]_).
+
+``Flatten`` and ``Reshape`` return views of a contiguous input (no copy); the channel layers
+return fresh arrays. No layer writes into its input.
+
+References
+----------
+.. [1] E. Dupont, A. Doucet, Y. W. Teh, "Augmented neural ODEs", NeurIPS 2019.
+"""
+from __future__ import annotations
+
+from math import prod
+
+from ..backend import get_array_module
+from ..errors import ShapeError, check_array, check_positive_int
+from .base import ParameterFree
+from .linear import check_y_bar
+from .pool import ShapeCache, _check_no_params
+
+__all__ = ["Flatten", "Reshape", "ChannelPad", "ChannelUnpad"]
+
+
+class _ShapeLayer(ParameterFree):
+    analytic = True
+
+    def _check_input(self, params, x):
+        _check_no_params(self, params)
+        return check_array("x", x, ndim=tuple(range(2, 33)),
+                           fix=f"{type(self).__name__} acts on batches (N, ...); add a batch "
+                               f"axis with x[None].")
+
+    def _check_input_shape(self, input_shape) -> tuple:
+        shape = tuple(input_shape)
+        if len(shape) < 2:
+            raise ShapeError(f"{self!r} acts on batches (N, ...); got input_shape {shape}.")
+        return shape
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        """Returns ``(x_bar (shape of x), empty params_bar or None)``."""
+        check_y_bar(y_bar, self.output_shape(cache.x_shape))
+        return self._backward(y_bar, cache.x_shape), self._params_bar(y_bar, need_params)
+
+
+class Flatten(_ShapeLayer):
+    """``(N, d1, d2, ...) -> (N, d1*d2*...)``."""
+
+    def output_shape(self, input_shape) -> tuple:
+        shape = self._check_input_shape(input_shape)
+        return shape[0], prod(shape[1:])
+
+    def forward(self, params, x, **context):
+        """Returns ``(y (N, prod(x.shape[1:])), ShapeCache)``."""
+        self._check_input(params, x)
+        return x.reshape(x.shape[0], -1), ShapeCache(tuple(x.shape))
+
+    def _backward(self, y_bar, x_shape):
+        return y_bar.reshape(x_shape)
+
+
+class Reshape(_ShapeLayer):
+    """Reshape every sample: ``(N, ...) -> (N, *shape)``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Per-sample target shape (batch axis excluded); at most one entry may be ``-1``.
+    """
+
+    def __init__(self, shape):
+        dims = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+        ok = all(isinstance(d, int) and not isinstance(d, bool) and (d >= 1 or d == -1)
+                 for d in dims)
+        if not dims or not ok or dims.count(-1) > 1:
+            raise ValueError(f"`shape` must be a non-empty tuple of positive integers with at "
+                             f"most one -1 (per-sample shape, batch axis excluded), got "
+                             f"{shape!r}.")
+        self.shape = dims
+
+    def output_shape(self, input_shape) -> tuple:
+        shape = self._check_input_shape(input_shape)
+        size = prod(shape[1:])
+        known = prod(d for d in self.shape if d != -1)
+        if -1 in self.shape and size % known == 0:
+            target = tuple(size // known if d == -1 else d for d in self.shape)
+        else:
+            target = self.shape
+        if prod(target) != size:
+            raise ShapeError(f"{self!r} cannot reshape samples of shape {shape[1:]} "
+                             f"({size} values) to {self.shape}; the sizes must match.")
+        return (shape[0],) + target
+
+    def forward(self, params, x, **context):
+        """Returns ``(y (N, *shape), ShapeCache)``."""
+        self._check_input(params, x)
+        return x.reshape(self.output_shape(x.shape)), ShapeCache(tuple(x.shape))
+
+    def _backward(self, y_bar, x_shape):
+        return y_bar.reshape(x_shape)
+
+
+class ChannelPad(_ShapeLayer):
+    """Append ``extra`` zero channels on axis 1: ``(N, C, ...) -> (N, C + extra, ...)``.
+
+    Works for dense ``(N, C)`` and image ``(N, C, H, W)`` batches. The VJP drops the cotangent
+    of the padded channels.
+
+    Parameters
+    ----------
+    extra : int, >= 0
+    """
+
+    def __init__(self, extra: int):
+        self.extra = check_positive_int("extra", extra, minimum=0)
+
+    def output_shape(self, input_shape) -> tuple:
+        shape = self._check_input_shape(input_shape)
+        return (shape[0], shape[1] + self.extra) + shape[2:]
+
+    def forward(self, params, x, **context):
+        """Returns ``(y (N, C + extra, ...), ShapeCache)``."""
+        self._check_input(params, x)
+        xp = get_array_module(x)
+        y = xp.zeros(self.output_shape(x.shape), dtype=x.dtype)
+        y[:, :x.shape[1]] = x
+        return y, ShapeCache(tuple(x.shape))
+
+    def _backward(self, y_bar, x_shape):
+        xp = get_array_module(y_bar)
+        return y_bar[:, :x_shape[1]].copy()
+
+
+class ChannelUnpad(_ShapeLayer):
+    """Drop the last ``extra`` channels on axis 1: ``(N, C, ...) -> (N, C - extra, ...)``.
+
+    The inverse of :class:`ChannelPad`; its VJP appends zero cotangent channels.
+
+    Parameters
+    ----------
+    extra : int, >= 0
+    """
+
+    def __init__(self, extra: int):
+        self.extra = check_positive_int("extra", extra, minimum=0)
+
+    def output_shape(self, input_shape) -> tuple:
+        shape = self._check_input_shape(input_shape)
+        if shape[1] <= self.extra:
+            raise ShapeError(f"{self!r} needs more than {self.extra} channels on axis 1, got "
+                             f"input_shape {shape}; lower `extra`.")
+        return (shape[0], shape[1] - self.extra) + shape[2:]
+
+    def forward(self, params, x, **context):
+        """Returns ``(y (N, C - extra, ...), ShapeCache)``."""
+        self._check_input(params, x)
+        xp = get_array_module(x)
+        keep = self.output_shape(x.shape)[1]
+        return x[:, :keep].copy(), ShapeCache(tuple(x.shape))
+
+    def _backward(self, y_bar, x_shape):
+        xp = get_array_module(y_bar)
+        x_bar = xp.zeros(x_shape, dtype=y_bar.dtype)
+        x_bar[:, :y_bar.shape[1]] = y_bar
+        return x_bar

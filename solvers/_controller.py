@@ -1,0 +1,245 @@
+"""Step-size control: error norms, PI / I controllers (pure), Hairer's initial step.
+
+A controller is immutable; its evolving quantities live in a :class:`ControllerState` that is
+passed in and returned::
+
+    state = controller.init(err_order)
+    accept, h_next, state = controller.propose(h, err_norm, state)
+
+References
+----------
+Hairer, Norsett & Wanner, *Solving ODEs I*, 2nd ed., Springer 1993: sec. II.4 (error norm,
+"automatic step size control", the initial step algorithm) and the DOPRI5 code (PI control
+with ``beta = 0.04``, ``facold >= 1e-4``, no growth right after a rejection).
+Gustafsson, "Control theoretic techniques for stepsize selection in explicit Runge-Kutta
+methods", ACM TOMS 17 (1991) 533-554.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from ._xp import get_array_module
+
+#: Aim below the tolerance so the next step is likely to be accepted (Hairer's ``fac = 0.9``).
+SAFETY = 0.9
+#: Shrink by at most 5x per proposal (Hairer's ``fac1 = 0.2``): guards against a wild estimate.
+MIN_FACTOR = 0.2
+#: Grow by at most 10x per proposal (Hairer's ``fac2 = 10``).
+MAX_FACTOR = 10.0
+#: PI memory exponent times ``k = err_order + 1``: ``beta2 = 0.2 / k`` is DOPRI5's 0.04 at k = 5.
+PI_BETA2_TIMES_K = 0.2
+#: Floor for the remembered error norm (Hairer's ``facold = max(err, 1e-4)``).
+ERR_PREV_FLOOR = 1e-4
+#: Smallest admissible relative tolerance (below it the estimate is rounding noise).
+MIN_RTOL = 100 * np.finfo(np.float64).eps
+
+
+class ControllerState(NamedTuple):
+    """Evolving controller quantities.
+
+    Attributes
+    ----------
+    k : int
+        Exponent denominator ``err_order + 1`` (error estimate is ``O(h**k)``).
+    err_prev : float
+        Error norm of the last accepted step (floored at ``ERR_PREV_FLOOR``).
+    rejected : bool
+        Whether the previous proposal rejected a step (then the next accepted step may not grow).
+    """
+
+    k: int
+    err_prev: float
+    rejected: bool
+
+
+def rms_norm(scaled):
+    """Root mean square over all entries of the scaled error (the default norm)."""
+    xp = get_array_module(scaled)
+    return float(xp.sqrt(xp.mean(xp.abs(scaled) ** 2)))
+
+
+def per_sample_rms_norm(scaled):
+    """Largest per-sample RMS, samples along axis 0 (a batch never hides a bad sample)."""
+    xp = get_array_module(scaled)
+    flat = xp.abs(scaled.reshape(scaled.shape[0], -1)) ** 2
+    return float(xp.sqrt(flat.mean(axis=1)).max())
+
+
+def block_tolerance(sizes, values):
+    """Per-entry tolerance array for a flat state made of blocks.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Block lengths, in order.
+    values : sequence of float
+        One tolerance per block.
+
+    Returns
+    -------
+    ndarray, shape (sum(sizes),), float64
+    """
+    sizes, values = list(sizes), list(values)
+    if len(sizes) != len(values):
+        raise ValueError(f"block_tolerance: got {len(sizes)} sizes but {len(values)} values")
+    if any(int(n) != n or n < 0 for n in sizes):
+        raise ValueError(f"block_tolerance: `sizes` must be non-negative ints, got {sizes}")
+    return np.concatenate([np.full(int(n), float(v)) for n, v in zip(sizes, values)])
+
+
+def _check_tolerances(rtol, atol):
+    rtol_h, atol_h = np.asarray(rtol, dtype=np.float64), np.asarray(atol, dtype=np.float64)
+    if not np.all(np.isfinite(rtol_h)) or np.any(rtol_h < MIN_RTOL):
+        raise ValueError(f"`rtol` must be finite and >= {MIN_RTOL:.1e} (100 eps); got {rtol!r}. "
+                         "Tighter tolerances cannot be met in float64.")
+    if not np.all(np.isfinite(atol_h)) or np.any(atol_h < 0):
+        raise ValueError(f"`atol` must be finite and >= 0; got {atol!r}")
+
+
+@dataclass(frozen=True)
+class _Tolerances:
+    """Tolerances and the scaled error norm shared by the controllers."""
+
+    rtol: object = 1e-6
+    atol: object = 1e-9
+
+    def scaled_error(self, y_err, y0, y1):
+        """``y_err / (atol + rtol * max(|y0|, |y1|))``, elementwise (shape of ``y_err``)."""
+        xp = get_array_module(y_err, y0, y1)
+        real = xp.empty(0, dtype=y0.dtype).real.dtype
+        rtol, atol = xp.asarray(self.rtol, dtype=real), xp.asarray(self.atol, dtype=real)
+        return y_err / (atol + rtol * xp.maximum(xp.abs(y0), xp.abs(y1)))
+
+    def error_norm(self, y_err, y0, y1, norm=None):
+        """Scaled error norm (RMS unless ``norm``, a callable ``(scaled) -> float``, is given)."""
+        scaled = self.scaled_error(y_err, y0, y1)
+        return rms_norm(scaled) if norm is None else float(norm(scaled))
+
+
+@dataclass(frozen=True)
+class PIController(_Tolerances):
+    """Proportional-integral step-size controller (Gustafsson; Hairer's DOPRI5 variant).
+
+    ``h_next = h * clip(safety * err**(-beta1) * err_prev**beta2, min_factor, max_factor)``
+    on acceptance (``err <= 1``), with ``beta2 = 0.2 / k`` and ``beta1 = 1/k - 0.75 beta2`` by
+    default; on rejection ``h_next = h * max(min_factor, safety * err**(-1/k))`` and the next
+    accepted step may not grow.
+
+    Parameters
+    ----------
+    rtol, atol : float or array broadcastable to the state
+    beta1, beta2 : float, optional
+        Exponents; None picks the defaults above from ``k``.
+    safety, min_factor, max_factor : float
+    """
+
+    beta1: float | None = None
+    beta2: float | None = None
+    safety: float = SAFETY
+    min_factor: float = MIN_FACTOR
+    max_factor: float = MAX_FACTOR
+
+    def __post_init__(self):
+        _check_tolerances(self.rtol, self.atol)
+        if not 0 < self.min_factor < 1 < self.max_factor or not 0 < self.safety <= 1:
+            raise ValueError(f"need 0 < min_factor < 1 < max_factor and 0 < safety <= 1; got "
+                             f"min_factor={self.min_factor}, max_factor={self.max_factor}, "
+                             f"safety={self.safety}")
+
+    def init(self, err_order):
+        """Initial state for an error estimate of order ``err_order`` (local error O(h^(q+1)))."""
+        return ControllerState(int(err_order) + 1, ERR_PREV_FLOOR, False)
+
+    def _exponents(self, k):
+        beta2 = PI_BETA2_TIMES_K / k if self.beta2 is None else self.beta2
+        beta1 = 1.0 / k - 0.75 * beta2 if self.beta1 is None else self.beta1
+        return beta1, beta2
+
+    def propose(self, h, err_norm, state):
+        """Accept or reject a step of size ``h`` with scaled error ``err_norm``.
+
+        Returns
+        -------
+        accept : bool
+        h_next : float
+            Next step size to try (same sign as ``h``).
+        state : ControllerState
+        """
+        if not np.isfinite(err_norm):
+            return False, h * self.min_factor, state._replace(rejected=True)
+        if err_norm > 1.0:
+            factor = max(self.min_factor, self.safety * err_norm ** (-1.0 / state.k))
+            return False, h * factor, state._replace(rejected=True)
+        beta1, beta2 = self._exponents(state.k)
+        if err_norm == 0.0:
+            factor = self.max_factor
+        else:
+            factor = self.safety * err_norm ** (-beta1) * state.err_prev ** beta2
+        factor = min(max(factor, self.min_factor), 1.0 if state.rejected else self.max_factor)
+        return True, h * factor, ControllerState(state.k, max(err_norm, ERR_PREV_FLOOR), False)
+
+
+@dataclass(frozen=True)
+class IController(_Tolerances):
+    """Integral (elementary) controller: ``h_next = h * clip(safety * err**(-1/k), ...)``."""
+
+    safety: float = SAFETY
+    min_factor: float = MIN_FACTOR
+    max_factor: float = MAX_FACTOR
+
+    def __post_init__(self):
+        PIController.__post_init__(self)
+
+    def init(self, err_order):
+        """Initial state (see :meth:`PIController.init`)."""
+        return ControllerState(int(err_order) + 1, ERR_PREV_FLOOR, False)
+
+    def propose(self, h, err_norm, state):
+        """Accept iff ``err_norm <= 1``; see :meth:`PIController.propose` for the returns."""
+        if not np.isfinite(err_norm):
+            return False, h * self.min_factor, state._replace(rejected=True)
+        accept = err_norm <= 1.0
+        factor = self.max_factor if err_norm == 0.0 else self.safety * err_norm ** (-1.0 / state.k)
+        upper = self.max_factor if (accept and not state.rejected) else 1.0
+        factor = min(max(factor, self.min_factor), upper)
+        return bool(accept), h * factor, state._replace(rejected=not accept)
+
+
+def initial_step(field, t0, y0, params, order, rtol, atol, f0, direction=1.0, norm=None):
+    """Hairer's initial step-size guess (HNW I, sec. II.4, "Starting step size").
+
+    Parameters
+    ----------
+    field : object with ``forward``; evaluated exactly once (at ``y0 + h0 f0``)
+    t0 : float
+    y0, f0 : array
+        Initial state and ``f(t0, y0)``.
+    params : object
+    order : int
+        Order ``p`` of the method (local error O(h^(p+1))).
+    rtol, atol : float or array broadcastable to ``y0``
+    direction : float
+        +1 or -1 (integration direction).
+    norm : callable, optional
+        Replaces the RMS norm (as in the solve).
+
+    Returns
+    -------
+    float
+        Positive step-size magnitude.
+    """
+    xp = get_array_module(y0)
+    tol = _Tolerances(rtol, atol)
+    nrm = rms_norm if norm is None else (lambda s: float(norm(s)))
+    zeros = xp.zeros_like(y0)
+    d0 = nrm(tol.scaled_error(y0, y0, zeros))
+    d1 = nrm(tol.scaled_error(f0, y0, zeros))
+    h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+    f1, _ = field.forward(t0 + direction * h0, y0 + (direction * h0) * f0, params)
+    d2 = nrm(tol.scaled_error(f1 - f0, y0, zeros)) / h0
+    d_max = max(d1, d2)
+    h1 = max(1e-6, 1e-3 * h0) if d_max <= 1e-15 else (0.01 / d_max) ** (1.0 / (order + 1))
+    return float(min(100.0 * h0, h1))

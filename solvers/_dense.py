@@ -1,0 +1,112 @@
+"""Dense output: a piecewise polynomial through the accepted steps.
+
+On step ``n`` (from ``grid[n]`` with size ``h_n``) the interpolant is
+
+    y(grid[n] + theta h_n) = ys[n] + h_n sum_{q=1..m} theta**q coeffs[n, q-1],   0 <= theta <= 1
+
+which covers both a tableau's continuous extension (``coeffs = dense.T @ k``; Dopri5 and
+Tsit5, order 4) and the cubic Hermite interpolant from ``(y0, y1, f0, f1)`` (order 3).
+
+References
+----------
+Hairer, Norsett & Wanner, *Solving ODEs I*, sec. II.6 (continuous Runge-Kutta methods, Hermite
+interpolation); Shampine, "Interpolation for Runge-Kutta methods", SIAM J. Numer. Anal. 22
+(1985) 1014-1027.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._xp import get_array_module
+
+
+def tableau_coefficients(tab, h, k):
+    """Interpolation coefficients of one step from a tableau's ``dense`` matrix.
+
+    Parameters
+    ----------
+    tab : ButcherTableau with ``dense`` of shape (s, m)
+    h : float
+    k : array, shape (s, *y.shape)
+
+    Returns
+    -------
+    array, shape (m, *y.shape)
+    """
+    xp = get_array_module(k)
+    dense = xp.asarray(tab.dense.T, dtype=xp.empty(0, dtype=k.dtype).real.dtype)
+    return xp.tensordot(dense, k, axes=1)
+
+
+def hermite_coefficients(h, y0, y1, f0, f1):
+    """Cubic Hermite coefficients (powers theta^1..theta^3), shape (3, *y.shape).
+
+    Matches ``y0, y1`` and the slopes ``f0, f1`` at the two ends of a step of size ``h``.
+    """
+    xp = get_array_module(y0)
+    slope = (y1 - y0) / h
+    return xp.stack([f0, 3.0 * slope - 2.0 * f0 - f1, f0 + f1 - 2.0 * slope])
+
+
+@dataclass(frozen=True, eq=False)
+class DenseOutput:
+    """Evaluate a solve anywhere in its span: ``sol(t)``.
+
+    Attributes
+    ----------
+    grid : ndarray, shape (n + 1,), float64 host
+        Accepted step times (monotone; decreasing for backward solves).
+    h : ndarray, shape (n,), float64 host
+        Step sizes used (``grid[i] + h[i] == grid[i + 1]`` up to rounding).
+    ys : array, shape (n + 1, *y.shape)
+        States on the grid.
+    coeffs : array, shape (n, m, *y.shape)
+        Per-step polynomial coefficients (see module docstring).
+    """
+
+    grid: np.ndarray
+    h: np.ndarray
+    ys: object
+    coeffs: object
+
+    def __call__(self, t):
+        """Interpolated state at ``t`` (scalar -> ``y.shape``; 1-D -> ``(len(t), *y.shape)``).
+
+        Raises
+        ------
+        ValueError
+            If some ``t`` lies outside ``[grid[0], grid[-1]]``.
+        """
+        t_arr = np.asarray(t, dtype=np.float64)
+        times = np.atleast_1d(t_arr)
+        if times.ndim != 1:
+            raise ValueError(f"sol(t): `t` must be a scalar or 1-D, got shape {t_arr.shape}")
+        sign = 1.0 if self.grid[-1] >= self.grid[0] else -1.0
+        g, tt = sign * self.grid, sign * times
+        if np.any(~np.isfinite(tt)) or np.any(tt < g[0]) or np.any(tt > g[-1]):
+            raise ValueError(f"sol(t): `t` must lie in the solved span [{self.grid[0]!r}, "
+                             f"{self.grid[-1]!r}]; got values in [{times.min()!r}, {times.max()!r}]")
+        out = self._evaluate(g, tt, times)
+        return out[0] if t_arr.ndim == 0 else out
+
+    def _evaluate(self, g, tt, times):
+        xp = get_array_module(self.ys)
+        n = len(self.h)
+        hit = np.searchsorted(g, tt, side="left")
+        on_grid = (hit < len(g)) & (g[np.minimum(hit, len(g) - 1)] == tt)
+        if n == 0:
+            return self.ys[xp.zeros(len(tt), dtype=xp.int64)]
+        idx = np.clip(np.searchsorted(g, tt, side="right") - 1, 0, n - 1)
+        theta = (times - self.grid[idx]) / self.h[idx]
+        m = self.coeffs.shape[1]
+        weights = self.h[idx, None] * theta[:, None] ** np.arange(1, m + 1)      # (T, m)
+        w = xp.asarray(weights, dtype=xp.empty(0, dtype=self.ys.dtype).real.dtype)
+        w = w.reshape(w.shape + (1,) * (self.ys.ndim - 1))
+        idx_x = xp.asarray(idx)
+        out = self.ys[idx_x] + (w * self.coeffs[idx_x]).sum(axis=1)
+        if np.any(on_grid):
+            rows = np.nonzero(on_grid)[0]
+            out[xp.asarray(rows)] = self.ys[xp.asarray(hit[rows])]
+        return out

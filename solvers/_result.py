@@ -1,0 +1,105 @@
+"""What a solve returns: ``Solution``, its ``Status`` and statistics, and ``SolveError``."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class Status(enum.Enum):
+    """Outcome of a solve."""
+
+    SUCCESS = 0
+    MAX_STEPS = 1
+    STEP_UNDERFLOW = 2
+    NON_FINITE = 3
+
+
+#: What each status means and what to try.
+MESSAGES = {
+    Status.SUCCESS: "The solver reached the end of the span.",
+    Status.MAX_STEPS: ("Stopped after `max_steps` attempted steps before reaching the end of the "
+                       "span. Raise `max_steps`, loosen `rtol`/`atol`, or use fewer fixed `steps`; "
+                       "many rejected steps suggest a stiff problem."),
+    Status.STEP_UNDERFLOW: ("The step size fell below the floating-point resolution of t: the "
+                            "solution is probably singular (blows up) near the last time reached, "
+                            "or the tolerances are unattainable. Loosen `rtol`/`atol` or shorten "
+                            "the span."),
+    Status.NON_FINITE: ("The state became non-finite (inf/NaN). With fixed `steps` the step is "
+                        "probably outside the method's stability region (use more steps); "
+                        "otherwise the solution may blow up."),
+}
+
+
+@dataclass(frozen=True)
+class SolveStats:
+    """Work statistics of a solve.
+
+    Attributes
+    ----------
+    nfe : int
+        Number of ``field.forward`` calls, every one counted.
+    n_accepted, n_rejected : int
+        Accepted and rejected steps.
+    n_steps : int
+        Attempted steps, ``n_accepted + n_rejected``.
+    step_sizes : ndarray, shape (n_accepted,), float64
+        Signed size of each accepted step; ``grid[i + 1] == grid[i] + step_sizes[i]`` except
+        possibly the final point, which is set to ``t1`` exactly.
+    """
+
+    nfe: int
+    n_accepted: int
+    n_rejected: int
+    step_sizes: np.ndarray
+
+    @property
+    def n_steps(self):
+        """Attempted steps."""
+        return self.n_accepted + self.n_rejected
+
+
+@dataclass(frozen=True, eq=False)
+class Solution:
+    """Result of :func:`solvers.solve`.
+
+    Attributes
+    ----------
+    ts : ndarray, shape (T,), float64 host
+        Output times: ``t_eval`` (those reached), else ``grid``.
+    ys : array, shape (T, *y0.shape)
+        States at ``ts`` (first axis time), on the array module of ``y0``.
+    grid : ndarray, shape (n + 1,), float64 host
+        Accepted step times including ``t0`` (and ``t1`` on success).
+    status : Status
+    message : str
+    stats : SolveStats
+    method : str
+    sol : DenseOutput or None
+        Dense output ``sol(t)`` over ``[grid[0], grid[-1]]`` (None with ``dense_output=False``).
+    """
+
+    ts: np.ndarray
+    ys: object
+    grid: np.ndarray
+    status: Status
+    message: str
+    stats: SolveStats
+    method: str
+    sol: object = None
+
+    @property
+    def success(self):
+        """True iff ``status is Status.SUCCESS``."""
+        return self.status is Status.SUCCESS
+
+
+class SolveError(RuntimeError):
+    """A solve failed; ``.result`` holds the partial :class:`Solution`."""
+
+    def __init__(self, result):
+        self.result = result
+        super().__init__(f"solve ({result.method}) failed with status {result.status.name} at "
+                         f"t = {result.grid[-1]!r} after {result.stats.n_accepted} accepted and "
+                         f"{result.stats.n_rejected} rejected steps: {result.message}")

@@ -1,0 +1,172 @@
+"""One explicit Runge-Kutta step and its exact discrete adjoint (vector-Jacobian product).
+
+Forward (``s`` stages, step ``h`` from ``(t, y)``)::
+
+    Y_i = y + h sum_{j<i} a_ij k_j,   k_i = f(t + c_i h, Y_i, params),   i = 1..s
+    y1  = y + h sum_i b_i k_i,        y_err = h sum_i b_err_i k_i
+
+Reverse, given ``y1_bar`` (processing stages ``i = s..1``)::
+
+    kappa_i = h (b_i y1_bar + sum_{j>i} a_ji w_j)          # total cotangent of k_i
+    (w_i, g_i) = VJP of f at stage i applied to kappa_i      # one field VJP per stage
+    y_bar = y1_bar + sum_i w_i,   params_bar = sum_i g_i
+
+No division by ``b_i`` (Dopri5 and Tsit5 have ``b_7 = 0``, Dopri5 also ``b_2 = 0``), and stages
+whose cotangent is structurally zero (``tab.live`` False: the FSAL stage) get no VJP. The step
+times are frozen (no derivative with respect to ``t`` or ``h``).
+
+References
+----------
+Hager, "Runge-Kutta methods in optimal control and the transformed adjoint system",
+Numer. Math. 87 (2000) 247-282; Sandu, "On the properties of Runge-Kutta discrete adjoints",
+ICCS 2006, LNCS 3994, 550-557; Zhang, Constantinescu & Smith, "PETSc TSAdjoint",
+arXiv:1912.07696 (``TSAdjointStep_RK``).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+from ._xp import get_array_module
+
+
+class RKStages(NamedTuple):
+    """What one RK step keeps for its VJP.
+
+    Attributes
+    ----------
+    t, h : float
+        Step start and (signed) size.
+    y : array, shape ``y.shape``
+        Step start state (not copied).
+    k : array, shape ``(n, *y.shape)``
+        Stage derivatives; ``n == tab.n_stages``, or ``tab.n_live`` for ``full=False``.
+    caches : tuple of length ``n``
+        The field cache of each stage (None for a stage passed in as a bare ``f0`` array).
+    """
+
+    t: float
+    y: object
+    h: float
+    k: object
+    caches: tuple
+
+
+@lru_cache(maxsize=64)
+def _coefficients(tab, xp, dtype):
+    """``(a, b, b_err)`` of ``tab`` as ``xp`` arrays of real dtype ``dtype`` (cached per module/dtype)."""
+    b_err = None if tab.b_err is None else xp.asarray(tab.b_err, dtype=dtype)
+    return xp.asarray(tab.a, dtype=dtype), xp.asarray(tab.b, dtype=dtype), b_err
+
+
+def _real_dtype(xp, y):
+    return xp.empty(0, dtype=y.dtype).real.dtype
+
+
+def _combine(xp, y, h, weights, k):
+    """``y + h * sum_j weights[j] k[j]`` (vectorised over stages)."""
+    return y + h * xp.tensordot(weights, k, axes=1)
+
+
+def rk_step(field, tab, t, y, h, params, f0=None, full=True):
+    """Take one explicit RK step.
+
+    Parameters
+    ----------
+    field : object with ``forward(t, y, params) -> (dy, cache)``
+    tab : ButcherTableau
+    t, h : float
+        Step start and signed step size.
+    y : array
+        State at ``t`` (any shape; NumPy or CuPy).
+    params : object or None
+        Passed through to ``field.forward``.
+    f0 : array or tuple ``(dy, cache)``, optional
+        ``f(t, y)`` if already known (FSAL or previous step); saves one evaluation. A bare array
+        leaves ``stages.caches[0] = None`` (fine for forward solves; the VJP then needs a cache).
+    full : bool
+        If True evaluate every stage (needed for ``y_err`` and for FSAL reuse). If False evaluate
+        only the ``tab.n_live`` stages that ``y1`` depends on and return ``y_err = None``;
+        ``y1`` is bitwise the same either way.
+
+    Returns
+    -------
+    y1 : array, shape ``y.shape``
+    y_err : array or None
+        Embedded error estimate ``h sum b_err_i k_i`` (None without ``b_err`` or for ``full=False``).
+    stages : RKStages
+    """
+    xp = get_array_module(y)
+    t, h = float(t), float(h)
+    n_eval = tab.n_stages if full else tab.n_live
+    a, b, b_err = _coefficients(tab, xp, _real_dtype(xp, y))
+    k, caches = None, []
+    for i in range(n_eval):
+        if i == 0 and f0 is not None:
+            dy, cache = f0 if isinstance(f0, tuple) else (f0, None)
+        else:
+            y_i = y if i == 0 else _combine(xp, y, h, a[i, :i], k[:i])
+            dy, cache = field.forward(t + float(tab.c[i]) * h, y_i, params)
+        if k is None:
+            k = xp.empty((n_eval,) + tuple(dy.shape), dtype=dy.dtype)
+        k[i] = dy
+        caches.append(cache)
+    # Summing over the live stages only makes y1 bitwise equal to the FSAL stage input
+    # (a[-1, :n_live] == b[:n_live]) and independent of `full`.
+    n_live = tab.n_live
+    y1 = _combine(xp, y, h, b[:n_live], k[:n_live])
+    y_err = None if (b_err is None or not full) else h * xp.tensordot(b_err, k, axes=1)
+    return y1, y_err, RKStages(t, y, h, k, tuple(caches))
+
+
+def rk_step_vjp(field, tab, stages, y1_bar, need_params=True):
+    """Exact VJP of the map ``(y, params) -> y1`` of :func:`rk_step` (times frozen).
+
+    Parameters
+    ----------
+    field : object with ``vjp(cache, dy_bar, need_params) -> (y_bar, params_bar, t_bar)``
+    tab : ButcherTableau
+        The tableau used for the forward step.
+    stages : RKStages
+        As returned by :func:`rk_step`.
+    y1_bar : array, shape ``y.shape``
+        Cotangent of ``y1``.
+    need_params : bool
+        Whether to accumulate the parameter cotangent.
+
+    Returns
+    -------
+    y_bar : array, shape ``y.shape``
+    params_bar : array or None
+        Sum of the stage parameter cotangents (None if not needed or the field has none).
+
+    Notes
+    -----
+    Exactly one ``field.vjp`` call per live stage, in reverse stage order.
+    """
+    xp = get_array_module(y1_bar)
+    n = stages.k.shape[0]
+    a, b, _ = _coefficients(tab, xp, _real_dtype(xp, stages.k))
+    h = stages.h
+    w = None
+    params_bar = None
+    for i in range(n - 1, -1, -1):
+        if not tab.live[i]:
+            continue
+        kappa = b[i] * y1_bar
+        if w is not None and i + 1 < n:
+            kappa = kappa + xp.tensordot(a[i + 1:n, i], w[i + 1:n], axes=1)
+        if stages.caches[i] is None:
+            raise ValueError(f"rk_step_vjp: stage {i} has no field cache (it was passed to rk_step "
+                             "as a bare f0 array); call rk_step without f0, or with f0=(dy, cache).")
+        w_i, g_i, _ = field.vjp(stages.caches[i], h * kappa, need_params=need_params)
+        if w is None:
+            w = xp.zeros((n,) + tuple(w_i.shape), dtype=xp.result_type(w_i, y1_bar))
+        w[i] = w_i
+        if need_params and g_i is not None:
+            params_bar = g_i if params_bar is None else params_bar + g_i
+    y_bar = y1_bar + w.sum(axis=0) if w is not None else y1_bar
+    return y_bar, params_bar
+
+
+__all__ = ["RKStages", "rk_step", "rk_step_vjp"]

@@ -1,0 +1,276 @@
+"""The ``solve`` driver: adaptive or fixed-step integration over a time span.
+
+Adaptive solves (embedded RK pairs) use a pure controller (``_controller.py``); fixed-step solves
+(``steps=N``) run any RK method with ``rk_step`` (FSAL stage reused) or any linear multistep
+method through its stepper. Every solve records the accepted grid, which is what discrete
+adjoints replay: step ``n`` goes from ``grid[n]`` with size ``stats.step_sizes[n]``, and with FSAL
+``grid[n + 1] == grid[n] + step_sizes[n]`` exactly except possibly at the last step (set to
+``t1``), so the FSAL stage and the next step's first stage see the same time and a replay with
+``RKStepper`` reproduces the trajectory bitwise.
+
+NFE (every ``field.forward`` call), for an RK method with ``s`` stages:
+
+* adaptive, FSAL (dopri5, tsit5, bosh3): ``1 + [first_step is None] + (s-1)(n_acc + n_rej)``;
+* adaptive, not FSAL: the above ``+ n_acc - 1 + [Hermite dense output]``;
+* fixed, FSAL: ``1 + (s-1) N``; fixed, not FSAL: ``s N + [Hermite dense output]``;
+* multistep: the steppers' counts ``+ (N + 1)`` for the Hermite dense output.
+
+``[Hermite dense output]`` is 1 when ``dense_output`` or ``t_eval`` asks for it and the method
+has no continuous extension (the slope at ``t1``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._controller import PIController, initial_step
+from ._dense import DenseOutput, hermite_coefficients, tableau_coefficients
+from ._field import as_field
+from ._inputs import (check_first_step, check_positive_int, check_t_eval, check_t_span,
+                      check_tolerance_shape, check_y0)
+from ._result import MESSAGES, Solution, SolveError, SolveStats, Status
+from ._rk import rk_step
+from ._stepper import get_stepper, is_rk_method
+from ._xp import get_array_module
+from .tableaux import get_tableau
+
+#: Default tolerances of adaptive solves.
+DEFAULT_RTOL = 1e-6
+DEFAULT_ATOL = 1e-9
+#: A step is too small when below this many ulps of t (scipy's criterion).
+UNDERFLOW_ULPS = 10
+
+
+class _Record:
+    """Accepted-step trajectory of one solve (a local accumulator, never stored)."""
+
+    def __init__(self, t0, y0):
+        self.grid, self.ys, self.hs, self.coeffs = [t0], [y0], [], []
+        self.nfe, self.n_rejected, self.status = 0, 0, Status.SUCCESS
+
+    def accept(self, t_new, y_new, h, coeffs):
+        self.grid.append(t_new)
+        self.ys.append(y_new)
+        self.hs.append(h)
+        if coeffs is not None:
+            self.coeffs.append(coeffs)
+
+
+def _finite(x):
+    return bool(get_array_module(x).isfinite(x).all())
+
+
+def _too_small(h_abs, t, direction):
+    return h_abs < UNDERFLOW_ULPS * abs(np.nextafter(t, direction * np.inf) - t)
+
+
+def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None, n_fixed=None,
+             norm=None, rec=None):
+    """Integrate with tableau ``tab`` into ``rec``: adaptive if ``ctrl`` is given (``h_abs`` the
+    first step or None for Hairer's guess), else ``n_fixed`` steps of size ``h_abs``."""
+    direction = 1.0 if t1 > t0 else -1.0
+    f, _ = field.forward(t0, y0, params)
+    rec.nfe += 1
+    if ctrl is not None and h_abs is None:
+        h_abs = min(initial_step(field, t0, y0, params, tab.order, ctrl.rtol, ctrl.atol, f,
+                                 direction, norm), abs(t1 - t0))
+        rec.nfe += 1
+    state = ctrl.init(tab.err_order) if ctrl is not None else None
+    t, y, n_acc, last_nonfinite = t0, y0, 0, False
+    while (n_acc < n_fixed) if ctrl is None else (t != t1):
+        if n_acc + rec.n_rejected >= max_steps:
+            rec.status = Status.MAX_STEPS
+            break
+        if ctrl is not None:
+            if _too_small(h_abs, t, direction):
+                rec.status = Status.NON_FINITE if last_nonfinite else Status.STEP_UNDERFLOW
+                break
+            t_new = t + direction * h_abs
+            # Land on t1 exactly (also when only a few ulps would be left for a last step).
+            # Otherwise snap: t_new = t + h exactly, the time of the FSAL stage (c_s = 1).
+            if direction * (t1 - t_new) <= UNDERFLOW_ULPS * np.spacing(abs(t1)):
+                t_new, h = t1, t1 - t
+            else:
+                h = t_new - t
+                t_new = t + h
+        else:
+            h = direction * h_abs
+            t_new = t1 if n_acc == n_fixed - 1 else t + h
+        y1, y_err, stages = rk_step(field, tab, t, y, h, params, f0=f)
+        rec.nfe += len(stages.k) - 1
+        finite = _finite(y1)
+        if ctrl is None:
+            accept = finite
+            if not finite:
+                rec.status = Status.NON_FINITE
+        else:
+            err = ctrl.error_norm(y_err, y, y1, norm) if finite else np.inf
+            accept, h_next, state = ctrl.propose(h, err, state)
+            h_abs, last_nonfinite = abs(h_next), not finite
+        if not accept:
+            rec.n_rejected += 1
+            if ctrl is None:
+                break
+            continue
+        done = (n_acc + 1 == n_fixed) if ctrl is None else (t_new == t1)
+        f1 = stages.k[-1] if tab.fsal else None
+        if f1 is None and (not done or (dense and tab.dense is None)):
+            f1, _ = field.forward(t_new, y1, params)
+            rec.nfe += 1
+        coeffs = None
+        if dense:
+            coeffs = (tableau_coefficients(tab, h, stages.k) if tab.dense is not None
+                      else hermite_coefficients(h, y, y1, f, f1))
+        rec.accept(t_new, y1, h, coeffs)
+        t, y, f, n_acc = t_new, y1, f1, n_acc + 1
+    return rec
+
+
+def _stepper_loop(field, stepper, t0, t1, y0, params, n_fixed, max_steps, dense, rec):
+    """``n_fixed`` equal steps of a protocol stepper (linear multistep methods)."""
+    h = (t1 - t0) / n_fixed
+    state = stepper.init(field, t0, y0, params)
+    t = t0
+    for n in range(n_fixed):
+        if n >= max_steps:
+            rec.status = Status.MAX_STEPS
+            break
+        state_next, nfe = stepper.step(field, n, t, h, state, params)
+        rec.nfe += nfe
+        if not _finite(state_next[0]):
+            rec.status, rec.n_rejected = Status.NON_FINITE, 1
+            break
+        t_new = t1 if n == n_fixed - 1 else t + h
+        rec.accept(t_new, state_next[0], h, None)
+        t, state = t_new, state_next
+    if dense and len(rec.hs):
+        fs = [field.forward(ti, yi, params)[0] for ti, yi in zip(rec.grid, rec.ys)]
+        rec.nfe += len(fs)
+        rec.coeffs = [hermite_coefficients(hi, rec.ys[i], rec.ys[i + 1], fs[i], fs[i + 1])
+                      for i, hi in enumerate(rec.hs)]
+    return rec
+
+
+def _controller(controller, rtol, atol, y_shape):
+    if controller is not None:
+        if rtol is not None or atol is not None:
+            raise ValueError("give tolerances either as `rtol`/`atol` or inside `controller`, not "
+                             f"both (got rtol={rtol!r}, atol={atol!r}, controller={controller!r})")
+        if not (callable(getattr(controller, "propose", None))
+                and callable(getattr(controller, "error_norm", None))):
+            raise TypeError(f"`controller` must have init/propose/error_norm (e.g. PIController), "
+                            f"got {controller!r}")
+    else:
+        controller = PIController(DEFAULT_RTOL if rtol is None else rtol,
+                                  DEFAULT_ATOL if atol is None else atol)
+    check_tolerance_shape("rtol", controller.rtol, y_shape)
+    check_tolerance_shape("atol", controller.atol, y_shape)
+    return controller
+
+
+def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=None, atol=None,
+          steps=None, max_steps=10_000, first_step=None, norm=None, controller=None,
+          dense_output=True, raise_on_failure=True):
+    """Integrate ``y' = f(t, y, params)`` from ``t_span[0]`` to ``t_span[1]``.
+
+    Parameters
+    ----------
+    field : field object (``forward``/``vjp``) or callable ``f(t, y)`` / ``f(t, y, params)``
+    y0 : array, any shape (NumPy or CuPy; float or complex)
+    t_span : pair of float ``(t0, t1)``; ``t1 < t0`` integrates backwards
+    params : object, optional
+        Passed to every ``field.forward``.
+    method : str or ButcherTableau
+        A ``TABLEAUX`` name (adaptive: ``"dopri5"``, ``"tsit5"``, ``"bosh3"``; any with ``steps``)
+        or a linear multistep name (``"ab3"``, ``"abm4"``, ... ; needs ``steps``).
+    t_eval : array_like, shape (T,), optional
+        Output times (monotone in the direction of integration), evaluated by dense output.
+    rtol, atol : float or array broadcastable to ``y0``, optional
+        Adaptive tolerances (defaults ``1e-6``, ``1e-9``); see ``block_tolerance``.
+    steps : int, optional
+        Number of equal fixed steps; None means adaptive.
+    max_steps : int
+        Maximum number of attempted (accepted + rejected) steps.
+    first_step : float, optional
+        Initial step magnitude (adaptive); None uses Hairer's rule (one extra evaluation).
+    norm : callable ``(scaled_error) -> float``, optional
+        Replaces the RMS error norm (e.g. a seminorm that ignores some channels).
+    controller : PIController or IController, optional
+        Replaces the default ``PIController(rtol, atol)`` (then leave ``rtol``/``atol`` unset).
+    dense_output : bool
+        Build ``Solution.sol``; False saves memory (and, for methods without a continuous
+        extension, one or more evaluations).
+    raise_on_failure : bool
+        Raise ``SolveError`` (with ``.result``) on failure instead of returning it.
+
+    Returns
+    -------
+    Solution
+
+    Raises
+    ------
+    ValueError, TypeError
+        For invalid arguments, naming the argument.
+    SolveError
+        If the solve fails and ``raise_on_failure`` is True.
+    """
+    field = as_field(field)
+    y0 = check_y0(y0)
+    t0, t1 = check_t_span(t_span)
+    t_eval = check_t_eval(t_eval, t0, t1)
+    max_steps = check_positive_int("max_steps", max_steps)
+    steps = check_positive_int("steps", steps, allow_none=True)
+    dense = bool(dense_output) or t_eval is not None
+    rec = _Record(t0, y0)
+    rk = is_rk_method(method)
+    if steps is not None:
+        adaptive_only = dict(rtol=rtol, atol=atol, controller=controller, first_step=first_step,
+                             norm=norm)
+        given = sorted(k for k, v in adaptive_only.items() if v is not None)
+        if given:
+            raise ValueError(f"{given} only apply to adaptive solves; drop them or set steps=None")
+        h_abs = abs(t1 - t0) / steps
+        if rk:
+            _rk_loop(field, get_tableau(method), t0, t1, y0, params, h_abs, max_steps, dense,
+                     n_fixed=steps, rec=rec)
+        else:
+            _stepper_loop(field, get_stepper(method), t0, t1, y0, params, steps, max_steps,
+                          dense, rec)
+    else:
+        if not rk:
+            get_stepper(method)  # unknown names raise here, listing every method
+            raise ValueError(f"method {method!r} is a fixed-step multistep method; pass steps=N")
+        tab = get_tableau(method)
+        if tab.b_err is None:
+            raise ValueError(f"method {tab.name!r} has no embedded error estimate, so it cannot "
+                             "adapt its step; pass steps=N or use 'dopri5', 'tsit5' or 'bosh3'")
+        if norm is not None and not callable(norm):
+            raise TypeError(f"`norm` must be a callable (scaled_error) -> float, got {norm!r}")
+        ctrl = _controller(controller, rtol, atol, y0.shape)
+        _rk_loop(field, tab, t0, t1, y0, params, check_first_step(first_step, t0, t1), max_steps,
+                 dense, ctrl=ctrl, norm=norm, rec=rec)
+    name = method.name if hasattr(method, "name") else str(method)
+    result = _solution(rec, name, t_eval, dense_output, dense, y0)
+    if raise_on_failure and not result.success:
+        raise SolveError(result)
+    return result
+
+
+def _solution(rec, name, t_eval, dense_output, dense, y0):
+    xp = get_array_module(y0)
+    grid = np.asarray(rec.grid, dtype=np.float64)
+    ys = xp.stack(rec.ys)
+    hs = np.asarray(rec.hs, dtype=np.float64)
+    sol = None
+    if dense:
+        coeffs = (xp.stack(rec.coeffs) if rec.coeffs
+                  else xp.zeros((0, 1) + tuple(y0.shape), dtype=y0.dtype))
+        sol = DenseOutput(grid, hs, ys, coeffs)
+    if t_eval is None:
+        ts, out = grid, ys
+    else:
+        sign = 1.0 if grid[-1] >= grid[0] else -1.0
+        ts = t_eval[sign * t_eval <= sign * grid[-1]]
+        out = sol(ts) if len(ts) else xp.zeros((0,) + tuple(y0.shape), dtype=y0.dtype)
+    stats = SolveStats(rec.nfe, len(rec.hs), rec.n_rejected, hs)
+    return Solution(ts, out, grid, rec.status, MESSAGES[rec.status], stats, name,
+                    sol if dense_output else None)
