@@ -73,7 +73,8 @@ def main(argv=None):
                                                f"{g.stats.backward_rejected}"))
 
     print(f"MLP field d={args.d} hidden={args.hidden} batch={args.batch} n_params={layer.n_params}"
-          f" T=1 dopri5 rtol={args.rtol:g} atol={args.atol:g} device={'gpu' if args.gpu else 'cpu'}")
+          f" T=1 dopri5 rtol={args.rtol:g} atol={args.atol:g}"
+          f" device={'gpu' if args.gpu else 'cpu'}")
     print(f"{'run':28s} {'time [s]':>9s} {'x fwd':>6s} {'NFE':>6s} {'bwd NFE':>8s} "
           f"{'bwd acc/rej':>11s}")
     for name, t, nfe, bnfe, acc in rows:

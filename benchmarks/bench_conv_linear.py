@@ -37,15 +37,21 @@ LINEAR_CASES = [
 ]
 
 
-def median_ms(fun, repeats: int) -> float:
-    """Median wall time of ``fun()`` in milliseconds, after one warm-up call."""
-    fun()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def median_ms(funs, repeats: int) -> list:
+    """Median wall time in milliseconds of each function, after one warm-up call each.
+
+    The functions are timed in turn inside one loop, so a change of machine load during the run
+    affects all of them alike and their ratio stays meaningful.
+    """
+    for fun in funs:
         fun()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    times = [[] for _ in funs]
+    for _ in range(repeats):
+        for fun, bucket in zip(funs, times):
+            start = time.perf_counter()
+            fun()
+            bucket.append(time.perf_counter() - start)
+    return [1e3 * statistics.median(bucket) for bucket in times]
 
 
 def layer_step(layer, params, x, y_bar):
@@ -86,7 +92,7 @@ def linear_case(rng, dtype, n, fin, fout):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="first conv and linear case only")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
@@ -99,8 +105,7 @@ def main(argv=None):
         cases = [(c[0], conv_case(rng, dtype, *c[1:])) for c in convs]
         cases += [(c[0], linear_case(rng, dtype, *c[1:])) for c in linears]
         for label, (layer_fun, gemm_fun) in cases:
-            t_layer = median_ms(layer_fun, args.repeats)
-            t_gemm = median_ms(gemm_fun, args.repeats)
+            t_layer, t_gemm = median_ms((layer_fun, gemm_fun), args.repeats)
             print(f"{label:<36} {np.dtype(dtype).name:<8} {t_layer:9.2f} {t_gemm:9.2f} "
                   f"{t_layer / t_gemm:6.2f}")
 

@@ -23,7 +23,7 @@ from hypothesis.extra import numpy as hnp
 from ._values import away_from_kinks, distinct_values
 
 __all__ = ["arrays_float", "batch_sizes", "image_shapes", "away_from_kinks", "unit_directions",
-           "seeds", "distinct_arrays", "kink_free_arrays"]
+           "seeds", "distinct_arrays", "distinct_values", "kink_free_arrays", "scalars"]
 
 SEED_MAX = 2**32 - 1
 
@@ -32,17 +32,27 @@ def _as_strategy(value):
     return value if isinstance(value, st.SearchStrategy) else st.just(value)
 
 
-def arrays_float(shape, min_value=-2.0, max_value=2.0, dtype=np.float64):
+def arrays_float(shape, min_value=-2.0, max_value=2.0, dtype=np.float64, tiny=1e-30):
     """Arrays of ``shape`` (tuple or strategy of tuples) with finite values in ``[min, max]``.
 
     No NaN, no infinity, no subnormals; ``dtype`` float64 (default) or float32 (values are
-    drawn exactly representable in float32 then).
+    drawn exactly representable in float32 then). Magnitudes below ``tiny`` are flushed to 0:
+    values like 1e-288 are legal floats but make the complex step's imaginary parts
+    (``h * x`` with ``h = 1e-30``) underflow, which says nothing about the layer.
     """
     dtype = np.dtype(dtype)
     elements = st.floats(min_value=min_value, max_value=max_value, allow_nan=False,
                          allow_infinity=False, allow_subnormal=False,
                          width=32 if dtype == np.float32 else 64)
-    return hnp.arrays(dtype, _as_strategy(shape), elements=elements)
+    return hnp.arrays(dtype, _as_strategy(shape), elements=elements).map(
+        lambda x: np.where(np.abs(x) < tiny, dtype.type(0), x))
+
+
+def scalars(min_value=-2.0, max_value=2.0, tiny=1e-30):
+    """Finite floats in ``[min, max]`` (e.g. times ``t``), no subnormals, ``|v| < tiny`` -> 0."""
+    return st.floats(min_value=min_value, max_value=max_value, allow_nan=False,
+                     allow_infinity=False, allow_subnormal=False).map(
+        lambda v: 0.0 if abs(v) < tiny else v)
 
 
 def batch_sizes(min_size=1, max_size=3):

@@ -171,7 +171,9 @@ def accumulate_windows(cols, padded_hw, geom: Geometry, dtype=None):
     out = xp.zeros(lead + tuple(padded_hw), dtype=cols.dtype if dtype is None else dtype)
     for a in range(kh):
         for b in range(kw):
-            out[..., a:a + sh * (ho - 1) + 1:sh, b:b + sw * (wo - 1) + 1:sw] += cols[..., a, b, :, :]
+            rows = slice(a, a + sh * (ho - 1) + 1, sh)
+            columns = slice(b, b + sw * (wo - 1) + 1, sw)
+            out[..., rows, columns] += cols[..., a, b, :, :]
     return out
 
 

@@ -1,13 +1,21 @@
 """Sensitivity drivers: gradients of losses on ODE trajectories.
 
-Continuous (optimise-then-discretise) adjoints: :func:`continuous_adjoint` with the
-``"interpolated"`` and ``"backsolve"`` variants and seminorm error control; the augmented backward
-system is the vector field :class:`AugmentedField`.
+- Discrete adjoint (discretize-then-optimize): :func:`discrete_adjoint` on a fixed or frozen
+  adaptive grid under any checkpoint schedule; :func:`grid_forward` replays the discrete map;
+  :func:`check_solve_gradient` verifies it by finite differences on the frozen grid.
+- Continuous adjoint (optimize-then-discretize): :func:`continuous_adjoint` with the
+  ``"interpolated"`` and ``"backsolve"`` variants and seminorm error control; the augmented
+  backward system is the vector field :class:`AugmentedField`.
 """
 from ._augmented import (AugmentedField, AugmentedLayout, AugmentedState, SemiNorm,
                          augmented_layout, pack_augmented, unpack_augmented)
+from .check import SolveGradientReport, check_solve_gradient
 from .continuous import AdjointStats, ContinuousGradient, continuous_adjoint
+from .discrete import (CountingField, DiscreteGradient, DiscreteStats, check_grid,
+                       discrete_adjoint, grid_forward, obs_steps_on_grid)
 
 __all__ = ["AugmentedField", "AugmentedLayout", "AugmentedState", "SemiNorm", "augmented_layout",
            "pack_augmented", "unpack_augmented", "AdjointStats", "ContinuousGradient",
-           "continuous_adjoint"]
+           "continuous_adjoint", "CountingField", "DiscreteGradient", "DiscreteStats",
+           "check_grid", "discrete_adjoint", "grid_forward", "obs_steps_on_grid",
+           "SolveGradientReport", "check_solve_gradient"]

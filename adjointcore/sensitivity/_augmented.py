@@ -18,8 +18,8 @@ Two variants differ in where ``y(t)`` comes from:
 
 * ``"backsolve"`` (Chen et al. 2018): state ``(y, a, a_params)``; ``y`` is reconstructed by
   integrating ``y' = f`` backwards alongside the adjoint.
-* ``"interpolated"`` (CVODES style, Hindmarsh et al. 2005): state ``(a, a_params)``; ``y(t)`` is read
-  from the dense output of the forward solve, so nothing is integrated backwards in ``y``.
+* ``"interpolated"`` (CVODES style, Hindmarsh et al. 2005): state ``(a, a_params)``; ``y(t)`` is
+  read from the dense output of the forward solve, so nothing is integrated backwards in ``y``.
 
 The state is structured at the boundary (:func:`pack_augmented`, :func:`unpack_augmented` for any
 ``y`` shape, e.g. ``(N, d)``) and one flat 1-D array in the kernels, so any solver integrates it.
@@ -70,7 +70,7 @@ class AugmentedLayout(NamedTuple):
 
     @property
     def n_error(self) -> int:
-        """Length of the leading block that a seminorm measures: ``y`` and ``a``, not ``a_params``."""
+        """Length of the leading block a seminorm measures: ``y`` and ``a``, not ``a_params``."""
         return (2 if self.with_state else 1) * self.n_y
 
     @property
@@ -124,7 +124,7 @@ def pack_augmented(layout: AugmentedLayout, y, a, a_params):
 
 
 def unpack_augmented(layout: AugmentedLayout, z) -> AugmentedState:
-    """Split a flat augmented state into views ``(y, a, a_params)``; inverse of :func:`pack_augmented`.
+    """Split a flat state into views ``(y, a, a_params)``; the inverse of :func:`pack_augmented`.
 
     ``y`` is None for the interpolated layout; ``a_params`` has length 0 for ``n_params == 0``.
     """

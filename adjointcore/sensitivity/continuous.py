@@ -24,7 +24,7 @@ P. Kidger, R. T. Q. Chen, T. Lyons, "'Hey, that's not an ODE'", ICML 2021, arXiv
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -165,8 +165,10 @@ def continuous_adjoint(field, y0, params, t_obs, y_bars, *, t0=None, variant="in
         and apply only to adaptive solves; ``steps`` (int) asks for that many equal fixed steps.
     adjoint_method, adjoint_rtol, adjoint_atol, adjoint_steps
         Backward solve of *each* interval; default to the forward ones (``adjoint_steps`` fixed
-        steps per interval). ``adjoint_atol`` may be an array of the flat augmented state's
-        length (see :class:`AugmentedLayout`) to weight the blocks differently.
+        steps per interval; the forward ``steps`` are inherited only when ``adjoint_method`` is
+        None, the forward tolerances only by an adaptive backward solve). ``adjoint_atol`` may
+        be an array of the flat augmented state's length (see :class:`AugmentedLayout`) to
+        weight the blocks differently.
     seminorm : bool
         Leave the ``a_params`` channels out of the backward error norm (Kidger et al. 2021);
         adaptive backward solves only.
@@ -214,10 +216,12 @@ def continuous_adjoint(field, y0, params, t_obs, y_bars, *, t0=None, variant="in
 
     layout = augmented_layout(y0.shape, n_params, variant)
     aug = AugmentedField(field, layout, None if layout.with_state else forward_solution.sol)
-    adjoint_fixed = adjoint_steps is not None or (steps is not None and adjoint_method is None)
-    options = _step_options(steps if adjoint_steps is None else adjoint_steps,
-                            rtol if adjoint_rtol is None else adjoint_rtol,
-                            atol if adjoint_atol is None else adjoint_atol,
+    # Fixed steps are inherited only with the method; forward tolerances only by adaptive solves.
+    if adjoint_steps is None and adjoint_method is None:
+        adjoint_steps = steps
+    options = _step_options(adjoint_steps,
+                            adjoint_rtol if adjoint_rtol is not None or adjoint_steps else rtol,
+                            adjoint_atol if adjoint_atol is not None or adjoint_steps else atol,
                             SemiNorm(layout.n_error) if seminorm else None, prefix="adjoint_")
 
     # Knots of the backward sweep: t0 first when it is not an observation time (zero cotangent).

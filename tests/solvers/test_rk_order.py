@@ -1,0 +1,100 @@
+"""Observed convergence order of every fixed-step RK method on closed-form problems, and the
+basic contracts of ``rk_step`` (FSAL / ``full`` / ``f0`` consistency, dtype, embedded estimate)."""
+import numpy as np
+import pytest
+
+import solvers
+from solvers import TABLEAUX, as_field, rk_step
+
+from .problems import PROBLEMS
+
+# Step counts in the asymptotic regime: successive errors fall by ~2^p, and the finest-grid
+# error stays >= ERROR_FLOOR, well above accumulated rounding (N * eps ~ 1e-13).
+STEPS = {1: (100, 200, 400, 800), 2: (50, 100, 200, 400), 3: (40, 80, 160, 320),
+         4: (40, 80, 160, 320), 5: (64, 128, 256)}
+ERROR_FLOOR = 2e-13
+ORDER_PROBLEMS = ("rotation_decay", "linear4", "logistic", "nonautonomous")
+# Left out (measured, documented): Riccati everywhere - its principal error terms nearly cancel
+# for rk38/dopri5/tsit5 (slope 5.6 over practical ranges); the order-5 pairs on logistic and
+# Tsit5 on nonautonomous - the errors reach ~1e-13 (rounding) while still pre-asymptotic (Tsit5's
+# principal error constant is small by design; local slopes 5.16 and 5.23 at that point).
+EXCLUDED = {("dopri5", "logistic"), ("tsit5", "logistic"), ("tsit5", "nonautonomous")}
+CASES = [(m, p) for m in sorted(TABLEAUX) for p in ORDER_PROBLEMS if (m, p) not in EXCLUDED]
+#: Band from the task statement (measured worst case: Tsit5 on linear4, +0.10).
+ORDER_BAND = 0.15
+
+
+def observed_order(method, problem, steps):
+    """Slope of log(max trajectory error) against log(h) over ``steps``."""
+    errors = []
+    for n in steps:
+        res = solvers.solve(problem.f, problem.y0, problem.t_span, method=method, steps=n,
+                            dense_output=False)
+        errors.append(np.abs(res.ys - problem.exact(res.ts)).max())
+    h = (problem.t_span[1] - problem.t_span[0]) / np.asarray(steps, dtype=float)
+    return np.polyfit(np.log(h), np.log(errors), 1)[0], errors
+
+
+@pytest.mark.parametrize("method, problem", CASES)
+def test_observed_order(method, problem):
+    tab = TABLEAUX[method]
+    slope, errors = observed_order(method, PROBLEMS[problem], STEPS[tab.order])
+    assert min(errors) > ERROR_FLOOR, "finest grid too close to rounding: choose fewer steps"
+    assert abs(slope - tab.order) <= ORDER_BAND, f"{method} on {problem}: slope {slope:.3f}"
+
+
+@pytest.mark.parametrize("method", ["bosh3", "dopri5", "tsit5"])
+def test_embedded_estimate_has_its_order(method):
+    """One step from the exact solution: |y_err| = O(h^(err_order+1)) (slope within 0.15)."""
+    tab, prob = TABLEAUX[method], PROBLEMS["rotation_decay"]
+    field, t, y = as_field(prob.f), 0.7, prob.exact(0.7)
+    hs = np.array([0.2, 0.1, 0.05, 0.025])
+    est = [np.abs(rk_step(field, tab, t, y, h, None)[1]).max() for h in hs]
+    slope = np.polyfit(np.log(hs), np.log(est), 1)[0]
+    assert abs(slope - (tab.err_order + 1)) <= 0.15, slope
+
+
+@pytest.mark.parametrize("method", sorted(TABLEAUX))
+def test_full_and_f0_do_not_change_y1(method):
+    """``full=False`` and a supplied ``f0`` give bitwise the same ``y1``; FSAL stage == f(t+h, y1)."""
+    tab, prob = TABLEAUX[method], PROBLEMS["nonautonomous"]
+    field, t, y, h = as_field(prob.f), 0.3, np.array([0.9, -1.2]), 0.17
+    y1, y_err, stages = rk_step(field, tab, t, y, h, None)
+    y1_live, err_live, st_live = rk_step(field, tab, t, y, h, None, full=False)
+    y1_f0, _, st_f0 = rk_step(field, tab, t, y, h, None, f0=prob.f(t, y))
+    assert np.array_equal(y1, y1_live) and np.array_equal(y1, y1_f0)
+    assert err_live is None and (y_err is None) == (tab.b_err is None)
+    assert len(stages.k) == tab.n_stages and len(st_live.k) == tab.n_live
+    assert st_f0.caches[0] is None and stages.h == h and stages.t == t and stages.y is y
+    if tab.fsal:
+        assert np.array_equal(stages.k[-1], prob.f(t + h, y1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+def test_dtype_preserved(dtype):
+    y = np.array([1.0, -0.5], dtype=dtype)
+    field = as_field(lambda t, y: -0.5 * y + y[::-1])           # keeps the dtype of y
+    y1, y_err, stages = rk_step(field, TABLEAUX["dopri5"], 0.0, y, 0.1, None)
+    assert y1.dtype == y_err.dtype == stages.k.dtype == dtype
+
+
+def test_batched_state_matches_per_sample():
+    """A (batch, d) state is stepped like each row separately (no loop over the batch)."""
+    prob = PROBLEMS["linear4"]
+    rng = np.random.default_rng(1)
+    ys = rng.standard_normal((3, 4))
+
+    def f(t, y):
+        return y @ (prob.f(0.0, np.eye(4)).T)     # rows are states: y_i' = A y_i
+
+    batch = rk_step(as_field(f), TABLEAUX["rk4"], 0.0, ys, 0.1, None)[0]
+    rows = [rk_step(as_field(prob.f), TABLEAUX["rk4"], 0.0, y, 0.1, None)[0] for y in ys]
+    np.testing.assert_allclose(batch, np.stack(rows), rtol=1e-14, atol=1e-15)
+
+
+def test_cupy_step_matches_numpy(xp):
+    prob = PROBLEMS["rotation_decay"]
+    y1 = rk_step(as_field(prob.f), TABLEAUX["tsit5"], 0.0, xp.asarray(prob.y0), 0.1, None)[0]
+    ref = rk_step(as_field(prob.f), TABLEAUX["tsit5"], 0.0, prob.y0, 0.1, None)[0]
+    assert type(y1).__module__.split(".")[0] == xp.__name__
+    np.testing.assert_allclose(y1.get() if hasattr(y1, "get") else y1, ref, rtol=1e-14)
