@@ -8,9 +8,11 @@ For every case the layer's ``forward`` + ``vjp(need_params=True)`` is timed agai
 * Linear: ``x @ W^T``, ``y_bar^T @ x``, ``y_bar @ W``.
 
 The ratio ``layer / gemm`` is the overhead of padding, im2col copies, layout transposes and
-col2im (goal: below 2 for the convolution). Runs in well under a minute::
+col2im (goal: below 2 for the convolution). Layer and GEMM are timed alternately in one loop
+(median of ``--repeats``), so load drifts cancel in the ratio. On a shared machine pin BLAS to one
+thread for reproducible ratios. Runs in well under a minute::
 
-    python benchmarks/bench_conv_linear.py [--repeats 7] [--quick]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_conv_linear.py [--repeats 9] [--quick]
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ Driving protocol
 ``schedule.plan(n_steps)`` returns a generator of actions. After every action the executor
 resumes it with ``generator.send(reply)``; the reply is ``None`` except after a ``Forward`` of
 the first sweep, where it is ``True`` when the state just reached is the final one and
-``False`` otherwise. Offline schedules ignore the replies; :class:`Online` relies on them.
+``False`` otherwise. Offline schedules ignore the replies (their plan may be any iterable of
+actions); :class:`Online` relies on them.
 """
 from __future__ import annotations
 
@@ -163,11 +164,12 @@ def _execute(schedule, n_steps, state0, callbacks):  # noqa: C901 - one match ov
     has_prev = False
     ended, r, bar = False, None, None   # forward sweep over; next step to reverse; its cotangent
     n_fwd = n_rev = 0
-    gen = schedule.plan(None if schedule.online else n_steps)
+    gen = iter(schedule.plan(None if schedule.online else n_steps))
+    resume = gen.send if hasattr(gen, "send") else (lambda _reply: next(gen))
     reply = None
     while True:
         try:
-            action = gen.send(reply)
+            action = resume(reply)
         except StopIteration:
             raise CheckpointError(f"{schedule!r} ended without EndReverse (next step to "
                                   f"reverse: {r}).") from None
@@ -212,10 +214,11 @@ def _execute(schedule, n_steps, state0, callbacks):  # noqa: C901 - one match ov
                 bar = None if symbolic else final_bar(x)
                 ended, r, at, x, prev, has_prev = True, k - 1, k - 1, prev, None, False
             case Reverse(n=i):
-                if not ended or i != r or at != i:
+                if not ended:
+                    raise CheckpointError(f"{action} before EndForward.")
+                if i != r or at != i:
                     raise CheckpointError(f"{action}: expected Reverse({r}) with the current "
-                                          f"state x_{r} after EndForward; current is x_{at}, "
-                                          f"forward ended: {ended}.")
+                                          f"state x_{r}; current is x_{at}.")
                 bar = None if symbolic else reverse_step(i, x, bar)
                 n_rev, r, at, x = n_rev + 1, r - 1, None, None
             case EndReverse():

@@ -11,7 +11,8 @@ Random unit directions ``u_x``, ``u_p`` and a random unit cotangent ``y_bar`` ar
 ``dot``      the dot-product test :func:`dot_product_test` with the most accurate JVP available:
              complex step where analytic (exact to roundoff), else the fourth-order Richardson
              difference (error ~ eps_mach**(4/5) ~ 3e-13 for a piecewise-smooth layer away from
-             kinks). Second-order FD (~1e-10) would not resolve the 1e-12 tolerance.
+             kinks). Second-order FD (~1e-10) would not resolve the 1e-12 tolerance. In float32
+             the central difference is used (the 4th-order step, 4e-2, would cross kinks).
 ``taylor``   :func:`taylor_test` on the scalar ``<y_bar, f(params, x)>`` along ``(u_x, u_p)``
              jointly (float64 only: in float32 the remainder hits roundoff before it converges).
 
@@ -48,8 +49,9 @@ def default_tolerances(dtype) -> dict:
     1e-13 (exact to roundoff), ``dot`` 1e-12 (complex-step or fourth-order JVP, ~1e-13),
     ``taylor_min_rate`` 1.9 (rate 2 expected, 1 for a wrong gradient).
     float32: ``fd`` 1e-3 (eps_mach**(2/3) = 2.4e-5 at best; conditioning of O(10) and the
-    cotangent contraction leave a factor 40 margin), ``dot`` 1e-3 (the fourth-order JVP is
-    roundoff-limited at ~eps_mach**(4/5) = 3e-6 times conditioning); complex and Taylor skipped.
+    cotangent contraction leave a factor 40 margin), ``dot`` 1e-3 (same central-difference JVP);
+    complex and Taylor skipped. Kinks need a margin above the float32 FD step
+    (``4.9e-3 max(1, |x|_inf)``), e.g. 5e-2.
     """
     if np.dtype(real_dtype(dtype)) == np.float32:
         return {"fd": 1e-3, "dot": 1e-3}
@@ -274,7 +276,12 @@ def _block_figures(key, point, fun, bar, u, y_bar, wanted, analytic) -> dict:
         out[f"complex_{key}"] = relative_error(vjp_value, inner(y_bar, ju_c),
                                                max(_norm(y_bar) * _norm(ju_c), bound_a))
     if "dot" in wanted:
-        jvp = ju_c if analytic else richardson_difference(fun, point, u)
+        if analytic:
+            jvp = ju_c
+        elif point.dtype == np.float32:     # 4th-order steps (eps_mach**(1/5) = 4e-2) too long
+            jvp = ju if "fd" in wanted else central_difference(fun, point, u)
+        else:
+            jvp = richardson_difference(fun, point, u)
         out[f"dot_{key}"] = dot_product_test(jvp, bar, u, y_bar)
     return out
 

@@ -1,0 +1,58 @@
+"""The main job (ODE-net on the bundled digits) in quick mode, read back from HDF5."""
+import numpy as np
+import pytest
+
+from experiments import data, results
+from experiments.__main__ import main
+
+
+def test_digits_quick_writes_readable_results(tmp_path, capsys):
+    assert main(["digits", "--quick", "--out", str(tmp_path)]) == 0
+    run = results.load(tmp_path / "digits.h5")
+    assert run["experiment"] == "digits" and run["config"]["epochs"] == 2
+    assert set(run["versions"]) >= {"numpy", "scipy", "h5py", "adjointcore"}
+    m = run["metrics"]
+    assert m["loss"].shape == (2,) and np.all(np.isfinite(m["loss"]))
+    assert m["loss"][1] < m["loss"][0]                    # Adam makes progress in 2 epochs
+    assert np.all(m["test_acc"] > 0.2)                    # above chance (0.1) after one epoch
+    assert np.all(m["nfe_forward"] > 0) and np.all(m["nfe_backward"] > 0)
+    assert np.all(m["max_live_snapshots"] <= run["config"]["snapshots"])
+    assert (tmp_path / "digits.png").stat().st_size > 0
+    assert "final test accuracy" in capsys.readouterr().out
+
+
+def test_digits_split_is_deterministic_and_disjoint():
+    a, b = data.load_digits_split(seed=3), data.load_digits_split(seed=3)
+    assert np.array_equal(a.x_train, b.x_train) and a.x_train.shape == (1500, 64)
+    assert a.x_test.shape == (297, 64) and 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
+
+
+def test_cifar10_loader_reads_python_batches(tmp_path):
+    import pickle
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, size=(4, 3072), dtype=np.uint8),
+                 "labels": list(rng.integers(0, 10, size=4))}
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump(batch, f)
+    split = data.load_cifar10(tmp_path)
+    assert split.x_train.shape == (20, 3, 32, 32) and split.x_test.shape == (4, 3, 32, 32)
+    with open(tmp_path / "test_batch", "rb") as f:
+        raw = pickle.load(f)["data"]
+    assert np.allclose(split.x_test[0, 0, 0, :3], raw[0, :3] / 255.0, atol=1e-7)
+
+
+def test_cifar10_loader_says_where_to_put_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
+        data.load_cifar10(tmp_path)
+
+
+def test_unknown_experiment_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        main(["nope"])
+    assert "unknown experiment" in capsys.readouterr().err
+
+
+def test_results_load_missing_file_names_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="path"):
+        results.load(tmp_path / "absent.h5")
