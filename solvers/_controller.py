@@ -33,6 +33,10 @@ MAX_FACTOR = 10.0
 PI_BETA2_TIMES_K = 0.2
 #: Floor for the remembered error norm (Hairer's ``facold = max(err, 1e-4)``).
 ERR_PREV_FLOOR = 1e-4
+#: Remembered error norm before the first accepted step. Neutral (1.0): the first proposal is
+#: then the plain ``err**(-beta1)`` rule. (Hairer's code starts from 1e-4, which shrinks the
+#: first accepted step's successor by 1e-4**0.04 = 0.69.)
+ERR_PREV_INIT = 1.0
 #: Smallest admissible relative tolerance (below it the estimate is rounding noise).
 MIN_RTOL = 100 * np.finfo(np.float64).eps
 
@@ -56,16 +60,27 @@ class ControllerState(NamedTuple):
 
 
 def rms_norm(scaled):
-    """Root mean square over all entries of the scaled error (the default norm)."""
+    """Root mean square over all entries of the scaled error (the default norm).
+
+    Computed as ``m * rms(scaled / m)`` with ``m = max|scaled|``, so huge entries give a large
+    finite norm instead of overflowing to inf in the squares.
+    """
     xp = get_array_module(scaled)
-    return float(xp.sqrt(xp.mean(xp.abs(scaled) ** 2)))
+    mag = xp.abs(scaled)
+    peak = float(mag.max())
+    if peak == 0.0 or not np.isfinite(peak):
+        return peak
+    return peak * float(xp.sqrt(xp.mean((mag / peak) ** 2)))
 
 
 def per_sample_rms_norm(scaled):
     """Largest per-sample RMS, samples along axis 0 (a batch never hides a bad sample)."""
     xp = get_array_module(scaled)
-    flat = xp.abs(scaled.reshape(scaled.shape[0], -1)) ** 2
-    return float(xp.sqrt(flat.mean(axis=1)).max())
+    mag = xp.abs(scaled.reshape(scaled.shape[0], -1))
+    peak = float(mag.max())
+    if peak == 0.0 or not np.isfinite(peak):
+        return peak
+    return peak * float(xp.sqrt(((mag / peak) ** 2).mean(axis=1)).max())
 
 
 def block_tolerance(sizes, values):
@@ -97,6 +112,14 @@ def _check_tolerances(rtol, atol):
                          "Tighter tolerances cannot be met in float64.")
     if not np.all(np.isfinite(atol_h)) or np.any(atol_h < 0):
         raise ValueError(f"`atol` must be finite and >= 0; got {atol!r}")
+
+
+def _check_controller(ctrl):
+    _check_tolerances(ctrl.rtol, ctrl.atol)
+    if not 0 < ctrl.min_factor < 1 < ctrl.max_factor or not 0 < ctrl.safety <= 1:
+        raise ValueError(f"{type(ctrl).__name__}: need 0 < min_factor < 1 < max_factor and "
+                         f"0 < safety <= 1; got min_factor={ctrl.min_factor}, "
+                         f"max_factor={ctrl.max_factor}, safety={ctrl.safety}")
 
 
 @dataclass(frozen=True)
@@ -143,17 +166,14 @@ class PIController(_Tolerances):
     max_factor: float = MAX_FACTOR
 
     def __post_init__(self):
-        _check_tolerances(self.rtol, self.atol)
-        if not 0 < self.min_factor < 1 < self.max_factor or not 0 < self.safety <= 1:
-            raise ValueError(f"need 0 < min_factor < 1 < max_factor and 0 < safety <= 1; got "
-                             f"min_factor={self.min_factor}, max_factor={self.max_factor}, "
-                             f"safety={self.safety}")
+        _check_controller(self)
 
     def init(self, err_order):
         """Initial state for an error estimate of order ``err_order`` (local error O(h^(q+1)))."""
-        return ControllerState(int(err_order) + 1, ERR_PREV_FLOOR, False)
+        return ControllerState(int(err_order) + 1, ERR_PREV_INIT, False)
 
-    def _exponents(self, k):
+    def exponents(self, k):
+        """``(beta1, beta2)`` for exponent denominator ``k`` (defaults: 0.85/k, 0.2/k)."""
         beta2 = PI_BETA2_TIMES_K / k if self.beta2 is None else self.beta2
         beta1 = 1.0 / k - 0.75 * beta2 if self.beta1 is None else self.beta1
         return beta1, beta2
@@ -173,7 +193,7 @@ class PIController(_Tolerances):
         if err_norm > 1.0:
             factor = max(self.min_factor, self.safety * err_norm ** (-1.0 / state.k))
             return False, h * factor, state._replace(rejected=True)
-        beta1, beta2 = self._exponents(state.k)
+        beta1, beta2 = self.exponents(state.k)
         if err_norm == 0.0:
             factor = self.max_factor
         else:
@@ -191,11 +211,11 @@ class IController(_Tolerances):
     max_factor: float = MAX_FACTOR
 
     def __post_init__(self):
-        PIController.__post_init__(self)
+        _check_controller(self)
 
     def init(self, err_order):
         """Initial state (see :meth:`PIController.init`)."""
-        return ControllerState(int(err_order) + 1, ERR_PREV_FLOOR, False)
+        return ControllerState(int(err_order) + 1, ERR_PREV_INIT, False)
 
     def propose(self, h, err_norm, state):
         """Accept iff ``err_norm <= 1``; see :meth:`PIController.propose` for the returns."""
@@ -229,7 +249,8 @@ def initial_step(field, t0, y0, params, order, rtol, atol, f0, direction=1.0, no
     Returns
     -------
     float
-        Positive step-size magnitude.
+        Step-size magnitude (0.0 if ``f0`` is so large that no positive guess exists; the
+        solve then stops with ``STEP_UNDERFLOW``).
     """
     xp = get_array_module(y0)
     tol = _Tolerances(rtol, atol)
@@ -238,7 +259,11 @@ def initial_step(field, t0, y0, params, order, rtol, atol, f0, direction=1.0, no
     d0 = nrm(tol.scaled_error(y0, y0, zeros))
     d1 = nrm(tol.scaled_error(f0, y0, zeros))
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+    if not np.isfinite(h0) or h0 <= 0.0:    # d1 inf (f0 overflowed): let the solve fail cleanly
+        return 0.0
     f1, _ = field.forward(t0 + direction * h0, y0 + (direction * h0) * f0, params)
+    if not bool(xp.isfinite(f1).all()):
+        return 1e-3 * h0
     d2 = nrm(tol.scaled_error(f1 - f0, y0, zeros)) / h0
     d_max = max(d1, d2)
     h1 = max(1e-6, 1e-3 * h0) if d_max <= 1e-15 else (0.01 / d_max) ** (1.0 / (order + 1))

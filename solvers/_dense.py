@@ -87,7 +87,8 @@ class DenseOutput:
         g, tt = sign * self.grid, sign * times
         if np.any(~np.isfinite(tt)) or np.any(tt < g[0]) or np.any(tt > g[-1]):
             raise ValueError(f"sol(t): `t` must lie in the solved span [{self.grid[0]!r}, "
-                             f"{self.grid[-1]!r}]; got values in [{times.min()!r}, {times.max()!r}]")
+                             f"{self.grid[-1]!r}]; got values in [{times.min()!r}, "
+                             f"{times.max()!r}]")
         out = self._evaluate(g, tt, times)
         return out[0] if t_arr.ndim == 0 else out
 

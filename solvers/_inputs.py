@@ -14,7 +14,8 @@ def check_y0(y0):
     try:
         arr = xp.asarray(y0)
     except (TypeError, ValueError):
-        raise TypeError(f"`y0` must be an array of numbers, got {type(y0).__name__}: {y0!r}") from None
+        raise TypeError(f"`y0` must be an array of numbers, got {type(y0).__name__}: "
+                        f"{y0!r}") from None
     if arr.dtype.kind in "biu":
         arr = arr.astype(xp.float64)
     if arr.dtype.kind not in "fc":
@@ -32,7 +33,8 @@ def check_t_span(t_span):
     try:
         t0, t1 = (float(v) for v in t_span)
     except (TypeError, ValueError):
-        raise ValueError(f"`t_span` must be a pair (t0, t1) of real numbers, got {t_span!r}") from None
+        raise ValueError(f"`t_span` must be a pair (t0, t1) of real numbers, "
+                         f"got {t_span!r}") from None
     if not (np.isfinite(t0) and np.isfinite(t1)) or t0 == t1:
         raise ValueError(f"`t_span` must hold two finite, distinct times; got ({t0!r}, {t1!r}). "
                          "t1 < t0 integrates backwards.")

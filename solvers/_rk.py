@@ -27,6 +27,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import NamedTuple
 
+import numpy as np
+
 from ._xp import get_array_module
 
 
@@ -54,7 +56,7 @@ class RKStages(NamedTuple):
 
 @lru_cache(maxsize=64)
 def _coefficients(tab, xp, dtype):
-    """``(a, b, b_err)`` of ``tab`` as ``xp`` arrays of real dtype ``dtype`` (cached per module/dtype)."""
+    """``(a, b, b_err)`` of ``tab`` as ``xp`` arrays of real ``dtype`` (cached per module/dtype)."""
     b_err = None if tab.b_err is None else xp.asarray(tab.b_err, dtype=dtype)
     return xp.asarray(tab.a, dtype=dtype), xp.asarray(tab.b, dtype=dtype), b_err
 
@@ -64,8 +66,14 @@ def _real_dtype(xp, y):
 
 
 def _combine(xp, y, h, weights, k):
-    """``y + h * sum_j weights[j] k[j]`` (vectorised over stages)."""
-    return y + h * xp.tensordot(weights, k, axes=1)
+    """``y + h * sum_j weights[j] k[j]`` (vectorised over stages).
+
+    A non-finite stage (an overflowing trial step) makes ``0 * inf = nan`` here; NumPy's warning
+    is muted because the result is not silent: the driver checks ``y1`` and rejects the step or
+    reports ``Status.NON_FINITE``.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        return y + h * xp.tensordot(weights, k, axes=1)
 
 
 def rk_step(field, tab, t, y, h, params, f0=None, full=True):
@@ -93,7 +101,7 @@ def rk_step(field, tab, t, y, h, params, f0=None, full=True):
     -------
     y1 : array, shape ``y.shape``
     y_err : array or None
-        Embedded error estimate ``h sum b_err_i k_i`` (None without ``b_err`` or for ``full=False``).
+        Embedded error estimate ``h sum b_err_i k_i`` (None without ``b_err`` or if not ``full``).
     stages : RKStages
     """
     xp = get_array_module(y)
@@ -115,7 +123,7 @@ def rk_step(field, tab, t, y, h, params, f0=None, full=True):
     # (a[-1, :n_live] == b[:n_live]) and independent of `full`.
     n_live = tab.n_live
     y1 = _combine(xp, y, h, b[:n_live], k[:n_live])
-    y_err = None if (b_err is None or not full) else h * xp.tensordot(b_err, k, axes=1)
+    y_err = None if (b_err is None or not full) else _combine(xp, 0.0, h, b_err, k)
     return y1, y_err, RKStages(t, y, h, k, tuple(caches))
 
 
@@ -158,7 +166,8 @@ def rk_step_vjp(field, tab, stages, y1_bar, need_params=True):
             kappa = kappa + xp.tensordot(a[i + 1:n, i], w[i + 1:n], axes=1)
         if stages.caches[i] is None:
             raise ValueError(f"rk_step_vjp: stage {i} has no field cache (it was passed to rk_step "
-                             "as a bare f0 array); call rk_step without f0, or with f0=(dy, cache).")
+                             "as a bare f0 array); call rk_step without f0, or with "
+                             "f0=(dy, cache).")
         w_i, g_i, _ = field.vjp(stages.caches[i], h * kappa, need_params=need_params)
         if w is None:
             w = xp.zeros((n,) + tuple(w_i.shape), dtype=xp.result_type(w_i, y1_bar))

@@ -91,6 +91,7 @@ def get_stepper(method, **options):
         return RKStepper(tab)
     registry = _lmm_registry()
     if method not in registry:
-        raise ValueError(f"get_stepper: unknown method {method!r}; Runge-Kutta: {sorted(TABLEAUX)}; "
+        raise ValueError(f"get_stepper: unknown method {method!r}; Runge-Kutta: "
+                         f"{sorted(TABLEAUX)}; "
                          f"linear multistep: {sorted(registry)}")
     return registry[method](**options)

@@ -157,7 +157,8 @@ class ButcherTableau:
                              f"nonzero entries at {np.argwhere(np.triu(a) != 0).tolist()}")
         _close(label, "a.sum(1) == c", a.sum(1), c)
         _close(label, "b.sum() == 1", b.sum(), 1.0)
-        if not isinstance(self.order, (int, np.integer)) or not 1 <= self.order <= MAX_CHECKED_ORDER:
+        order_ok = isinstance(self.order, (int, np.integer)) and not isinstance(self.order, bool)
+        if not order_ok or not 1 <= self.order <= MAX_CHECKED_ORDER:
             raise ValueError(f"{label}: `order` must be an int in 1..{MAX_CHECKED_ORDER}, "
                              f"got {self.order!r}")
         _check_order(label, "b", a, b, int(self.order))

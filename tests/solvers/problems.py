@@ -37,7 +37,7 @@ class Problem:
     lipschitz: float = 1.0
 
     def exact(self, t):
-        """Exact solution at scalar ``t`` (shape ``y0.shape``) or 1-D ``t`` (shape ``(m, *y0.shape)``)."""
+        """Exact solution at scalar ``t`` (shape ``y0.shape``) or 1-D ``t`` (``(m, *y0.shape)``)."""
         t_arr = np.asarray(t, dtype=np.float64)
         out = self.exact_fn(np.atleast_1d(t_arr))
         return out[0] if t_arr.ndim == 0 else out

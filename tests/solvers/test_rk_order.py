@@ -56,7 +56,7 @@ def test_embedded_estimate_has_its_order(method):
 
 @pytest.mark.parametrize("method", sorted(TABLEAUX))
 def test_full_and_f0_do_not_change_y1(method):
-    """``full=False`` and a supplied ``f0`` give bitwise the same ``y1``; FSAL stage == f(t+h, y1)."""
+    """``full=False`` and a given ``f0`` leave ``y1`` bitwise unchanged; FSAL stage = f(t+h, y1)."""
     tab, prob = TABLEAUX[method], PROBLEMS["nonautonomous"]
     field, t, y, h = as_field(prob.f), 0.3, np.array([0.9, -1.2]), 0.17
     y1, y_err, stages = rk_step(field, tab, t, y, h, None)

@@ -1,4 +1,4 @@
-"""Butcher tableaux: invariants, order conditions (tight), derived flags, rejection of corruption."""
+"""Butcher tableaux: invariants, tight order conditions, derived flags, corruption rejected."""
 import dataclasses
 import re
 

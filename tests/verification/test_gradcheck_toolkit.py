@@ -13,8 +13,15 @@ from adjointcore.gradcheck import (LayerReport, TaylorTestError, auto_step, cent
                                    check_layer, complex_step, default_tolerances,
                                    dot_product_test, relative_error, richardson_difference,
                                    taylor_test)
+from adjointcore.backend import to_device
+from adjointcore.gradcheck import __main__ as cli
 from adjointcore.gradcheck import strategies as gs
-from adjointcore.layers import Layer
+from adjointcore.gradcheck.catalog import builtin_examples
+from adjointcore.layers import (Layer, activation, compose, conv, dropout, linear, norm, pool,
+                                shape)
+from adjointcore.layers.activation import Tanh
+from adjointcore.layers.compose import Sequential
+from adjointcore.layers.linear import Linear
 
 
 # -- small layers under test -------------------------------------------------------------------
@@ -358,3 +365,50 @@ def test_taylor_adaptive_halving_escapes_cancellation():
     assert taylor_test(fun, g, m, dm, max_points=6).min_rate < 1.5
     res = taylor_test(fun, g, m, dm)
     assert res.min_rate >= 1.9 and abs(res.slope1 - 2.0) <= 0.05 and res.eps.size > 6
+
+
+# -- catalog and CLI ------------------------------------------------------------------------------
+def _layer_types(layer):
+    yield type(layer)
+    for child in getattr(layer, "layers", ()):
+        yield from _layer_types(child)
+    if hasattr(layer, "inner"):
+        yield from _layer_types(layer.inner)
+
+
+def test_catalog_covers_every_builtin_layer():
+    builtin = {obj for mod in (activation, compose, conv, dropout, linear, norm, pool, shape)
+               for name, obj in vars(mod).items()
+               if isinstance(obj, type) and issubclass(obj, Layer) and not name.startswith("_")
+               and obj.__module__ == mod.__name__}
+    covered = {t for _, layer, _, _ in builtin_examples() for t in _layer_types(layer)}
+    assert builtin - covered == set()
+
+
+def test_cli_passes_on_builtins_and_prints_table(capsys):
+    assert cli.main([]) == 0
+    out = capsys.readouterr().out
+    assert "taylor_mi" in out and "Conv2d" in out and "0 failed" in out
+    assert cli.main(["--dtype", "float32"]) == 0
+    assert "(float32)" in capsys.readouterr().out
+
+
+def test_cli_exits_1_on_a_broken_layer(capsys, monkeypatch):
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    monkeypatch.setattr(cli, "builtin_examples",
+                        lambda rng: [("sign-flipped dense", SignFlipTanhDense(3, 2), x, {})])
+    assert cli.main([]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "1 failed" in out
+
+
+def test_check_layer_on_backend(xp):
+    """check_layer on device arrays (CuPy case skips without a GPU)."""
+    net = Sequential(Linear(3, 4), Tanh(), Linear(4, 2))
+    params = net.init(np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((2, 3))
+    if xp is not np:
+        params, x = to_device(params), to_device(x)
+    report = check_layer(net, x=x, params=params)
+    assert report.passed, str(report)
+    assert report.figures["complex_x"] <= 1e-13 and report.figures["dot_params"] <= 1e-12

@@ -1,0 +1,263 @@
+"""Adaptive solves: accuracy in tolerance units against a tight reference, rejections on a
+stiff problem, exact work budgets, backward integration, t_eval, failure modes, controllers."""
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+import solvers
+from solvers import IController, PIController, SolveError, Status, block_tolerance
+
+from .problems import NONSTIFF, PROBLEMS, STIFF
+
+RTOL, ATOL = 1e-6, 1e-9
+ADAPTIVE = ("bosh3", "dopri5", "tsit5")
+
+
+class Counting:
+    """Field wrapper counting forward calls (test-only; the solver counts independently)."""
+
+    def __init__(self, f):
+        self.f, self.n = f, 0
+
+    def forward(self, t, y, params):
+        self.n += 1
+        return self.f(t, y), None
+
+    def vjp(self, cache, dy_bar, need_params=True):
+        raise NotImplementedError
+
+
+def tolerance_units(res, problem, rtol=RTOL, atol=ATOL):
+    """max over output times of RMS(err) / (atol + rtol RMS(y_ref)) against DOP853 at
+    rtol = 1e-12, atol = 1e-14. Norm-wise rather than per component: the oscillating problems
+    have components crossing zero, where a per-component scale collapses to atol."""
+    ref = solve_ivp(problem.f, problem.t_span, problem.y0, method="DOP853", rtol=1e-12,
+                    atol=1e-14, t_eval=res.ts).y.T
+    rms = lambda x: np.sqrt(np.mean(x ** 2, axis=1))  # noqa: E731
+    return float(np.max(rms(res.ys - ref) / (atol + rtol * rms(ref))))
+
+
+# Measured (rtol 1e-6, atol 1e-9): dopri5 <= 0.66, bosh3 <= 4.0, tsit5 <= 0.95 except Riccati.
+# Tsit5 on Riccati reaches 8.6: its embedded estimate underestimates the true local error there
+# by ~4x on several steps (est/tol 0.67-0.74 while true/tol ~ 3), a property of the pair, not of
+# the driver (Dopri5's estimate is conservative on the same steps). Bound 10 for that one case.
+BOUND = {("tsit5", "riccati"): 10.0}
+
+
+@pytest.mark.parametrize("problem", NONSTIFF + STIFF)
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_accuracy_in_tolerance_units(method, problem):
+    prob = PROBLEMS[problem]
+    res = solvers.solve(prob.f, prob.y0, prob.t_span, method=method, rtol=RTOL, atol=ATOL)
+    assert res.success and res.grid[-1] == prob.t_span[1]
+    assert tolerance_units(res, prob) < BOUND.get((method, problem), 5.0)
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_stiff_problem_forces_rejections(method):
+    """Eigenvalue -200: after the transient the step sits at the stability boundary, where the
+    controller overshoots and must reject (measured 2-3 rejections over ~600-900 steps)."""
+    prob = PROBLEMS["stiff_linear"]
+    res = solvers.solve(prob.f, prob.y0, prob.t_span, method=method, rtol=RTOL, atol=ATOL)
+    assert res.stats.n_rejected > 0
+    # Stability bound: |h lambda| <= ~3.3 (Dopri5), so >= 10 * 200 / 3.3 ~ 600 steps.
+    assert res.stats.n_accepted > 500
+
+
+@pytest.mark.parametrize("first_step", [None, 0.01])
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_nfe_exact(method, first_step):
+    """FSAL pairs: nfe = 1 (f(t0, y0)) + [Hairer initial step] + (s - 1)(accepted + rejected)."""
+    prob = PROBLEMS["stiff_linear"]
+    field = Counting(prob.f)
+    res = solvers.solve(field, prob.y0, prob.t_span, method=method, first_step=first_step)
+    s, st = solvers.get_tableau(method).n_stages, res.stats
+    assert st.nfe == field.n
+    assert st.nfe == 1 + (first_step is None) + (s - 1) * (st.n_accepted + st.n_rejected)
+    assert st.n_steps == st.n_accepted + st.n_rejected and len(st.step_sizes) == st.n_accepted
+
+
+@pytest.mark.parametrize("method, dense", [("rk4", True), ("rk4", False), ("dopri5", True),
+                                           ("bosh3", False), ("ab3", True), ("abm4", False)])
+def test_nfe_exact_fixed_steps(method, dense):
+    prob, n = PROBLEMS["logistic"], 12
+    field = Counting(prob.f)
+    res = solvers.solve(field, prob.y0, prob.t_span, method=method, steps=n, dense_output=dense)
+    assert res.stats.nfe == field.n
+    if method in solvers.TABLEAUX:
+        tab = solvers.get_tableau(method)
+        s = tab.n_stages
+        expected = 1 + (s - 1) * n if tab.fsal else s * n + (dense and tab.dense is None)
+        assert res.stats.nfe == expected
+    assert res.stats.n_accepted == n and res.stats.n_rejected == 0
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_backward_in_time(method):
+    prob = PROBLEMS["rotation_decay"]
+    t0, t1 = prob.t_span
+    res = solvers.solve(prob.f, prob.exact(t1), (t1, t0), method=method, rtol=1e-8, atol=1e-11)
+    assert res.success and res.grid[0] == t1 and res.grid[-1] == t0
+    assert np.all(np.diff(res.grid) < 0) and np.all(res.stats.step_sizes < 0)
+    # Measured 2e-8 (bosh3), <2e-9 (5th order); the backward flow of a decaying problem grows.
+    np.testing.assert_allclose(res.ys[-1], prob.y0, atol=1e-7)
+
+
+def test_grid_is_consistent_with_step_sizes():
+    prob = PROBLEMS["nonautonomous"]
+    res = solvers.solve(prob.f, prob.y0, prob.t_span)
+    g, h = res.grid, res.stats.step_sizes
+    assert np.array_equal(g[:-2] + h[:-1], g[1:-1])           # exact, FSAL-stage times
+    assert g[-1] == prob.t_span[1] and abs(g[-2] + h[-1] - g[-1]) <= 4 * np.spacing(g[-1])
+
+
+def test_t_eval():
+    prob = PROBLEMS["logistic"]
+    t_eval = np.array([0.0, 0.5, 1.7, 3.3, 6.0])
+    res = solvers.solve(prob.f, prob.y0, prob.t_span, t_eval=t_eval, rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(res.ts, t_eval)
+    assert res.ys.shape == (5, 1)
+    np.testing.assert_allclose(res.ys, prob.exact(t_eval), rtol=1e-7)
+    full = solvers.solve(prob.f, prob.y0, prob.t_span, rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(res.ys[-1], full.ys[-1])   # t1 is a grid point: exact value
+    np.testing.assert_array_equal(res.ys[0], prob.y0)
+
+
+def test_max_steps_gives_partial_trajectory():
+    prob = PROBLEMS["stiff_linear"]
+    with pytest.raises(SolveError, match="MAX_STEPS") as info:
+        solvers.solve(prob.f, prob.y0, prob.t_span, max_steps=7)
+    res = info.value.result
+    assert isinstance(info.value, RuntimeError) and res.status is Status.MAX_STEPS
+    assert not res.success and "max_steps" in res.message
+    assert res.stats.n_steps == 7 and len(res.ys) == res.stats.n_accepted + 1
+    assert res.grid[-1] < prob.t_span[1]
+    np.testing.assert_allclose(res.ys[-1], prob.exact(res.grid[-1]), rtol=1e-4, atol=1e-8)
+    again = solvers.solve(prob.f, prob.y0, prob.t_span, max_steps=7, raise_on_failure=False)
+    np.testing.assert_array_equal(again.ys, res.ys)
+
+
+def test_blow_up_is_reported():
+    """y' = y^2, y(0) = 1 is singular at t = 1: the solve must stop there. The numerical
+    blow-up time is off by d ~ rtol (measured 1 + 2.6e-7, after ~200 rejections near the end),
+    so the relative error of y grows like d / (1 - t): <= 2.6e-5 for t < 0.99."""
+    res = solvers.solve(lambda t, y: y * y, np.array([1.0]), (0.0, 2.0), raise_on_failure=False)
+    assert res.status in (Status.STEP_UNDERFLOW, Status.NON_FINITE)
+    assert abs(res.grid[-1] - 1.0) < 1e-5
+    assert np.all(np.isfinite(res.ys)) and res.ys[-1, 0] > 1e6
+    early = res.grid < 0.99
+    np.testing.assert_allclose(res.ys[early, 0], 1.0 / (1.0 - res.grid[early]), rtol=5e-5)
+
+
+def test_fixed_step_non_finite():
+    """Overflow inside the field (allowed to overflow silently here) ends a fixed-step solve
+    with NON_FINITE and keeps the finite prefix; the solver itself makes no invalid operation
+    (np 'invalid' stays an error under the suite's warnings-as-errors)."""
+    with np.errstate(over="ignore"):
+        res = solvers.solve(lambda t, y: y * y, np.array([1e200]), (0.0, 1.0), method="euler",
+                            steps=3, raise_on_failure=False)
+    assert res.status is Status.NON_FINITE and len(res.ys) == 1
+    assert "stability" in res.message
+    with np.errstate(over="ignore"):
+        adaptive = solvers.solve(lambda t, y: y * y, np.array([1e150]), (0.0, 1.0),
+                                 raise_on_failure=False)
+    assert adaptive.status in (Status.NON_FINITE, Status.STEP_UNDERFLOW)
+    assert np.all(np.isfinite(adaptive.ys))
+
+
+def test_per_component_tolerances_and_block_tolerance():
+    """Blocks of very different scale (the small one 4x faster): a scalar atol = 1e-9 ignores
+    the small block (relative error 1e-3), per-block atol from block_tolerance controls it."""
+    scale = np.array([1.0, 1.0, 1e-6, 1e-6])
+
+    def f(t, y):
+        return np.array([-y[1], y[0], -4.0 * y[3], 4.0 * y[2]])
+
+    y0 = np.array([1.0, 0.0, 1e-6, 0.0])
+    exact = np.array([np.cos(3.0), np.sin(3.0), np.cos(12.0), np.sin(12.0)]) * scale
+    atol = block_tolerance([2, 2], [1e-9, 1e-15])
+    assert atol.tolist() == [1e-9, 1e-9, 1e-15, 1e-15]
+    blockwise = solvers.solve(f, y0, (0.0, 3.0), rtol=1e-6, atol=atol)
+    scalar = solvers.solve(f, y0, (0.0, 3.0), rtol=1e-6, atol=1e-9)
+    rel_block = np.abs(blockwise.ys[-1] - exact) / scale       # measured <= 1.3e-6
+    rel_scalar = np.abs(scalar.ys[-1] - exact) / scale         # measured 1.4e-3 (small block)
+    assert rel_block.max() < 1e-5 < 1e-4 < rel_scalar[2:].max()
+    with pytest.raises(ValueError, match="block_tolerance: got 2 sizes but 1 values"):
+        block_tolerance([1, 2], [1e-3])
+
+
+def test_custom_norm_excludes_channels():
+    """A seminorm that ignores a noisy channel lets the controller take larger steps."""
+    def f(t, y):
+        return np.array([-y[0], 50.0 * np.cos(50.0 * t)])
+
+    y0 = np.array([1.0, 0.0])
+    full = solvers.solve(f, y0, (0.0, 2.0))
+    calls = []
+
+    def seminorm(scaled):
+        calls.append(scaled.shape)
+        return float(np.sqrt(np.mean(scaled[:1] ** 2)))
+
+    semi = solvers.solve(f, y0, (0.0, 2.0), norm=seminorm)
+    assert semi.stats.n_accepted < full.stats.n_accepted / 3
+    assert set(calls) == {(2,)}
+    np.testing.assert_allclose(semi.ys[-1, 0], np.exp(-2.0), rtol=1e-5)
+
+
+def test_per_sample_norm():
+    scaled = np.array([[0.1, 0.1], [3.0, 4.0]])
+    assert solvers.per_sample_rms_norm(scaled) == pytest.approx(np.sqrt(12.5))
+    assert solvers.rms_norm(scaled) == pytest.approx(np.sqrt(np.mean(scaled ** 2)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Controllers as pure functions
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [PIController, IController])
+def test_controller_propose_rules(cls):
+    ctrl = cls(rtol=1e-6, atol=1e-9)
+    state = ctrl.init(4)
+    accept, h, s1 = ctrl.propose(0.1, 0.5, state)
+    assert accept and 0.1 < h <= 0.1 * ctrl.max_factor and not s1.rejected
+    accept, h, s2 = ctrl.propose(0.1, 50.0, s1)
+    assert not accept and 0.1 * ctrl.min_factor <= h < 0.1 and s2.rejected
+    accept, h, s3 = ctrl.propose(0.1, 1e-8, s2)             # no growth right after a rejection
+    assert accept and h <= 0.1
+    accept, h, _ = ctrl.propose(0.1, 0.0, s3)
+    assert accept and h == pytest.approx(0.1 * ctrl.max_factor)
+    accept, h, _ = ctrl.propose(-0.1, np.nan, s3)
+    assert not accept and h == pytest.approx(-0.1 * ctrl.min_factor)
+    assert ctrl.propose(0.1, 0.5, state) == ctrl.propose(0.1, 0.5, state)   # pure
+
+
+def test_pi_controller_exponents_match_dopri5():
+    ctrl = PIController()
+    k = ctrl.init(4).k
+    beta1, beta2 = ctrl.exponents(k)
+    assert (k, beta1, beta2) == (5, pytest.approx(0.17), pytest.approx(0.04))
+
+
+def test_controller_rejects_bad_settings():
+    with pytest.raises(ValueError, match="min_factor"):
+        IController(min_factor=1.5)
+    with pytest.raises(ValueError, match="`rtol`"):
+        PIController(rtol=np.array([1e-3, 0.0]))
+
+
+def test_controller_is_used():
+    prob = PROBLEMS["rotation_decay"]
+    res_i = solvers.solve(prob.f, prob.y0, prob.t_span, controller=IController(1e-6, 1e-9))
+    res_pi = solvers.solve(prob.f, prob.y0, prob.t_span, controller=PIController(1e-6, 1e-9))
+    default = solvers.solve(prob.f, prob.y0, prob.t_span)
+    assert np.array_equal(res_pi.grid, default.grid)
+    assert not np.array_equal(res_i.grid, default.grid)
+    assert tolerance_units(res_i, prob) < 5
+
+
+def test_initial_step_calls_field_once():
+    prob = PROBLEMS["logistic"]
+    field = Counting(prob.f)
+    f0 = prob.f(0.0, prob.y0)
+    h = solvers.initial_step(field, 0.0, prob.y0, None, 5, 1e-6, 1e-9, f0)
+    assert field.n == 1 and 0 < h < 1
