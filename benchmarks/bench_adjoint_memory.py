@@ -60,7 +60,8 @@ def main(argv=None):
     xp = get_array_module(prob.y0)
     state_bytes = prob.y0.nbytes
     print(describe_problem(prob))
-    print(f"state = {state_bytes / 2**10:.0f} KiB; RK4 on [0, 1]; params {prob.params.nbytes / 2**10:.0f} KiB")
+    print(f"state = {state_bytes / 2**10:.0f} KiB; RK4 on [0, 1]; params "
+          f"{prob.params.nbytes / 2**10:.0f} KiB; seconds are under tracemalloc (slower)")
     step_peak = one_step_vjp_peak(prob, 1.0 / args.steps[0], xp)
     print(f"one step VJP (RK4, recomputed stages): peak {step_peak / 2**20:.2f} MiB = "
           f"{step_peak / state_bytes:.1f} states")

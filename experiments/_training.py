@@ -230,7 +230,7 @@ def train_bp_then_adjoint(problem: TrajectoryProblem, z, n_params: int, optimize
                           bp_iterations: int, ft_iterations: int,
                           bp_config: GradientConfig = GradientConfig(),
                           ft_config: Optional[GradientConfig] = None, ft_lr=None,
-                          progress=None):
+                          progress=None, on_switch: Optional[Callable] = None):
     """NODE-EW's strategy: BP on fixed-step Euler, then adjoint fine-tuning (one switch).
 
     Parameters
@@ -242,6 +242,10 @@ def train_bp_then_adjoint(problem: TrajectoryProblem, z, n_params: int, optimize
         steps=None)`` (the continuous adjoint of Chen et al. on an adaptive solve).
     ft_lr : float, optional
         Learning rate of the fine-tuning phase (default: the optimiser's).
+    progress : callable, optional
+        ``progress(phase, iteration, StepInfo)`` after every iteration.
+    on_switch : callable, optional
+        Called with ``z`` (a copy) at the switch, e.g. to evaluate the BP-only model.
 
     Returns
     -------
@@ -252,6 +256,8 @@ def train_bp_then_adjoint(problem: TrajectoryProblem, z, n_params: int, optimize
         ft_config = bp_config.with_config(gradient="backsolve", method="dopri5", steps=None)
     z, state, hist = train(problem, z, n_params, bp_config, bp_iterations, optimizer,
                            phase=0, progress=progress)
+    if on_switch is not None:
+        on_switch(np.array(z, copy=True))
     z, _, hist = train(problem, z, n_params, ft_config, ft_iterations, optimizer, state, hist,
                        phase=1, lr=ft_lr, progress=progress)
     return z, hist

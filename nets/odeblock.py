@@ -28,7 +28,7 @@ from adjointcore.fields import LayerField
 from adjointcore.layers.base import Layer
 from adjointcore.layers.shape import ChannelPad
 from adjointcore.sensitivity.continuous import continuous_adjoint
-from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward
+from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward, record_forward
 
 __all__ = ["ODEBlock", "ODEBlockCache", "ODEBlockStats", "GRADIENTS"]
 
@@ -51,13 +51,15 @@ class ODEBlockStats(NamedTuple):
 
 
 class ODEBlockCache(NamedTuple):
-    """What the VJP needs: initial state, step grid, forward solution (continuous adjoints)."""
+    """What the VJP needs: initial state, step grid, and the forward solution (continuous
+    adjoints) or the taped sweep (store-all discrete adjoint of an RK method)."""
 
     x_shape: tuple
     y0: Any
     y1: Any
     grid: np.ndarray
     solution: Any
+    recording: Any
     stats: ODEBlockStats
 
 
@@ -160,11 +162,16 @@ class ODEBlock(Layer):
         y0 = ChannelPad(self.augment).forward(None, x)[0] if self.augment else x
         field = self._field()
         t0, t1 = (float(v) for v in self.t_span)
-        solution = None
+        solution = recording = None
         if self.steps is not None and self.gradient == "discrete":
             grid = np.linspace(t0, t1, self.steps + 1)
-            ys, nfe = grid_forward(field, y0, params, grid, self.method, self.method_options)
-            y1, n_rej = ys[-1], 0
+            if self._tapes():
+                recording = record_forward(field, y0, params, grid, self.method)
+                y1, nfe = recording.states[-1][0], recording.nfe
+            else:
+                ys, nfe = grid_forward(field, y0, params, grid, self.method, self.method_options)
+                y1 = ys[-1]
+            n_rej = 0
         else:
             solution = solvers.solve(field, y0, (t0, t1), params=params, method=self.method,
                                      rtol=self.rtol, atol=self.atol, steps=self.steps,
@@ -174,7 +181,12 @@ class ODEBlock(Layer):
         stats = ODEBlockStats("forward", nfe, grid.size - 1, n_rej, 0, 0, 0)
         if self.monitor is not None:
             self.monitor(stats)
-        return y1, ODEBlockCache(tuple(x.shape), y0, y1, grid, solution, stats)
+        return y1, ODEBlockCache(tuple(x.shape), y0, y1, grid, solution, recording, stats)
+
+    def _tapes(self) -> bool:
+        """Store-all discrete adjoint of an RK method: keep the stages from the forward call."""
+        return (self.schedule is None or isinstance(self.schedule, StoreAll)) and \
+            self.method in solvers.TABLEAUX
 
     def vjp(self, params, cache, y_bar, need_params=True):
         x_bar, params_bar, _ = self.vjp_with_stats(params, cache, y_bar, need_params)
@@ -188,7 +200,8 @@ class ODEBlock(Layer):
         if self.gradient == "discrete":
             g = discrete_adjoint(field, cache.y0, params, cache.grid, y_bar, method=self.method,
                                  method_options=self.method_options,
-                                 schedule=self.schedule or StoreAll(), need_params=need_params)
+                                 schedule=self.schedule or StoreAll(), need_params=need_params,
+                                 recording=cache.recording)
             ck = g.stats.checkpoint
             stats = ODEBlockStats("backward", g.stats.recompute_nfe, ck.n_steps, 0,
                                   ck.max_live_snapshots, ck.recomputed_steps, g.stats.backward_vjps)

@@ -52,6 +52,19 @@ class RKStepper:
                                         need_params=need_params)
         return (y_bar,), params_bar, {}
 
+    def step_taped(self, field, n, t, h, state, params):
+        """:meth:`step` that also returns its stages (the "tape"), so that :meth:`vjp_taped`
+        needs no recomputation (store-all discrete adjoints). Returns ``((y1,), nfe, stages)``."""
+        y1, _, stages = rk_step(field, self.tab, t, state[0], h, params, full=False)
+        return (y1,), len(stages.k), stages
+
+    def vjp_taped(self, field, stages, params, state_next_bar, need_params=True):
+        """Adjoint of a :meth:`step_taped` step from its stages; same result as :meth:`step_vjp`
+        bit for bit (the stages are what :meth:`step_vjp` recomputes)."""
+        y_bar, params_bar = rk_step_vjp(field, self.tab, stages, state_next_bar[0],
+                                        need_params=need_params)
+        return (y_bar,), params_bar, {}
+
     def init_vjp(self, field, t0, y0, params, state_bar):
         """Adjoint of :meth:`init`: ``(state_bar[0], None)`` (init does not touch params)."""
         return state_bar[0], None

@@ -40,7 +40,7 @@ _STORED, _UNSTORED = "stored", "unstored"
 
 
 def beta(s: int, t: int) -> int:
-    """``C(s + t, s)``: the most steps ``s`` snapshots reverse with ``t`` repetitions (0 if t < 0)."""
+    """``C(s + t, s)``: most steps ``s`` snapshots reverse with ``t`` repetitions (0 if t < 0)."""
     return comb(s + t, s) if t >= 0 else 0
 
 

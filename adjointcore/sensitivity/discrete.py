@@ -23,7 +23,7 @@ from ..backend import get_array_module
 from ..checkpointing import CheckpointStats, StoreAll, run_adjoint
 from ..errors import ShapeError, check_array
 
-__all__ = ["CountingField", "DiscreteGradient", "DiscreteStats", "check_grid", "grid_forward", "discrete_adjoint",
+__all__ = ["CountingField", "DiscreteGradient", "DiscreteStats", "Recording", "record_forward", "check_grid", "grid_forward", "discrete_adjoint",
            "obs_steps_on_grid"]
 
 
@@ -167,8 +167,53 @@ def grid_forward(field, y0, params, grid, method="rk4", method_options=None, obs
     return ys, nfe
 
 
+class Recording(NamedTuple):
+    """A taped forward sweep (store-all): every state and every step's tape.
+
+    Attributes
+    ----------
+    grid : ndarray, shape (n + 1,)
+    states : list of n + 1 stepper states
+    tapes : list of n step tapes (the stages and field caches of each step)
+    nfe : int
+        Field evaluations of the sweep.
+    """
+
+    grid: np.ndarray
+    states: list
+    tapes: list
+    nfe: int
+
+
+def record_forward(field, y0, params, grid, method="rk4", method_options=None) -> Recording:
+    """Forward sweep that keeps each step's stages, for a store-all adjoint without recomputation.
+
+    Only steppers with ``step_taped`` (Runge-Kutta methods) can record; memory is that of
+    backpropagation through the solver (all stages and field caches).
+
+    Returns
+    -------
+    Recording
+        ``recording.states[-1][0]`` is the final state.
+    """
+    grid = check_grid(grid)
+    stepper = _stepper(method, method_options)
+    if not hasattr(stepper, "step_taped"):
+        raise TypeError(f"method {method!r} cannot record a taped forward sweep (no step_taped); "
+                        f"use discrete_adjoint's schedules instead.")
+    states, tapes, nfe = [stepper.init(field, grid[0], y0, params)], [], 0
+    for i in range(grid.size - 1):
+        state, n_i, tape = stepper.step_taped(field, i, grid[i], grid[i + 1] - grid[i],
+                                              states[-1], params)
+        states.append(state)
+        tapes.append(tape)
+        nfe += n_i
+    return Recording(grid, states, tapes, nfe)
+
+
 def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_options=None,
-                     obs_steps=None, schedule=None, need_params=True) -> DiscreteGradient:
+                     obs_steps=None, schedule=None, need_params=True,
+                     recording=None) -> DiscreteGradient:
     """Exact gradient of ``L = sum_k <y_bars[k], y_{obs_steps[k]}>`` through the discrete map.
 
     Parameters
@@ -192,6 +237,9 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
         ``StoreAll()`` (default), ``Uniform``, ``Revolve`` or ``Online``. Gradients are bitwise
         identical for every schedule.
     need_params : bool
+    recording : Recording, optional
+        A taped forward sweep of the same map (:func:`record_forward`); the adjoint then reuses
+        its stages and evaluates the field only through VJPs (store-all schedule only).
 
     Returns
     -------
@@ -220,9 +268,16 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
     acc = {"params": None, "method": {k: 0.0 for k in stepper.method_params}}
     taped = isinstance(schedule, StoreAll) and hasattr(stepper, "step_taped")
     tapes = {}
+    if recording is not None:
+        if not taped or recording.grid.shape != grid.shape or np.any(recording.grid != grid):
+            raise ValueError("`recording` must come from record_forward on the same grid and "
+                             "method, and needs the store-all schedule (schedule=None).")
 
     def forward_step(i, state):
         h = grid[i + 1] - grid[i]
+        if recording is not None:
+            tapes[i] = recording.tapes[i]
+            return recording.states[i + 1]
         if taped:
             nxt, _, tapes[i] = stepper.step_taped(counted, i, grid[i], h, state, params)
             return nxt
@@ -262,5 +317,6 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
         params_bar = p_init if params_bar is None else params_bar + p_init
     if need_params and params_bar is None and params is not None:
         params_bar = xp.zeros_like(params)
-    stats = DiscreteStats(counted.nfe_first, counted.nfe - counted.nfe_first, counted.n_vjp, ck)
+    nfe_first = counted.nfe_first + (recording.nfe if recording is not None else 0)
+    stats = DiscreteStats(nfe_first, counted.nfe - counted.nfe_first, counted.n_vjp, ck)
     return DiscreteGradient(y0_bar, params_bar if need_params else None, acc["method"], stats)

@@ -196,7 +196,8 @@ def _drop_a_reverse(actions):
 
 
 def _swap_two_reverses(actions):
-    i, j = _first(actions, Reverse, lambda a: a.n == 5), _first(actions, Reverse, lambda a: a.n == 4)
+    i = _first(actions, Reverse, lambda a: a.n == 5)
+    j = _first(actions, Reverse, lambda a: a.n == 4)
     actions[i], actions[j] = actions[j], actions[i]
     return actions
 

@@ -37,8 +37,8 @@ def tolerance_units(res, problem, rtol=RTOL, atol=ATOL):
     return float(np.max(rms(res.ys - ref) / (atol + rtol * rms(ref))))
 
 
-# Measured (rtol 1e-6, atol 1e-9): dopri5 <= 0.66, bosh3 <= 4.0, tsit5 <= 0.95 except Riccati.
-# Tsit5 on Riccati reaches 8.6: its embedded estimate underestimates the true local error there
+# Measured (rtol 1e-6, atol 1e-9): dopri5 <= 0.64, bosh3 <= 4.0, tsit5 <= 0.76 except Riccati.
+# Tsit5 on Riccati reaches 7.3: its embedded estimate underestimates the true local error there
 # by ~4x on several steps (est/tol 0.67-0.74 while true/tol ~ 3), a property of the pair, not of
 # the driver (Dopri5's estimate is conservative on the same steps). Bound 10 for that one case.
 BOUND = {("tsit5", "riccati"): 10.0}
@@ -56,7 +56,7 @@ def test_accuracy_in_tolerance_units(method, problem):
 @pytest.mark.parametrize("method", ADAPTIVE)
 def test_stiff_problem_forces_rejections(method):
     """Eigenvalue -200: after the transient the step sits at the stability boundary, where the
-    controller overshoots and must reject (measured 2-3 rejections over ~600-900 steps)."""
+    controller overshoots and must reject (measured 3-5 rejections over ~600-900 steps)."""
     prob = PROBLEMS["stiff_linear"]
     res = solvers.solve(prob.f, prob.y0, prob.t_span, method=method, rtol=RTOL, atol=ATOL)
     assert res.stats.n_rejected > 0
@@ -99,7 +99,7 @@ def test_backward_in_time(method):
     res = solvers.solve(prob.f, prob.exact(t1), (t1, t0), method=method, rtol=1e-8, atol=1e-11)
     assert res.success and res.grid[0] == t1 and res.grid[-1] == t0
     assert np.all(np.diff(res.grid) < 0) and np.all(res.stats.step_sizes < 0)
-    # Measured 2e-8 (bosh3), <2e-9 (5th order); the backward flow of a decaying problem grows.
+    # Measured 3.2e-8 (bosh3), <= 3.5e-9 (5th order); the backward flow of a decaying problem grows.
     np.testing.assert_allclose(res.ys[-1], prob.y0, atol=1e-7)
 
 
