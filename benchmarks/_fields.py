@@ -10,6 +10,7 @@ as ``_fields`` (the script's directory is on ``sys.path``).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import tracemalloc
 from typing import Any, NamedTuple
@@ -20,7 +21,8 @@ from adjointcore.backend import get_array_module, to_device
 from adjointcore.fields import LayerField
 from adjointcore.layers import Linear, Sequential, Softplus, Tanh
 
-__all__ = ["MLPProblem", "mlp_problem", "best_time", "peak_memory", "describe_problem"]
+__all__ = ["MLPProblem", "mlp_problem", "best_time", "peak_memory", "describe_problem",
+           "blas_threads"]
 
 ACTIVATIONS = {"tanh": Tanh, "softplus": Softplus}
 
@@ -128,3 +130,17 @@ def peak_memory(fn, xp=np):
     finally:
         tracemalloc.stop()
     return out, peak, seconds
+
+
+def blas_threads(n):
+    """Context limiting BLAS to ``n`` threads (``threadpoolctl``; ``n=None`` or no
+    ``threadpoolctl``: unchanged). Small matmuls time far more stably single-threaded, and on a
+    loaded machine multi-threaded OpenBLAS can be 100x slower for them."""
+    if n is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("note: threadpoolctl not installed; BLAS thread count left unchanged")
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n, user_api="blas")

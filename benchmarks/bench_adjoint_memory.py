@@ -26,7 +26,7 @@ import argparse
 import numpy as np
 
 import solvers
-from _fields import describe_problem, mlp_problem, peak_memory
+from _fields import blas_threads, describe_problem, mlp_problem, peak_memory
 from adjointcore.backend import get_array_module, to_host
 from adjointcore.checkpointing import Online, Revolve, StoreAll, Uniform
 from adjointcore.sensitivity.discrete import discrete_adjoint
@@ -54,7 +54,15 @@ def main(argv=None):
     parser.add_argument("--snapshots", type=int, default=10)
     parser.add_argument("--every", type=int, default=32)
     parser.add_argument("--gpu", action="store_true", help="run on CuPy (needs a CUDA device)")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="BLAS threads (default 1: stable timings of small matmuls)")
     args = parser.parse_args(argv)
+    with blas_threads(args.blas_threads):
+        run(args)
+
+
+def run(args):
+    """The measurements (under the BLAS thread limit)."""
 
     prob = mlp_problem(d=args.d, hidden=args.hidden, batch=args.batch, gpu=args.gpu)
     xp = get_array_module(prob.y0)

@@ -11,6 +11,10 @@ default). Rows, each timed best of ``--repeat``:
   so forward + gradient = ``solve`` + ``discrete_adjoint``.
 * ``discrete+fwd``: ``solve`` then ``discrete_adjoint`` - the cost for a nonlinear loss, whose
   cotangent needs ``y(1)`` before ``discrete_adjoint`` can be called.
+* ``record_forward+recording``: ``record_forward`` (taped sweep), the cotangent of
+  ``1/2 |y(1)|^2`` from its final state, then ``discrete_adjoint(..., recording=rec)`` - forward +
+  gradient for a nonlinear loss without a second forward (plus the ``solve`` for Dopri5's grid).
+* ``grid_forward``: the bare discrete map (``solve``'s own overhead shows against it).
 * ``backsolve``: ``continuous_adjoint(..., variant="backsolve")`` (runs its own forward).
 
 The ratio is the row's time over ``forward``; the goal for the discrete adjoint is <= 3.0. Also
@@ -29,9 +33,14 @@ import pstats
 import numpy as np
 
 import solvers
-from _fields import best_time, describe_problem, mlp_problem
+from _fields import blas_threads, best_time, describe_problem, mlp_problem
 from adjointcore.backend import get_array_module
-from adjointcore.sensitivity.discrete import discrete_adjoint
+from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward
+
+try:
+    from adjointcore.sensitivity.discrete import record_forward
+except ImportError:     # pragma: no cover - older driver without taped recordings
+    record_forward = None
 
 try:
     from adjointcore.sensitivity import continuous_adjoint
@@ -57,6 +66,9 @@ def rows_for(prob, method, repeat, xp, steps=None, rtol=None):
     grid = sol.grid if steps is None else np.linspace(0.0, 1.0, steps + 1)
     n = grid.size - 1
     out = [("forward", t_fwd, f"{n} steps, nfe {sol.stats.nfe}")]
+    t_map, _ = best_time(lambda: grid_forward(prob.field, prob.y0, prob.params, grid, method),
+                         repeat, xp)
+    out.append(("grid_forward (bare map)", t_map, "the discrete map alone, no solver overhead"))
     t_adj, grad = best_time(lambda: discrete_adjoint(prob.field, prob.y0, prob.params, grid,
                                                      prob.y_bar, method=method), repeat, xp)
     st = grad.stats
@@ -66,6 +78,16 @@ def rows_for(prob, method, repeat, xp, steps=None, rtol=None):
     else:
         out.append(("discrete", t_adj, work))
         out.append(("discrete+fwd (nonlinear L)", t_fwd + t_adj, "solve, then discrete_adjoint"))
+    if record_forward is not None:
+        def taped():
+            rec = record_forward(prob.field, prob.y0, prob.params, grid, method)
+            y_bar = rec.states[-1][0]          # cotangent of the nonlinear L = 1/2 |y(1)|^2
+            return discrete_adjoint(prob.field, prob.y0, prob.params, grid, y_bar,
+                                    method=method, recording=rec)
+        t_rec, _ = best_time(taped, repeat, xp)
+        extra = t_fwd if steps is None else 0.0
+        out.append(("record_forward+recording" + (" +solve" if steps is None else ""),
+                    t_rec + extra, "taped sweep, loss on y(1), adjoint without forward"))
     if continuous_adjoint is None:
         out.append(("backsolve", float("nan"), "skipped: continuous_adjoint not importable"))
         return out
@@ -101,7 +123,15 @@ def main(argv=None):
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=18)
     parser.add_argument("--gpu", action="store_true", help="run on CuPy (needs a CUDA device)")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="BLAS threads (default 1: stable timings of small matmuls)")
     args = parser.parse_args(argv)
+    with blas_threads(args.blas_threads):
+        run(args)
+
+
+def run(args):
+    """The measurements (under the BLAS thread limit)."""
 
     prob = mlp_problem(d=args.d, hidden=args.hidden, batch=args.batch, gpu=args.gpu)
     xp = get_array_module(prob.y0)

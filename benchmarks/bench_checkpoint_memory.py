@@ -9,6 +9,9 @@ steps with ``solvers.get_stepper("rk4")`` and
 Revolve(10) and Online(10). Peak memory is measured with ``tracemalloc`` (NumPy reports its
 buffers to it) above the memory held before the run, and given in units of one state.
 Every schedule's gradient is checked to be bitwise equal to StoreAll's.
+
+Runtime: about 12 minutes for the defaults on a loaded 2-core machine (RK4 steps on 10^5
+floats dominate); ``--size 10000`` takes about a minute and gives the same state ratios.
 """
 from __future__ import annotations
 

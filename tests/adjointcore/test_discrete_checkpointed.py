@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from adjointcore.checkpointing import (Online, Revolve, StoreAll, Uniform, optimal_forward_steps,
                                        replay)
+from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward, record_forward
 from tests.adjointcore.test_discrete_adjoint import adaptive_problem, make_problem
 
 #: (id, method, options); "dopri5-adaptive": the accepted grid (21 steps) of an rtol=1e-6 solve.
@@ -86,9 +87,30 @@ def test_rk_work_counters_are_exact(method, live, schedule):
 
 def test_store_all_keeps_every_state_and_recomputes_no_step():
     prob = make_problem(37, "rk4", 12, n_obs=3)
-    ck = prob.gradient(schedule=StoreAll()).stats.checkpoint
+    st_ = prob.gradient(schedule=StoreAll()).stats
+    ck = st_.checkpoint
     assert ck.recomputed_steps == 0 and ck.forward_steps == 12
     assert ck.max_live_snapshots == 11     # x_0 .. x_{n-2}; x_{n-1} is handed over
+    # RK store-all reuses the taped stages: no field evaluation after the forward sweep.
+    assert (st_.forward_nfe, st_.recompute_nfe, st_.backward_vjps) == (48, 0, 48)
+
+
+@pytest.mark.parametrize("case", [("rk4", "rk4", {}), ("dopri5-adaptive", "dopri5", {}),
+                                  ("bosh3", "bosh3", {})], ids=lambda c: c[0])
+def test_recorded_sweep_gives_the_store_all_gradient_bitwise(case):
+    """``record_forward`` + ``discrete_adjoint(recording=...)`` (loss evaluated between the sweep
+    and the adjoint) is bitwise the store-all and the Revolve gradient, with no forward NFE in
+    the adjoint."""
+    prob = problem(case) if case[0] != "bosh3" else make_problem(41, "bosh3", 15, n_obs=3)
+    rec = record_forward(prob.field, prob.y0, prob.params, prob.grid, prob.method)
+    ys, nfe = grid_forward(prob.field, prob.y0, prob.params, prob.grid, prob.method,
+                           obs_steps=prob.obs_steps)
+    assert np.array_equal(rec.states[-1][0], ys[-1]) and rec.nfe == nfe
+    got = discrete_adjoint(prob.field, prob.y0, prob.params, prob.grid, prob.weights,
+                           method=prob.method, obs_steps=prob.obs_steps, recording=rec)
+    assert_bitwise(got, prob.gradient(schedule=StoreAll()))
+    assert_bitwise(got, prob.gradient(schedule=Revolve(3)))
+    assert got.stats.recompute_nfe == 0 and got.stats.forward_nfe == nfe
 
 
 @settings(max_examples=15, deadline=None)
