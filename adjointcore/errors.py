@@ -90,15 +90,22 @@ def check_finite(name: str, x):
     return x
 
 
-def check_params(name: str, params, n_params: int, owner: str = ""):
+def check_params(name: str, params, n_params: int, owner=""):
     """Validate a flat parameter vector of length ``n_params``; return it.
+
+    ``owner`` (a string or the owning object) is only formatted when the check fails, so the
+    check costs nothing on the hot path.
 
     Raises
     ------
     ParameterError
         Wrong rank, length or dtype, with the expected length and the fix.
     """
-    who = f" of {owner}" if owner else ""
+    ok = (hasattr(params, "dtype") and hasattr(params, "shape") and params.ndim == 1
+          and params.shape[0] == n_params and params.dtype in FLOAT_DTYPES + COMPLEX_DTYPES)
+    if ok:
+        return params
+    who = f" of {owner if isinstance(owner, str) else repr(owner)}" if owner != "" else ""
     if not hasattr(params, "dtype") or not hasattr(params, "shape"):
         raise ParameterError(f"`{name}`{who} must be a flat array of length {n_params}, got "
                              f"{_describe(params)}; create it with layer.init(rng).")
@@ -108,10 +115,8 @@ def check_params(name: str, params, n_params: int, owner: str = ""):
     if params.shape[0] != n_params:
         raise ParameterError(f"`{name}`{who} has length {params.shape[0]}, expected {n_params}; "
                              f"create it with layer.init(rng) for this layer's configuration.")
-    if params.dtype not in FLOAT_DTYPES + COMPLEX_DTYPES:
-        raise ParameterError(f"`{name}`{who} has dtype {params.dtype}; expected float32 or "
-                             f"float64. Cast with `{name}.astype(np.float64)`.")
-    return params
+    raise ParameterError(f"`{name}`{who} has dtype {params.dtype}; expected float32 or "
+                         f"float64. Cast with `{name}.astype(np.float64)`.")
 
 
 def check_positive_int(name: str, value, *, minimum: int = 1) -> int:

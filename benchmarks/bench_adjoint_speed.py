@@ -139,7 +139,7 @@ def run(args):
     t_f, t_v = field_costs(prob, args.repeat, xp)
     print(f"field forward {t_f * 1e6:.0f} us, field VJP {t_v * 1e6:.0f} us "
           f"(taped-reverse floor: ratio >= 1 + vjp/forward = {1 + t_v / t_f:.2f})")
-    header = f"{'method':<14} {'row':<28} {'seconds':>8} {'ratio':>6}  work"
+    header = f"{'method':<14} {'row':<34} {'seconds':>8} {'ratio':>6}  work"
     print(header)
     print("-" * 90)
     for method, kw in (("rk4", {"steps": args.steps}), ("dopri5", {"rtol": args.rtol})):
@@ -147,7 +147,7 @@ def run(args):
         rows = rows_for(prob, method, args.repeat, xp, **kw)
         t_fwd = rows[0][1]
         for name, seconds, note in rows:
-            print(f"{label:<14} {name:<28} {seconds:>8.4f} {seconds / t_fwd:>6.2f}  {note}")
+            print(f"{label:<14} {name:<34} {seconds:>8.4f} {seconds / t_fwd:>6.2f}  {note}")
     if args.profile:
         print(profile_discrete(prob, args.steps, args.top))
 

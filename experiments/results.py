@@ -58,6 +58,10 @@ def save(path, experiment: str, config: dict, metrics: dict, tables: dict | None
     meta : dict, optional
         Output of :func:`run_metadata`; computed when omitted.
     """
+    bad = [k for k in list(metrics) + list(tables or {}) if "/" in k or not k]
+    if bad:
+        raise ValueError(f"metric/table names {bad} must be non-empty and free of '/' (HDF5 would "
+                         f"nest them); use '.' or '_' instead.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = meta or run_metadata()

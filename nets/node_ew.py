@@ -312,8 +312,8 @@ def node_ew_gradient(field: CoupledField, x0, theta0, theta1, t_obs, x_bars, *, 
     printed : bool
         Use the printed eq. (5) (no coupling term) instead of the derived system.
     **solve_options
-        ``rtol``/``atol`` or ``steps`` (per interval backwards; total on the forward solve's
-        interval when ``steps`` is given per interval too), passed to :func:`solvers.solve`.
+        Passed to every :func:`solvers.solve`: ``rtol``/``atol`` (adaptive), or ``steps``
+        (fixed steps of the forward solve and of each backward interval).
 
     Returns
     -------

@@ -56,7 +56,7 @@ class Layer:
 
     def views(self, params) -> dict:
         """Named reshaped *views* into a flat ``params`` (no copies; writes go through)."""
-        check_params("params", params, self.n_params, owner=repr(self))
+        check_params("params", params, self.n_params, owner=self)
         out, offset = {}, 0
         for name, shape in self.param_shapes.items():
             size = prod(shape)

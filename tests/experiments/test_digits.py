@@ -56,3 +56,8 @@ def test_unknown_experiment_is_rejected(capsys):
 def test_results_load_missing_file_names_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="path"):
         results.load(tmp_path / "absent.h5")
+
+
+def test_results_reject_nested_metric_names(tmp_path):
+    with pytest.raises(ValueError, match="'/'"):
+        results.save(tmp_path / "x.h5", "x", {}, {"a/b": np.zeros(2)})

@@ -100,7 +100,7 @@ def test_g_zero_is_plain_neural_ode(method, steps, rng):
     assert relative_error(x_bar, bx) <= 1e-14 and relative_error(th_bar, bp) <= 1e-14
 
 
-# -- discrete adjoint of the coupled solve ----------------------------------------------------------
+# -- discrete adjoint of the coupled solve ------------------------------------------------
 @settings(deadline=None, max_examples=12)
 @given(d=st.integers(1, 3), n=st.integers(1, 3), hidden=st.integers(2, 5),
        steps=st.integers(1, 6), method=st.sampled_from(METHODS), td=st.booleans(),
@@ -198,7 +198,7 @@ def test_coupled_equals_hand_built_monolithic_field(d, n, hidden, steps, method,
     assert relative_error(gc.params_bar, gm.params_bar) <= SAME_ARITH_TOL
 
 
-# -- continuous adjoint: corrected Algorithm 1 vs the printed eq. (5) -------------------------------
+# -- continuous adjoint: corrected Algorithm 1 vs the printed eq. (5) ----------------------------
 @pytest.fixture(scope="module")
 def reference_problem():
     """Coupled system, loss on two observation times, and a converged discrete reference.
@@ -275,7 +275,7 @@ def test_adjoint_rhs_coupling_term_value(rng):
         assert np.array_equal(full[i], printed[i])
 
 
-# -- mutation: a coupled field that drops the coupling term is caught -------------------------------
+# -- mutation: a coupled field that drops the coupling term is caught ----------------------------
 class DroppedCoupling(CoupledField):
     """Mutant: theta_bar lacks (df/dtheta)^T dx_bar (the printed eq. (5) in discrete form)."""
 
