@@ -4,11 +4,14 @@ Problem (``_fields.mlp_problem``): d = 64, hidden 128, tanh, batch 128, float64,
 loss ``L = <y_bar, y(1)>``. Methods: RK4 with 100 fixed steps, and Dopri5 at rtol 1e-6 (atol
 default). Rows, each timed best of ``--repeat``:
 
-* ``forward``: ``solvers.solve`` (what a user runs for inference).
+* ``forward``: ``solvers.solve(..., dense_output=False)`` (what a user runs for inference; the
+  default dense output adds 10-40 % here and is shown on its own row).
 * ``discrete``: ``discrete_adjoint`` with StoreAll. On the RK4 grid it runs its own forward
   sweep, so its time *is* forward + gradient for a loss whose cotangent is known in advance
   (a linear loss). For Dopri5 it replays the accepted grid of a preceding adaptive ``solve``,
   so forward + gradient = ``solve`` + ``discrete_adjoint``.
+* ``untaped: Uniform(1)``: every state stored but no stage tapes, so each reverse step
+  recomputes its stages (the store-all cost before the taped path).
 * ``discrete+fwd``: ``solve`` then ``discrete_adjoint`` - the cost for a nonlinear loss, whose
   cotangent needs ``y(1)`` before ``discrete_adjoint`` can be called.
 * ``record_forward+recording``: ``record_forward`` (taped sweep), the cotangent of
@@ -35,6 +38,7 @@ import numpy as np
 import solvers
 from _fields import blas_threads, best_time, describe_problem, mlp_problem
 from adjointcore.backend import get_array_module
+from adjointcore.checkpointing import Uniform
 from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward
 
 try:
@@ -62,10 +66,14 @@ def rows_for(prob, method, repeat, xp, steps=None, rtol=None):
     opts = {"steps": steps} if steps else {"rtol": rtol}
     span = (0.0, 1.0)
     t_fwd, sol = best_time(lambda: solvers.solve(prob.field, prob.y0, span, prob.params,
-                                                 method=method, **opts), repeat, xp)
+                                                 method=method, dense_output=False, **opts),
+                           repeat, xp)
     grid = sol.grid if steps is None else np.linspace(0.0, 1.0, steps + 1)
     n = grid.size - 1
-    out = [("forward", t_fwd, f"{n} steps, nfe {sol.stats.nfe}")]
+    out = [("forward", t_fwd, f"{n} steps, nfe {sol.stats.nfe}, dense_output=False")]
+    t_dense, _ = best_time(lambda: solvers.solve(prob.field, prob.y0, span, prob.params,
+                                                 method=method, **opts), repeat, xp)
+    out.append(("solve with dense output", t_dense, "the solve default"))
     t_map, _ = best_time(lambda: grid_forward(prob.field, prob.y0, prob.params, grid, method),
                          repeat, xp)
     out.append(("grid_forward (bare map)", t_map, "the discrete map alone, no solver overhead"))
@@ -73,10 +81,15 @@ def rows_for(prob, method, repeat, xp, steps=None, rtol=None):
                                                      prob.y_bar, method=method), repeat, xp)
     st = grad.stats
     work = (f"nfe {st.forward_nfe}+{st.recompute_nfe} recomputed, {st.backward_vjps} vjps")
+    t_u1, _ = best_time(lambda: discrete_adjoint(prob.field, prob.y0, prob.params, grid,
+                                                 prob.y_bar, method=method,
+                                                 schedule=Uniform(1)), repeat, xp)
     if steps is None:
         out.append(("discrete (solve+adjoint)", t_fwd + t_adj, work))
+        out.append(("  untaped: Uniform(1) +solve", t_fwd + t_u1, "stages recomputed"))
     else:
         out.append(("discrete", t_adj, work))
+        out.append(("  untaped: Uniform(1)", t_u1, "every state stored, stages recomputed"))
         out.append(("discrete+fwd (nonlinear L)", t_fwd + t_adj, "solve, then discrete_adjoint"))
     if record_forward is not None:
         def taped():

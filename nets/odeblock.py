@@ -22,7 +22,6 @@ from typing import Any, Callable, NamedTuple, Optional
 import numpy as np
 
 import solvers
-from adjointcore.checkpointing import StoreAll
 from adjointcore.errors import check_array, check_positive_int
 from adjointcore.fields import LayerField
 from adjointcore.layers.base import Layer
@@ -82,7 +81,9 @@ class ODEBlock(Layer):
         Tolerances of adaptive solves (forward, and backward for the continuous adjoints).
     gradient : {"discrete", "backsolve", "interpolated"}
     schedule : checkpoint schedule, optional
-        For ``"discrete"`` (default ``StoreAll()``).
+        For ``"discrete"``. ``None`` (default) keeps the forward call's stages and field caches
+        (backpropagation through the solver: fastest, most memory; multistep methods fall back to
+        ``StoreAll()``); ``StoreAll()``, ``Uniform``, ``Revolve`` or ``Online`` store states only.
     augment : int
         Zero channels appended to the input (axis 1) before the solve; the output keeps them.
     method_options : dict, optional
@@ -185,8 +186,7 @@ class ODEBlock(Layer):
 
     def _tapes(self) -> bool:
         """Store-all discrete adjoint of an RK method: keep the stages from the forward call."""
-        return (self.schedule is None or isinstance(self.schedule, StoreAll)) and \
-            self.method in solvers.TABLEAUX
+        return self.schedule is None and self.method in solvers.TABLEAUX
 
     def vjp(self, params, cache, y_bar, need_params=True):
         x_bar, params_bar, _ = self.vjp_with_stats(params, cache, y_bar, need_params)
@@ -200,7 +200,7 @@ class ODEBlock(Layer):
         if self.gradient == "discrete":
             g = discrete_adjoint(field, cache.y0, params, cache.grid, y_bar, method=self.method,
                                  method_options=self.method_options,
-                                 schedule=self.schedule or StoreAll(), need_params=need_params,
+                                 schedule=self.schedule, need_params=need_params,
                                  recording=cache.recording)
             ck = g.stats.checkpoint
             stats = ODEBlockStats("backward", g.stats.recompute_nfe, ck.n_steps, 0,

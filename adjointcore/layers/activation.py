@@ -139,7 +139,7 @@ class _Elementwise(ParameterFree):
 
     def _check(self, params, x):
         if params is not None:
-            check_params("params", params, 0, owner=repr(self))
+            check_params("params", params, 0, owner=self)
         return check_array("x", x, allow_complex=self.analytic)
 
     def _vjp_prologue(self, y_bar, like):

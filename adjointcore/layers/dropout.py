@@ -61,7 +61,7 @@ class Dropout(ParameterFree):
     def forward(self, params, x, rng=None, **context):
         """``(x * mask, DropoutCache(mask))``; identity with ``mask=None`` in eval mode or p=0."""
         if params is not None:
-            check_params("params", params, 0, owner=repr(self))
+            check_params("params", params, 0, owner=self)
         check_array("x", x)
         if not self.needs_rng:
             return x, DropoutCache(None)

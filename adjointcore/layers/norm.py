@@ -108,7 +108,7 @@ class _AffineNorm(Layer):
         """``(weight, bias)`` views, or ``(None, None)`` without affine parameters."""
         if not self.affine:
             if params is not None:
-                check_params("params", params, 0, owner=repr(self))
+                check_params("params", params, 0, owner=self)
             return None, None
         v = self.views(params)
         return v["weight"], v["bias"]

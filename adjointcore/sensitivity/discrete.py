@@ -234,12 +234,17 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
     obs_steps : array of int, shape (K,), optional
         Grid indices of the observations (see :func:`obs_steps_on_grid`).
     schedule : checkpoint schedule, optional
-        ``StoreAll()`` (default), ``Uniform``, ``Revolve`` or ``Online``. Gradients are bitwise
-        identical for every schedule.
+        ``None`` (default): backpropagation through the solver - every state *and* every step's
+        stages and field caches are kept (Runge-Kutta methods; others fall back to
+        ``StoreAll()``), so the reverse sweep evaluates the field only through VJPs; fastest,
+        about ``n_stages`` times the memory of ``StoreAll()``. ``StoreAll()`` keeps the states
+        only and recomputes each step's stages in reverse; ``Uniform``, ``Revolve`` and
+        ``Online`` trade recomputation for memory. Gradients are bitwise identical for every
+        choice.
     need_params : bool
     recording : Recording, optional
         A taped forward sweep of the same map (:func:`record_forward`); the adjoint then reuses
-        its stages and evaluates the field only through VJPs (store-all schedule only).
+        its stages and evaluates the field only through VJPs (``schedule=None`` only).
 
     Returns
     -------
@@ -248,6 +253,7 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
     grid = check_grid(grid)
     n = grid.size - 1
     stepper = _stepper(method, method_options)
+    taped = schedule is None and hasattr(stepper, "step_taped")
     schedule = StoreAll() if schedule is None else schedule
     check_array("y0", y0)
     if obs_steps is None:
@@ -266,12 +272,11 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
 
     counted = CountingField(field)
     acc = {"params": None, "method": {k: 0.0 for k in stepper.method_params}}
-    taped = isinstance(schedule, StoreAll) and hasattr(stepper, "step_taped")
     tapes = {}
     if recording is not None:
         if not taped or recording.grid.shape != grid.shape or np.any(recording.grid != grid):
             raise ValueError("`recording` must come from record_forward on the same grid and "
-                             "method, and needs the store-all schedule (schedule=None).")
+                             "method, and needs schedule=None (taped store-all).")
 
     def forward_step(i, state):
         h = grid[i + 1] - grid[i]
