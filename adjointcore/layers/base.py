@@ -56,10 +56,11 @@ class Layer:
 
     def views(self, params) -> dict:
         """Named reshaped *views* into a flat ``params`` (no copies; writes go through)."""
-        check_params("params", params, self.n_params, owner=self)
+        shapes = self.param_shapes
+        sizes = [prod(s) for s in shapes.values()]
+        check_params("params", params, sum(sizes), owner=self)
         out, offset = {}, 0
-        for name, shape in self.param_shapes.items():
-            size = prod(shape)
+        for (name, shape), size in zip(shapes.items(), sizes):
             out[name] = params[offset:offset + size].reshape(shape)
             offset += size
         return out

@@ -188,7 +188,7 @@ class Linear(Layer):
         x_bar = xp.matmul(y_bar, v["weight"])
         if not need_params:
             return x_bar, None
-        params_bar = xp.empty(self.n_params, dtype=_out_dtype(y_bar, x, params))
+        params_bar = xp.empty(params.shape[0], dtype=_out_dtype(y_bar, x, params))
         g = self.views(params_bar)
         g["weight"][...] = xp.matmul(y_bar.T, x)
         if self.bias:
