@@ -4,19 +4,15 @@ pytest).
 ``discrete_adjoint`` (the full driver: field, stepper, schedule, observation cotangents) takes
 the gradient of ``L = <y_bar, y(1)>`` with respect to ``y0`` and the parameters over ``n`` fixed
 RK4 steps of the MLP field of ``_fields.mlp_problem`` (default: batch 64 x 64 features, hidden
-64, tanh), under StoreAll, Uniform(every=1), Uniform(every=32), Revolve(10) and Online(10), at
-``n = 250`` and
-``1000``. Peak memory is ``tracemalloc``'s peak above the level before the call (NumPy) or the
+64, tanh), with the taped default (``schedule=None``: backpropagation through the solver),
+StoreAll(), Uniform(every=32), Revolve(10) and Online(10), at ``n = 250`` and ``1000``. Peak memory is ``tracemalloc``'s peak above the level before the call (NumPy) or the
 CuPy pool's high-water mark (``--gpu``), reported in MiB and in units of one state
 (``batch * d * 8`` bytes).
 
-Expected: StoreAll grows like ``n`` tapes (RK store-all keeps each step's stages and field
-caches, about 12 states per step here); Uniform(every=1) like ``n`` states; Revolve(s) stays below about ``s`` states plus one
-step's VJP working set (measured separately as "one step VJP"), independent of ``n``; Uniform(k)
-about ``n/k + k`` states. Every schedule's gradient is checked bitwise against StoreAll's.
-
-``benchmarks/bench_checkpoint_memory.py`` measures the schedules alone (``run_adjoint`` on an
-elementwise field); this one adds the driver and a layer field's caches.
+Expected: the taped default grows like ``n`` tapes (each step's stages and field caches, about
+12 states per step here); StoreAll() like ``n`` states; Revolve(s) stays below about ``s`` states
+plus one step's VJP working set (measured separately as "one step VJP"), independent of ``n``;
+Uniform(k) about ``n/k + k`` states. Every gradient is checked bitwise against the taped one.
 
 Run: ``python benchmarks/bench_adjoint_memory.py [--steps 250 1000] [--batch 64] [--d 64]
 [--hidden 64] [--gpu]``.
@@ -35,10 +31,9 @@ from adjointcore.sensitivity.discrete import discrete_adjoint
 
 
 def schedules(snapshots=10, every=32):
-    """StoreAll (taped for RK: keeps every step's stages), Uniform(1) (every state, stages
-    recomputed in the reverse sweep), Uniform(every), Revolve(s), Online(s)."""
-    return [StoreAll(), Uniform(every=1), Uniform(every=every), Revolve(snapshots),
-            Online(snapshots)]
+    """None (taped: every step's stages kept), StoreAll() (every state, stages recomputed in the
+    reverse sweep), Uniform(every), Revolve(s), Online(s)."""
+    return [None, StoreAll(), Uniform(every=every), Revolve(snapshots), Online(snapshots)]
 
 
 def one_step_vjp_peak(prob, h, xp):
@@ -97,7 +92,7 @@ def run(args):
             bound = ""
             if isinstance(schedule, (Revolve, Online)):
                 bound = f"{(schedule.snapshots * state_bytes + step_peak) / state_bytes:.1f}"
-            print(f"{n:>5} {schedule!r:<22} {ck.forward_steps:>9} {ck.recomputed_steps:>7} "
+            print(f"{n:>5} {'taped (None)' if schedule is None else repr(schedule):<22} {ck.forward_steps:>9} {ck.recomputed_steps:>7} "
                   f"{ck.max_live_snapshots:>5} {peak / 2**20:>9.2f} {peak / state_bytes:>10.1f} "
                   f"{bound:>9} {seconds:>8.2f} {str(same):>7}")
 
