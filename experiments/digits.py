@@ -19,6 +19,7 @@ from adjointcore.optim import Adam
 from nets.odeblock import ODEBlock
 
 from .data import load_digits_split
+from ._plotting import new_figure, save_figure
 from .results import run_metadata, save
 
 QUICK = {"width": 16, "hidden": 32, "steps": 4, "epochs": 2, "batch": 128, "lr": 1e-2,
@@ -93,10 +94,8 @@ def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:
 
 
 def _plot(hist, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3))
+    fig = new_figure((8, 3))
+    ax1, ax2 = fig.subplots(1, 2)
     epochs = np.arange(1, len(hist["loss"]) + 1)
     ax1.plot(epochs, hist["loss"], marker="o")
     ax1.set(xlabel="epoch", ylabel="training loss", yscale="log")
@@ -104,6 +103,4 @@ def _plot(hist, path):
     ax2.plot(epochs, hist["test_acc"], marker="s", label="test")
     ax2.set(xlabel="epoch", ylabel="accuracy")
     ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

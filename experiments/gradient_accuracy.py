@@ -30,6 +30,7 @@ from adjointcore.layers import ConcatLinear, Linear, Sequential, Tanh
 from adjointcore.sensitivity import continuous_adjoint, discrete_adjoint
 from nets.node_ew import CoupledField
 
+from ._plotting import new_figure, save_figure
 from .results import run_metadata, save
 
 __all__ = ["run", "build_systems", "CONFIGS"]
@@ -162,10 +163,8 @@ def _anodev2_rows(sys_, ref, cfg):
 
 
 def _plot(path, rows, systems):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(systems), figsize=(5.5 * len(systems), 4.5), squeeze=False)
+    fig = new_figure((5.5 * len(systems), 4.5))
+    axes = fig.subplots(1, len(systems), squeeze=False)
     for ax, system in zip(axes[0], systems):
         sub = [r for r in rows if r["system"] == system]
         for k, family in enumerate(dict.fromkeys(r["family"] for r in sub)):
@@ -179,9 +178,7 @@ def _plot(path, rows, systems):
         ax.set_ylabel("relative gradient error")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:

@@ -27,6 +27,7 @@ import numpy as np
 
 from nets._rda import rda_step
 
+from ._plotting import new_figure, save_figure
 from .results import save
 
 #: (name, tau, v, rho) of the four rows of Figure 3 (physical units, t1 = 1).
@@ -92,12 +93,8 @@ def mosaic(kernels, gap: int = 2):
 
 def _plot(path, kernels, times, title):
     """One image of the row-normalised tiles (one ``imshow``: fast), labelled by case and time."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     rows, cols, n = kernels.shape[:3]
-    fig = Figure(figsize=(1.3 * cols + 1.2, 1.3 * rows + 0.6))
-    FigureCanvasAgg(fig)
+    fig = new_figure((1.3 * cols + 1.2, 1.3 * rows + 0.6))
     ax = fig.add_subplot()
     ax.imshow(mosaic(kernels), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
     centres = np.arange(max(rows, cols)) * (n + 2) + (n - 1) / 2
@@ -107,8 +104,7 @@ def _plot(path, kernels, times, title):
     for side in ax.spines.values():
         side.set_visible(False)
     ax.set_title(title + " (each row scaled to its max)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
 
 
 def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:

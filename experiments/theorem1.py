@@ -29,6 +29,7 @@ from adjointcore.layers import Linear, ReLU, Sequential
 from adjointcore.optim import Adam
 
 from ._training import GradientConfig, TrajectoryProblem, evaluate, train, train_bp_then_adjoint
+from ._plotting import new_figure, save_figure
 from .results import run_metadata, save
 
 __all__ = ["run", "target_curve", "make_problem", "CONFIGS"]
@@ -73,11 +74,8 @@ def _time_to_reach(hist, level):
 
 
 def _plot(path, problem, trajs, histories):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     target = problem.target
-    fig = plt.figure(figsize=(15, 8))
+    fig = new_figure((15, 8))
     ax = fig.add_subplot(2, 3, 1, projection="3d")
     ax.plot(*target.T, "k-", lw=2, label="target s(t)")
     styles = {"BP + adjoint": "C0--", "pure adjoint": "C1:", "BP only (ODE)": "C2-."}
@@ -105,9 +103,7 @@ def _plot(path, problem, trajs, histories):
     ax.set_xlabel("wall time [s]")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:
