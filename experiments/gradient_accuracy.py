@@ -5,7 +5,7 @@ For three small float64 systems with the same loss ``L = <w, x(1)>``
 * ``node_ew``: the NODE-EW coupled system ``x' = f(x, t, theta)``, ``theta' = g(theta, t,
   theta1)`` (:class:`nets.node_ew.CoupledField`), gradient w.r.t. ``(x0, theta0, theta1)``;
 * ``node``: the plain neural ODE ``x' = f(x, t, theta0)`` (``g = 0``), w.r.t. ``(x0, theta0)``;
-* ``anodev2`` (when :mod:`nets.anodev2` exists): its discrete block with
+* ``anodev2``: its discrete block with
   ``LayerEvolution(g)``, whose ``n_z = n_w = N`` scheme is forward Euler on the NODE-EW system,
 
 each gradient method is compared with a converged reference of the ODE gradient (the
@@ -18,7 +18,6 @@ forward and backward NFE, wall time. Output: HDF5 (table + metrics) and a PNG of
 """
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import solvers
 from adjointcore.fields import LayerField
 from adjointcore.layers import ConcatLinear, Linear, Sequential, Tanh
 from adjointcore.sensitivity import continuous_adjoint, discrete_adjoint
+from nets.anodev2 import ANODEV2Block, LayerEvolution
 from nets.node_ew import CoupledField
 
 from ._plotting import new_figure, save_figure
@@ -140,7 +140,6 @@ def _anodev2_rows(sys_, ref, cfg):
     NFE are counted in coupled-field evaluations (one ``f`` and one ``g``): ``N`` forward;
     ``2 N`` backward, since its VJP recomputes each step before its VJP.
     """
-    from nets.anodev2 import ANODEV2Block, LayerEvolution
     field = sys_["field"]
     rows, mismatch = [], 0.0
     y_bar = np.zeros(field.layout.size)
@@ -196,14 +195,12 @@ def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:
         rows += _continuous_rows(system, field, y0, params, y_bar, split, ref, cfg)
         print(f"  {system}: reference (interpolated rtol {cfg['ref_rtol']:.0e}) vs RK4 "
               f"{cfg['ref_rk4_steps']} steps: {agreement:.1e}", flush=True)
-    systems = ["node_ew", "node"]
-    cfg["anodev2"] = importlib.util.find_spec("nets.anodev2") is not None
-    if cfg["anodev2"]:
-        a_rows, mismatch = _anodev2_rows(sys_, refs["node_ew"], cfg)
-        rows += a_rows
-        metrics["anodev2_vs_coupled_euler_max_rel"] = mismatch
-        systems.append("anodev2")
-        print(f"  anodev2 (n_z = n_w = N) vs discrete adjoint of coupled Euler: {mismatch:.1e}")
+    systems = ["node_ew", "node", "anodev2"]
+    cfg["anodev2"] = True
+    a_rows, mismatch = _anodev2_rows(sys_, refs["node_ew"], cfg)
+    rows += a_rows
+    metrics["anodev2_vs_coupled_euler_max_rel"] = mismatch
+    print(f"  anodev2 (n_z = n_w = N) vs discrete adjoint of coupled Euler: {mismatch:.1e}")
     for key in ("rel_error", "forward_nfe", "backward_nfe", "wall_s"):
         metrics[key] = np.array([r[key] for r in rows])
     metrics["wall_s.total"] = time.perf_counter() - t_start
