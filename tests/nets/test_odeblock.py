@@ -174,3 +174,33 @@ def test_store_all_reuses_forward_stages_bitwise(rng):
     xb_r, pb_r = revolve.vjp(params, cache_r, y_bar)
     assert np.array_equal(xb, xb_r) and np.array_equal(pb, pb_r)
     assert records[-1].nfe == 0 and records[-1].vjps == 4 * 7
+
+
+def test_training_switches_configuration_once_mid_training(rng):
+    """NODE-EW section 3.2.2 with the ODE block: Adam on fixed-step Euler + discrete adjoint,
+    then one switch (same parameters) to adaptive Dopri5 + interpolated continuous adjoint."""
+    from adjointcore.losses import mse
+    from adjointcore.optim import Adam
+    x = rng.standard_normal((16, 2))
+    target = np.stack([x[:, 0] * np.cos(1.0) - x[:, 1] * np.sin(1.0),
+                       x[:, 0] * np.sin(1.0) + x[:, 1] * np.cos(1.0)], axis=1)  # rotation by 1
+    block = ODEBlock(mlp_field(2, hidden=16), method="euler", steps=8)
+    params = block.init(rng)
+    opt = Adam(lr=2e-2)
+    state = opt.init_state(params)
+
+    def train(blk, params, state, iterations):
+        losses = []
+        for _ in range(iterations):
+            y, cache = blk.forward(params, x)
+            loss, y_bar = mse(y, target)
+            params, state = opt.step(params, blk.vjp(params, cache, y_bar)[1], state)
+            losses.append(float(loss))
+        return params, state, losses
+
+    params, state, bp = train(block, params, state, 60)
+    fine = block.with_config(method="dopri5", steps=None, gradient="interpolated", rtol=1e-6)
+    params, state, ft = train(fine, params, state, 10)
+    assert bp[-1] < 0.2 * bp[0]                       # Euler/discrete phase learns
+    assert ft[-1] < ft[0]                              # fine-tuning on the ODE keeps improving
+    assert abs(ft[0] - bp[-1]) < 0.5 * bp[-1] + 1e-2   # same parameters: no restart at the switch
