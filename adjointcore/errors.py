@@ -128,8 +128,8 @@ def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
 
 def check_probability(name: str, value, *, allow_one: bool = False) -> float:
     """Return ``value`` as float if 0 <= value < 1 (or <= 1); raise ValueError otherwise."""
-    upper_ok = value <= 1 if allow_one else value < 1
-    if not isinstance(value, (int, float, np.floating)) or not (0 <= value and upper_ok):
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not real or not (0 <= value and (value <= 1 if allow_one else value < 1)):
         bound = "1]" if allow_one else "1)"
         raise ValueError(f"`{name}` must be a probability in [0, {bound}, got {value!r}.")
     return float(value)
