@@ -10,7 +10,7 @@ import numpy as np
 from .backend import COMPLEX_DTYPES, FLOAT_DTYPES, get_array_module
 
 __all__ = ["ShapeError", "ParameterError", "NonFiniteError", "check_array", "check_params",
-           "check_finite", "check_positive_int", "check_probability"]
+           "check_finite", "check_positive_int", "check_probability", "check_generator"]
 
 
 class ShapeError(ValueError):
@@ -133,3 +133,11 @@ def check_probability(name: str, value, *, allow_one: bool = False) -> float:
         bound = "1]" if allow_one else "1)"
         raise ValueError(f"`{name}` must be a probability in [0, {bound}, got {value!r}.")
     return float(value)
+
+
+def check_generator(rng, name: str = "rng"):
+    """Return ``rng`` if it is a ``numpy.random.Generator``; TypeError with the fix otherwise."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"`{name}` must be a numpy.random.Generator, got {rng!r}; "
+                        f"use np.random.default_rng(seed).")
+    return rng

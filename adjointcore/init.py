@@ -17,17 +17,13 @@ import math
 
 import numpy as np
 
+from .errors import check_generator as _check_rng
+
 __all__ = ["kaiming_normal", "kaiming_uniform", "uniform", "xavier_uniform", "zeros",
            "WEIGHT_SCHEMES", "check_scheme", "init_weight", "init_bias"]
 
 
 # -- argument checks ------------------------------------------------------------------------------
-def _check_rng(rng):
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"`rng` must be a numpy.random.Generator, got {rng!r}; "
-                        f"use np.random.default_rng(seed).")
-
-
 def _check_shape(shape) -> tuple:
     dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
     try:

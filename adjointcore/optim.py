@@ -61,7 +61,11 @@ def _check_step_args(params, grad, state_arrays):
     check_array("grad", grad, shape=tuple(params.shape), allow_complex=False,
                 fix="Pass the gradient of the loss w.r.t. params (same shape).")
     for name, a in state_arrays.items():
-        if a is not None and tuple(a.shape) != tuple(params.shape):
+        if a is None:
+            continue
+        check_array(f"state.{name}", a, allow_complex=False,
+                    fix="Create the state with opt.init_state(params).")
+        if tuple(a.shape) != tuple(params.shape):
             raise ShapeError(f"`state.{name}` has shape {tuple(a.shape)} but `params` has shape "
                              f"{tuple(params.shape)}; create the state with "
                              f"opt.init_state(params) for these parameters.")
@@ -178,6 +182,10 @@ class Adam:
             raise TypeError(f"`state` must be an AdamState from init_state, got "
                             f"{type(state).__name__}.")
         _check_step_args(params, grad, {"m": state.m, "v": state.v})
+        if state.m is None or state.v is None:
+            raise TypeError("`state.m` and `state.v` must be arrays; create the state with "
+                            "Adam.init_state(params).")
+        _int("state.t", state.t, 0)
         xp = get_array_module(params)
         b1, b2 = self.betas
         g = grad + self.weight_decay * params if self.weight_decay else grad

@@ -5,32 +5,20 @@ Sequential(Linear, Tanh, Linear)), batch N, T = 1, dopri5 at rtol 1e-6 / atol 1e
 backward solves. Reports wall time (best of ``--repeat``), NFE and the ratio to the forward solve
 for: forward, backsolve gradient, interpolated gradient, each with the full norm and the seminorm.
 
-Run: ``python benchmarks/bench_continuous_adjoint.py [--batch 64] [--repeat 3] [--gpu]``.
+Run: ``python benchmarks/bench_continuous_adjoint.py [--batch 64] [--repeat 3] [--gpu]``
+(timings synchronise the device; BLAS limited to ``--blas-threads``, default 1).
 """
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import solvers
-from adjointcore.backend import get_array_module, to_device
-from adjointcore.fields import LayerField
-from adjointcore.layers.activation import Tanh
-from adjointcore.layers.compose import Sequential
-from adjointcore.layers.linear import Linear
+from adjointcore.backend import get_array_module
 from adjointcore.sensitivity import continuous_adjoint
 
-
-def best_time(fn, repeat):
-    """Minimum wall time over ``repeat`` calls and the last result."""
-    best, out = np.inf, None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+from _fields import best_time, blas_threads, describe_problem, mlp_problem
 
 
 def main(argv=None):
@@ -42,21 +30,25 @@ def main(argv=None):
     parser.add_argument("--atol", type=float, default=1e-9)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--gpu", action="store_true", help="run on CuPy (needs a CUDA device)")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="BLAS threads (default 1: stable timings of small matmuls)")
     args = parser.parse_args(argv)
+    with blas_threads(args.blas_threads):
+        run(args)
 
-    rng = np.random.default_rng(0)
-    layer = Sequential(Linear(args.d, args.hidden), Tanh(), Linear(args.hidden, args.d))
-    field = LayerField(layer)
-    params = layer.init(rng) * 1.5   # a little stiffer than default init: more steps to count
-    y0 = rng.normal(size=(args.batch, args.d))
-    if args.gpu:
-        params, y0 = to_device(params, "gpu"), to_device(y0, "gpu")
+
+def run(args):
+    """The measurements (under the BLAS thread limit)."""
+    # a little stiffer than the default initialisation: more adaptive steps to count
+    prob = mlp_problem(d=args.d, hidden=args.hidden, batch=args.batch, weight_scale=1.5,
+                       gpu=args.gpu)
+    field, params, y0 = prob.field, prob.params, prob.y0
+    xp = get_array_module(y0)
     t_obs = np.array([0.0, 1.0])
     tol = dict(rtol=args.rtol, atol=args.atol)
 
     t_fwd, fwd = best_time(lambda: solvers.solve(field, y0, (0.0, 1.0), params, t_eval=t_obs,
-                                                 **tol), args.repeat)
-    xp = get_array_module(y0)
+                                                 **tol), args.repeat, xp)
     y_bars = xp.stack([0 * y0, fwd.ys[-1]])
     rows = [("forward", t_fwd, int(fwd.stats.nfe), "-", "-")]
     grads = {}
@@ -65,16 +57,14 @@ def main(argv=None):
             # Each gradient includes its own forward solve (forward_solution=None), as in training.
             t, g = best_time(lambda: continuous_adjoint(field, y0, params, t_obs, y_bars,
                                                         variant=variant, seminorm=semi, **tol),
-                             args.repeat)
+                             args.repeat, xp)
             name = f"{variant}{' + seminorm' if semi else ''}"
             grads[name] = g
             rows.append((name, t, g.stats.forward_nfe + g.stats.backward_nfe,
                          g.stats.backward_nfe, f"{g.stats.backward_accepted}/"
                                                f"{g.stats.backward_rejected}"))
 
-    print(f"MLP field d={args.d} hidden={args.hidden} batch={args.batch} n_params={layer.n_params}"
-          f" T=1 dopri5 rtol={args.rtol:g} atol={args.atol:g}"
-          f" device={'gpu' if args.gpu else 'cpu'}")
+    print(f"{describe_problem(prob)}; T=1 dopri5 rtol={args.rtol:g} atol={args.atol:g}")
     print(f"{'run':28s} {'time [s]':>9s} {'x fwd':>6s} {'NFE':>6s} {'bwd NFE':>8s} "
           f"{'bwd acc/rej':>11s}")
     for name, t, nfe, bnfe, acc in rows:

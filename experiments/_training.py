@@ -24,9 +24,11 @@ import numpy as np
 import solvers
 from adjointcore.sensitivity import (continuous_adjoint, discrete_adjoint, grid_forward,
                                      obs_steps_on_grid)
+from adjointcore.sensitivity.discrete import record_forward
 
 __all__ = ["GradientConfig", "TrajectoryProblem", "StepInfo", "History", "loss_and_grad",
-           "evaluate", "train", "train_bp_then_adjoint", "split_vars", "join_vars"]
+           "evaluate", "train", "train_bp_then_adjoint", "split_vars", "join_vars",
+           "check_loss", "discrete_backward_nfe"]
 
 GRADIENTS = ("discrete", "backsolve", "interpolated")
 
@@ -125,6 +127,20 @@ def join_vars(problem: TrajectoryProblem, y0, params):
     return np.concatenate([params, y0.reshape(-1)[problem.trainable_y0]])
 
 
+def check_loss(loss: float, where: str, fix: str = "lower the learning rate or use more "
+               "steps") -> float:
+    """``loss`` unchanged if finite, else ``FloatingPointError`` saying where and what to do."""
+    if not np.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss} at {where}; {fix}.")
+    return loss
+
+
+def discrete_backward_nfe(stats) -> int:
+    """Backward work of a discrete adjoint (``DiscreteStats``): field VJPs plus the forward
+    evaluations recomputed in reverse (checkpointing, stage recomputation)."""
+    return int(stats.backward_vjps + stats.recompute_nfe)
+
+
 def _residual(problem, ys):
     pred = ys.reshape(ys.shape[0], -1)[:, problem.observe]
     return pred - problem.target
@@ -141,18 +157,35 @@ def _grid(problem, steps):
     return grid, obs_steps_on_grid(grid, problem.t_obs)
 
 
+def _discrete_forward(problem, y0, params, config):
+    """One forward sweep of the fixed-step map: ``(ys at t_obs, grid, obs_steps, recording, nfe)``.
+
+    Runge-Kutta steppers tape the sweep (``record_forward``) so that the adjoint reuses it
+    instead of stepping forward a second time; other steppers replay it (``recording`` None).
+    """
+    grid, obs = _grid(problem, config.steps)
+    if not hasattr(solvers.get_stepper(config.method), "step_taped"):
+        ys, nfe = grid_forward(problem.field, y0, params, grid, config.method, obs_steps=obs)
+        return ys, grid, obs, None, nfe
+    rec = record_forward(problem.field, y0, params, grid, config.method)
+    return np.stack([rec.states[i][0] for i in obs.tolist()]), grid, obs, rec, 0
+
+
 def loss_and_grad(problem: TrajectoryProblem, z, n_params: int, config: GradientConfig):
-    """Loss, gradient with respect to ``z`` and work (:class:`StepInfo`) under ``config``."""
+    """Loss, gradient with respect to ``z`` and work (:class:`StepInfo`) under ``config``.
+
+    ``StepInfo.forward_nfe`` counts every forward field evaluation of the first sweep(s);
+    ``backward_nfe`` counts field VJPs plus forward evaluations recomputed in reverse.
+    """
     y0, params = split_vars(problem, z, n_params)
     field = problem.field
     if config.gradient == "discrete":
-        grid, obs = _grid(problem, config.steps)
-        ys, fwd_nfe = grid_forward(field, y0, params, grid, config.method, obs_steps=obs)
+        ys, grid, obs, rec, replay_nfe = _discrete_forward(problem, y0, params, config)
         r = _residual(problem, ys)
         g = discrete_adjoint(field, y0, params, grid, _bars(problem, ys, r),
-                             method=config.method, obs_steps=obs)
-        y0_bar, p_bar = g.y0_bar, g.params_bar
-        bwd_nfe = g.stats.backward_vjps + g.stats.recompute_nfe
+                             method=config.method, obs_steps=obs, recording=rec)
+        fwd_nfe = replay_nfe + g.stats.forward_nfe
+        bwd_nfe = discrete_backward_nfe(g.stats)
     else:
         sol = solvers.solve(field, y0, (problem.t0, float(problem.t_obs[-1])), params,
                             method=config.method, t_eval=problem.t_obs, rtol=config.rtol,
@@ -162,10 +195,10 @@ def loss_and_grad(problem: TrajectoryProblem, z, n_params: int, config: Gradient
                                t0=problem.t0, variant=config.gradient, method=config.method,
                                rtol=config.rtol, atol=config.atol, seminorm=config.seminorm,
                                forward_solution=sol)
-        y0_bar, p_bar = g.y0_bar, g.params_bar
         fwd_nfe, bwd_nfe = g.stats.forward_nfe, g.stats.backward_nfe
-    grad = join_vars(problem, y0_bar, p_bar)
-    return float(np.sum(r * r)), grad, StepInfo(float(np.sum(r * r)), int(fwd_nfe), int(bwd_nfe))
+    loss = float(np.sum(r * r))
+    return loss, join_vars(problem, g.y0_bar, g.params_bar), StepInfo(loss, int(fwd_nfe),
+                                                                       int(bwd_nfe))
 
 
 def evaluate(problem: TrajectoryProblem, z, n_params: int, rtol=1e-9, atol=1e-11):
@@ -216,9 +249,7 @@ def train(problem: TrajectoryProblem, z, n_params: int, config: GradientConfig, 
     for it in range(int(iterations)):
         start = time.perf_counter()
         _, grad, info = loss_and_grad(problem, z, n_params, config)
-        if not np.isfinite(info.loss):
-            raise FloatingPointError(f"loss became {info.loss} at iteration {it} with {config}; "
-                                     f"lower the learning rate or use more steps.")
+        check_loss(info.loss, f"iteration {it} with {config}")
         z, opt_state = optimizer.step(z, grad, opt_state, lr=lr)
         history.append(info, time.perf_counter() - start, phase)
         if progress is not None:

@@ -3,12 +3,11 @@
 Model: Linear stem (64 -> d) -> ODE block (MLP vector field, RK4 fixed steps, discrete adjoint
 under a Revolve schedule) -> Linear classifier (d -> 10); softmax cross-entropy, Adam.
 Writes ``digits.h5`` (per-epoch loss/accuracy, forward/backward NFE, wall time, checkpoint
-counters) and ``digits.png``.
+counters) and ``digits.png`` (``digits_quick.*`` in quick mode).
 """
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -20,7 +19,8 @@ from nets.odeblock import ODEBlock
 
 from .data import load_digits_split
 from ._plotting import new_figure, save_figure
-from .results import run_metadata, save
+from ._training import check_loss
+from .results import output_path, run_metadata, save
 
 QUICK = {"width": 16, "hidden": 32, "steps": 4, "epochs": 2, "batch": 128, "lr": 1e-2,
          "snapshots": 2, "n_train": 512}
@@ -69,7 +69,8 @@ def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:
             loss, g_logits = softmax_cross_entropy(logits, y_train[idx])
             _, grad = model_e.vjp(params, cache, g_logits)
             params, state = opt.step(params, grad, state)
-            losses.append(float(loss))
+            losses.append(check_loss(float(loss), f"epoch {epoch + 1}",
+                                     "lower the learning rate or use more ODE steps"))
         fwd = [r for r in records if r.phase == "forward"]
         bwd = [r for r in records if r.phase == "backward"]
         hist["loss"].append(np.mean(losses))
@@ -84,12 +85,12 @@ def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:
               f"train {hist['train_acc'][-1]:.3f}  test {hist['test_acc'][-1]:.3f}  "
               f"NFE fwd/bwd {hist['nfe_forward'][-1]}/{hist['nfe_backward'][-1]}  "
               f"{hist['epoch_time_s'][-1]:.1f}s", flush=True)
-    hist["wall_time_s"] = [time.perf_counter() - t_start]
-    out = Path(out)
-    path = save(out / "digits.h5", "digits", cfg, {k: np.asarray(v) for k, v in hist.items()},
-                meta=run_metadata())
-    _plot(hist, out / "digits.png")
-    print(f"final test accuracy {hist['test_acc'][-1]:.3f}; wrote {path} and {out / 'digits.png'}")
+    hist["wall_time_s"] = time.perf_counter() - t_start
+    path = save(output_path(out, "digits", quick), "digits", cfg,
+                {k: np.asarray(v) for k, v in hist.items()}, meta=run_metadata())
+    png = output_path(out, "digits", quick, ".png")
+    _plot(hist, png)
+    print(f"final test accuracy {hist['test_acc'][-1]:.3f}; wrote {path} and {png}")
     return 0
 
 

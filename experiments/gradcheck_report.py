@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
 from adjointcore.gradcheck import check_layer
 from adjointcore.gradcheck.catalog import builtin_examples
 
-from .results import save
+from .results import output_path, save
 
 
 def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:
@@ -18,16 +17,20 @@ def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:
     rows, t_start = [], time.perf_counter()
     for dtype in dtypes:
         for name, layer, x, kwargs in builtin_examples(np.random.default_rng(seed)):
+            start = time.perf_counter()
             report = check_layer(layer, x=x.astype(dtype), seed=seed, **kwargs)
             rows.append({"layer": name, "dtype": np.dtype(dtype).name, "passed": report.passed,
-                         **{k: float(v) for k, v in report.figures.items()}})
+                         **{k: float(v) for k, v in report.figures.items()},
+                         "wall_s": time.perf_counter() - start})
             status = "ok  " if report.passed else "FAIL"
             figs = "  ".join(f"{k}={v:.1e}" for k, v in report.figures.items())
-            print(f"{status} {np.dtype(dtype).name:8s} {name:22s} {figs}")
+            print(f"{status} {np.dtype(dtype).name:8s} {name:22s} {figs}", flush=True)
     n_fail = sum(not r["passed"] for r in rows)
-    path = save(Path(out) / "gradcheck.h5", "gradcheck", {"quick": quick, "seed": seed},
-                metrics={"passed": np.array([r["passed"] for r in rows]),
-                         "wall_time_s": np.array([time.perf_counter() - t_start])},
+    path = save(output_path(out, "gradcheck", quick), "gradcheck",
+                {"quick": bool(quick), "seed": seed, "dtypes": [np.dtype(d).name for d in dtypes]},
+                metrics={"passed": np.array([bool(r["passed"]) for r in rows]),
+                         "wall_s": np.array([r["wall_s"] for r in rows]),
+                         "wall_time_s": time.perf_counter() - t_start},
                 tables={"report": rows})
     print(f"{len(rows) - n_fail}/{len(rows)} layer checks passed; report written to {path}")
     return 1 if n_fail else 0

@@ -13,8 +13,9 @@ that the Gaussian is resolved to roundoff (``exp(-k_nyq^2 / 2) < 1e-20``), so th
 errors are at roundoff level.
 
 Outputs under ``out``: ``rda_evolution.h5`` (metrics ``times``, ``kernels``,
-``kernels_tanh``, ``closed_form_error``, ``peak``, ``wall_time_s``; table ``cases``),
-``rda_evolution.png`` and ``rda_evolution_tanh.png``. Quick mode: 41x41 grid, 5 columns (about
+``kernels_tanh``, ``closed_form_error``, ``peak``, ``rda_steps``, ``wall_time_s``; table
+``cases``), ``rda_evolution.png`` and ``rda_evolution_tanh.png`` (``rda_evolution_quick*`` in
+quick mode). Quick mode: 41x41 grid, 5 columns (about
 1 s, mostly matplotlib); full mode: 65x65 grid, 11 columns (about 2 s). Deterministic; ``seed``
 is recorded only.
 """
@@ -28,7 +29,7 @@ import numpy as np
 from nets._rda import rda_step
 
 from ._plotting import new_figure, save_figure
-from .results import save
+from .results import output_path, save
 
 #: (name, tau, v, rho) of the four rows of Figure 3 (physical units, t1 = 1).
 CASES = (("diffusion", 1.0, (0.0, 0.0), 0.0),
@@ -125,16 +126,18 @@ def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:
     kernels, kernels_tanh, errors = np.stack(kernels), np.stack(kernels_tanh), np.stack(errors)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _plot(out_dir / "rda_evolution.png", kernels, times,
+    stem = output_path(out_dir, "rda_evolution", quick, "")
+    _plot(f"{stem}.png", kernels, times,
           "RDA evolution of a unit Gaussian kernel (sigma = identity)")
-    _plot(out_dir / "rda_evolution_tanh.png", kernels_tanh, times,
+    _plot(f"{stem}_tanh.png", kernels_tanh, times,
           "RDA evolution with sigma = tanh (ANODEV2 eq. (13))")
     metrics = {"times": times, "kernels": kernels, "kernels_tanh": kernels_tanh,
                "closed_form_error": errors, "peak": kernels.max(axis=(-2, -1)),
-               "wall_time_s": np.array([time.perf_counter() - t_start])}
-    path = save(out_dir / "rda_evolution.h5", "rda_evolution", {**cfg, "cases": CASES,
-                                                                "error_tol": ERROR_TOL},
-                metrics, tables={"cases": rows})
+               # work per case: n_w exact Fourier steps for each sigma (no gradient is taken)
+               "rda_steps": np.full(len(CASES), 2 * cfg["n_w"]),
+               "wall_time_s": time.perf_counter() - t_start}
+    path = save(output_path(out_dir, "rda_evolution", quick), "rda_evolution",
+                {**cfg, "cases": CASES, "error_tol": ERROR_TOL}, metrics, tables={"cases": rows})
     for row in rows:
         print(f"{row['case']:10s} max |w - closed form| = {row['max_closed_form_error']:.1e}  "
               f"peak(t1) = {row['peak_t1']:.4f}")

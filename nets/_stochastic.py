@@ -40,86 +40,23 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from adjointcore.backend import as_dtype, get_array_module, real_dtype
-from adjointcore.errors import ParameterError, ShapeError, check_array, check_params
+from adjointcore.errors import check_array, check_params
 from adjointcore.layers.base import Layer
 
-__all__ = ["linear_survival", "resolve_survival", "draw_gates", "check_mode", "check_block",
-           "block_context", "ShakeShake", "ShakeShakeCache", "MODES", "GATE_LEVELS"]
+from ._blocks import (block_context, block_offsets, check_residual_shape, concat_param_bars,
+                      init_blocks, prefixed_shapes, split_params)
+
+__all__ = ["linear_survival", "resolve_survival", "draw_gates", "check_mode", "ShakeShake",
+           "ShakeShakeCache", "MODES", "GATE_LEVELS"]
 
 MODES = ("train", "eval")
 GATE_LEVELS = ("batch", "sample")
 
 
-# -- validation helpers shared with nets.lm_resnet -------------------------------------------------
 def check_mode(mode) -> str:
     if mode not in MODES:
         raise ValueError(f"`mode` must be 'train' or 'eval', got {mode!r}.")
     return mode
-
-
-def check_block(block, where: str) -> int:
-    """Validate a duck-typed layer used as a residual function; return its ``n_params``."""
-    missing = [a for a in ("n_params", "forward", "vjp") if not hasattr(block, a)]
-    if missing:
-        raise TypeError(f"{where} ({type(block).__name__}) is not a layer: it lacks "
-                        f"{', '.join(missing)}; see docs/protocols.md.")
-    if getattr(block, "time_dependent", False):
-        raise TypeError(f"{where} ({type(block).__name__}) is time-dependent; a residual stack "
-                        f"gives every block its own parameters, so the layer index plays the "
-                        f"role of time. Use a time-independent block (e.g. Linear, Conv2d).")
-    n = block.n_params
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise TypeError(f"{where}.n_params must be an integer >= 0, got {n!r}.")
-    return int(n)
-
-
-def block_context(block, where: str, rng) -> dict:
-    """``{"rng": rng}`` for a block with ``needs_rng`` (error if missing), else ``{}``."""
-    if not getattr(block, "needs_rng", False):
-        return {}
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"{where} ({type(block).__name__}) needs random numbers: pass "
-                        f"forward(params, x, rng=np.random.default_rng(seed)), got rng={rng!r}.")
-    return {"rng": rng}
-
-
-def check_residual_shape(fu, u, where: str):
-    if tuple(fu.shape) != tuple(u.shape):
-        raise ShapeError(f"{where} must preserve the shape of its input: got input "
-                         f"{tuple(u.shape)} and output {tuple(fu.shape)}. Put projections "
-                         f"(ChannelPad, strided Conv2d) between stacks, not inside a block.")
-
-
-def init_blocks(blocks, rng, dtype) -> list:
-    """Each block's ``init(rng, dtype)`` in order (the same Generator), as NumPy arrays."""
-    parts = []
-    for i, block in enumerate(blocks):
-        n = int(block.n_params)
-        if n == 0:
-            parts.append(np.zeros(0, dtype=dtype))
-            continue
-        if not hasattr(block, "init"):
-            raise TypeError(f"blocks[{i}] ({type(block).__name__}) has {n} parameters but no "
-                            f"init(rng, dtype); initialise its slice of params yourself.")
-        p = np.asarray(block.init(rng, dtype=dtype))
-        if p.shape != (n,):
-            raise ParameterError(f"blocks[{i}].init returned shape {p.shape}, expected ({n},).")
-        parts.append(p.astype(dtype, copy=False))
-    return parts
-
-
-def prefixed_shapes(blocks, offsets) -> dict:
-    """``{"i.name": shape}`` over the blocks (``"i.params"`` when a block has no param_shapes)."""
-    shapes = {}
-    for i, block in enumerate(blocks):
-        n = offsets[i + 1] - offsets[i]
-        own = getattr(block, "param_shapes", None)
-        if own is None:
-            if n:
-                shapes[f"{i}.params"] = (n,)
-            continue
-        shapes.update({f"{i}.{name}": tuple(s) for name, s in own.items()})
-    return shapes
 
 
 # -- stochastic depth -----------------------------------------------------------------------------
@@ -233,8 +170,7 @@ class ShakeShake(Layer):
     def __init__(self, branch1, branch2, mode: str = "train", dt: float = 1.0,
                  level: str = "sample", exact_gradient: bool = True):
         self.branches = (branch1, branch2)
-        sizes = [check_block(b, f"branch{i + 1}") for i, b in enumerate(self.branches)]
-        self._offsets = (0, sizes[0], sizes[0] + sizes[1])
+        self._offsets = block_offsets(self.branches, "branch{}", start=1)
         self.mode = check_mode(mode)
         if isinstance(dt, bool) or not isinstance(dt, (int, float, np.floating)) or \
                 not (math.isfinite(dt) and dt > 0):
@@ -268,7 +204,7 @@ class ShakeShake(Layer):
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"`rng` must be a numpy.random.Generator, got {rng!r}; "
                             f"use np.random.default_rng(seed).")
-        return np.concatenate(init_blocks(self.branches, rng, as_dtype(dtype)))
+        return np.concatenate(init_blocks(self.branches, rng, as_dtype(dtype), "branch{}", 1))
 
     def output_shape(self, input_shape) -> tuple:
         return tuple(input_shape)
@@ -297,11 +233,10 @@ class ShakeShake(Layer):
             alpha = rng.random(size)
             if not self.exact_gradient:
                 beta = rng.random(size)
-        o = self._offsets
         outs, caches = [], []
-        for i, branch in enumerate(self.branches):
+        for i, (branch, p) in enumerate(zip(self.branches, split_params(params, self._offsets))):
             ctx = block_context(branch, f"branch{i + 1}", rng)
-            f, cache = branch.forward(params[o[i]:o[i + 1]], x, **ctx)
+            f, cache = branch.forward(p, x, **ctx)
             check_residual_shape(f, x, f"branch{i + 1}")
             outs.append(f)
             caches.append(cache)
@@ -317,19 +252,15 @@ class ShakeShake(Layer):
     def vjp(self, params, cache, y_bar, need_params=True):
         """Branch VJPs of ``c1 y_bar`` and ``c2 y_bar``, summed (``c`` from the cache)."""
         check_params("params", params, self.n_params, owner="ShakeShake")
-        o = self._offsets
         x_bar, bars = None, []
-        for i, (branch, c, bc) in enumerate(zip(self.branches, (cache.c1, cache.c2),
-                                                (cache.cache1, cache.cache2))):
-            xb, pb = branch.vjp(params[o[i]:o[i + 1]], bc, c * y_bar, need_params=need_params)
+        for branch, p, c, bc in zip(self.branches, split_params(params, self._offsets),
+                                    (cache.c1, cache.c2), (cache.cache1, cache.cache2)):
+            xb, pb = branch.vjp(p, bc, c * y_bar, need_params=need_params)
             x_bar = xb if x_bar is None else x_bar + xb
             bars.append(pb)
         if not need_params:
             return x_bar, None
-        xp = get_array_module(y_bar)
-        parts = [xp.zeros(o[i + 1] - o[i], dtype=y_bar.dtype) if b is None else b.reshape(-1)
-                 for i, b in enumerate(bars)]
-        return x_bar, xp.concatenate(parts)
+        return x_bar, concat_param_bars(bars, self._offsets, y_bar, "branch{}", start=1)
 
     def __repr__(self) -> str:
         return (f"ShakeShake({self.branches[0]!r}, {self.branches[1]!r}, mode={self.mode!r}, "

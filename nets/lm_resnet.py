@@ -52,9 +52,10 @@ from adjointcore.backend import as_dtype, get_array_module, real_dtype
 from adjointcore.errors import check_array, check_params
 from adjointcore.layers.base import Layer
 
-from ._stochastic import (GATE_LEVELS, ShakeShake, ShakeShakeCache, block_context, check_block,
-                          check_mode, check_residual_shape, draw_gates, init_blocks,
-                          linear_survival, prefixed_shapes, resolve_survival)
+from ._blocks import (block_context, block_offsets, check_residual_shape, concat_param_bars,
+                      init_blocks, prefixed_shapes, split_params)
+from ._stochastic import (GATE_LEVELS, ShakeShake, ShakeShakeCache, check_mode, draw_gates,
+                          linear_survival, resolve_survival)
 
 __all__ = ["ResNetStack", "LMStack", "StackCache", "zero_stable", "linear_survival",
            "ShakeShake", "ShakeShakeCache", "K_INIT_PAPER"]
@@ -149,8 +150,7 @@ class ResNetStack(Layer):
         if not blocks:
             raise ValueError("`blocks` is empty; pass at least one residual function.")
         self.blocks = blocks
-        sizes = [check_block(b, f"blocks[{i}]") for i, b in enumerate(blocks)]
-        self._offsets = tuple(np.cumsum([0] + sizes).tolist())
+        self._offsets = block_offsets(blocks)
         self.survival = resolve_survival(survival, len(blocks))
         self.mode = check_mode(mode)
         if gate_level not in GATE_LEVELS:
@@ -215,8 +215,7 @@ class ResNetStack(Layer):
 
     def block_params(self, params) -> list:
         """Each block's slice of ``params`` (views)."""
-        o = self._offsets
-        return [params[o[i]:o[i + 1]] for i in range(len(self.blocks))]
+        return split_params(params, self._offsets)
 
     # -- evaluation --------------------------------------------------------------------------
     def _scales(self, gates, x) -> tuple:
@@ -303,25 +302,20 @@ class ResNetStack(Layer):
             bar = u_bar
         if not need_params:
             return bar, None
-        parts = [b.reshape(-1) for b in p_bars]
-        if self.n_k:
-            parts.append(xp.stack(k_bars).astype(y_bar.dtype, copy=False))
-        return bar, (xp.concatenate(parts) if parts else xp.zeros(0, dtype=y_bar.dtype))
+        blocks_bar = concat_param_bars(p_bars, self._offsets, y_bar)
+        if not self.n_k:
+            return bar, blocks_bar
+        return bar, xp.concatenate([blocks_bar, xp.stack(k_bars).astype(y_bar.dtype, copy=False)])
 
     def _block_vjp(self, n, p, cache, bar, need_params, xp):
-        """``(s_n J_n^T bar, s_n theta_n-bar)``; ``(None, zeros)`` for a dropped block."""
+        """``(s_n J_n^T bar, s_n theta_n-bar)``; ``(None, zeros)`` for a dropped block (a
+        ``None`` parameter gradient is checked by :func:`~nets._blocks.concat_param_bars`)."""
         block, scale = self.blocks[n], cache.scales[n]
         size = self._offsets[n + 1] - self._offsets[n]
         if cache.block_caches[n] is None:
             return None, (xp.zeros(size, dtype=bar.dtype) if need_params else None)
-        g, p_bar = block.vjp(p, cache.block_caches[n], bar if scale is None else scale * bar,
-                             need_params=need_params)
-        if need_params and p_bar is None:
-            if size:
-                raise TypeError(f"blocks[{n}].vjp returned params_bar=None with "
-                                f"need_params=True; it must return an array of length {size}.")
-            p_bar = xp.zeros(0, dtype=bar.dtype)
-        return g, p_bar
+        return block.vjp(p, cache.block_caches[n], bar if scale is None else scale * bar,
+                         need_params=need_params)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(b) for b in self.blocks)

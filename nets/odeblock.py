@@ -32,6 +32,19 @@ from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward, rec
 __all__ = ["ODEBlock", "ODEBlockCache", "ODEBlockStats", "GRADIENTS"]
 
 GRADIENTS = ("discrete", "backsolve", "interpolated")
+#: Keywords of :func:`~adjointcore.sensitivity.continuous_adjoint` that ``adjoint_options`` may set.
+ADJOINT_OPTIONS = ("adjoint_method", "adjoint_rtol", "adjoint_atol", "adjoint_steps", "seminorm",
+                   "reset_state")
+
+
+def _check_t_span(t_span):
+    """Raise unless ``t_span`` is a pair of distinct finite times."""
+    try:
+        t0, t1 = (float(v) for v in t_span)
+    except (TypeError, ValueError):
+        raise ValueError(f"`t_span` must be a pair (t0, t1) of times, got {t_span!r}.") from None
+    if not (np.isfinite(t0) and np.isfinite(t1)) or t0 == t1:
+        raise ValueError(f"`t_span` must be two distinct finite times, got {t_span!r}.")
 
 
 class ODEBlockStats(NamedTuple):
@@ -116,21 +129,39 @@ class ODEBlock(Layer):
         if self.steps is not None:
             check_positive_int("steps", self.steps)
         check_positive_int("augment", self.augment, minimum=0)
-        t0, t1 = (float(v) for v in self.t_span)
-        if not (np.isfinite(t0) and np.isfinite(t1)) or t0 == t1:
-            raise ValueError(f"`t_span` must be two distinct finite times, got {self.t_span!r}.")
-        if self.gradient != "discrete" and self.method_options:
-            raise ValueError(f"`method_options` {self.method_options!r} apply to the discrete "
-                             f"gradient only; use gradient='discrete'.")
-        if self.gradient == "discrete" and self.steps is None and \
-                not solvers.TABLEAUX.get(self.method, None):
-            raise ValueError(f"an adaptive solve needs a Runge-Kutta method, got "
-                             f"method={self.method!r}; pass steps=N for multistep methods.")
+        _check_t_span(self.t_span)
+        discrete = self.gradient == "discrete"
+        for name in ("method_options", "schedule") if not discrete else ("adjoint_options",):
+            if getattr(self, name):
+                owner = "continuous" if discrete else "discrete"
+                raise ValueError(f"`{name}`={getattr(self, name)!r} applies to the {owner} "
+                                 f"gradient only, but gradient={self.gradient!r}; drop it or "
+                                 f"change `gradient`.")
+        # Unknown names and bad options fail here, not at the first forward call.
+        solvers.get_stepper(self.method, **(self.method_options or {}))
+        if self.steps is None:
+            tab = solvers.TABLEAUX.get(self.method) if isinstance(self.method, str) else None
+            if tab is None or tab.b_err is None:
+                raise ValueError(f"an adaptive solve (steps=None) needs a Runge-Kutta method "
+                                 f"with an error estimate ('dopri5', 'tsit5', 'bosh3'), got "
+                                 f"method={self.method!r}; pass steps=N for fixed steps "
+                                 f"(multistep methods always need them).")
+        if self.schedule is not None and not callable(getattr(self.schedule, "plan", None)):
+            raise TypeError(f"`schedule` must be a checkpoint schedule (StoreAll(), Uniform(k), "
+                            f"Revolve(s), Online(s)), got {self.schedule!r}.")
+        unknown = set(self.adjoint_options or {}) - set(ADJOINT_OPTIONS)
+        if unknown:
+            raise ValueError(f"`adjoint_options` keys {sorted(unknown)} are not options of the "
+                             f"backward solve; allowed: {ADJOINT_OPTIONS} (forward settings are "
+                             f"the block's own fields).")
 
     # -- configuration ----------------------------------------------------------------------
     def with_config(self, **changes) -> "ODEBlock":
         """A copy with some settings changed and the same parameter layout (e.g. switch from
-        fixed-step Euler + discrete adjoint to adaptive Dopri5 + continuous adjoint)."""
+        fixed-step Euler + discrete adjoint to adaptive Dopri5 + continuous adjoint).
+
+        The copy is validated like a new block (e.g. ``steps=None`` with a multistep method
+        raises ``ValueError``)."""
         return dataclasses.replace(self, **changes)
 
     @property
@@ -167,7 +198,8 @@ class ODEBlock(Layer):
         if self.steps is not None and self.gradient == "discrete":
             grid = np.linspace(t0, t1, self.steps + 1)
             if self._tapes():
-                recording = record_forward(field, y0, params, grid, self.method)
+                recording = record_forward(field, y0, params, grid, self.method,
+                                           self.method_options)
                 y1, nfe = recording.states[-1][0], recording.nfe
             else:
                 ys, nfe = grid_forward(field, y0, params, grid, self.method, self.method_options)
@@ -175,14 +207,19 @@ class ODEBlock(Layer):
             n_rej = 0
         else:
             solution = solvers.solve(field, y0, (t0, t1), params=params, method=self.method,
-                                     rtol=self.rtol, atol=self.atol, steps=self.steps,
-                                     max_steps=self.max_steps)
+                                     max_steps=self.max_steps, **self._grid_options())
             grid, y1 = solution.grid, solution.ys[-1]
             nfe, n_rej = int(solution.stats.nfe), int(solution.stats.n_rejected)
         stats = ODEBlockStats("forward", nfe, grid.size - 1, n_rej, 0, 0, 0)
         if self.monitor is not None:
             self.monitor(stats)
         return y1, ODEBlockCache(tuple(x.shape), y0, y1, grid, solution, recording, stats)
+
+    def _grid_options(self) -> dict:
+        """``steps`` for fixed steps, else the tolerances (the solvers reject both at once)."""
+        if self.steps is not None:
+            return {"steps": self.steps}
+        return {"rtol": self.rtol, "atol": self.atol}
 
     def _tapes(self) -> bool:
         """Store-all discrete adjoint of an RK method: keep the stages from the forward call."""
@@ -208,10 +245,10 @@ class ODEBlock(Layer):
             y0_bar, params_bar = g.y0_bar, g.params_bar
         else:
             t0, t1 = (float(v) for v in self.t_span)
-            opts = {"rtol": self.rtol, "atol": self.atol, "max_steps": self.max_steps,
+            opts = {"max_steps": self.max_steps, **self._grid_options(),
                     **(self.adjoint_options or {})}
             g = continuous_adjoint(field, cache.y0, params, np.array([t1]), y_bar[None], t0=t0,
-                                   variant=self.gradient, method=self.method, steps=self.steps,
+                                   variant=self.gradient, method=self.method,
                                    forward_solution=cache.solution, **opts)
             s = g.stats
             stats = ODEBlockStats("backward", s.backward_nfe,

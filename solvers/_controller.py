@@ -16,12 +16,13 @@ methods", ACM TOMS 17 (1991) 533-554.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from ._xp import get_array_module
+from ._xp import get_array_module, real_dtype
 
 #: Aim below the tolerance so the next step is likely to be accepted (Hairer's ``fac = 0.9``).
 SAFETY = 0.9
@@ -63,24 +64,28 @@ def rms_norm(scaled):
     """Root mean square over all entries of the scaled error (the default norm).
 
     Computed as ``m * rms(scaled / m)`` with ``m = max|scaled|``, so huge entries give a large
-    finite norm instead of overflowing to inf in the squares.
+    finite norm instead of overflowing to inf in the squares; inf if an entry is inf, nan if
+    one is nan. One device-to-host transfer (the returned float).
     """
     xp = get_array_module(scaled)
     mag = xp.abs(scaled)
-    peak = float(mag.max())
-    if peak == 0.0 or not np.isfinite(peak):
-        return peak
-    return peak * float(xp.sqrt(xp.mean((mag / peak) ** 2)))
+    return _scaled_rms(xp, mag, mag.max(), xp.mean)
 
 
 def per_sample_rms_norm(scaled):
     """Largest per-sample RMS, samples along axis 0 (a batch never hides a bad sample)."""
     xp = get_array_module(scaled)
     mag = xp.abs(scaled.reshape(scaled.shape[0], -1))
-    peak = float(mag.max())
-    if peak == 0.0 or not np.isfinite(peak):
-        return peak
-    return peak * float(xp.sqrt(((mag / peak) ** 2).mean(axis=1)).max())
+    return _scaled_rms(xp, mag, mag.max(), lambda sq: sq.mean(axis=1).max())
+
+
+def _scaled_rms(xp, mag, peak, mean):
+    """``peak * sqrt(mean((mag / peak)**2))`` on the device, read back once. The divisor is 1
+    when ``peak`` is 0 or non-finite, so the result is then 0, inf or nan without 0/0 or
+    inf/inf (no floating-point warnings)."""
+    ok = xp.isfinite(peak) & (peak > 0)
+    scale = xp.where(ok, peak, xp.ones_like(peak))
+    return float(scale * xp.sqrt(mean((mag / scale) ** 2)))
 
 
 def block_tolerance(sizes, values):
@@ -105,8 +110,12 @@ def block_tolerance(sizes, values):
     return np.concatenate([np.full(int(n), float(v)) for n, v in zip(sizes, values)])
 
 
+def _host(tol):
+    return np.asarray(tol.get() if hasattr(tol, "get") else tol, dtype=np.float64)
+
+
 def _check_tolerances(rtol, atol):
-    rtol_h, atol_h = np.asarray(rtol, dtype=np.float64), np.asarray(atol, dtype=np.float64)
+    rtol_h, atol_h = _host(rtol), _host(atol)
     if not np.all(np.isfinite(rtol_h)) or np.any(rtol_h < MIN_RTOL):
         raise ValueError(f"`rtol` must be finite and >= {MIN_RTOL:.1e} (100 eps); got {rtol!r}. "
                          "Tighter tolerances cannot be met in float64.")
@@ -132,9 +141,18 @@ class _Tolerances:
     def scaled_error(self, y_err, y0, y1):
         """``y_err / (atol + rtol * max(|y0|, |y1|))``, elementwise (shape of ``y_err``)."""
         xp = get_array_module(y_err, y0, y1)
-        real = xp.empty(0, dtype=y0.dtype).real.dtype
-        rtol, atol = xp.asarray(self.rtol, dtype=real), xp.asarray(self.atol, dtype=real)
+        real = real_dtype(y0.dtype)
+        rtol, atol = (float(v) if np.ndim(v) == 0 else xp.asarray(v, dtype=real)
+                      for v in (self.rtol, self.atol))
         return y_err / (atol + rtol * xp.maximum(xp.abs(y0), xp.abs(y1)))
+
+    def on_device(self, like):
+        """This controller with array tolerances moved to the array module and real dtype of
+        ``like`` (the state), so that :meth:`scaled_error` copies nothing per step."""
+        xp, real = get_array_module(like), real_dtype(like.dtype)
+        moved = {name: float(v) if np.ndim(v) == 0 else xp.asarray(v, dtype=real)
+                 for name, v in (("rtol", self.rtol), ("atol", self.atol))}
+        return dataclasses.replace(self, **moved)
 
     def error_norm(self, y_err, y0, y1, norm=None):
         """Scaled error norm (RMS unless ``norm``, a callable ``(scaled) -> float``, is given)."""
@@ -143,7 +161,23 @@ class _Tolerances:
 
 
 @dataclass(frozen=True)
-class PIController(_Tolerances):
+class _StepControl(_Tolerances):
+    """Tolerances plus the factor limits shared by the controllers (keyword-only)."""
+
+    safety: float = dataclasses.field(default=SAFETY, kw_only=True)
+    min_factor: float = dataclasses.field(default=MIN_FACTOR, kw_only=True)
+    max_factor: float = dataclasses.field(default=MAX_FACTOR, kw_only=True)
+
+    def __post_init__(self):
+        _check_controller(self)
+
+    def init(self, err_order):
+        """Initial state for an error estimate of order ``err_order`` (local error O(h^(q+1)))."""
+        return ControllerState(int(err_order) + 1, ERR_PREV_INIT, False)
+
+
+@dataclass(frozen=True)
+class PIController(_StepControl):
     """Proportional-integral step-size controller (Gustafsson; Hairer's DOPRI5 variant).
 
     ``h_next = h * clip(safety * err**(-beta1) * err_prev**beta2, min_factor, max_factor)``
@@ -154,23 +188,14 @@ class PIController(_Tolerances):
     Parameters
     ----------
     rtol, atol : float or array broadcastable to the state
-    beta1, beta2 : float, optional
+    beta1, beta2 : float, optional, keyword-only
         Exponents; None picks the defaults above from ``k``.
-    safety, min_factor, max_factor : float
+    safety, min_factor, max_factor : float, keyword-only
+        Need ``0 < safety <= 1`` and ``0 < min_factor < 1 < max_factor``.
     """
 
-    beta1: float | None = None
-    beta2: float | None = None
-    safety: float = SAFETY
-    min_factor: float = MIN_FACTOR
-    max_factor: float = MAX_FACTOR
-
-    def __post_init__(self):
-        _check_controller(self)
-
-    def init(self, err_order):
-        """Initial state for an error estimate of order ``err_order`` (local error O(h^(q+1)))."""
-        return ControllerState(int(err_order) + 1, ERR_PREV_INIT, False)
+    beta1: float | None = dataclasses.field(default=None, kw_only=True)
+    beta2: float | None = dataclasses.field(default=None, kw_only=True)
 
     def exponents(self, k):
         """``(beta1, beta2)`` for exponent denominator ``k`` (defaults: 0.85/k, 0.2/k)."""
@@ -203,19 +228,11 @@ class PIController(_Tolerances):
 
 
 @dataclass(frozen=True)
-class IController(_Tolerances):
-    """Integral (elementary) controller: ``h_next = h * clip(safety * err**(-1/k), ...)``."""
+class IController(_StepControl):
+    """Integral (elementary) controller: ``h_next = h * clip(safety * err**(-1/k), ...)``.
 
-    safety: float = SAFETY
-    min_factor: float = MIN_FACTOR
-    max_factor: float = MAX_FACTOR
-
-    def __post_init__(self):
-        _check_controller(self)
-
-    def init(self, err_order):
-        """Initial state (see :meth:`PIController.init`)."""
-        return ControllerState(int(err_order) + 1, ERR_PREV_INIT, False)
+    Parameters as :class:`PIController` without ``beta1``/``beta2``.
+    """
 
     def propose(self, h, err_norm, state):
         """Accept iff ``err_norm <= 1``; see :meth:`PIController.propose` for the returns."""

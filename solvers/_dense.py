@@ -16,10 +16,11 @@ interpolation); Shampine, "Interpolation for Runge-Kutta methods", SIAM J. Numer
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-from ._xp import get_array_module
+from ._xp import get_array_module, real_dtype, to_host_float64
 
 
 def tableau_coefficients(tab, h, k):
@@ -36,8 +37,14 @@ def tableau_coefficients(tab, h, k):
     array, shape (m, *y.shape)
     """
     xp = get_array_module(k)
-    dense = xp.asarray(tab.dense.T, dtype=xp.empty(0, dtype=k.dtype).real.dtype)
-    return xp.tensordot(dense, k, axes=1)
+    return xp.tensordot(_dense_matrix(tab, xp, real_dtype(k.dtype)), k, axes=1)
+
+
+@lru_cache(maxsize=64)
+def _dense_matrix(tab, xp, dtype):
+    """``tab.dense.T`` as an ``xp`` array of ``dtype``, cast once per module/dtype (no host to
+    device copy per step)."""
+    return xp.asarray(tab.dense.T, dtype=dtype)
 
 
 def hermite_coefficients(h, y0, y1, f0, f1):
@@ -79,7 +86,11 @@ class DenseOutput:
         ValueError
             If some ``t`` lies outside ``[grid[0], grid[-1]]``.
         """
-        t_arr = np.asarray(t, dtype=np.float64)
+        try:
+            t_arr = to_host_float64(t)
+        except (TypeError, ValueError):
+            raise TypeError(f"sol(t): `t` must be a real scalar or 1-D array of times, got "
+                            f"{t!r}") from None
         times = np.atleast_1d(t_arr)
         if times.ndim != 1:
             raise ValueError(f"sol(t): `t` must be a scalar or 1-D, got shape {t_arr.shape}")
@@ -103,7 +114,7 @@ class DenseOutput:
         theta = (times - self.grid[idx]) / self.h[idx]
         m = self.coeffs.shape[1]
         weights = self.h[idx, None] * theta[:, None] ** np.arange(1, m + 1)      # (T, m)
-        w = xp.asarray(weights, dtype=xp.empty(0, dtype=self.ys.dtype).real.dtype)
+        w = xp.asarray(weights, dtype=real_dtype(self.ys.dtype))
         w = w.reshape(w.shape + (1,) * (self.ys.ndim - 1))
         idx_x = xp.asarray(idx)
         out = self.ys[idx_x] + (w * self.coeffs[idx_x]).sum(axis=1)

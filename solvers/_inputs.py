@@ -5,7 +5,7 @@ import numbers
 
 import numpy as np
 
-from ._xp import get_array_module
+from ._xp import get_array_module, to_host_float64
 
 
 def check_y0(y0):
@@ -45,7 +45,10 @@ def check_t_eval(t_eval, t0, t1):
     """Return ``t_eval`` as a float64 host array, within the span and monotone in its direction."""
     if t_eval is None:
         return None
-    ts = np.asarray(t_eval.get() if hasattr(t_eval, "get") else t_eval, dtype=np.float64)
+    try:
+        ts = to_host_float64(t_eval)
+    except (TypeError, ValueError):
+        raise TypeError(f"`t_eval` must be a 1-D array of real times, got {t_eval!r}") from None
     if ts.ndim != 1 or ts.size == 0 or not np.all(np.isfinite(ts)):
         raise ValueError(f"`t_eval` must be a non-empty finite 1-D array, got shape {ts.shape}")
     lo, hi = min(t0, t1), max(t0, t1)

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._xp import get_array_module
+from ._xp import get_array_module, real_dtype
 
 
 class RKStages(NamedTuple):
@@ -59,10 +59,6 @@ def _coefficients(tab, xp, dtype):
     """``(a, b, b_err)`` of ``tab`` as ``xp`` arrays of real ``dtype`` (cached per module/dtype)."""
     b_err = None if tab.b_err is None else xp.asarray(tab.b_err, dtype=dtype)
     return xp.asarray(tab.a, dtype=dtype), xp.asarray(tab.b, dtype=dtype), b_err
-
-
-def _real_dtype(xp, y):
-    return xp.empty(0, dtype=y.dtype).real.dtype
 
 
 def _combine(xp, y, h, weights, k):
@@ -107,7 +103,7 @@ def rk_step(field, tab, t, y, h, params, f0=None, full=True):
     xp = get_array_module(y)
     t, h = float(t), float(h)
     n_eval = tab.n_stages if full else tab.n_live
-    a, b, b_err = _coefficients(tab, xp, _real_dtype(xp, y))
+    a, b, b_err = _coefficients(tab, xp, real_dtype(y.dtype))
     k, caches = None, []
     for i in range(n_eval):
         if i == 0 and f0 is not None:
@@ -154,7 +150,7 @@ def rk_step_vjp(field, tab, stages, y1_bar, need_params=True):
     """
     xp = get_array_module(y1_bar)
     n = stages.k.shape[0]
-    a, b, _ = _coefficients(tab, xp, _real_dtype(xp, stages.k))
+    a, b, _ = _coefficients(tab, xp, real_dtype(stages.k.dtype))
     h = stages.h
     w = None
     params_bar = None

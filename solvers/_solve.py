@@ -17,6 +17,11 @@ NFE (every ``field.forward`` call), for an RK method with ``s`` stages:
 
 ``[Hermite dense output]`` is 1 when ``dense_output`` or ``t_eval`` asks for it and the method
 has no continuous extension (the slope at ``t1``).
+
+Device reads (CuPy): an adaptive step reads two scalars back to the host, whether ``y1`` is
+finite and the error norm (the accept decision needs both); a fixed step reads one (finiteness,
+so a failed solve stops at once and keeps its finite prefix). Tolerance arrays and dense-output
+coefficients are moved to the device once per solve.
 """
 from __future__ import annotations
 
@@ -36,8 +41,11 @@ from .tableaux import get_tableau
 #: Default tolerances of adaptive solves.
 DEFAULT_RTOL = 1e-6
 DEFAULT_ATOL = 1e-9
-#: A step is too small when below this many ulps of t (scipy's criterion).
+#: A step is too small when below this many ulps of the time scale (see ``_too_small``).
 UNDERFLOW_ULPS = 10
+#: Appended to the NON_FINITE message when the very first evaluation fails.
+NONFINITE_F0 = (" Here the field is already non-finite at the initial point: f(t0, y0) has "
+                "inf/NaN entries, so no step was attempted; check the field and `params`.")
 
 
 class _Record:
@@ -45,7 +53,7 @@ class _Record:
 
     def __init__(self, t0, y0):
         self.grid, self.ys, self.hs, self.coeffs = [t0], [y0], [], []
-        self.nfe, self.n_rejected, self.status = 0, 0, Status.SUCCESS
+        self.nfe, self.n_rejected, self.status, self.detail = 0, 0, Status.SUCCESS, ""
 
     def accept(self, t_new, y_new, h, coeffs):
         self.grid.append(t_new)
@@ -59,8 +67,16 @@ def _finite(x):
     return bool(get_array_module(x).isfinite(x).all())
 
 
-def _too_small(h_abs, t, direction):
-    return h_abs < UNDERFLOW_ULPS * abs(np.nextafter(t, direction * np.inf) - t)
+def _too_small(h_abs, t, t0, t1, direction):
+    """True when a step of ``h_abs`` from ``t`` is below the resolution of the time axis:
+    ``UNDERFLOW_ULPS`` ulps of ``max(|t|, |t1 - t0|)`` (scipy uses ``|t|`` alone, whose ulps
+    near ``t = 0`` are denormal, so a failing solve there would shrink the step ~460 times
+    before stopping). A step that reaches ``t1`` is never too small: the span itself may be
+    only a few ulps long."""
+    if h_abs >= abs(t1 - t):
+        return False
+    scale = max(abs(t), abs(t1 - t0))
+    return h_abs < UNDERFLOW_ULPS * abs(np.nextafter(scale, direction * np.inf) - scale)
 
 
 def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None, n_fixed=None,
@@ -70,6 +86,9 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
     direction = 1.0 if t1 > t0 else -1.0
     f, _ = field.forward(t0, y0, params)
     rec.nfe += 1
+    if not _finite(f):
+        rec.status, rec.detail = Status.NON_FINITE, NONFINITE_F0
+        return rec
     if ctrl is not None and h_abs is None:
         h_abs = min(initial_step(field, t0, y0, params, tab.order, ctrl.rtol, ctrl.atol, f,
                                  direction, norm), abs(t1 - t0))
@@ -81,7 +100,7 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
             rec.status = Status.MAX_STEPS
             break
         if ctrl is not None:
-            if _too_small(h_abs, t, direction):
+            if _too_small(h_abs, t, t0, t1, direction):
                 rec.status = Status.NON_FINITE if last_nonfinite else Status.STEP_UNDERFLOW
                 break
             t_new = t + direction * h_abs
@@ -150,21 +169,23 @@ def _stepper_loop(field, stepper, t0, t1, y0, params, n_fixed, max_steps, dense,
     return rec
 
 
-def _controller(controller, rtol, atol, y_shape):
+def _controller(controller, rtol, atol, y0):
     if controller is not None:
         if rtol is not None or atol is not None:
             raise ValueError("give tolerances either as `rtol`/`atol` or inside `controller`, not "
                              f"both (got rtol={rtol!r}, atol={atol!r}, controller={controller!r})")
-        if not (callable(getattr(controller, "propose", None))
-                and callable(getattr(controller, "error_norm", None))):
-            raise TypeError(f"`controller` must have init/propose/error_norm (e.g. PIController), "
-                            f"got {controller!r}")
+        methods_ok = all(callable(getattr(controller, m, None))
+                         for m in ("init", "propose", "error_norm"))
+        if not (methods_ok and hasattr(controller, "rtol") and hasattr(controller, "atol")):
+            raise TypeError(f"`controller` must have init/propose/error_norm methods and "
+                            f"rtol/atol attributes (e.g. PIController), got {controller!r}")
     else:
         controller = PIController(DEFAULT_RTOL if rtol is None else rtol,
                                   DEFAULT_ATOL if atol is None else atol)
-    check_tolerance_shape("rtol", controller.rtol, y_shape)
-    check_tolerance_shape("atol", controller.atol, y_shape)
-    return controller
+    check_tolerance_shape("rtol", controller.rtol, y0.shape)
+    check_tolerance_shape("atol", controller.atol, y0.shape)
+    on_device = getattr(controller, "on_device", None)
+    return controller if on_device is None else on_device(y0)
 
 
 def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=None, atol=None,
@@ -183,7 +204,9 @@ def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=Non
         A ``TABLEAUX`` name (adaptive: ``"dopri5"``, ``"tsit5"``, ``"bosh3"``; any with ``steps``)
         or a linear multistep name (``"ab3"``, ``"abm4"``, ... ; needs ``steps``).
     t_eval : array_like, shape (T,), optional
-        Output times (monotone in the direction of integration), evaluated by dense output.
+        Output times within ``t_span``, sorted in the direction of integration (repeats
+        allowed; NumPy or CuPy), evaluated by dense output. On failure only those reached
+        are returned.
     rtol, atol : float or array broadcastable to ``y0``, optional
         Adaptive tolerances (defaults ``1e-6``, ``1e-9``); see ``block_tolerance``.
     steps : int, optional
@@ -245,7 +268,7 @@ def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=Non
                              "adapt its step; pass steps=N or use 'dopri5', 'tsit5' or 'bosh3'")
         if norm is not None and not callable(norm):
             raise TypeError(f"`norm` must be a callable (scaled_error) -> float, got {norm!r}")
-        ctrl = _controller(controller, rtol, atol, y0.shape)
+        ctrl = _controller(controller, rtol, atol, y0)
         _rk_loop(field, tab, t0, t1, y0, params, check_first_step(first_step, t0, t1), max_steps,
                  dense, ctrl=ctrl, norm=norm, rec=rec)
     name = method.name if hasattr(method, "name") else str(method)
@@ -272,5 +295,5 @@ def _solution(rec, name, t_eval, dense_output, dense, y0):
         ts = t_eval[sign * t_eval <= sign * grid[-1]]
         out = sol(ts) if len(ts) else xp.zeros((0,) + tuple(y0.shape), dtype=y0.dtype)
     stats = SolveStats(rec.nfe, len(rec.hs), rec.n_rejected, hs)
-    return Solution(ts, out, grid, rec.status, MESSAGES[rec.status], stats, name,
+    return Solution(ts, out, grid, rec.status, MESSAGES[rec.status] + rec.detail, stats, name,
                     sol if dense_output else None)

@@ -9,3 +9,17 @@ def get_array_module(*arrays):
             import cupy
             return cupy
     return np
+
+
+def real_dtype(dtype):
+    """Real counterpart of ``dtype`` (float32 for complex64, ...); a host-side lookup that
+    allocates nothing on the device (NumPy and CuPy share dtype objects)."""
+    return np.empty(0, dtype=dtype).real.dtype
+
+
+def to_host_float64(values):
+    """``values`` (scalar, sequence, NumPy or CuPy array) as a float64 NumPy array.
+
+    Used for time arguments (``t_eval``, ``sol(t)``), which live on the host.
+    """
+    return np.asarray(values.get() if hasattr(values, "get") else values, dtype=np.float64)

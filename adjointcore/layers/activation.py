@@ -22,7 +22,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import get_array_module
-from ..errors import check_array, check_params
+from ..errors import check_array
+from ._checks import finite_float
 from .base import ParameterFree
 
 __all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "ELU",
@@ -138,18 +139,12 @@ class _Elementwise(ParameterFree):
         return tuple(input_shape)
 
     def _check(self, params, x):
-        if params is not None:
-            check_params("params", params, 0, owner=self)
+        self._check_no_params(params)
         return check_array("x", x, allow_complex=self.analytic)
 
     def _vjp_prologue(self, y_bar, like):
-        check_array("y_bar", y_bar, shape=tuple(like.shape),
-                    fix="Pass the cotangent of the forward output y (same shape).")
+        self._check_y_bar(y_bar, like)
         return get_array_module(y_bar, like)
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({fields})"
 
 
 # -- layers ---------------------------------------------------------------------------------------
@@ -178,7 +173,7 @@ class LeakyReLU(_Elementwise):
     """
 
     def __init__(self, negative_slope: float = 0.01):
-        self.negative_slope = _finite_float("negative_slope", negative_slope)
+        self.negative_slope = finite_float("negative_slope", negative_slope)
 
     def forward(self, params, x, **context):
         self._check(params, x)
@@ -238,7 +233,7 @@ class Softplus(_Elementwise):
     analytic = True
 
     def __init__(self, beta: float = 1.0):
-        self.beta = _finite_float("beta", beta)
+        self.beta = finite_float("beta", beta)
         if self.beta <= 0:
             raise ValueError(f"`beta` must be > 0, got {beta!r}; use e.g. Softplus(beta=1.0).")
 
@@ -267,7 +262,7 @@ class ELU(_Elementwise):
     analytic = True
 
     def __init__(self, alpha: float = 1.0):
-        self.alpha = _finite_float("alpha", alpha)
+        self.alpha = finite_float("alpha", alpha)
         if self.alpha < 0:
             raise ValueError(f"`alpha` must be >= 0, got {alpha!r}; use e.g. ELU(alpha=1.0).")
 
@@ -284,13 +279,3 @@ class ELU(_Elementwise):
         self._vjp_prologue(y_bar, cache.slope)
         return y_bar * cache.slope, self._params_bar(y_bar, need_params)
 
-
-def _finite_float(name: str, value) -> float:
-    """``value`` as a finite Python float, or a ValueError naming ``name``."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"`{name}` must be a real number, got {value!r}.") from exc
-    if out != out or out in (float("inf"), float("-inf")):
-        raise ValueError(f"`{name}` must be finite, got {value!r}.")
-    return out

@@ -28,7 +28,8 @@ from math import prod
 import numpy as np
 
 from ..backend import as_dtype, get_array_module
-from ..errors import check_array, check_params
+from ..errors import check_array, check_generator, check_params
+from ._checks import check_y_bar
 
 __all__ = ["Layer", "ParameterFree"]
 
@@ -78,9 +79,7 @@ class Layer:
 
     def init(self, rng: np.random.Generator, dtype=np.float64):
         """Fresh parameters drawn from ``rng`` (flat NumPy vector of ``dtype``)."""
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"`rng` must be a numpy.random.Generator, got {rng!r}; "
-                            f"use np.random.default_rng(seed).")
+        check_generator(rng)
         dtype = as_dtype(dtype)
         params = np.zeros(self.n_params, dtype=np.float64)
         self._init_views(rng, self.views(params))
@@ -100,8 +99,12 @@ class Layer:
 
     def _check_y_bar(self, y_bar, like):
         """``y_bar`` must have the shape of the forward output ``like``."""
-        return check_array("y_bar", y_bar, shape=tuple(like.shape),
-                           fix="Pass the cotangent of the forward output y (same shape).")
+        return check_y_bar(y_bar, like.shape)
+
+    def _check_no_params(self, params) -> None:
+        """Parameter-free configurations take a length-0 ``params`` or ``None``."""
+        if params is not None:
+            check_params("params", params, 0, owner=self)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import as_dtype, get_array_module
-from ..errors import ParameterError, ShapeError, check_params
+from ..errors import ParameterError, ShapeError, check_generator, check_params
 from .base import Layer
 
 __all__ = ["Sequential", "Residual", "ResidualCache"]
@@ -50,6 +50,25 @@ def _child_context(child, where: str, context: dict) -> dict:
                              f"forward(params, x, rng=np.random.default_rng(seed)).")
         out["rng"] = context["rng"]
     return out
+
+
+def _child_params_bar(p_bar, n: int, where: str, like):
+    """A child's ``params_bar`` as a flat array of length ``n`` (empty array for ``None``, n=0).
+
+    A child returning ``None`` or the wrong length would otherwise shift every later block of
+    the concatenated gradient; the check reads only shapes (no device synchronisation).
+    """
+    if p_bar is None:
+        if n:
+            raise TypeError(f"{where}.vjp returned params_bar=None with need_params=True; it "
+                            f"must return an array of length {n}.")
+        return get_array_module(like).zeros(0, dtype=like.dtype)
+    size = getattr(p_bar, "size", None)
+    if size != n:
+        raise ParameterError(f"{where}.vjp returned params_bar of shape "
+                             f"{getattr(p_bar, 'shape', type(p_bar).__name__)}, expected {n} "
+                             f"values (its n_params); fix the child's vjp.")
+    return p_bar.reshape(-1)
 
 
 def _init_child(child, rng, dtype, n: int, where: str):
@@ -136,9 +155,7 @@ class Sequential(Layer):
 
     def init(self, rng: np.random.Generator, dtype=np.float64):
         """Children's ``init`` called in order with the same ``rng``; concatenated (NumPy)."""
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"`rng` must be a numpy.random.Generator, got {rng!r}; "
-                            f"use np.random.default_rng(seed).")
+        check_generator(rng)
         dtype = as_dtype(dtype)
         o = self._offsets
         parts = [_init_child(c, rng, dtype, o[i + 1] - o[i], f"layers[{i}]")
@@ -173,16 +190,15 @@ class Sequential(Layer):
         bars = [None] * len(self.layers)
         for i in reversed(range(len(self.layers))):
             y_bar, p_bar = self.layers[i].vjp(slices[i], cache[i], y_bar, need_params=need_params)
-            n = self._offsets[i + 1] - self._offsets[i]
-            if need_params and p_bar is None and n:
-                raise TypeError(f"layers[{i}].vjp returned params_bar=None with "
-                                f"need_params=True; it must return an array of length {n}.")
+            if need_params:
+                p_bar = _child_params_bar(p_bar, self._offsets[i + 1] - self._offsets[i],
+                                          f"layers[{i}]", y_bar)
             bars[i] = p_bar
         if not need_params:
             return y_bar, None
-        xp = get_array_module(y_bar)
-        parts = [xp.zeros(0, dtype=y_bar.dtype) if b is None else b.reshape(-1) for b in bars]
-        return y_bar, (xp.concatenate(parts) if parts else xp.zeros(0, dtype=y_bar.dtype))
+        if not bars:
+            return y_bar, get_array_module(y_bar).zeros(0, dtype=y_bar.dtype)
+        return y_bar, get_array_module(*bars).concatenate(bars)
 
     def __repr__(self) -> str:
         inner = ",\n".join(f"  ({i}) {c!r}" for i, c in enumerate(self.layers))
@@ -233,9 +249,7 @@ class Residual(Layer):
 
     def init(self, rng: np.random.Generator, dtype=np.float64):
         """The inner layer's ``init``."""
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"`rng` must be a numpy.random.Generator, got {rng!r}; "
-                            f"use np.random.default_rng(seed).")
+        check_generator(rng)
         dtype = as_dtype(dtype)
         return _init_child(self.inner, rng, dtype, self._n, "inner")
 
@@ -260,12 +274,8 @@ class Residual(Layer):
 
     def vjp(self, params, cache, y_bar, need_params=True):
         x_bar, p_bar = self.inner.vjp(params, cache.inner, y_bar, need_params=need_params)
-        if need_params and p_bar is None:
-            xp = get_array_module(y_bar)
-            if self._n:
-                raise TypeError(f"inner.vjp returned params_bar=None with need_params=True; "
-                                f"it must return an array of length {self._n}.")
-            p_bar = xp.zeros(0, dtype=y_bar.dtype)
+        if need_params:
+            p_bar = _child_params_bar(p_bar, self._n, "inner", y_bar)
         return y_bar + x_bar, p_bar
 
     def __repr__(self) -> str:

@@ -31,15 +31,13 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from .. import init as initmod
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._im2col import (Geometry, accumulate_windows, crop_hw, make_geometry, output_hw,
                       pad_channel_major, windows)
+from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
 from .base import Layer
-from .linear import _out_dtype, check_backends, check_y_bar, time_value
 
 __all__ = ["Conv2d", "ConcatConv2d", "ConvCache"]
 
@@ -154,11 +152,8 @@ class Conv2d(Layer):
             what = "in_channels + 1 (the time channel)" if self._extra_channels else "in_channels"
             raise ValueError(f"`groups`={self.groups} must divide both {what}={total} and "
                              f"out_channels={self.out_channels}; choose a common divisor.")
-        for name, flag in (("bias", bias), ("cache_cols", cache_cols)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"`{name}` must be True or False, got {flag!r}.")
-        self.bias = bool(bias)
-        self.cache_cols = bool(cache_cols)
+        self.bias = check_flag("bias", bias)
+        self.cache_cols = check_flag("cache_cols", cache_cols)
         self.init_scheme = initmod.check_scheme(init)
 
     # -- parameters ----------------------------------------------------------------------------
@@ -213,7 +208,7 @@ class Conv2d(Layer):
     def _forward(self, params, x, t):
         v, out_hw = self._check_input(params, x)
         xp = get_array_module(x)
-        dtype = _out_dtype(x, t) if t is not None else x.dtype
+        dtype = out_dtype(x, t) if t is not None else x.dtype
         x_padded = pad_channel_major(x, self.padding, extra=t, dtype=dtype)
         cols = _columns(x_padded, self._geometry, self.groups, out_hw)
         w = v["weight"]
@@ -252,7 +247,7 @@ class Conv2d(Layer):
             cols = _columns(cache.x_padded, self._geometry, g, out_hw)
         if y_mat is None:
             y_mat = _channel_major(y_bar, g)
-        params_bar = xp.empty(self.n_params, dtype=_out_dtype(y_bar, cols, params))
+        params_bar = xp.empty(self.n_params, dtype=out_dtype(y_bar, cols, params))
         grads = self.views(params_bar)
         grads["weight"][...] = xp.matmul(y_mat, cols.transpose(0, 2, 1)).reshape(w.shape)
         if self.bias:

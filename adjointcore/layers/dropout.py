@@ -12,7 +12,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import get_array_module, real_dtype
-from ..errors import check_array, check_params, check_probability
+from ..errors import check_array, check_probability
+from ._checks import check_mode
 from .base import ParameterFree
 
 __all__ = ["Dropout", "DropoutCache"]
@@ -47,9 +48,7 @@ class Dropout(ParameterFree):
 
     def __init__(self, p: float = 0.5, mode: str = "train"):
         self.p = check_probability("p", p)
-        if mode not in ("train", "eval"):
-            raise ValueError(f"`mode` must be 'train' or 'eval', got {mode!r}.")
-        self.mode = mode
+        self.mode = check_mode(mode)
 
     @property
     def needs_rng(self) -> bool:
@@ -60,8 +59,7 @@ class Dropout(ParameterFree):
 
     def forward(self, params, x, rng=None, **context):
         """``(x * mask, DropoutCache(mask))``; identity with ``mask=None`` in eval mode or p=0."""
-        if params is not None:
-            check_params("params", params, 0, owner=self)
+        self._check_no_params(params)
         check_array("x", x)
         if not self.needs_rng:
             return x, DropoutCache(None)

@@ -11,79 +11,17 @@ References
 """
 from __future__ import annotations
 
-from numbers import Number
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .. import init as initmod
-from ..backend import get_array_module, is_cupy_array
-from ..errors import NonFiniteError, ShapeError, check_array, check_positive_int
+from ..backend import get_array_module
+from ..errors import ShapeError, check_array, check_positive_int
+from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
 from .base import Layer
 
-__all__ = ["Linear", "ConcatLinear", "LinearCache", "ConcatLinearCache", "time_value",
-           "check_backends", "check_y_bar"]
-
-
-# -- helpers shared with conv.py ------------------------------------------------------------------
-def check_backends(owner, params, x) -> None:
-    """Raise TypeError if ``params`` and ``x`` live on different devices (NumPy vs CuPy)."""
-    if is_cupy_array(params) != is_cupy_array(x):
-        where = lambda a: "GPU (CuPy)" if is_cupy_array(a) else "host (NumPy)"  # noqa: E731
-        raise TypeError(f"{owner}: `params` is on the {where(params)} but `x` is on the "
-                        f"{where(x)}; move both with adjointcore.backend.to_device(..., "
-                        f"'gpu' or 'cpu').")
-
-
-def time_value(t, owner):
-    """Validate the time ``t`` of a time-dependent layer and return it as a scalar.
-
-    NumPy/Python scalars and 0-d arrays come back as Python ``float`` (``complex`` if complex, for
-    complex-step checks), so they never change the output dtype; a 0-d CuPy array is returned
-    as is (no device synchronisation).
-
-    Raises
-    ------
-    TypeError
-        ``t`` missing or not numeric.
-    ShapeError
-        ``t`` not a scalar.
-    NonFiniteError
-        ``t`` is NaN or infinite (host values only).
-    """
-    if t is None:
-        raise TypeError(f"{owner} is time-dependent: call forward(params, x, t=t) with t a "
-                        f"float or a 0-d array.")
-    if is_cupy_array(t):
-        if t.ndim != 0:
-            raise ShapeError(f"`t` of {owner} must be a scalar (0-d), got shape {t.shape}.")
-        return t
-    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (Number, np.ndarray, np.generic)):
-        raise TypeError(f"`t` of {owner} must be a real number or 0-d array, got {t!r}.")
-    arr = np.asarray(t)
-    if arr.ndim != 0:
-        raise ShapeError(f"`t` of {owner} must be a scalar (0-d), got an array of shape "
-                         f"{arr.shape}; pass t as a float.")
-    if arr.dtype.kind not in "iufc":
-        raise TypeError(f"`t` of {owner} must be numeric, got dtype {arr.dtype}.")
-    value = complex(arr) if arr.dtype.kind == "c" else float(arr)
-    if not np.isfinite(value):
-        raise NonFiniteError(f"`t` of {owner} is {value!r}; pass a finite time.")
-    return value
-
-
-def check_y_bar(y_bar, shape):
-    """``y_bar`` must be a float/complex array of the forward output's ``shape``."""
-    return check_array("y_bar", y_bar, shape=tuple(shape),
-                       fix="Pass the cotangent of the forward output y (same shape).")
-
-
-def _out_dtype(*arrays_or_scalars):
-    """Result dtype of combining arrays (and Python scalars, which do not widen)."""
-    dtypes = [a.dtype for a in arrays_or_scalars if hasattr(a, "dtype")]
-    if any(isinstance(a, complex) for a in arrays_or_scalars):
-        dtypes.append(np.complex64)
-    return np.result_type(*dtypes)
+__all__ = ["Linear", "ConcatLinear", "LinearCache", "ConcatLinearCache"]
 
 
 # -- caches ---------------------------------------------------------------------------------------
@@ -126,9 +64,7 @@ class Linear(Layer):
                  init: str = "kaiming_uniform"):
         self.in_features = check_positive_int("in_features", in_features)
         self.out_features = check_positive_int("out_features", out_features)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"`bias` must be True or False, got {bias!r}.")
-        self.bias = bool(bias)
+        self.bias = check_flag("bias", bias)
         self.init_scheme = initmod.check_scheme(init)
 
     @property
@@ -188,7 +124,7 @@ class Linear(Layer):
         x_bar = xp.matmul(y_bar, v["weight"])
         if not need_params:
             return x_bar, None
-        params_bar = xp.empty(params.shape[0], dtype=_out_dtype(y_bar, x, params))
+        params_bar = xp.empty(params.shape[0], dtype=out_dtype(y_bar, x, params))
         g = self.views(params_bar)
         g["weight"][...] = xp.matmul(y_bar.T, x)
         if self.bias:
@@ -233,7 +169,7 @@ class ConcatLinear(Linear):
         x_bar = xp.matmul(y_bar, v["weight"][:, :-1])
         if not need_params:
             return x_bar, None
-        params_bar = xp.empty(self.n_params, dtype=_out_dtype(y_bar, x, params, t))
+        params_bar = xp.empty(self.n_params, dtype=out_dtype(y_bar, x, params, t))
         g = self.views(params_bar)
         column_sum = y_bar.sum(axis=0)
         g["weight"][:, :-1] = xp.matmul(y_bar.T, x)

@@ -20,7 +20,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import get_array_module, real_dtype
-from ..errors import ShapeError, check_array, check_params, check_positive_int, check_probability
+from ..errors import ShapeError, check_array, check_positive_int, check_probability
+from ._checks import check_flag, check_mode, finite_float
 from .base import Layer
 
 __all__ = ["BatchNorm", "GroupNorm", "BatchNormCache", "BatchNormEvalCache", "GroupNormCache",
@@ -85,10 +86,10 @@ class _AffineNorm(Layer):
 
     def __init__(self, num_channels: int, eps: float, affine: bool):
         self._channels = num_channels
-        self.eps = float(eps)
+        self.eps = finite_float("eps", eps)
         if not self.eps > 0:
             raise ValueError(f"`eps` must be > 0, got {eps!r}; the default 1e-5 is usual.")
-        self.affine = bool(affine)
+        self.affine = check_flag("affine", affine)
 
     @property
     def param_shapes(self):
@@ -107,8 +108,7 @@ class _AffineNorm(Layer):
     def _affine(self, params):
         """``(weight, bias)`` views, or ``(None, None)`` without affine parameters."""
         if not self.affine:
-            if params is not None:
-                check_params("params", params, 0, owner=self)
+            self._check_no_params(params)
             return None, None
         v = self.views(params)
         return v["weight"], v["bias"]
@@ -165,9 +165,7 @@ class BatchNorm(_AffineNorm):
                  affine: bool = True):
         super().__init__(check_positive_int("num_features", num_features), eps, affine)
         self.num_features = self._channels
-        if mode not in ("train", "eval"):
-            raise ValueError(f"`mode` must be 'train' or 'eval', got {mode!r}.")
-        self.mode = mode
+        self.mode = check_mode(mode)
         if mode == "eval" and running is None:
             raise ValueError("`running` is required with mode='eval': pass running=(mean, var) "
                              "arrays of shape (C,), e.g. from update_running_stats.")

@@ -16,11 +16,10 @@ from ..backend import get_array_module
 from ..errors import ShapeError, check_array
 from ._im2col import (Geometry, accumulate_windows, crop_hw, make_geometry, output_hw, pad_hw,
                       windows)
+from ._checks import check_y_bar
 from .base import ParameterFree
-from .linear import check_y_bar
 
 __all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "MaxPoolCache", "ShapeCache"]
-
 
 
 class MaxPoolCache(NamedTuple):
@@ -36,12 +35,6 @@ class MaxPoolCache(NamedTuple):
 class ShapeCache(NamedTuple):
     """Cache of layers whose VJP needs only the input shape."""
     x_shape: tuple
-
-
-def _check_no_params(layer, params) -> None:
-    """Parameter-free layers take a length-0 ``params`` (or None)."""
-    if params is not None:
-        layer.views(params)
 
 
 class _Pool2d(ParameterFree):
@@ -67,7 +60,7 @@ class _Pool2d(ParameterFree):
         return shape[:2] + output_hw(self._geometry, shape[2:], repr(self))
 
     def _check_input(self, params, x):
-        _check_no_params(self, params)
+        self._check_no_params(params)
         check_array("x", x, ndim=4, allow_complex=self.analytic,
                     fix=f"{type(self).__name__} takes NCHW images (N, C, H, W).")
         return output_hw(self._geometry, x.shape[2:], repr(self))
@@ -171,7 +164,7 @@ class GlobalAvgPool2d(ParameterFree):
 
     def forward(self, params, x, **context):
         """Returns ``(y (N, C), ShapeCache)``."""
-        _check_no_params(self, params)
+        self._check_no_params(params)
         check_array("x", x, ndim=4, fix="GlobalAvgPool2d takes NCHW images (N, C, H, W).")
         return x.mean(axis=(2, 3)), ShapeCache(tuple(x.shape))
 

@@ -18,9 +18,9 @@ from math import prod
 
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
+from ._checks import check_y_bar
 from .base import ParameterFree
-from .linear import check_y_bar
-from .pool import ShapeCache, _check_no_params
+from .pool import ShapeCache
 
 __all__ = ["Flatten", "Reshape", "ChannelPad", "ChannelUnpad"]
 
@@ -29,7 +29,7 @@ class _ShapeLayer(ParameterFree):
     analytic = True
 
     def _check_input(self, params, x):
-        _check_no_params(self, params)
+        self._check_no_params(params)
         return check_array("x", x, ndim=tuple(range(2, 33)),
                            fix=f"{type(self).__name__} acts on batches (N, ...); add a batch "
                                f"axis with x[None].")
@@ -130,7 +130,6 @@ class ChannelPad(_ShapeLayer):
         return y, ShapeCache(tuple(x.shape))
 
     def _backward(self, y_bar, x_shape):
-        xp = get_array_module(y_bar)
         return y_bar[:, :x_shape[1]].copy()
 
 
@@ -157,7 +156,6 @@ class ChannelUnpad(_ShapeLayer):
     def forward(self, params, x, **context):
         """Returns ``(y (N, C - extra, ...), ShapeCache)``."""
         self._check_input(params, x)
-        xp = get_array_module(x)
         keep = self.output_shape(x.shape)[1]
         return x[:, :keep].copy(), ShapeCache(tuple(x.shape))
 

@@ -38,6 +38,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, NamedTuple, Optional
 
+from solvers import rms_norm
+
 from ..backend import get_array_module
 
 __all__ = ["VARIANTS", "AugmentedLayout", "AugmentedState", "AugmentedField", "SemiNorm",
@@ -216,6 +218,7 @@ class SemiNorm:
 
     Passed as ``norm=`` to the backward solve, it leaves the ``a_params`` quadrature channels out
     of step acceptance: their error never feeds back into the dynamics (Kidger, Chen & Lyons 2021).
+    The RMS is :func:`solvers.rms_norm` (overflow-safe: huge entries give a large finite norm).
 
     Parameters
     ----------
@@ -230,8 +233,7 @@ class SemiNorm:
 
     def __call__(self, scaled_err) -> float:
         xp = get_array_module(scaled_err)
-        e = xp.reshape(scaled_err, (-1,))[:self.n_error]
-        return float(xp.sqrt(xp.mean(xp.abs(e) ** 2)))
+        return rms_norm(xp.reshape(scaled_err, (-1,))[:self.n_error])
 
     def __repr__(self) -> str:
         return f"SemiNorm(n_error={self.n_error})"

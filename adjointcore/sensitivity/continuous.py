@@ -32,6 +32,7 @@ import solvers
 
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array
+from ._cotangents import check_cotangents
 from ._augmented import (VARIANTS, AugmentedField, SemiNorm, augmented_layout, pack_augmented,
                          unpack_augmented)
 
@@ -127,6 +128,62 @@ def _step_options(steps, rtol, atol, norm, prefix=""):
                 norm=norm)
 
 
+def _check_covers(solution, start, end):
+    """Raise unless the forward ``solution`` spans ``[start, end]`` (either direction)."""
+    grid = getattr(solution, "grid", None)
+    if grid is None:           # duck-typed solution without its step grid: nothing to check
+        return
+    grid = np.asarray(grid, dtype=np.float64)
+    lo, hi = min(grid[0], grid[-1]), max(grid[0], grid[-1])
+    if not (lo <= min(start, end) and max(start, end) <= hi):
+        raise ValueError(f"`forward_solution` spans [{float(grid[0])!r}, {float(grid[-1])!r}] but the adjoint "
+                         f"needs [{start!r}, {end!r}] (t0 to the last observation time); solve "
+                         f"over that span or leave forward_solution=None.")
+
+
+def _adjoint_atol(adjoint_atol, atol, layout):
+    """Absolute tolerance of adaptive backward solves: ``adjoint_atol``, else the forward ``atol``.
+
+    An array tolerance must match the flat augmented state; a forward ``atol`` array (shaped
+    like ``y``) cannot be inherited, since the backward state has other blocks.
+    """
+    if adjoint_atol is None and atol is not None and np.ndim(atol) > 0:
+        raise ValueError(f"the forward `atol` is an array of shape {np.shape(atol)} and cannot "
+                         f"be reused for the backward state of {layout.size} entries; pass "
+                         f"`adjoint_atol` (a float, or solvers.block_tolerance([...], [...]) over "
+                         f"the blocks of AugmentedLayout {layout}).")
+    if adjoint_atol is not None and np.ndim(adjoint_atol) > 0 and \
+            np.shape(adjoint_atol) != (layout.size,):
+        raise ValueError(f"`adjoint_atol` must be a float or an array of shape ({layout.size},) "
+                         f"(the flat augmented state: {'y, ' if layout.with_state else ''}a, "
+                         f"a_params), got shape {np.shape(adjoint_atol)}; build it with "
+                         f"solvers.block_tolerance.")
+    return adjoint_atol if adjoint_atol is not None else atol
+
+
+def _trajectory(solution):
+    """``t -> y(t)`` from ``solution.sol``, tolerant of rounding at the ends of the span.
+
+    Fixed-step backward solves place their last stage at ``t_k + n h``, which may overshoot
+    ``t_k`` by an ulp or so; such times are moved onto the end of the forward span (the dense
+    output rejects anything outside it). Anything further out is passed on and rejected.
+    """
+    grid = getattr(solution, "grid", None)
+    if grid is None:
+        return solution.sol
+    lo, hi = float(min(grid[0], grid[-1])), float(max(grid[0], grid[-1]))
+    slack = 64 * np.finfo(np.float64).eps * max(abs(lo), abs(hi), hi - lo)
+
+    def y_at(t):
+        t = float(t)
+        if lo - slack <= t < lo:
+            t = lo
+        elif hi < t <= hi + slack:
+            t = hi
+        return solution.sol(t)
+    return y_at
+
+
 def _states_at(solution, times, y_shape):
     """Forward states at ``times``: ``solution.ys`` when it was sampled there, else ``sol(t)``."""
     ts = np.asarray(solution.ts.get() if hasattr(solution.ts, "get") else solution.ts)
@@ -154,7 +211,7 @@ def continuous_adjoint(field, y0, params, t_obs, y_bars, *, t0=None, variant="in
     t_obs : array_like, shape (K,)
         Strictly monotone observation times; the last one is the end of the trajectory.
     y_bars : ndarray, shape (K, *y0.shape)
-        Cotangents ``dl_k/dy(t_obs[k])``.
+        Cotangents ``dl_k/dy(t_obs[k])``; same backend as ``y0``, cast to ``y0.dtype``.
     t0 : float, optional
         Start time; defaults to ``t_obs[0]`` (then ``y_bars[0]`` is the cotangent of ``y0``).
     variant : {"interpolated", "backsolve"}
@@ -167,8 +224,9 @@ def continuous_adjoint(field, y0, params, t_obs, y_bars, *, t0=None, variant="in
         Backward solve of *each* interval; default to the forward ones (``adjoint_steps`` fixed
         steps per interval; the forward ``steps`` are inherited only when ``adjoint_method`` is
         None, the forward tolerances only by an adaptive backward solve). ``adjoint_atol`` may
-        be an array of the flat augmented state's length (see :class:`AugmentedLayout`) to
-        weight the blocks differently.
+        be an array of the flat augmented state's length (see :class:`AugmentedLayout` and
+        :func:`solvers.block_tolerance`) to weight the blocks differently; a forward ``atol``
+        array is not inherited (give ``adjoint_atol``).
     seminorm : bool
         Leave the ``a_params`` channels out of the backward error norm (Kidger et al. 2021);
         adaptive backward solves only.
@@ -198,9 +256,10 @@ def continuous_adjoint(field, y0, params, t_obs, y_bars, *, t0=None, variant="in
     xp = get_array_module(y0)
     start, times = _check_times(t_obs, t0)
     n_obs = times.size
-    check_array("y_bars", y_bars, shape=(n_obs, *y0.shape),
-                fix=f"Stack one cotangent dl_k/dy per observation time: shape ({n_obs}, "
-                    f"{', '.join(map(str, y0.shape))}).")
+    y_bars = check_cotangents(
+        "y_bars", y_bars, y0, (n_obs, *y0.shape),
+        fix=f"Stack one cotangent dl_k/dy per observation time: shape ({n_obs}, "
+            f"{', '.join(map(str, y0.shape))}).")
     if params is not None:
         check_array("params", params, ndim=1, fix="Pass the flat parameter vector (layer.init).")
     n_params = 0 if params is None else int(params.shape[0])
@@ -212,16 +271,20 @@ def continuous_adjoint(field, y0, params, t_obs, y_bars, *, t0=None, variant="in
     elif not callable(getattr(forward_solution, "sol", None)):
         raise TypeError("`forward_solution` must be a solvers.Solution with dense output `sol`; "
                         f"got {type(forward_solution).__name__}.")
+    else:
+        _check_covers(forward_solution, start, float(times[-1]))
     y_obs = _states_at(forward_solution, times, y0.shape)
 
     layout = augmented_layout(y0.shape, n_params, variant)
-    aug = AugmentedField(field, layout, None if layout.with_state else forward_solution.sol)
+    aug = AugmentedField(field, layout, None if layout.with_state else _trajectory(forward_solution))
     # Fixed steps are inherited only with the method; forward tolerances only by adaptive solves.
     if adjoint_steps is None and adjoint_method is None:
         adjoint_steps = steps
+    adaptive = adjoint_steps is None
     options = _step_options(adjoint_steps,
-                            adjoint_rtol if adjoint_rtol is not None or adjoint_steps else rtol,
-                            adjoint_atol if adjoint_atol is not None or adjoint_steps else atol,
+                            adjoint_rtol if adjoint_rtol is not None or not adaptive else rtol,
+                            adjoint_atol if not adaptive else
+                            _adjoint_atol(adjoint_atol, atol, layout),
                             SemiNorm(layout.n_error) if seminorm else None, prefix="adjoint_")
 
     # Knots of the backward sweep: t0 first when it is not an observation time (zero cotangent).

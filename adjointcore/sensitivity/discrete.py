@@ -22,6 +22,7 @@ from solvers import get_stepper
 from ..backend import get_array_module
 from ..checkpointing import CheckpointStats, StoreAll, run_adjoint
 from ..errors import ShapeError, check_array
+from ._cotangents import check_cotangents
 
 __all__ = ["CountingField", "DiscreteGradient", "DiscreteStats", "Recording", "record_forward", "check_grid", "grid_forward", "discrete_adjoint",
            "obs_steps_on_grid"]
@@ -92,7 +93,7 @@ def obs_steps_on_grid(grid, t_obs, rtol: float = 1e-12) -> np.ndarray:
     for j, i in enumerate(idx):
         near = [k for k in (i - 1, i, i + 1) if 0 <= k < grid.size]
         best = min(near, key=lambda k: abs(grid[k] - t_obs[j]))
-        if abs(grid[best] - t_obs[j]) > scale:
+        if not abs(grid[best] - t_obs[j]) <= scale:     # also rejects NaN
             raise ValueError(f"`t_obs[{j}]` = {t_obs[j]!r} is not a point of the grid; choose "
                              f"`steps` so that every observation time is a grid point, or solve "
                              f"interval by interval.")
@@ -131,6 +132,32 @@ def _stepper(method, method_options):
     return method if hasattr(method, "step_vjp") else get_stepper(method, **(method_options or {}))
 
 
+def _check_obs_steps(obs_steps, n: int) -> np.ndarray:
+    """``obs_steps`` as a 1-D int64 host array of grid indices in ``[0, n]`` (default ``[n]``).
+
+    Raises
+    ------
+    TypeError
+        Non-integer indices (a float index would be truncated silently).
+    ValueError
+        Indices outside ``[0, n]`` (negative indices do not count from the end).
+    """
+    if obs_steps is None:
+        return np.array([n], dtype=np.int64)
+    raw = np.asarray(obs_steps.get() if hasattr(obs_steps, "get") else obs_steps)
+    if raw.size and not (np.issubdtype(raw.dtype, np.integer) or
+                         (np.issubdtype(raw.dtype, np.floating) and
+                          np.all(raw == np.round(raw)))):
+        raise TypeError(f"`obs_steps` must be integer grid indices, got {raw.tolist()!r}; map "
+                        f"observation times to indices with obs_steps_on_grid(grid, t_obs).")
+    obs = raw.astype(np.int64).reshape(-1)
+    if obs.size and (obs.min() < 0 or obs.max() > n):
+        raise ValueError(f"`obs_steps` must lie in [0, {n}] (the grid has {n} steps), got "
+                         f"{obs.tolist()}; negative indices are not supported, use {n} for "
+                         f"the final state.")
+    return obs
+
+
 def grid_forward(field, y0, params, grid, method="rk4", method_options=None, obs_steps=None):
     """Replay the discrete map on ``grid``; return the states at ``obs_steps`` and the NFE.
 
@@ -144,7 +171,8 @@ def grid_forward(field, y0, params, grid, method="rk4", method_options=None, obs
     method_options : dict, optional
         E.g. ``{"k": -0.1}`` for ``"lm"``.
     obs_steps : array of int, optional
-        Grid indices to return (default: the last point only).
+        Grid indices in ``[0, n]`` to return, in the given order (repeats allowed; default:
+        the last point only).
 
     Returns
     -------
@@ -153,16 +181,19 @@ def grid_forward(field, y0, params, grid, method="rk4", method_options=None, obs
     """
     grid = check_grid(grid)
     stepper = _stepper(method, method_options)
-    obs = np.array([grid.size - 1]) if obs_steps is None else np.asarray(obs_steps)
+    obs = _check_obs_steps(obs_steps, grid.size - 1)
+    slots = {}                                   # grid index -> output rows (repeats allowed)
+    for j, i in enumerate(obs.tolist()):
+        slots.setdefault(i, []).append(j)
     xp = get_array_module(y0)
     ys = xp.empty((obs.size,) + tuple(y0.shape), dtype=y0.dtype)
     state, nfe = stepper.init(field, grid[0], y0, params), 0
-    for j in np.flatnonzero(obs == 0):
+    for j in slots.get(0, ()):
         ys[j] = state[0]
     for i in range(grid.size - 1):
         state, n_i = stepper.step(field, i, grid[i], grid[i + 1] - grid[i], state, params)
         nfe += n_i
-        for j in np.flatnonzero(obs == i + 1):
+        for j in slots.get(i + 1, ()):
             ys[j] = state[0]
     return ys, nfe
 
@@ -177,12 +208,15 @@ class Recording(NamedTuple):
     tapes : list of n step tapes (the stages and field caches of each step)
     nfe : int
         Field evaluations of the sweep.
+    method : str or stepper
+        The ``method`` it was recorded with (checked by :func:`discrete_adjoint`).
     """
 
     grid: np.ndarray
     states: list
     tapes: list
     nfe: int
+    method: object = None
 
 
 def record_forward(field, y0, params, grid, method="rk4", method_options=None) -> Recording:
@@ -208,7 +242,7 @@ def record_forward(field, y0, params, grid, method="rk4", method_options=None) -
         states.append(state)
         tapes.append(tape)
         nfe += n_i
-    return Recording(grid, states, tapes, nfe)
+    return Recording(grid, states, tapes, nfe, method)
 
 
 def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_options=None,
@@ -227,12 +261,13 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
         Step times (uniform for multistep methods; ``Solution.grid`` for a frozen adaptive grid).
     y_bars : array, shape ``(K, *y0.shape)`` or ``y0.shape``
         Cotangents of the observed states; a single array (``obs_steps=None``) is the cotangent
-        of the final state.
+        of the final state. Same backend as ``y0``; cast to ``y0.dtype``.
     method : str or stepper
         Any name accepted by ``solvers.get_stepper`` (``"rk4"``, ``"dopri5"``, ``"ab3"``, ...).
     method_options : dict, optional
     obs_steps : array of int, shape (K,), optional
-        Grid indices of the observations (see :func:`obs_steps_on_grid`).
+        Grid indices in ``[0, n]`` of the observations (see :func:`obs_steps_on_grid`); an index
+        may repeat (its cotangents add up) and ``0`` is ``y0`` itself.
     schedule : checkpoint schedule, optional
         ``None`` (default): backpropagation through the solver - every state *and* every step's
         stages and field caches are kept (Runge-Kutta methods; others fall back to
@@ -256,17 +291,15 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
     taped = schedule is None and hasattr(stepper, "step_taped")
     schedule = StoreAll() if schedule is None else schedule
     check_array("y0", y0)
+    obs = _check_obs_steps(obs_steps, n)
     if obs_steps is None:
-        obs = np.array([n])
-        y_bars = check_array("y_bars", y_bars, shape=tuple(y0.shape))[None]
+        y_bars = check_cotangents("y_bars", y_bars, y0, tuple(y0.shape),
+                                  fix="Without obs_steps, pass the final state's cotangent.")[None]
     else:
-        obs = np.asarray(obs_steps, dtype=np.int64).reshape(-1)
-        if obs.size and (obs.min() < 0 or obs.max() > n):
-            raise ValueError(f"`obs_steps` must lie in [0, {n}], got {obs.tolist()}.")
-        check_array("y_bars", y_bars, shape=(obs.size,) + tuple(y0.shape),
-                    fix="Pass one cotangent per observation step.")
+        y_bars = check_cotangents("y_bars", y_bars, y0, (obs.size,) + tuple(y0.shape),
+                                  fix="Pass one cotangent per observation step.")
     xp = get_array_module(y0)
-    bar_at = {}
+    bar_at = {}                                  # grid index -> summed cotangent (repeats add)
     for j, i in enumerate(obs.tolist()):
         bar_at[i] = y_bars[j] if i not in bar_at else bar_at[i] + y_bars[j]
 
@@ -274,9 +307,13 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
     acc = {"params": None, "method": {k: 0.0 for k in stepper.method_params}}
     tapes = {}
     if recording is not None:
-        if not taped or recording.grid.shape != grid.shape or np.any(recording.grid != grid):
-            raise ValueError("`recording` must come from record_forward on the same grid and "
-                             "method, and needs schedule=None (taped store-all).")
+        same_grid = recording.grid.shape == grid.shape and np.array_equal(recording.grid, grid)
+        if not taped or not same_grid or len(recording.tapes) != n or \
+                (recording.method is not None and recording.method != method):
+            raise ValueError(f"`recording` must come from record_forward on the same grid "
+                             f"({n} steps) and method ({method!r}; recorded: "
+                             f"{recording.method!r}), and needs schedule=None (taped "
+                             f"store-all).")
 
     def forward_step(i, state):
         h = grid[i + 1] - grid[i]
@@ -312,11 +349,11 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
         counted.end_forward()
         return with_obs(n, tuple(xp.zeros_like(s) for s in state_n))
 
-    state0 = stepper.init(field, grid[0], y0, params)
+    state0 = stepper.init(counted, grid[0], y0, params)
     state0_bar, ck = run_adjoint(schedule, n, state0=state0, forward_step=forward_step,
                                  reverse_step=reverse_step, final_bar=final_bar)
     state0_bar = with_obs(0, state0_bar)
-    y0_bar, p_init = stepper.init_vjp(field, grid[0], y0, params, state0_bar)
+    y0_bar, p_init = stepper.init_vjp(counted, grid[0], y0, params, state0_bar)
     params_bar = acc["params"]
     if p_init is not None:
         params_bar = p_init if params_bar is None else params_bar + p_init

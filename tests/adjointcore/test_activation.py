@@ -183,3 +183,16 @@ def test_bad_inputs_named():
     _, cache = Tanh().forward(None, x)
     with pytest.raises(ShapeError, match="`y_bar`"):
         Tanh().vjp(None, cache, np.ones((3, 2)))
+
+
+@pytest.mark.parametrize("make, name", [(lambda v: LeakyReLU(v), "negative_slope"),
+                                        (lambda v: Softplus(v), "beta"),
+                                        (lambda v: ELU(v), "alpha")])
+def test_hyperparameters_reject_bools_and_non_finite(make, name):
+    # Before: LeakyReLU(True) etc. were accepted as 1.0.
+    with pytest.raises(TypeError, match=rf"`{name}` must be a real number, got True"):
+        make(True)
+    with pytest.raises(ValueError, match=rf"`{name}` must be finite"):
+        make(float("nan"))
+    with pytest.raises(TypeError, match=rf"`{name}`"):
+        make("1.0")

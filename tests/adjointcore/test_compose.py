@@ -276,3 +276,53 @@ def test_bad_children_and_params(rng):
         seq.vjp(params, ("only one",), np.ones((1, 3)))
     with pytest.raises(TypeError, match="`rng`"):
         seq.init(0)
+
+
+class WrongGradLength:
+    """Duck-typed user layer (no optional attributes) whose vjp returns one value too many."""
+
+    n_params = 2
+
+    def forward(self, params, x, **context):
+        return x * params[0] + params[1], x
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        x_bar = y_bar * params[0]
+        if not need_params:
+            return x_bar, None
+        return x_bar, np.array([(y_bar * cache).sum(), y_bar.sum(), 0.0])
+
+
+@pytest.mark.parametrize("wrap", [lambda c: Sequential(Tanh(), c, Tanh()), Residual],
+                         ids=["sequential", "residual"])
+def test_child_params_bar_of_wrong_length_is_rejected(wrap, rng):
+    # Before the fix Sequential concatenated it silently (a params_bar one entry too long, every
+    # later block shifted) and Residual returned it as is.
+    net = wrap(WrongGradLength())
+    params, x = rng.standard_normal(2), rng.standard_normal((3, 2))
+    y, cache = net.forward(params, x)
+    with pytest.raises(ParameterError, match=r"vjp returned params_bar of shape \(3,\).*2 values"):
+        net.vjp(params, cache, np.ones_like(y))
+    x_bar, p_bar = net.vjp(params, cache, np.ones_like(y), need_params=False)
+    assert p_bar is None and x_bar.shape == x.shape
+
+
+def test_minimal_user_layer_composes(rng):
+    """A layer with only n_params/forward/vjp works inside Sequential and Residual."""
+    class Minimal:
+        n_params = 1
+
+        def forward(self, params, x, **context):
+            return params[0] * x, x
+
+        def vjp(self, params, cache, y_bar, need_params=True):
+            return params[0] * y_bar, (np.array([(y_bar * cache).sum()]) if need_params
+                                       else None)
+
+    for net in (Sequential(Minimal(), Tanh()), Residual(Minimal())):
+        assert net.param_shapes == ({"0.params": (1,)} if isinstance(net, Sequential)
+                                    else {"params": (1,)})
+        assert not net.analytic and not net.time_dependent and not net.needs_rng
+        params = np.array([0.7])
+        report = check_layer(net, rng.standard_normal((2, 3)), params=params)
+        assert report.passed, str(report)

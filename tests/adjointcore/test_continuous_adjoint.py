@@ -452,3 +452,79 @@ def test_fixed_step_forward_adaptive_backward(linear_problem, variant):
     assert g.stats.forward_nfe == 81
     assert rel(g.y0_bar, y0_ref) < 1e-7
     assert rel(g.params_bar, th_ref) < 1e-7
+
+
+# --------------------------------------------------------------------------- time direction, tolerances
+@pytest.mark.parametrize("variant,reset", [("interpolated", True), ("backsolve", True),
+                                           ("backsolve", False)])
+@pytest.mark.parametrize("t_obs,t0", [(np.array([0.0, -0.3, -0.65, -1.2]), None),
+                                      (np.array([0.5, 0.3, -0.2]), 1.0)])
+def test_observations_backwards_in_time(linear_problem, variant, reset, t_obs, t0):
+    """Decreasing ``t_obs`` (forward solve towards -t): y(t) = expm(theta M (t - t0)) y0.
+    rtol 1e-10: within 1x the tolerance (measured <= 1.4e-11)."""
+    field, M, theta, y0 = linear_problem
+    start = t_obs[0] if t0 is None else t0
+    w = np.linspace(0.5, 2.0, t_obs.size)
+    sol = solvers.solve(field, y0, (start, t_obs[-1]), theta, t_eval=t_obs, rtol=1e-10,
+                        atol=1e-12)
+    g = continuous_adjoint(field, y0, theta, t_obs, w[:, None] * sol.ys, t0=t0,
+                           variant=variant, reset_state=reset, rtol=1e-10, atol=1e-12)
+    y0_ref, th_ref = exact_linear(M, theta[0], y0, t_obs - start, w)
+    assert rel(g.y0_bar, y0_ref) < 1e-10 and rel(g.params_bar, th_ref) < 1e-10
+
+
+@pytest.mark.parametrize("t_end", [1.0, -1.0])
+def test_fixed_step_interpolated_tolerates_rounding_at_the_span_end(linear_problem, t_end):
+    """50 RK4 steps backwards over each interval: the last stage time overshoots the forward
+    span by an ulp, which the dense output used to reject. h = 0.02: RK4 error ~h^4 = 1.6e-7
+    times this problem's constants (measured <= 3e-10); bound 1e-8."""
+    field, M, theta, y0 = linear_problem
+    y0_ref, th_ref = exact_linear(M, theta[0], y0, [t_end], [1.0])
+    yT = expm(theta[0] * M * t_end) @ y0
+    g = continuous_adjoint(field, y0, theta, np.array([t_end]), yT[None], t0=0.0,
+                           variant="interpolated", method="rk4", steps=50)
+    assert rel(g.y0_bar, y0_ref) < 1e-8 and rel(g.params_bar, th_ref) < 1e-8
+
+
+def test_array_tolerances_of_the_backward_solve(linear_problem):
+    """A forward ``atol`` array (shape of y) cannot be inherited by the augmented state: a clear
+    error names ``adjoint_atol``. A block tolerance of the augmented layout works with and without
+    the seminorm (loose a_params block, which the seminorm ignores anyway): within 1x rtol 1e-10
+    of the exact gradient (measured <= 1.8e-11)."""
+    field, M, theta, y0 = linear_problem
+    y_bars = (expm(theta[0] * M) @ y0)[None]
+    t = np.array([1.0])
+    with pytest.raises(ValueError, match="`adjoint_atol`"):
+        continuous_adjoint(field, y0, theta, t, y_bars, t0=0.0, atol=np.full(4, 1e-9))
+    with pytest.raises(ValueError, match=r"`adjoint_atol` must be .* shape \(9,\)"):
+        continuous_adjoint(field, y0, theta, t, y_bars, t0=0.0, variant="backsolve",
+                           adjoint_atol=np.full(4, 1e-9))
+    y0_ref, th_ref = exact_linear(M, theta[0], y0, [1.0], [1.0])
+    atol = solvers.block_tolerance([4, 4, 1], [1e-12, 1e-12, 1e-3])
+    for semi in (False, True):
+        g = continuous_adjoint(field, y0, theta, t, y_bars, t0=0.0, variant="backsolve",
+                               rtol=1e-10, atol=1e-12, adjoint_atol=atol, seminorm=semi)
+        assert rel(g.y0_bar, y0_ref) < 1e-10 and rel(g.params_bar, th_ref) < 1e-10
+
+
+def test_forward_solution_must_cover_the_span(linear_problem):
+    field, _, theta, y0 = linear_problem
+    short = solvers.solve(field, y0, (0.0, 0.5), theta)
+    with pytest.raises(ValueError, match=r"`forward_solution` spans \[0.0, 0.5\]"):
+        continuous_adjoint(field, y0, theta, np.array([1.0]), np.ones((1, 4)), t0=0.0,
+                           forward_solution=short)
+
+
+def test_float64_cotangents_of_float32_state(linear_problem):
+    """Gradients keep the state's dtype (float64 cotangents used to promote them)."""
+    field, _, _, y0 = linear_problem
+    f32 = MatrixLinear(4)
+    p = (np.eye(4) * -0.5).ravel().astype(np.float32)
+    g = continuous_adjoint(f32, y0.astype(np.float32), p, np.array([1.0]), np.ones((1, 4)),
+                           t0=0.0, rtol=1e-5, atol=1e-7)
+    assert g.y0_bar.dtype == np.float32 and g.params_bar.dtype == np.float32
+
+
+def test_seminorm_is_overflow_safe():
+    """Huge scaled errors give a huge finite norm (squares overflowed to inf before)."""
+    assert SemiNorm(2)(np.array([1e200, 1e200, 1.0])) == pytest.approx(1e200, rel=1e-15)

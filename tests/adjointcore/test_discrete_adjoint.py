@@ -407,3 +407,94 @@ def test_taylor_test_flags_a_mutant():
     wrong = prob.gradient(method=MutantStepper(get_stepper("rk4"), scaled_stage_bug(0.0, 2)))
     res = taylor_on_all_inputs(prob, wrong, seed=13)
     assert abs(res.slope1 - 1.0) <= 0.05, res.slope1
+
+
+# -- observation indices, cotangent dtype, recordings, work counters -----------------------------
+def test_repeated_and_initial_obs_steps():
+    """``obs_steps`` may repeat an index (cotangents add) and contain 0 (``y0`` itself): the
+    gradient is the sum of single-observation gradients and matches FD of the replay whose rows
+    come back in the given order. Bitwise sums are not expected (different summation order):
+    1e-14 relative is a few ulps of accumulated float64 rounding."""
+    prob = make_problem(23, "rk4", 5, n_obs=1)
+    rng = np.random.default_rng(4)
+    obs = np.array([3, 0, 3, 5])
+    w = rng.standard_normal((4,) + prob.y0.shape)
+    ys, _ = grid_forward(prob.field, prob.y0, prob.params, prob.grid, "rk4", obs_steps=obs)
+    assert np.array_equal(ys[1], prob.y0) and np.array_equal(ys[0], ys[2])
+    got = discrete_adjoint(prob.field, prob.y0, prob.params, prob.grid, w, method="rk4",
+                           obs_steps=obs)
+    parts = [discrete_adjoint(prob.field, prob.y0, prob.params, prob.grid, w[j:j + 1],
+                              method="rk4", obs_steps=obs[j:j + 1]) for j in range(4)]
+    y0_sum = sum(p.y0_bar for p in parts)
+    p_sum = sum(p.params_bar for p in parts)
+    assert np.abs(got.y0_bar - y0_sum).max() <= 1e-14 * np.abs(y0_sum).max()
+    assert np.abs(got.params_bar - p_sum).max() <= 1e-14 * np.abs(p_sum).max()
+    # y0 observed directly: its cotangent passes straight into y0_bar and adds no parameter term
+    assert np.array_equal(parts[1].y0_bar, w[1]) and not np.any(parts[1].params_bar)
+    prob.obs_steps, prob.weights = obs, w
+    err = fd_mismatches(prob, got, np.random.default_rng(5))
+    assert max(err.values()) <= FD_RTOL, err
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    ([7], ValueError, r"`obs_steps` must lie in \[0, 4\].*\[7\]"),
+    ([-1], ValueError, r"negative indices"),
+    ([2.5], TypeError, r"`obs_steps` must be integer"),
+])
+def test_bad_obs_steps_are_rejected(bad, error, match):
+    """Out-of-range indices made ``grid_forward`` return uninitialised rows (``xp.empty``); a
+    fractional index was truncated. Both entry points now raise."""
+    prob = make_problem(3, "rk4", 4)
+    with pytest.raises(error, match=match):
+        grid_forward(prob.field, prob.y0, prob.params, prob.grid, "rk4", obs_steps=bad)
+    with pytest.raises(error, match=match):
+        discrete_adjoint(prob.field, prob.y0, prob.params, prob.grid,
+                         np.ones((1,) + prob.y0.shape), method="rk4", obs_steps=bad)
+
+
+def test_obs_steps_on_grid_rejects_nan():
+    """``abs(nan) > tol`` is False: a NaN time used to be matched to the last grid point."""
+    with pytest.raises(ValueError, match=r"`t_obs\[1\]`"):
+        obs_steps_on_grid(np.linspace(0.0, 1.0, 5), [0.5, np.nan])
+
+
+@pytest.mark.parametrize("schedule", [None, "store-all"])
+def test_float64_cotangents_of_float32_state_give_float32_gradients(schedule):
+    """The gradients take the state's dtype (they were promoted to float64 by the cotangent)."""
+    from adjointcore.checkpointing import StoreAll
+    prob = make_problem(8, "rk4", 4)
+    y0, params = prob.y0.astype(np.float32), prob.params.astype(np.float32)
+    g = discrete_adjoint(prob.field, y0, params, prob.grid, np.ones(y0.shape), method="rk4",
+                         schedule=None if schedule is None else StoreAll())
+    assert g.y0_bar.dtype == np.float32 and g.params_bar.dtype == np.float32
+    with pytest.raises(TypeError, match="real cotangents"):
+        discrete_adjoint(prob.field, y0, params, prob.grid, np.ones(y0.shape, complex),
+                         method="rk4")
+
+
+def test_recording_of_another_method_is_rejected():
+    """A taped sweep of one tableau fed to another's adjoint gave a silently wrong gradient."""
+    from adjointcore.sensitivity.discrete import record_forward
+    prob = make_problem(9, "rk4", 4)
+    rec = record_forward(prob.field, prob.y0, prob.params, prob.grid, "rk4")
+    with pytest.raises(ValueError, match="`recording`.*'midpoint'.*'rk4'"):
+        discrete_adjoint(prob.field, prob.y0, prob.params, prob.grid, np.ones(prob.y0.shape),
+                         method="midpoint", recording=rec)
+
+
+class EvaluatingInitStepper(MutantStepper):
+    """A stepper whose ``init`` evaluates the field once (allowed by the stepper protocol)."""
+
+    def init(self, field, t0, y0, params):
+        field.forward(t0, y0, params)
+        return self.base.init(field, t0, y0, params)
+
+
+def test_init_evaluations_are_counted():
+    """``forward_nfe`` includes the stepper's ``init`` (it used to see the uncounted field)."""
+    prob = make_problem(12, "ab3", 6)
+    base = get_stepper("ab3")
+    plain = prob.gradient(method=MutantStepper(base, identity_bug)).stats
+    extra = prob.gradient(method=EvaluatingInitStepper(base, identity_bug)).stats
+    assert extra.forward_nfe == plain.forward_nfe + 1
+    assert extra.recompute_nfe == plain.recompute_nfe

@@ -69,3 +69,13 @@ def test_bad_input(rng):
     _, cache = Dropout(0.5).forward(None, x, rng=rng)
     with pytest.raises(ShapeError, match="`y_bar`"):
         Dropout(0.5).vjp(None, cache, np.ones((3, 2)))
+
+
+def test_p_must_be_a_number_not_a_bool(rng):
+    # Dropout(False) must not pass as p=0 (a silent no-op layer); NumPy scalars are numbers.
+    with pytest.raises(ValueError, match=r"`p` must be a probability in \[0, 1\), got False"):
+        Dropout(False)
+    with pytest.raises(ValueError, match=r"got nan"):
+        Dropout(float("nan"))
+    assert Dropout(np.int64(0)).p == 0.0 and not Dropout(np.int64(0)).needs_rng
+    assert Dropout(np.float32(0.25)).p == 0.25

@@ -243,3 +243,17 @@ def test_bad_inputs(rng):
         layer.vjp(params, cache, np.ones((5, 2)))
     with pytest.raises(ShapeError, match="`x` has 3 channels"):
         GroupNorm(2, 4).forward(None, np.ones((2, 3, 2, 2)))
+
+
+@pytest.mark.parametrize("make", [lambda **kw: BatchNorm(3, **kw), lambda **kw: GroupNorm(1, 3, **kw)],
+                         ids=["batchnorm", "groupnorm"])
+def test_bad_eps_and_affine_named(make):
+    # Before: eps=inf was accepted (xhat = 0 everywhere, every gradient silently 0), eps="a"
+    # raised float()'s bare "could not convert", and affine="no" silently meant True.
+    with pytest.raises(ValueError, match=r"`eps` must be finite, got inf"):
+        make(eps=float("inf"))
+    with pytest.raises(TypeError, match=r"`eps` must be a real number, got 'a'"):
+        make(eps="a")
+    with pytest.raises(TypeError, match=r"`affine` must be True or False, got 'no'"):
+        make(affine="no")
+    assert make(affine=np.bool_(False)).n_params == 0

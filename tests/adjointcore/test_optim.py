@@ -137,3 +137,19 @@ def test_bad_types_and_state():
         opt.step(p, np.zeros(3), SGDState(None))
     with pytest.raises(TypeError, match="`state.velocity`"):
         SGD(0.1, momentum=0.9).step(p, np.zeros(3), SGDState(None))
+
+
+def test_corrupt_state_is_rejected_with_names(rng):
+    """A hand-built or corrupted state names the bad field (was a raw TypeError/AttributeError)."""
+    p = rng.standard_normal(3)
+    adam = Adam()
+    with pytest.raises(ValueError, match=r"`state.t` must be an integer >= 0, got 'x'"):
+        adam.step(p, p, AdamState("x", np.zeros(3), np.zeros(3)))
+    with pytest.raises(ValueError, match=r"`state.t` must be an integer >= 0, got -1"):
+        adam.step(p, p, AdamState(-1, np.zeros(3), np.zeros(3)))
+    with pytest.raises(TypeError, match=r"`state.m` must be a NumPy or CuPy array"):
+        adam.step(p, p, AdamState(0, [0.0, 0.0, 0.0], np.zeros(3)))
+    with pytest.raises(TypeError, match=r"`state.m` and `state.v` must be arrays"):
+        adam.step(p, p, AdamState(0, None, np.zeros(3)))
+    with pytest.raises(TypeError, match=r"`state.velocity` has dtype int64"):
+        SGD(0.1, momentum=0.9).step(p, p, SGDState(np.zeros(3, dtype=np.int64)))

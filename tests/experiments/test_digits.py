@@ -3,22 +3,31 @@ import numpy as np
 import pytest
 
 from experiments import data, results
+from experiments._training import check_loss
 from experiments.__main__ import main
+from tests.experiments._record import assert_run_record
 
 
 def test_digits_quick_writes_readable_results(tmp_path, capsys):
     assert main(["digits", "--quick", "--out", str(tmp_path)]) == 0
-    run = results.load(tmp_path / "digits.h5")
-    assert run["experiment"] == "digits" and run["config"]["epochs"] == 2
-    assert set(run["versions"]) >= {"numpy", "scipy", "h5py", "adjointcore"}
+    run = results.load(tmp_path / "digits_quick.h5")   # digits.h5 is the full run's
+    assert not (tmp_path / "digits.h5").exists()
+    assert_run_record(run, "digits", 0)
+    assert run["config"]["epochs"] == 2
     m = run["metrics"]
     assert m["loss"].shape == (2,) and np.all(np.isfinite(m["loss"]))
     assert m["loss"][1] < m["loss"][0]                    # Adam makes progress in 2 epochs
     assert np.all(m["test_acc"] > 0.2)                    # above chance (0.1) after one epoch
     assert np.all(m["nfe_forward"] > 0) and np.all(m["nfe_backward"] > 0)
     assert np.all(m["max_live_snapshots"] <= run["config"]["snapshots"])
-    assert (tmp_path / "digits.png").stat().st_size > 0
+    assert (tmp_path / "digits_quick.png").stat().st_size > 0
     assert "final test accuracy" in capsys.readouterr().out
+
+
+def test_check_loss_names_where_and_the_fix():
+    assert check_loss(1.5, "epoch 1") == 1.5
+    with pytest.raises(FloatingPointError, match="nan at epoch 3; lower the learning rate"):
+        check_loss(float("nan"), "epoch 3")
 
 
 def test_digits_split_is_deterministic_and_disjoint():

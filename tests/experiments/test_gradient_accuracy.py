@@ -4,6 +4,7 @@ import pytest
 
 from experiments import gradient_accuracy
 from experiments.results import load
+from tests.experiments._record import CountedField, assert_run_record
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +21,9 @@ def _errors(rows, system, family):
 def test_file_content(quick_run):
     out, res = quick_run
     assert (out / "gradient_accuracy_quick.png").stat().st_size > 10_000
-    assert res["experiment"] == "gradient_accuracy" and res["config"]["seed"] == 1
+    assert_run_record(res, "gradient_accuracy", 1)
     rows, m = res["tables"]["gradients"], res["metrics"]
-    systems = {r["system"] for r in rows}
-    assert {"node_ew", "node"} <= systems
-    assert ("anodev2" in systems) == res["config"]["anodev2"]
+    assert {r["system"] for r in rows} == {"node_ew", "node", "anodev2"}
     for key in ("rel_error", "forward_nfe", "backward_nfe", "wall_s"):
         assert m[key].shape == (len(rows),) and np.all(np.isfinite(m[key]))
     assert np.all(m["rel_error"] > 0) and np.all(m["forward_nfe"] > 0)
@@ -49,9 +48,35 @@ def test_errors_converge(quick_run):
 
 def test_anodev2_equals_coupled_euler(quick_run):
     _, res = quick_run
-    assert res["config"]["anodev2"]  # nets.anodev2 is part of the package
     # Same arithmetic (forward Euler on the coupled system) in two codes: roundoff only.
     assert res["metrics"]["anodev2_vs_coupled_euler_max_rel"] <= 1e-12
     rows = res["tables"]["gradients"]
     assert np.allclose(_errors(rows, "anodev2", "DTO ANODEV2 (Euler)"),
                        _errors(rows, "node_ew", "DTO euler"), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("system", ["node_ew", "node"])
+def test_discrete_rows_report_every_field_evaluation(system):
+    """Forward + backward NFE of each DTO row = the field calls actually made (the Dopri5 row
+    includes its adaptive solve *and* the replay of its grid inside the adjoint)."""
+    sys_ = gradient_accuracy.build_systems(4, seed=0)
+    field, y0, params, y_bar, split = gradient_accuracy._problem(sys_, system)
+    for cfg in (dict(euler=[5], rk4=[], dopri5_rtol=[]), dict(euler=[], rk4=[3], dopri5_rtol=[]),
+                dict(euler=[], rk4=[], dopri5_rtol=[1e-4])):
+        counted = CountedField(field)
+        ref = split(y0, params)   # any blocks of the right shapes: only the NFE is checked here
+        (row,) = gradient_accuracy._discrete_rows(system, counted, y0, params, y_bar, split,
+                                                  ref, cfg)
+        assert row["forward_nfe"] + row["backward_nfe"] == sum(counted.calls.values()), cfg
+        assert row["backward_nfe"] == counted.calls["vjp"]   # taped: no recomputation
+
+
+def test_anodev2_nfe_are_measured(quick_run):
+    """n_z = n_w = N: N evaluations of f forward; N recomputed + N VJPs backward; g steps the
+    weights N - 1 times forward, and StoreAll replays, recomputes and differentiates them."""
+    _, res = quick_run
+    rows = [r for r in res["tables"]["gradients"] if r["system"] == "anodev2"]
+    assert [r["forward_nfe"] for r in rows] == res["config"]["anodev2_steps"]
+    for r, n in zip(rows, res["config"]["anodev2_steps"]):
+        assert (r["backward_nfe"], r["g_forward_nfe"], r["g_backward_nfe"]) == (2 * n, n - 1,
+                                                                                3 * (n - 1))

@@ -3,18 +3,20 @@ import numpy as np
 
 from experiments import rda_evolution
 from experiments.results import load
+from tests.experiments._record import assert_run_record
 
 
 def test_quick_run_writes_figure_and_readable_results(tmp_path):
     status = rda_evolution.run(quick=True, out=str(tmp_path), seed=3)
     assert status == 0
-    assert (tmp_path / "rda_evolution.png").stat().st_size > 1000
-    assert (tmp_path / "rda_evolution_tanh.png").stat().st_size > 1000
-    res = load(tmp_path / "rda_evolution.h5")
-    assert res["experiment"] == "rda_evolution"
+    assert (tmp_path / "rda_evolution_quick.png").stat().st_size > 1000
+    assert (tmp_path / "rda_evolution_quick_tanh.png").stat().st_size > 1000
+    res = load(tmp_path / "rda_evolution_quick.h5")
+    assert_run_record(res, "rda_evolution", 3)
     cfg = res["config"]
-    assert cfg["quick"] is True and cfg["seed"] == 3
+    assert cfg["quick"] is True
     m = res["metrics"]
+    assert np.array_equal(m["rda_steps"], [2 * cfg["n_w"]] * 4)
     n, n_t = cfg["n"], cfg["n_w"] // cfg["every"] + 1
     assert m["kernels"].shape == (4, n_t, n, n) == m["kernels_tanh"].shape
     np.testing.assert_allclose(m["times"], np.linspace(0.0, cfg["t1"], n_t), rtol=0,

@@ -282,3 +282,19 @@ def test_shake_shake_bad_input():
     with pytest.raises(ValueError, match="shape"):
         wide.forward(wide.init(np.random.default_rng(0)), np.zeros((2, 2)),
                      rng=np.random.default_rng(0))
+
+
+def test_branch_without_parameter_gradient_is_an_error(rng):
+    """A branch with parameters whose VJP returns ``params_bar=None`` broke the protocol; the
+    shake-shake VJP used to fill in zeros (a silently wrong gradient), now it raises like the
+    stacks do."""
+    class NoParamBar(Linear):
+        def vjp(self, params, cache, y_bar, need_params=True):
+            return super().vjp(params, cache, y_bar, need_params)[0], None
+
+    layer = ShakeShake(Linear(3, 3), NoParamBar(3, 3), mode="eval")
+    params, x = layer.init(rng), rng.standard_normal((2, 3))
+    y, cache = layer.forward(params, x)
+    with pytest.raises(TypeError, match="branch2.vjp returned params_bar=None"):
+        layer.vjp(params, cache, np.ones_like(y))
+    assert layer.vjp(params, cache, np.ones_like(y), need_params=False)[1] is None

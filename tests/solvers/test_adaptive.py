@@ -261,3 +261,75 @@ def test_initial_step_calls_field_once():
     f0 = prob.f(0.0, prob.y0)
     h = solvers.initial_step(field, 0.0, prob.y0, None, 5, 1e-6, 1e-9, f0)
     assert field.n == 1 and 0 < h < 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Failure detection edge cases
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("steps", [None, 4])
+def test_non_finite_initial_slope_is_reported_at_once(steps):
+    """f(t0, y0) = NaN: NON_FINITE without a single step (it used to read STEP_UNDERFLOW, "the
+    solution is probably singular", for adaptive solves) and a message naming the cause."""
+    res = solvers.solve(lambda t, y: y * np.nan, np.array([1.0]), (0.0, 1.0), steps=steps,
+                        raise_on_failure=False)
+    assert res.status is Status.NON_FINITE and res.stats.n_steps == 0 and res.stats.nfe == 1
+    assert "f(t0, y0)" in res.message and np.array_equal(res.grid, [0.0])
+
+
+def test_failure_near_t_zero_stops_after_few_rejections():
+    """A field that is finite at (t0, y0) = (0, 1) and NaN everywhere else: each attempt is
+    rejected and the step shrinks 5x. The underflow test is taken relative to the span (ulps of
+    max(|t|, |t1 - t0|)), not the denormal ulps of t = 0: log_5(0.1 / 2e-15) ~ 20 rejections
+    (it took 460 with scipy's |t|-only criterion)."""
+    res = solvers.solve(lambda t, y: -y if t == 0.0 else y * np.nan, np.array([1.0]), (0.0, 1.0),
+                        first_step=0.1, raise_on_failure=False)
+    assert res.status is Status.NON_FINITE and res.stats.n_accepted == 0
+    assert res.stats.n_rejected <= 25
+
+
+@pytest.mark.parametrize("t_span", [(1e10, 1e10 + 1e-5), (1e10 + 1e-5, 1e10)])
+def test_span_of_a_few_ulps_is_integrated(t_span):
+    """The span is 5 ulps of t0 (< the 10-ulp underflow threshold) yet one step reaches t1
+    exactly; it used to fail with STEP_UNDERFLOW before any step."""
+    res = solvers.solve(lambda t, y: -y, np.array([1.0]), t_span)
+    dt = t_span[1] - t_span[0]
+    assert res.success and res.grid[-1] == t_span[1]
+    np.testing.assert_allclose(res.ys[-1], np.exp(-dt), rtol=1e-14)
+
+
+def test_rms_norms_non_finite_and_extreme_entries():
+    """One device read-back each; inf stays inf, NaN stays NaN, zeros give 0, entries near the
+    overflow threshold give a finite norm (no squares overflowing), float32 works, and no
+    floating-point warning is raised (warnings are errors in this suite)."""
+    for norm in (solvers.rms_norm, solvers.per_sample_rms_norm):
+        assert norm(np.zeros((2, 3))) == 0.0
+        assert norm(np.array([[1.0, np.inf], [0.0, 1.0]])) == np.inf
+        assert np.isnan(norm(np.array([[1.0, np.nan], [0.0, 1.0]])))
+        big = np.full((2, 2), 1e300)
+        assert norm(big) == pytest.approx(1e300, rel=1e-15)
+        assert norm(np.full((2, 2), 3.0, dtype=np.float32)) == pytest.approx(3.0, rel=1e-7)
+
+
+def test_array_tolerances_are_cast_once_to_the_state():
+    """``on_device`` puts array tolerances on the state's module and real dtype once per solve
+    (``scaled_error`` then copies nothing per step); scalars become Python floats."""
+    ctrl = PIController(rtol=1e-3, atol=np.array([1e-6, 1e-8])).on_device(
+        np.ones(2, dtype=np.complex64))
+    assert type(ctrl.rtol) is float and ctrl.atol.dtype == np.float32
+    res = solvers.solve(lambda t, y: -y, np.ones(2, dtype=np.float32), (0.0, 1.0), rtol=1e-4,
+                        atol=np.array([1e-6, 1e-6]))
+    assert res.success and res.ys.dtype == np.float32
+
+
+def test_custom_controller_missing_init_is_a_type_error():
+    class NoInit:
+        rtol, atol = 1e-6, 1e-9
+
+        def propose(self, h, err, state):
+            return True, h, state
+
+        def error_norm(self, y_err, y0, y1, norm=None):
+            return 0.5
+
+    with pytest.raises(TypeError, match="init/propose/error_norm"):
+        solvers.solve(lambda t, y: -y, np.ones(2), (0.0, 1.0), controller=NoInit())

@@ -107,3 +107,29 @@ def test_dense_output_off():
     prob = PROBLEMS["rotation_decay"]
     res = solvers.solve(prob.f, prob.y0, prob.t_span, dense_output=False)
     assert res.sol is None
+
+
+def test_sol_at_and_beyond_both_ends_backwards():
+    """Backward solve: both ends are returned exactly (grid values), a point a few ulps outside
+    either end raises, and a Python list of times works like an array."""
+    prob = PROBLEMS["rotation_decay"]
+    t0, t1 = prob.t_span
+    res = solvers.solve(prob.f, prob.exact(t1), (t1, t0), rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(res.sol([t1, t0]), res.ys[[0, -1]])
+    np.testing.assert_array_equal(res.sol(t0), res.ys[-1])
+    for outside in (np.nextafter(t1, np.inf), np.nextafter(t0, -np.inf)):
+        with pytest.raises(ValueError, match="solved span"):
+            res.sol(outside)
+    with pytest.raises(TypeError, match="sol\\(t\\)"):
+        res.sol("half")
+
+
+def test_dense_matrix_is_cast_once_per_dtype():
+    """The continuous-extension matrix is converted to the state's module/dtype once (cached),
+    not copied host to device at every accepted step."""
+    from solvers._dense import _dense_matrix
+    tab = TABLEAUX["dopri5"]
+    k32 = np.ones((7, 2), dtype=np.float32)
+    assert tableau_coefficients(tab, 0.1, k32).dtype == np.float32
+    assert _dense_matrix(tab, np, np.dtype(np.float32)) is _dense_matrix(tab, np,
+                                                                         np.dtype(np.float32))

@@ -13,12 +13,20 @@ from .problems import PROBLEMS
 STEPS = {1: (100, 200, 400, 800), 2: (50, 100, 200, 400), 3: (40, 80, 160, 320),
          4: (40, 80, 160, 320), 5: (64, 128, 256)}
 ERROR_FLOOR = 2e-13
-ORDER_PROBLEMS = ("rotation_decay", "linear4", "logistic", "nonautonomous")
-# Left out (measured, documented): Riccati everywhere - its principal error terms nearly cancel
-# for rk38/dopri5/tsit5 (slope 5.6 over practical ranges); the order-5 pairs on logistic and
-# Tsit5 on nonautonomous - the errors reach ~1e-13 (rounding) while still pre-asymptotic (Tsit5's
-# principal error constant is small by design; local slopes 5.16 and 5.23 at that point).
-EXCLUDED = {("dopri5", "logistic"), ("tsit5", "logistic"), ("tsit5", "nonautonomous")}
+ORDER_PROBLEMS = ("rotation_decay", "linear4", "logistic", "riccati", "nonautonomous")
+# A case whose default range is not asymptotic, with the range that is (local slopes measured
+# between successive halvings of h): rk38 on Riccati, whose error changes sign near N = 40
+# (local slopes 6.4, 7.0, 2.2, 3.7 for N = 8..128), then 3.88, 3.95 for N = 128..512.
+STEPS_FOR = {("rk38", "riccati"): (128, 256, 512)}
+# Left out (measured): the order-5 pairs whose local slopes still exceed ~5.1 when the error
+# reaches the rounding floor, so no range is both asymptotic and above it:
+# dopri5 and tsit5 on Riccati (local slopes 5.69, 5.42, 5.23 for N = 64..512; the error
+# expansion has a large h^6 term), dopri5 on logistic (5.21, 5.12, 5.07 for N = 32..256, the
+# last error 1.4e-13), tsit5 on logistic (5.19, 5.10 at errors 3e-11 .. 2e-14) and on
+# nonautonomous (5.28, 5.18 at errors 2e-10 .. 2e-13); Tsitouras minimises the principal error
+# coefficient by design, so the h^6 term dominates longer.
+EXCLUDED = {("dopri5", "riccati"), ("tsit5", "riccati"), ("dopri5", "logistic"),
+            ("tsit5", "logistic"), ("tsit5", "nonautonomous")}
 CASES = [(m, p) for m in sorted(TABLEAUX) for p in ORDER_PROBLEMS if (m, p) not in EXCLUDED]
 #: Band from the task statement (measured worst case: Tsit5 on linear4, +0.10).
 ORDER_BAND = 0.15
@@ -38,7 +46,8 @@ def observed_order(method, problem, steps):
 @pytest.mark.parametrize("method, problem", CASES)
 def test_observed_order(method, problem):
     tab = TABLEAUX[method]
-    slope, errors = observed_order(method, PROBLEMS[problem], STEPS[tab.order])
+    steps = STEPS_FOR.get((method, problem), STEPS[tab.order])
+    slope, errors = observed_order(method, PROBLEMS[problem], steps)
     assert min(errors) > ERROR_FLOOR, "finest grid too close to rounding: choose fewer steps"
     assert abs(slope - tab.order) <= ORDER_BAND, f"{method} on {problem}: slope {slope:.3f}"
 

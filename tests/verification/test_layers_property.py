@@ -11,7 +11,7 @@ layer; tiny shapes keep each example at a few milliseconds) and asserts, in floa
 
 Kinks are excluded by construction: ReLU-type inputs satisfy ``|x| >= 1e-2`` (the largest
 perturbation, the 4th-order FD's ``2 h max(1, |x|_inf)``, is 3e-3), max-pool inputs are pairwise
-separated by 5e-2. Norm layers use separated values too, which keeps the variance away from 0
+separated by >= 3.75e-2 (``distinct_arrays`` with margin 5e-2 guarantees 0.75 * margin). Norm layers use separated values too, which keeps the variance away from 0
 (well-conditioned normalisation).
 """
 import numpy as np

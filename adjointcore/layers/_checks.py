@@ -1,0 +1,110 @@
+"""Argument checks shared by the built-in layers (private; one owner for each rule).
+
+Every message names the argument, shows the value and suggests the fix (see
+:mod:`adjointcore.errors`, which holds the array-level checks these build on).
+"""
+from __future__ import annotations
+
+import math
+from numbers import Number
+
+import numpy as np
+
+from ..backend import is_cupy_array
+from ..errors import NonFiniteError, ShapeError, check_array
+
+__all__ = ["check_backends", "check_flag", "check_mode", "check_y_bar", "finite_float",
+           "out_dtype", "time_value"]
+
+
+def check_backends(owner, params, x) -> None:
+    """Raise TypeError if ``params`` and ``x`` live on different devices (NumPy vs CuPy)."""
+    if is_cupy_array(params) != is_cupy_array(x):
+        where = lambda a: "GPU (CuPy)" if is_cupy_array(a) else "host (NumPy)"  # noqa: E731
+        raise TypeError(f"{owner}: `params` is on the {where(params)} but `x` is on the "
+                        f"{where(x)}; move both with adjointcore.backend.to_device(..., "
+                        f"'gpu' or 'cpu').")
+
+
+def check_y_bar(y_bar, shape):
+    """``y_bar`` must be a float/complex array of the forward output's ``shape``."""
+    return check_array("y_bar", y_bar, shape=tuple(shape),
+                       fix="Pass the cotangent of the forward output y (same shape).")
+
+
+def check_flag(name: str, value) -> bool:
+    """``value`` as a Python bool; TypeError unless it is ``True``/``False`` (or NumPy bool)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def check_mode(mode) -> str:
+    """``mode`` if it is ``"train"`` or ``"eval"``; ValueError otherwise."""
+    if mode not in ("train", "eval"):
+        raise ValueError(f"`mode` must be 'train' or 'eval', got {mode!r}.")
+    return mode
+
+
+def finite_float(name: str, value) -> float:
+    """``value`` (a real number, not a bool) as a finite Python float.
+
+    Raises
+    ------
+    TypeError
+        Not a real number.
+    ValueError
+        NaN or infinite.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    return out
+
+
+def out_dtype(*arrays_or_scalars):
+    """Result dtype of combining arrays (and Python scalars, which do not widen)."""
+    dtypes = [a.dtype for a in arrays_or_scalars if hasattr(a, "dtype")]
+    if any(isinstance(a, complex) for a in arrays_or_scalars):
+        dtypes.append(np.complex64)
+    return np.result_type(*dtypes)
+
+
+def time_value(t, owner):
+    """Validate the time ``t`` of a time-dependent layer and return it as a scalar.
+
+    NumPy/Python scalars and 0-d arrays come back as Python ``float`` (``complex`` if complex, for
+    complex-step checks), so they never change the output dtype; a 0-d CuPy array is returned
+    as is (no device synchronisation).
+
+    Raises
+    ------
+    TypeError
+        ``t`` missing or not numeric.
+    ShapeError
+        ``t`` not a scalar.
+    NonFiniteError
+        ``t`` is NaN or infinite (host values only).
+    """
+    if t is None:
+        raise TypeError(f"{owner} is time-dependent: call forward(params, x, t=t) with t a "
+                        f"float or a 0-d array.")
+    if is_cupy_array(t):
+        if t.ndim != 0:
+            raise ShapeError(f"`t` of {owner} must be a scalar (0-d), got shape {t.shape}.")
+        return t
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (Number, np.ndarray, np.generic)):
+        raise TypeError(f"`t` of {owner} must be a real number or 0-d array, got {t!r}.")
+    arr = np.asarray(t)
+    if arr.ndim != 0:
+        raise ShapeError(f"`t` of {owner} must be a scalar (0-d), got an array of shape "
+                         f"{arr.shape}; pass t as a float.")
+    if arr.dtype.kind not in "iufc":
+        raise TypeError(f"`t` of {owner} must be numeric, got dtype {arr.dtype}.")
+    value = complex(arr) if arr.dtype.kind == "c" else float(arr)
+    if not np.isfinite(value):
+        raise NonFiniteError(f"`t` of {owner} is {value!r}; pass a finite time.")
+    return value

@@ -1,0 +1,122 @@
+"""Parameter bookkeeping of layers built from sub-layers ("blocks") with one flat ``params``.
+
+Shared by :class:`nets.lm_resnet.ResNetStack` / :class:`~nets.lm_resnet.LMStack` (blocks
+``f_n``) and :class:`nets._stochastic.ShakeShake` (two branches): the blocks' parameter vectors
+are concatenated in order, block ``i`` owning ``params[offsets[i]:offsets[i + 1]]`` with named
+views ``"i.name"``. Block labels in messages are ``where.format(i + start)``, e.g.
+``"blocks[{}]"`` (0-based) or ``"branch{}"`` (``start=1``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from adjointcore.backend import get_array_module
+from adjointcore.errors import ParameterError, ShapeError
+
+__all__ = ["check_block", "block_offsets", "split_params", "concat_param_bars", "block_context",
+           "check_residual_shape", "init_blocks", "prefixed_shapes"]
+
+
+def check_block(block, where: str) -> int:
+    """Validate a duck-typed layer used as a residual function; return its ``n_params``."""
+    missing = [a for a in ("n_params", "forward", "vjp") if not hasattr(block, a)]
+    if missing:
+        raise TypeError(f"{where} ({type(block).__name__}) is not a layer: it lacks "
+                        f"{', '.join(missing)}; see docs/protocols.md.")
+    if getattr(block, "time_dependent", False):
+        raise TypeError(f"{where} ({type(block).__name__}) is time-dependent; a residual stack "
+                        f"gives every block its own parameters, so the layer index plays the "
+                        f"role of time. Use a time-independent block (e.g. Linear, Conv2d).")
+    n = block.n_params
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise TypeError(f"{where}.n_params must be an integer >= 0, got {n!r}.")
+    return int(n)
+
+
+def block_context(block, where: str, rng) -> dict:
+    """``{"rng": rng}`` for a block with ``needs_rng`` (error if missing), else ``{}``."""
+    if not getattr(block, "needs_rng", False):
+        return {}
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{where} ({type(block).__name__}) needs random numbers: pass "
+                        f"forward(params, x, rng=np.random.default_rng(seed)), got rng={rng!r}.")
+    return {"rng": rng}
+
+
+def check_residual_shape(fu, u, where: str):
+    if tuple(fu.shape) != tuple(u.shape):
+        raise ShapeError(f"{where} must preserve the shape of its input: got input "
+                         f"{tuple(u.shape)} and output {tuple(fu.shape)}. Put projections "
+                         f"(ChannelPad, strided Conv2d) between stacks, not inside a block.")
+
+
+def init_blocks(blocks, rng, dtype, where: str = "blocks[{}]", start: int = 0) -> list:
+    """Each block's ``init(rng, dtype)`` in order (the same Generator), as NumPy arrays."""
+    parts = []
+    for i, block in enumerate(blocks):
+        label = where.format(i + start)
+        n = int(block.n_params)
+        if n == 0:
+            parts.append(np.zeros(0, dtype=dtype))
+            continue
+        if not hasattr(block, "init"):
+            raise TypeError(f"{label} ({type(block).__name__}) has {n} parameters but no "
+                            f"init(rng, dtype); initialise its slice of params yourself.")
+        p = np.asarray(block.init(rng, dtype=dtype))
+        if p.shape != (n,):
+            raise ParameterError(f"{label}.init returned shape {p.shape}, expected ({n},).")
+        parts.append(p.astype(dtype, copy=False))
+    return parts
+
+
+def prefixed_shapes(blocks, offsets) -> dict:
+    """``{"i.name": shape}`` over the blocks (``"i.params"`` when a block has no param_shapes)."""
+    shapes = {}
+    for i, block in enumerate(blocks):
+        n = offsets[i + 1] - offsets[i]
+        own = getattr(block, "param_shapes", None)
+        if own is None:
+            if n:
+                shapes[f"{i}.params"] = (n,)
+            continue
+        shapes.update({f"{i}.{name}": tuple(s) for name, s in own.items()})
+    return shapes
+
+
+def block_offsets(blocks, where: str = "blocks[{}]", start: int = 0) -> tuple:
+    """Validate the blocks (:func:`check_block`); return ``(0, n_0, n_0 + n_1, ..., total)``."""
+    sizes = [check_block(b, where.format(i + start)) for i, b in enumerate(blocks)]
+    return tuple(np.cumsum([0] + sizes).tolist())
+
+
+def split_params(params, offsets) -> list:
+    """Each block's slice ``params[offsets[i]:offsets[i + 1]]`` (views, in order)."""
+    return [params[lo:hi] for lo, hi in zip(offsets[:-1], offsets[1:])]
+
+
+def concat_param_bars(bars, offsets, like, where: str = "blocks[{}]", start: int = 0):
+    """Flat ``params_bar`` from the blocks' gradients (inverse of :func:`split_params`).
+
+    ``None`` stands for a block without parameters (a length-0 gradient); a block *with*
+    parameters that returned ``None`` although asked for them is a protocol error.
+
+    Parameters
+    ----------
+    bars : sequence of ndarray or None
+        One gradient per block.
+    offsets : tuple of int
+        From :func:`block_offsets`.
+    like : ndarray
+        Fixes backend and dtype of the empty parts (e.g. the output cotangent).
+    """
+    xp = get_array_module(like)
+    parts = []
+    for i, (b, lo, hi) in enumerate(zip(bars, offsets[:-1], offsets[1:])):
+        if b is None:
+            if hi > lo:
+                raise TypeError(f"{where.format(i + start)}.vjp returned params_bar=None with "
+                                f"need_params=True; it must return an array of length "
+                                f"{hi - lo}.")
+            b = xp.zeros(0, dtype=like.dtype)
+        parts.append(b.reshape(-1))
+    return xp.concatenate(parts) if parts else xp.zeros(0, dtype=like.dtype)

@@ -1,0 +1,65 @@
+"""HDF5 results: the reader returns what the writer was given; file naming; the CLI's checks."""
+import numpy as np
+import pytest
+
+from experiments import registry, results
+from experiments.__main__ import main
+from tests.experiments._record import assert_run_record
+
+
+def test_load_returns_numpy_values_as_written(tmp_path):
+    config = {"steps": np.int64(5), "tol": np.float32(0.5), "flag": np.bool_(True),
+              "grid": np.arange(3), "path": tmp_path}
+    rows = [{"passed": np.bool_(False), "nfe": np.int64(7), "err": np.float64(1e-3)}]
+    metrics = {"loss": np.array([3.0, 2.0]), "ok": np.array([True, False]),
+               "total": np.float64(4.5)}
+    res = results.load(results.save(tmp_path / "r.h5", "x", config, metrics,
+                                    tables={"rows": rows}))
+    assert res["config"] == {"steps": 5, "tol": 0.5, "flag": True, "grid": [0, 1, 2],
+                             "path": str(tmp_path)}
+    assert type(res["config"]["steps"]) is int and type(res["config"]["flag"]) is bool
+    assert res["tables"]["rows"] == [{"passed": False, "nfe": 7, "err": 1e-3}]
+    assert type(res["tables"]["rows"][0]["passed"]) is bool
+    assert np.array_equal(res["metrics"]["loss"], [3.0, 2.0])
+    assert res["metrics"]["ok"].dtype == bool and res["metrics"]["total"] == 4.5
+
+
+def test_save_rejects_text_metrics_naming_them(tmp_path):
+    with pytest.raises(ValueError, match="'names'.*tables"):
+        results.save(tmp_path / "r.h5", "x", {}, {"names": ["a", "b"]})
+
+
+def test_quick_runs_do_not_overwrite_full_results(tmp_path):
+    assert results.output_path(tmp_path, "digits", False) == tmp_path / "digits.h5"
+    assert results.output_path(tmp_path, "digits", True) == tmp_path / "digits_quick.h5"
+    assert results.output_path(tmp_path, "x", True, ".png").name == "x_quick.png"
+
+
+@pytest.mark.parametrize("seed", ["-1", "x", "1.5"])
+def test_cli_rejects_bad_seed(seed, capsys):
+    with pytest.raises(SystemExit):
+        main(["rda_evolution", "--quick", "--seed", seed])
+    err = capsys.readouterr().err
+    assert "--seed" in err and "non-negative integer" in err and repr(seed) in err
+
+
+def test_cli_rejects_out_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(SystemExit):
+        main(["rda_evolution", "--quick", "--out", str(tmp_path / "f")])
+    assert "is an existing file" in capsys.readouterr().err
+
+
+def test_cli_list_names_every_experiment(capsys):
+    assert main(["--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == list(registry.EXPERIMENTS)
+
+
+def test_gradcheck_report_quick(tmp_path):
+    assert main(["gradcheck", "--quick", "--out", str(tmp_path), "--seed", "2"]) == 0
+    res = results.load(tmp_path / "gradcheck_quick.h5")
+    assert_run_record(res, "gradcheck", 2)
+    rows = res["tables"]["report"]
+    assert rows and all(r["passed"] is True for r in rows)
+    assert res["metrics"]["wall_s"].shape == (len(rows),) and np.all(res["metrics"]["wall_s"] > 0)
