@@ -12,7 +12,7 @@ whole trajectory. Two runs from the same initial weights:
 Reported: final loss of the ODE solution (Dopri5 at rtol 1e-9) for both, per-iteration loss,
 forward/backward NFE and wall time, and the wall-time ratio. The paper trains 5k BP + 100 adjoint
 iterations of a width-1000 MLP and reports a 30x shorter training than pure adjoint. Here the
-full mode is scaled to about 3.5 minutes on 2 CPU cores (width 64, 1200 BP + 40 adjoint
+full mode is scaled to about 2.5 minutes on 2 unloaded CPU cores (width 64, 1200 BP + 40 adjoint
 iterations, 250 pure-adjoint iterations); the ratio for equal iteration counts is projected from
 the measured mean time per pure-adjoint iteration, and the measured time the pure adjoint run
 needs to reach the BP + adjoint loss is reported as well (NaN if it never does).
@@ -37,7 +37,7 @@ CONFIGS = {
     # Quick: seconds; used by the tests.
     True: dict(width=16, lr=3e-3, ft_lr=1e-3, bp_iterations=20, ft_iterations=2,
                adj_iterations=3, bp_steps=100, rtol=1e-6, atol=1e-8, variant="backsolve"),
-    # Full: 3.5 min measured on 2 shared cores (module docstring: scaling from the paper).
+    # Full: about 2.5 min on 2 unloaded cores (module docstring: scaling from the paper).
     False: dict(width=64, lr=3e-3, ft_lr=1e-3, bp_iterations=1200, ft_iterations=40,
                 adj_iterations=250, bp_steps=100, rtol=1e-6, atol=1e-8, variant="backsolve"),
 }

@@ -43,7 +43,8 @@ import numpy as np
 
 import solvers
 from adjointcore.backend import get_array_module
-from adjointcore.errors import ShapeError, check_array
+from adjointcore.errors import ShapeError
+from adjointcore.sensitivity import check_cotangents
 
 __all__ = ["CoupledLayout", "CoupledField", "CoupledCache", "NodeEWAdjointField",
            "NodeEWGradient", "pack_state", "unpack_state", "node_ew_adjoint_rhs",
@@ -263,12 +264,12 @@ class NodeEWAdjointField:
         self.printed = bool(printed)
         lay = field.layout
         self.sizes = (lay.n_x, lay.n_theta, lay.n_x, lay.n_theta, field.n_params)
+        self.bounds = tuple(np.cumsum((0,) + self.sizes).tolist())   # configuration, not state
 
     def split(self, s):
         """Views ``(x, theta, a, b, c)`` of a flat backward state."""
         lay = self.field.layout
-        ends = np.cumsum(self.sizes)
-        x, th, a, b, c = (s[lo:hi] for lo, hi in zip((0, *ends[:-1]), ends))
+        x, th, a, b, c = (s[lo:hi] for lo, hi in zip(self.bounds[:-1], self.bounds[1:]))
         return x.reshape(lay.x_shape), th, a.reshape(lay.x_shape), b, c
 
     def forward(self, t, s, theta1):
@@ -323,9 +324,9 @@ def node_ew_gradient(field: CoupledField, x0, theta0, theta1, t_obs, x_bars, *, 
     if t_obs.ndim != 1 or np.any(np.diff(t_obs) <= 0) or t_obs[0] <= t0:
         raise ValueError(f"`t_obs` must be increasing and after t0={t0!r}, got {t_obs}.")
     lay = field.layout
-    check_array("x_bars", x_bars, shape=(t_obs.size, *lay.x_shape),
-                fix="Stack one cotangent dl_k/dx per observation time.")
     y0 = field.pack(x0, theta0)
+    x_bars = check_cotangents("x_bars", x_bars, y0, (t_obs.size, *lay.x_shape),
+                              fix="Stack one cotangent dl_k/dx per observation time.")
     fwd = solvers.solve(field, y0, (float(t0), float(t_obs[-1])), theta1, method=method,
                         t_eval=t_obs, **solve_options)
     xp = get_array_module(y0)

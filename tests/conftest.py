@@ -1,8 +1,17 @@
 """Shared fixtures: array backends (NumPy always, CuPy when a GPU is present) and dtypes."""
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from adjointcore.backend import gpu_available
+
+# The default run is derandomized: hypothesis draws the same examples on every machine, so a CI
+# failure reproduces locally. `HYPOTHESIS_PROFILE=explore` searches fresh random examples.
+settings.register_profile("default", derandomize=True, deadline=None)
+settings.register_profile("explore", derandomize=False, deadline=None, max_examples=300)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 BACKENDS = [
     pytest.param("numpy", id="numpy"),

@@ -9,6 +9,7 @@
 """
 from ._augmented import (AugmentedField, AugmentedLayout, AugmentedState, SemiNorm,
                          augmented_layout, pack_augmented, unpack_augmented)
+from ._cotangents import check_cotangents
 from .check import SolveGradientReport, check_solve_gradient
 from .continuous import AdjointStats, ContinuousGradient, continuous_adjoint
 from .discrete import (CountingField, DiscreteGradient, DiscreteStats, check_grid,
@@ -18,4 +19,4 @@ __all__ = ["AugmentedField", "AugmentedLayout", "AugmentedState", "SemiNorm", "a
            "pack_augmented", "unpack_augmented", "AdjointStats", "ContinuousGradient",
            "continuous_adjoint", "CountingField", "DiscreteGradient", "DiscreteStats",
            "check_grid", "discrete_adjoint", "grid_forward", "obs_steps_on_grid",
-           "SolveGradientReport", "check_solve_gradient"]
+           "SolveGradientReport", "check_solve_gradient", "check_cotangents"]

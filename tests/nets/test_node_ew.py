@@ -301,3 +301,12 @@ def test_mutation_dropped_coupling_term_is_caught(method, rng):
     assert cs_error(fd, good, v) <= FD_TOL
     assert cs_error(fd, bad, v) > 1e-2
     assert np.array_equal(bad, np.zeros_like(bad)) and not np.any(bad_p)
+
+
+def test_float64_cotangents_of_float32_state_give_float32_gradients(rng):
+    """The gradients take the state's dtype (float64 ``x_bars`` promoted them before)."""
+    field, x0, theta0, theta1 = make_system(rng)
+    x0, theta0, theta1 = (v.astype(np.float32) for v in (x0, theta0, theta1))
+    g = node_ew_gradient(field, x0, theta0, theta1, [0.5, 1.0], np.ones((2,) + x0.shape),
+                         method="rk4", steps=4)
+    assert g.x0_bar.dtype == g.theta0_bar.dtype == g.theta1_bar.dtype == np.float32
