@@ -112,8 +112,11 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
                 h = t_new - t
                 t_new = t + h
         else:
-            h = direction * h_abs
-            t_new = t1 if n_acc == n_fixed - 1 else t + h
+            # Grid points as np.linspace(t0, t1, n_fixed + 1) (no drift, t1 exact) and h the
+            # difference of neighbours: a replay of `grid` reproduces the solve bit for bit, and
+            # the last step's c = 1 stage sits exactly at t1.
+            t_new = t1 if n_acc == n_fixed - 1 else t0 + (n_acc + 1) * ((t1 - t0) / n_fixed)
+            h = t_new - t
         y1, y_err, stages = rk_step(field, tab, t, y, h, params, f0=f)
         rec.nfe += len(stages.k) - 1
         finite = _finite(y1)
