@@ -12,11 +12,12 @@ from ._augmented import (AugmentedField, AugmentedLayout, AugmentedState, SemiNo
 from ._cotangents import check_cotangents
 from .check import SolveGradientReport, check_solve_gradient
 from .continuous import AdjointStats, ContinuousGradient, continuous_adjoint
-from .discrete import (CountingField, DiscreteGradient, DiscreteStats, check_grid,
-                       discrete_adjoint, grid_forward, obs_steps_on_grid)
+from .discrete import (CountingField, DiscreteGradient, DiscreteStats, Recording, check_grid,
+                       discrete_adjoint, grid_forward, obs_steps_on_grid, record_forward)
 
 __all__ = ["AugmentedField", "AugmentedLayout", "AugmentedState", "SemiNorm", "augmented_layout",
            "pack_augmented", "unpack_augmented", "AdjointStats", "ContinuousGradient",
            "continuous_adjoint", "CountingField", "DiscreteGradient", "DiscreteStats",
            "check_grid", "discrete_adjoint", "grid_forward", "obs_steps_on_grid",
-           "SolveGradientReport", "check_solve_gradient", "check_cotangents"]
+           "SolveGradientReport", "check_solve_gradient", "check_cotangents", "Recording",
+           "record_forward"]
