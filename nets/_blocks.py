@@ -12,25 +12,21 @@ import numpy as np
 
 from adjointcore.backend import get_array_module
 from adjointcore.errors import ParameterError, ShapeError
+from adjointcore.layers._checks import check_child_layer
 
 __all__ = ["check_block", "block_offsets", "split_params", "concat_param_bars", "block_context",
            "check_residual_shape", "init_blocks", "prefixed_shapes"]
 
 
 def check_block(block, where: str) -> int:
-    """Validate a duck-typed layer used as a residual function; return its ``n_params``."""
-    missing = [a for a in ("n_params", "forward", "vjp") if not hasattr(block, a)]
-    if missing:
-        raise TypeError(f"{where} ({type(block).__name__}) is not a layer: it lacks "
-                        f"{', '.join(missing)}; see docs/protocols.md.")
+    """Validate a duck-typed, time-independent layer used as a residual function; return its
+    ``n_params``."""
+    n = check_child_layer(block, where)
     if getattr(block, "time_dependent", False):
         raise TypeError(f"{where} ({type(block).__name__}) is time-dependent; a residual stack "
                         f"gives every block its own parameters, so the layer index plays the "
                         f"role of time. Use a time-independent block (e.g. Linear, Conv2d).")
-    n = block.n_params
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise TypeError(f"{where}.n_params must be an integer >= 0, got {n!r}.")
-    return int(n)
+    return n
 
 
 def block_context(block, where: str, rng) -> dict:

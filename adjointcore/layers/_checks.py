@@ -13,7 +13,7 @@ import numpy as np
 from ..backend import is_cupy_array
 from ..errors import NonFiniteError, ShapeError, check_array
 
-__all__ = ["check_backends", "check_flag", "check_mode", "check_y_bar", "finite_float",
+__all__ = ["check_child_layer", "check_backends", "check_flag", "check_mode", "check_y_bar", "finite_float",
            "out_dtype", "time_value"]
 
 
@@ -108,3 +108,24 @@ def time_value(t, owner):
     if not np.isfinite(value):
         raise NonFiniteError(f"`t` of {owner} is {value!r}; pass a finite time.")
     return value
+
+
+def check_child_layer(child, where: str) -> int:
+    """Validate a duck-typed layer used inside a composite; return its ``n_params``.
+
+    Raises
+    ------
+    TypeError
+        Naming ``where`` when ``child`` lacks ``n_params``/``forward``/``vjp`` or has a bad
+        ``n_params``.
+    """
+    missing = [a for a in ("n_params", "forward", "vjp") if not hasattr(child, a)]
+    if missing:
+        raise TypeError(f"{where} ({type(child).__name__}) is not a layer: it lacks "
+                        f"{', '.join(missing)}. A layer needs n_params, forward(params, x, "
+                        f"**context) and vjp(params, cache, y_bar, need_params); see "
+                        f"docs/protocols.md.")
+    n = child.n_params
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise TypeError(f"{where}.n_params must be an integer >= 0, got {n!r}.")
+    return int(n)

@@ -13,24 +13,12 @@ import numpy as np
 
 from ..backend import as_dtype, get_array_module
 from ..errors import ParameterError, ShapeError, check_generator, check_params
+from ._checks import check_child_layer
 from .base import Layer
 
 __all__ = ["Sequential", "Residual", "ResidualCache"]
 
 _CONTEXT_KEYS = ("t", "rng")
-
-
-def _check_child(child, where: str) -> int:
-    """Validate a duck-typed layer; return its ``n_params``."""
-    missing = [a for a in ("n_params", "forward", "vjp") if not hasattr(child, a)]
-    if missing:
-        raise TypeError(f"{where} ({type(child).__name__}) is not a layer: it lacks "
-                        f"{', '.join(missing)}. A layer needs n_params, forward(params, x, "
-                        f"**context) and vjp(params, cache, y_bar, need_params).")
-    n = child.n_params
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise TypeError(f"{where}.n_params must be an integer >= 0, got {n!r}.")
-    return int(n)
 
 
 def _child_context(child, where: str, context: dict) -> dict:
@@ -105,7 +93,7 @@ class Sequential(Layer):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         self.layers = tuple(layers)
-        sizes = [_check_child(c, f"layers[{i}]") for i, c in enumerate(self.layers)]
+        sizes = [check_child_layer(c, f"layers[{i}]") for i, c in enumerate(self.layers)]
         self._offsets = tuple(np.cumsum([0] + sizes).tolist())
 
     # -- structure ---------------------------------------------------------------------------
@@ -221,7 +209,7 @@ class Residual(Layer):
     """
 
     def __init__(self, inner):
-        self._n = _check_child(inner, "inner")
+        self._n = check_child_layer(inner, "inner")
         self.inner = inner
 
     @property
