@@ -1,7 +1,7 @@
 """NODE-EW coupled field: discrete and continuous adjoints, the corrected Algorithm 1, mutations."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import solvers
@@ -122,8 +122,13 @@ def test_discrete_adjoint_matches_central_fd(d, n, hidden, steps, method, td, se
 
 @settings(deadline=None, max_examples=6)
 @given(method=st.sampled_from(METHODS), steps=st.integers(2, 5), seed=st.integers(0, 2**31 - 1))
+@example(method="rk4", steps=2, seed=13023)  # rates 2.058 -> 2.004: a large cubic term, slow
 def test_discrete_adjoint_taylor_slope_two(method, steps, seed):
-    """Joint direction in (x0, theta0, theta1): remainder slope 2.00 +- 0.05."""
+    """Joint direction in (x0, theta0, theta1): remainder slope 2.00 +- 0.05.
+
+    Asserted on the fitted slope and the finest usable rate; ``converged`` (the last rates agree
+    within 0.05) is not required, since a large third-order term can make the rates approach 2
+    from above more slowly than the halving reaches roundoff (seed 13023: 2.058, ..., 2.004)."""
     rng = np.random.default_rng(seed)
     field, x0, theta0, theta1 = make_system(rng, d=2, n=2, hidden=3, time_dependent=True)
     grid, obs = np.linspace(0.0, 1.0, steps + 1), [steps]
@@ -137,7 +142,7 @@ def test_discrete_adjoint_taylor_slope_two(method, steps, seed):
     gx, gth, gp = discrete_grads(field, method, grid, obs, w, x0, theta0, theta1)
     z = np.concatenate([x0.ravel(), theta0, theta1])
     res = taylor_test(fun, np.concatenate([gx.ravel(), gth, gp]), z, rng.standard_normal(z.size))
-    assert res.converged and abs(res.slope1 - 2.0) <= 0.05, res
+    assert abs(res.slope1 - 2.0) <= 0.05 and abs(res.rates1[-1] - 2.0) <= 0.05, res
 
 
 # -- hand-built monolithic field over [x, theta] --------------------------------------------------
