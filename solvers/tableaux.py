@@ -14,7 +14,9 @@ embedded Runge-Kutta formulae", J. Comput. Appl. Math. 6 (1980) 19-26, with the 
 continuous extension of Shampine, "Some practical Runge-Kutta formulas", Math. Comp. 46 (1986)
 135-150 (coefficients as in Hairer-Norsett-Wanner I, sec. II.6 and scipy's RK45); Tsitouras,
 "Runge-Kutta pairs of order 5(4) satisfying only the first column simplifying assumption",
-Comput. Math. Appl. 62 (2011) 770-775 (16-digit decimals as distributed with OrdinaryDiffEq.jl).
+Comput. Math. Appl. 62 (2011) 770-775 (16-digit decimals as distributed with OrdinaryDiffEq.jl);
+Cash & Karp, "A variable order Runge-Kutta method for initial value problems with rapidly
+varying right-hand sides", ACM Trans. Math. Softw. 16 (1990) 201-222.
 """
 from __future__ import annotations
 
@@ -127,8 +129,23 @@ TSIT5 = ButcherTableau(
            [0, -27.896526289197286, 65.09189467479366, -34.87065786149661],
            [0, 1.5, -4, 2.5]])
 
+_CASH_KARP_B = [37 / 378, 0, 250 / 621, 125 / 594, 0, 512 / 1771]
+CASH_KARP = ButcherTableau(
+    c=[0, 1 / 5, 3 / 10, 3 / 5, 1, 7 / 8],
+    a=[[0, 0, 0, 0, 0, 0],
+       [1 / 5, 0, 0, 0, 0, 0],
+       [3 / 40, 9 / 40, 0, 0, 0, 0],
+       [3 / 10, -9 / 10, 6 / 5, 0, 0, 0],
+       [-11 / 54, 5 / 2, -70 / 27, 35 / 27, 0, 0],
+       [1631 / 55296, 175 / 512, 575 / 13824, 44275 / 110592, 253 / 4096, 0]],
+    b=_CASH_KARP_B,
+    # b - b_hat with the embedded 4th-order b_hat of Cash & Karp (1990).
+    b_err=[37 / 378 - 2825 / 27648, 0, 250 / 621 - 18575 / 48384, 125 / 594 - 13525 / 55296,
+           0 - 277 / 14336, 512 / 1771 - 1 / 4],
+    order=5, err_order=4, name="cash_karp")
+
 TABLEAUX = {tab.name: tab for tab in (EULER, MIDPOINT, HEUN, RALSTON, RK3, RK4, RK38, BOSH3,
-                                       DOPRI5, TSIT5)}
+                                       DOPRI5, TSIT5, CASH_KARP)}
 
 
 def get_tableau(name):
@@ -149,4 +166,4 @@ def get_tableau(name):
 
 
 __all__ = ["TABLEAUX", "get_tableau", "EULER", "MIDPOINT", "HEUN", "RALSTON", "RK3", "RK4",
-           "RK38", "BOSH3", "DOPRI5", "TSIT5"]
+           "RK38", "BOSH3", "DOPRI5", "TSIT5", "CASH_KARP"]

@@ -24,9 +24,12 @@ STEPS_FOR = {("rk38", "riccati"): (128, 256, 512)}
 # expansion has a large h^6 term), dopri5 on logistic (5.21, 5.12, 5.07 for N = 32..256, the
 # last error 1.4e-13), tsit5 on logistic (5.19, 5.10 at errors 3e-11 .. 2e-14) and on
 # nonautonomous (5.28, 5.18 at errors 2e-10 .. 2e-13); Tsitouras minimises the principal error
-# coefficient by design, so the h^6 term dominates longer.
+# coefficient by design, so the h^6 term dominates longer. Cash-Karp likewise on logistic
+# (5.48, 5.33, 4.99 for N = 32..256, the last error 1.9e-14) and on Riccati, where the slope
+# climbs from below (4.61, 4.84, 4.93 for N = 32..256, the last error 1.1e-13).
 EXCLUDED = {("dopri5", "riccati"), ("tsit5", "riccati"), ("dopri5", "logistic"),
-            ("tsit5", "logistic"), ("tsit5", "nonautonomous")}
+            ("tsit5", "logistic"), ("tsit5", "nonautonomous"), ("cash_karp", "logistic"),
+            ("cash_karp", "riccati")}
 CASES = [(m, p) for m in sorted(TABLEAUX) for p in ORDER_PROBLEMS if (m, p) not in EXCLUDED]
 #: Band from the task statement (measured worst case: Tsit5 on linear4, +0.10).
 ORDER_BAND = 0.15
@@ -52,7 +55,7 @@ def test_observed_order(method, problem):
     assert abs(slope - tab.order) <= ORDER_BAND, f"{method} on {problem}: slope {slope:.3f}"
 
 
-@pytest.mark.parametrize("method", ["bosh3", "dopri5", "tsit5"])
+@pytest.mark.parametrize("method", ["bosh3", "dopri5", "tsit5", "cash_karp"])
 def test_embedded_estimate_has_its_order(method):
     """One step from the exact solution: |y_err| = O(h^(err_order+1)) (slope within 0.15)."""
     tab, prob = TABLEAUX[method], PROBLEMS["rotation_decay"]

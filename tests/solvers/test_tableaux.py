@@ -16,6 +16,7 @@ EXPECTED = {  # name: (stages, order, err_order, fsal, has dense)
     "rk3": (3, 3, None, False, False), "rk4": (4, 4, None, False, False),
     "rk38": (4, 4, None, False, False), "bosh3": (4, 3, 2, True, False),
     "dopri5": (7, 5, 4, True, True), "tsit5": (7, 5, 4, True, True),
+    "cash_karp": (6, 5, 4, False, False),
 }
 
 
