@@ -22,7 +22,7 @@ from adjointcore.fields import LayerField
 from adjointcore.layers import Linear, Sequential, Softplus, Tanh
 
 __all__ = ["MLPProblem", "mlp_problem", "best_time", "peak_memory", "describe_problem",
-           "blas_threads"]
+           "blas_threads", "run_cli"]
 
 ACTIVATIONS = {"tanh": Tanh, "softplus": Softplus}
 
@@ -144,3 +144,14 @@ def blas_threads(n):
         print("note: threadpoolctl not installed; BLAS thread count left unchanged")
         return contextlib.nullcontext()
     return threadpool_limits(limits=n, user_api="blas")
+
+
+def run_cli(parser, argv, run):
+    """Add the options every benchmark shares (``--gpu``, ``--blas-threads``), parse ``argv``
+    and call ``run(args)`` under the BLAS thread limit."""
+    parser.add_argument("--gpu", action="store_true", help="run on CuPy (needs a CUDA device)")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="BLAS threads (default 1: stable timings of small matmuls)")
+    args = parser.parse_args(argv)
+    with blas_threads(args.blas_threads):
+        return run(args)

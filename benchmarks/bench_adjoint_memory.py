@@ -24,7 +24,7 @@ import argparse
 import numpy as np
 
 import solvers
-from _fields import blas_threads, describe_problem, mlp_problem, peak_memory
+from _fields import describe_problem, mlp_problem, peak_memory, run_cli
 from adjointcore.backend import get_array_module, to_host
 from adjointcore.checkpointing import Online, Revolve, StoreAll, Uniform
 from adjointcore.sensitivity.discrete import discrete_adjoint
@@ -53,12 +53,7 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--snapshots", type=int, default=10)
     parser.add_argument("--every", type=int, default=32)
-    parser.add_argument("--gpu", action="store_true", help="run on CuPy (needs a CUDA device)")
-    parser.add_argument("--blas-threads", type=int, default=1,
-                        help="BLAS threads (default 1: stable timings of small matmuls)")
-    args = parser.parse_args(argv)
-    with blas_threads(args.blas_threads):
-        run(args)
+    run_cli(parser, argv, run)
 
 
 def run(args):

@@ -36,7 +36,7 @@ import pstats
 import numpy as np
 
 import solvers
-from _fields import blas_threads, best_time, describe_problem, mlp_problem
+from _fields import best_time, describe_problem, mlp_problem, run_cli
 from adjointcore.backend import get_array_module
 from adjointcore.checkpointing import Uniform
 from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward
@@ -135,12 +135,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=18)
-    parser.add_argument("--gpu", action="store_true", help="run on CuPy (needs a CUDA device)")
-    parser.add_argument("--blas-threads", type=int, default=1,
-                        help="BLAS threads (default 1: stable timings of small matmuls)")
-    args = parser.parse_args(argv)
-    with blas_threads(args.blas_threads):
-        run(args)
+    run_cli(parser, argv, run)
 
 
 def run(args):

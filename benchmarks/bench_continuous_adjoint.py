@@ -18,7 +18,7 @@ import solvers
 from adjointcore.backend import get_array_module
 from adjointcore.sensitivity import continuous_adjoint
 
-from _fields import best_time, blas_threads, describe_problem, mlp_problem
+from _fields import best_time, describe_problem, mlp_problem, run_cli
 
 
 def main(argv=None):
@@ -29,12 +29,7 @@ def main(argv=None):
     parser.add_argument("--rtol", type=float, default=1e-6)
     parser.add_argument("--atol", type=float, default=1e-9)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--gpu", action="store_true", help="run on CuPy (needs a CUDA device)")
-    parser.add_argument("--blas-threads", type=int, default=1,
-                        help="BLAS threads (default 1: stable timings of small matmuls)")
-    args = parser.parse_args(argv)
-    with blas_threads(args.blas_threads):
-        run(args)
+    run_cli(parser, argv, run)
 
 
 def run(args):

@@ -12,7 +12,7 @@ import numpy as np
 
 from adjointcore.backend import get_array_module
 from adjointcore.errors import ParameterError, ShapeError
-from adjointcore.layers._checks import check_child_layer
+from adjointcore.layers._checks import check_child_layer, prefixed_shapes
 
 __all__ = ["check_block", "block_offsets", "split_params", "concat_param_bars", "block_context",
            "check_residual_shape", "init_blocks", "prefixed_shapes"]
@@ -63,20 +63,6 @@ def init_blocks(blocks, rng, dtype, where: str = "blocks[{}]", start: int = 0) -
             raise ParameterError(f"{label}.init returned shape {p.shape}, expected ({n},).")
         parts.append(p.astype(dtype, copy=False))
     return parts
-
-
-def prefixed_shapes(blocks, offsets) -> dict:
-    """``{"i.name": shape}`` over the blocks (``"i.params"`` when a block has no param_shapes)."""
-    shapes = {}
-    for i, block in enumerate(blocks):
-        n = offsets[i + 1] - offsets[i]
-        own = getattr(block, "param_shapes", None)
-        if own is None:
-            if n:
-                shapes[f"{i}.params"] = (n,)
-            continue
-        shapes.update({f"{i}.{name}": tuple(s) for name, s in own.items()})
-    return shapes
 
 
 def block_offsets(blocks, where: str = "blocks[{}]", start: int = 0) -> tuple:

@@ -13,7 +13,7 @@ import numpy as np
 from ..backend import is_cupy_array
 from ..errors import NonFiniteError, ShapeError, check_array
 
-__all__ = ["check_child_layer", "check_backends", "check_flag", "check_mode", "check_y_bar", "finite_float",
+__all__ = ["prefixed_shapes", "check_child_layer", "check_backends", "check_flag", "check_mode", "check_y_bar", "finite_float",
            "out_dtype", "time_value"]
 
 
@@ -129,3 +129,19 @@ def check_child_layer(child, where: str) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise TypeError(f"{where}.n_params must be an integer >= 0, got {n!r}.")
     return int(n)
+
+
+def prefixed_shapes(children, offsets) -> dict:
+    """``{"i.name": shape}`` over the children of a composite whose flat parameters are the
+    concatenation of theirs (child ``i`` owns ``params[offsets[i]:offsets[i + 1]]``); a child
+    without ``param_shapes`` gets one view ``"i.params"`` (omitted when it has no parameters)."""
+    shapes = {}
+    for i, child in enumerate(children):
+        n = offsets[i + 1] - offsets[i]
+        own = getattr(child, "param_shapes", None)
+        if own is None:
+            if n:
+                shapes[f"{i}.params"] = (n,)
+            continue
+        shapes.update({f"{i}.{name}": tuple(s) for name, s in own.items()})
+    return shapes

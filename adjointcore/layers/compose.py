@@ -13,7 +13,7 @@ import numpy as np
 
 from ..backend import as_dtype, get_array_module
 from ..errors import ParameterError, ShapeError, check_generator, check_params
-from ._checks import check_child_layer
+from ._checks import check_child_layer, prefixed_shapes
 from .base import Layer
 
 __all__ = ["Sequential", "Residual", "ResidualCache"]
@@ -124,16 +124,7 @@ class Sequential(Layer):
 
     @property
     def param_shapes(self) -> dict:
-        shapes = {}
-        for i, child in enumerate(self.layers):
-            n = self._offsets[i + 1] - self._offsets[i]
-            child_shapes = getattr(child, "param_shapes", None)
-            if child_shapes is None:
-                if n:
-                    shapes[f"{i}.params"] = (n,)
-                continue
-            shapes.update({f"{i}.{name}": tuple(s) for name, s in child_shapes.items()})
-        return shapes
+        return prefixed_shapes(self.layers, self._offsets)
 
     def slices(self, params) -> list:
         """Each child's block of ``params`` (views, in order)."""

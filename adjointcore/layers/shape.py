@@ -103,7 +103,14 @@ class Reshape(_ShapeLayer):
         return y_bar.reshape(x_shape)
 
 
-class ChannelPad(_ShapeLayer):
+class _ChannelLayer(_ShapeLayer):
+    """Adds or drops ``extra`` channels on axis 1."""
+
+    def __init__(self, extra: int):
+        self.extra = check_positive_int("extra", extra, minimum=0)
+
+
+class ChannelPad(_ChannelLayer):
     """Append ``extra`` zero channels on axis 1: ``(N, C, ...) -> (N, C + extra, ...)``.
 
     Works for dense ``(N, C)`` and image ``(N, C, H, W)`` batches. The VJP drops the cotangent
@@ -113,9 +120,6 @@ class ChannelPad(_ShapeLayer):
     ----------
     extra : int, >= 0
     """
-
-    def __init__(self, extra: int):
-        self.extra = check_positive_int("extra", extra, minimum=0)
 
     def output_shape(self, input_shape) -> tuple:
         shape = self._check_input_shape(input_shape)
@@ -133,7 +137,7 @@ class ChannelPad(_ShapeLayer):
         return y_bar[:, :x_shape[1]].copy()
 
 
-class ChannelUnpad(_ShapeLayer):
+class ChannelUnpad(_ChannelLayer):
     """Drop the last ``extra`` channels on axis 1: ``(N, C, ...) -> (N, C - extra, ...)``.
 
     The inverse of :class:`ChannelPad`; its VJP appends zero cotangent channels.
@@ -142,9 +146,6 @@ class ChannelUnpad(_ShapeLayer):
     ----------
     extra : int, >= 0
     """
-
-    def __init__(self, extra: int):
-        self.extra = check_positive_int("extra", extra, minimum=0)
 
     def output_shape(self, input_shape) -> tuple:
         shape = self._check_input_shape(input_shape)
