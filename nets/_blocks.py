@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from adjointcore.backend import get_array_module
-from adjointcore.errors import ParameterError, ShapeError
-from adjointcore.layers._checks import check_child_layer, prefixed_shapes
+from adjointcore.errors import ShapeError
+from adjointcore.layers._checks import check_child_layer, init_child, prefixed_shapes
 
 __all__ = ["check_block", "block_offsets", "split_params", "concat_param_bars", "block_context",
            "check_residual_shape", "init_blocks", "prefixed_shapes"]
@@ -50,18 +50,7 @@ def init_blocks(blocks, rng, dtype, where: str = "blocks[{}]", start: int = 0) -
     """Each block's ``init(rng, dtype)`` in order (the same Generator), as NumPy arrays."""
     parts = []
     for i, block in enumerate(blocks):
-        label = where.format(i + start)
-        n = int(block.n_params)
-        if n == 0:
-            parts.append(np.zeros(0, dtype=dtype))
-            continue
-        if not hasattr(block, "init"):
-            raise TypeError(f"{label} ({type(block).__name__}) has {n} parameters but no "
-                            f"init(rng, dtype); initialise its slice of params yourself.")
-        p = np.asarray(block.init(rng, dtype=dtype))
-        if p.shape != (n,):
-            raise ParameterError(f"{label}.init returned shape {p.shape}, expected ({n},).")
-        parts.append(p.astype(dtype, copy=False))
+        parts.append(init_child(block, rng, dtype, int(block.n_params), where.format(i + start)))
     return parts
 
 

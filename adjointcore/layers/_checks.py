@@ -11,9 +11,9 @@ from numbers import Number
 import numpy as np
 
 from ..backend import is_cupy_array
-from ..errors import NonFiniteError, ShapeError, check_array
+from ..errors import NonFiniteError, ParameterError, ShapeError, check_array
 
-__all__ = ["prefixed_shapes", "check_child_layer", "check_backends", "check_flag", "check_mode", "check_y_bar", "finite_float",
+__all__ = ["init_child", "prefixed_shapes", "check_child_layer", "check_backends", "check_flag", "check_mode", "check_y_bar", "finite_float",
            "out_dtype", "time_value"]
 
 
@@ -145,3 +145,16 @@ def prefixed_shapes(children, offsets) -> dict:
             continue
         shapes.update({f"{i}.{name}": tuple(s) for name, s in own.items()})
     return shapes
+
+
+def init_child(child, rng, dtype, n: int, where: str):
+    """``child.init(rng, dtype)`` checked to be a flat array of length ``n`` (empty for n = 0)."""
+    if n == 0:
+        return np.zeros(0, dtype=dtype)
+    if not hasattr(child, "init"):
+        raise TypeError(f"{where} ({type(child).__name__}) has {n} parameters but no "
+                        f"init(rng, dtype); initialise its slice of params yourself.")
+    p = np.asarray(child.init(rng, dtype=dtype))
+    if p.shape != (n,):
+        raise ParameterError(f"{where}.init returned shape {tuple(p.shape)}, expected ({n},).")
+    return p.astype(dtype, copy=False)

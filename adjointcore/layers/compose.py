@@ -13,7 +13,7 @@ import numpy as np
 
 from ..backend import as_dtype, get_array_module
 from ..errors import ParameterError, ShapeError, check_generator, check_params
-from ._checks import check_child_layer, prefixed_shapes
+from ._checks import check_child_layer, init_child, prefixed_shapes
 from .base import Layer
 
 __all__ = ["Sequential", "Residual", "ResidualCache"]
@@ -57,18 +57,6 @@ def _child_params_bar(p_bar, n: int, where: str, like):
                              f"{getattr(p_bar, 'shape', type(p_bar).__name__)}, expected {n} "
                              f"values (its n_params); fix the child's vjp.")
     return p_bar.reshape(-1)
-
-
-def _init_child(child, rng, dtype, n: int, where: str):
-    if n == 0:
-        return np.zeros(0, dtype=dtype)
-    if not hasattr(child, "init"):
-        raise TypeError(f"{where} ({type(child).__name__}) has {n} parameters but no "
-                        f"init(rng, dtype); initialise its slice of params yourself.")
-    p = np.asarray(child.init(rng, dtype=dtype))
-    if p.shape != (n,):
-        raise ParameterError(f"{where}.init returned shape {tuple(p.shape)}, expected ({n},).")
-    return p.astype(dtype, copy=False)
 
 
 class Sequential(Layer):
@@ -137,7 +125,7 @@ class Sequential(Layer):
         check_generator(rng)
         dtype = as_dtype(dtype)
         o = self._offsets
-        parts = [_init_child(c, rng, dtype, o[i + 1] - o[i], f"layers[{i}]")
+        parts = [init_child(c, rng, dtype, o[i + 1] - o[i], f"layers[{i}]")
                  for i, c in enumerate(self.layers)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
@@ -230,7 +218,7 @@ class Residual(Layer):
         """The inner layer's ``init``."""
         check_generator(rng)
         dtype = as_dtype(dtype)
-        return _init_child(self.inner, rng, dtype, self._n, "inner")
+        return init_child(self.inner, rng, dtype, self._n, "inner")
 
     def output_shape(self, input_shape) -> tuple:
         shape = tuple(input_shape)
