@@ -191,7 +191,7 @@ def test_coupled_equals_hand_built_monolithic_field(d, n, hidden, steps, method,
     rng = np.random.default_rng(seed)
     field, x0, theta0, theta1 = make_system(rng, d, n, hidden)
     mono = MonolithicField(n, d, hidden)
-    grid, obs = np.linspace(0.0, 1.0, steps + 1), [steps]
+    grid = np.linspace(0.0, 1.0, steps + 1)
     y0 = field.pack(x0, theta0)
     ys_c, _ = grid_forward(field, y0, theta1, grid, method)
     ys_m, _ = grid_forward(mono, y0, theta1, grid, method)
