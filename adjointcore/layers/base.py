@@ -14,6 +14,23 @@ Protocol (duck-typed: a user's class need not inherit from :class:`Layer`)
 ``vjp(params, cache, y_bar, need_params=True) -> (x_bar, params_bar)``
     ``params_bar`` has the shape of ``params``; it is ``None`` when ``need_params`` is false.
 
+Fast path (optional; :func:`layer_kernel` adapts a layer without it)
+--------------------------------------------------------------------
+Solvers and adjoints validate their inputs once, at the public entry point, and then call
+
+``apply(params, x, t=None, rng=None, tape=True) -> (y, cache)``
+    The forward map without any argument check. ``t`` and ``rng`` are passed to every layer
+    (layers ignore what they do not use). With ``tape=False`` (forward-only sweeps: solves,
+    checkpoint recomputation, evaluation) the layer keeps nothing for a VJP and computes no
+    derivative data; ``cache`` may then be ``None``.
+``apply_vjp(params, cache, y_bar, params_bar=None) -> x_bar``
+    The VJP without checks. When ``params_bar`` (a 1-D array of length ``n_params``) is given,
+    the parameter cotangent is *written* into it (overwriting; composites hand each child its
+    slice of one flat buffer), so no per-call gradient vector is allocated or concatenated.
+
+For the built-in layers, ``forward``/``vjp`` are the checks followed by ``apply``/``apply_vjp``,
+so both paths give bitwise identical results.
+
 Optional attributes read by tools: ``analytic`` (forward is real-analytic and accepts complex
 input, so the complex-step check applies), ``time_dependent``, ``needs_rng``, ``param_shapes``
 (ordered ``{name: shape}``), ``output_shape(input_shape)``.
@@ -31,7 +48,58 @@ from ..backend import as_dtype, get_array_module
 from ..errors import check_array, check_generator, check_params
 from ._checks import check_y_bar
 
-__all__ = ["Layer", "ParameterFree"]
+__all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "param_layout"]
+
+
+def param_layout(shapes: dict) -> dict:
+    """``{name: (slice, shape)}`` locating each named tensor in a flat parameter vector.
+
+    Built once per layer (from its constructor arguments), so the fast path takes a view with
+    ``params[sl].reshape(shape)`` and never recomputes offsets.
+    """
+    out, offset = {}, 0
+    for name, shape in shapes.items():
+        size = prod(shape)
+        out[name] = (slice(offset, offset + size), tuple(shape))
+        offset += size
+    return out
+
+
+class ProtocolKernel:
+    """Fast-path methods (``apply``/``apply_vjp``) for a layer that only has ``forward``/``vjp``.
+
+    Used for duck-typed user layers inside composites and fields: each call goes through the
+    layer's own (checked) ``forward``/``vjp``; ``t``/``rng`` are passed only when the layer's
+    ``time_dependent``/``needs_rng`` flag asks for them.
+    """
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.n_params = int(layer.n_params)
+        self._timed = bool(getattr(layer, "time_dependent", False))
+        self._random = bool(getattr(layer, "needs_rng", False))
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        context = {}
+        if self._timed:
+            context["t"] = t
+        if self._random:
+            context["rng"] = rng
+        return self.layer.forward(params, x, **context)
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        need = params_bar is not None
+        x_bar, p_bar = self.layer.vjp(params, cache, y_bar, need_params=need)
+        if need and self.n_params:
+            params_bar[...] = p_bar.reshape(-1)
+        return x_bar
+
+
+def layer_kernel(layer):
+    """``layer`` itself if it has the fast-path methods, else a :class:`ProtocolKernel`."""
+    if callable(getattr(layer, "apply", None)) and callable(getattr(layer, "apply_vjp", None)):
+        return layer
+    return ProtocolKernel(layer)
 
 
 class Layer:
@@ -92,6 +160,35 @@ class Layer:
         """Zero parameter vector on the backend and dtype of array ``like``."""
         xp = get_array_module(like)
         return xp.zeros(self.n_params, dtype=like.dtype)
+
+    # -- fast path (defaults for layers that only define forward/vjp) --------------------------
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked forward (see the module notes); default: :meth:`forward` with the context
+        the layer's flags ask for."""
+        context = {}
+        if self.time_dependent:
+            context["t"] = t
+        if self.needs_rng:
+            context["rng"] = rng
+        return self.forward(params, x, **context)
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked VJP writing the parameter cotangent into ``params_bar`` (if given);
+        default: :meth:`vjp`."""
+        need = params_bar is not None
+        x_bar, p_bar = self.vjp(params, cache, y_bar, need_params=need)
+        if need and params_bar.size:
+            params_bar[...] = p_bar
+        return x_bar
+
+    def _vjp_via_apply(self, params, cache, y_bar, need_params, dtype):
+        """The checked ``vjp`` of a layer whose ``apply_vjp`` is its implementation: allocate
+        ``params_bar`` (of ``dtype``) when needed and delegate."""
+        if not need_params:
+            return self.apply_vjp(params, cache, y_bar), None
+        xp = get_array_module(y_bar)
+        params_bar = xp.empty(self.n_params, dtype=dtype)
+        return self.apply_vjp(params, cache, y_bar, params_bar), params_bar
 
     # -- input checks -----------------------------------------------------------------------
     def _check_x(self, x, ndim, shape=None, fix=""):

@@ -19,7 +19,7 @@ from .. import init as initmod
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
-from .base import Layer
+from .base import Layer, param_layout
 
 __all__ = ["Linear", "ConcatLinear", "LinearCache", "ConcatLinearCache"]
 
@@ -66,6 +66,7 @@ class Linear(Layer):
         self.out_features = check_positive_int("out_features", out_features)
         self.bias = check_flag("bias", bias)
         self.init_scheme = initmod.check_scheme(init)
+        self._layout = param_layout(self.param_shapes)
 
     @property
     def param_shapes(self):
@@ -100,6 +101,11 @@ class Linear(Layer):
         check_backends(repr(self), params, x)
         return views
 
+    def _weights(self, params):
+        """``(W, b or None)`` views of a flat ``params`` (unchecked)."""
+        (ws, wshape), bias = self._layout["weight"], self._layout.get("bias")
+        return params[ws].reshape(wshape), (None if bias is None else params[bias[0]])
+
     def forward(self, params, x, **context):
         """``y = x @ W.T + b``; returns ``(y, LinearCache(x))``.
 
@@ -108,28 +114,35 @@ class Linear(Layer):
         params : ndarray, shape (n_params,)
         x : ndarray, shape (N, in_features)
         """
-        v = self._check_input(params, x)
-        xp = get_array_module(x)
-        y = xp.matmul(x, v["weight"].T)
-        if self.bias:
-            y += v["bias"]
-        return y, LinearCache(x)
+        self._check_input(params, x)
+        return self.apply(params, x)
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked :meth:`forward` (``tape=False``: no cache)."""
+        w, b = self._weights(params)
+        y = x @ w.T
+        if b is not None:
+            y += b
+        return y, (LinearCache(x) if tape else None)
 
     def vjp(self, params, cache, y_bar, need_params=True):
         """Returns ``(x_bar (N, in_features), params_bar (n_params,) or None)``."""
-        v = self.views(params)
+        self.views(params)
+        check_y_bar(y_bar, (cache.x.shape[0], self.out_features))
+        return self._vjp_via_apply(params, cache, y_bar, need_params,
+                                   out_dtype(y_bar, cache.x, params))
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked :meth:`vjp`; the parameter cotangent is written into ``params_bar``."""
+        w, _ = self._weights(params)
         x = cache.x
-        check_y_bar(y_bar, (x.shape[0], self.out_features))
-        xp = get_array_module(y_bar)
-        x_bar = xp.matmul(y_bar, v["weight"])
-        if not need_params:
-            return x_bar, None
-        params_bar = xp.empty(params.shape[0], dtype=out_dtype(y_bar, x, params))
-        g = self.views(params_bar)
-        g["weight"][...] = xp.matmul(y_bar.T, x)
-        if self.bias:
-            y_bar.sum(axis=0, out=g["bias"])
-        return x_bar, params_bar
+        x_bar = y_bar @ w
+        if params_bar is not None:
+            g_w, g_b = self._weights(params_bar)
+            get_array_module(y_bar).matmul(y_bar.T, x, out=g_w)
+            if g_b is not None:
+                y_bar.sum(axis=0, out=g_b)
+        return x_bar
 
 
 class ConcatLinear(Linear):
@@ -148,33 +161,38 @@ class ConcatLinear(Linear):
 
     def forward(self, params, x, t=None, **context):
         """``y = x @ W[:, :-1].T + t W[:, -1] + b``; returns ``(y, ConcatLinearCache(x, t))``."""
-        v = self._check_input(params, x)
-        t = time_value(t, repr(self))
-        xp = get_array_module(x)
-        w = v["weight"]
-        y = xp.matmul(x, w[:, :-1].T)
+        self._check_input(params, x)
+        return self.apply(params, x, t=time_value(t, repr(self)))
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked :meth:`forward` (``tape=False``: no cache)."""
+        w, b = self._weights(params)
+        y = x @ w[:, :-1].T
         if isinstance(t, complex) and y.dtype.kind != "c":
             y = y.astype(np.result_type(y.dtype, np.complex64))
         y += t * w[:, -1]
-        if self.bias:
-            y += v["bias"]
-        return y, ConcatLinearCache(x, t)
+        if b is not None:
+            y += b
+        return y, (ConcatLinearCache(x, t) if tape else None)
 
     def vjp(self, params, cache, y_bar, need_params=True):
         """Returns ``(x_bar (N, in_features), params_bar or None)``; no gradient for ``t``."""
-        v = self.views(params)
+        self.views(params)
         x, t = cache
         check_y_bar(y_bar, (x.shape[0], self.out_features))
-        xp = get_array_module(y_bar)
-        x_bar = xp.matmul(y_bar, v["weight"][:, :-1])
-        if not need_params:
-            return x_bar, None
-        params_bar = xp.empty(self.n_params, dtype=out_dtype(y_bar, x, params, t))
-        g = self.views(params_bar)
-        column_sum = y_bar.sum(axis=0)
-        g["weight"][:, :-1] = xp.matmul(y_bar.T, x)
-        g["weight"][:, -1] = t * column_sum
-        if self.bias:
-            g["bias"][...] = column_sum
-        return x_bar, params_bar
+        return self._vjp_via_apply(params, cache, y_bar, need_params,
+                                   out_dtype(y_bar, x, params, t))
 
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked :meth:`vjp`; the parameter cotangent is written into ``params_bar``."""
+        w, _ = self._weights(params)
+        x, t = cache
+        x_bar = y_bar @ w[:, :-1]
+        if params_bar is not None:
+            g_w, g_b = self._weights(params_bar)
+            column_sum = y_bar.sum(axis=0)
+            g_w[:, :-1] = y_bar.T @ x
+            g_w[:, -1] = t * column_sum
+            if g_b is not None:
+                g_b[...] = column_sum
+        return x_bar

@@ -6,7 +6,7 @@ from scipy.special import expit
 from adjointcore.backend import to_host
 from adjointcore.errors import ParameterError, ShapeError
 from adjointcore.gradcheck import check_layer
-from adjointcore.layers.activation import (ELU, LeakyReLU, TanhCache, ReLU, Sigmoid,
+from adjointcore.layers.activation import (ELU, LeakyReLU, TanhCache, tanh_derivative, ReLU, Sigmoid,
                                            SigmoidCache, Softplus, Tanh)
 
 ALL = [ReLU(), LeakyReLU(), LeakyReLU(0.2), Tanh(), Sigmoid(), Softplus(), Softplus(beta=3.0),
@@ -139,11 +139,15 @@ def test_vjp_at_extremes(layer):
     np.testing.assert_allclose(x_bar, reference_derivative(layer, x), rtol=5 * 2.3e-16, atol=0)
 
 
-def test_caches_hold_outputs():
+def test_caches_hold_what_the_vjp_needs():
+    """Tanh keeps its input (the VJP evaluates the derivative from it); a forward-only call
+    (``tape=False``) keeps nothing and returns the same output bit for bit."""
     x = np.linspace(-2, 2, 7)
     y, cache = Tanh().forward(None, x)
-    assert isinstance(cache, TanhCache) and cache.y is y
-    np.testing.assert_allclose(cache.dydx, 1 - y * y, rtol=1e-14)
+    assert isinstance(cache, TanhCache) and cache.x is x
+    np.testing.assert_allclose(tanh_derivative(cache.x), 1 - y * y, rtol=1e-14)
+    y_fast, no_cache = Tanh().apply(None, x, tape=False)
+    assert no_cache is None and np.array_equal(y_fast, y)
     y, cache = Sigmoid().forward(None, x)
     assert isinstance(cache, SigmoidCache) and cache.y is y
     np.testing.assert_allclose(cache.y_c, expit(-x), rtol=2.3e-16)
