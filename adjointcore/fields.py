@@ -5,10 +5,17 @@ Protocol (duck-typed; :mod:`solvers` relies on nothing else)
 ``forward(t, y, params) -> (dy, cache)``
 ``vjp(cache, dy_bar, need_params=True) -> (y_bar, params_bar, t_bar)``; ``t_bar`` may be ``None``.
 ``n_params`` (int) where parameters exist.
+
+Optional fast methods, used by the solvers and adjoints after their first (checked) evaluation
+(see :class:`solvers.FieldKernel`): ``evaluate(t, y, params) -> dy`` (forward only, no cache),
+``forward_unchecked(t, y, params) -> (dy, cache)`` and ``vjp_into(cache, dy_bar, params_bar)
+-> y_bar`` (parameter cotangent written into ``params_bar`` unless it is None).
 """
 from __future__ import annotations
 
 from typing import Any, NamedTuple
+
+from .layers.base import layer_kernel
 
 __all__ = ["LayerField", "LayerFieldCache"]
 
@@ -41,6 +48,7 @@ class LayerField:
                 raise TypeError(f"`layer` must follow the layer protocol (forward, vjp, n_params); "
                                 f"{layer!r} lacks `{attr}`.")
         self.layer = layer
+        self._kernel = layer_kernel(layer)
 
     @property
     def n_params(self) -> int:
@@ -57,6 +65,19 @@ class LayerField:
                              f"but {self.layer!r} returned {tuple(dy.shape)}; add a ChannelPad/"
                              f"ChannelUnpad or adjust the layer widths.")
         return dy, LayerFieldCache(params, cache)
+
+    def evaluate(self, t, y, params):
+        """``dy`` without argument checks or cache (forward-only sweeps)."""
+        return self._kernel.apply(params, y, t, None, False)[0]
+
+    def forward_unchecked(self, t, y, params):
+        """:meth:`forward` without argument checks."""
+        dy, cache = self._kernel.apply(params, y, t, None, True)
+        return dy, LayerFieldCache(params, cache)
+
+    def vjp_into(self, cache: LayerFieldCache, dy_bar, params_bar=None):
+        """``y_bar``; the parameter cotangent is written into ``params_bar`` unless None."""
+        return self._kernel.apply_vjp(cache.params, cache.layer_cache, dy_bar, params_bar)
 
     def vjp(self, cache: LayerFieldCache, dy_bar, need_params: bool = True):
         """Return ``(y_bar, params_bar, None)``."""

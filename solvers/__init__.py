@@ -6,7 +6,7 @@ Imports no other package of this repository.
 from ._controller import (ControllerState, IController, PIController, block_tolerance,
                           initial_step, per_sample_rms_norm, rms_norm)
 from ._dense import DenseOutput
-from ._field import CallableField, as_field, is_field
+from ._field import CallableField, FieldKernel, as_field, check_field_output, field_kernel, is_field
 from ._result import MESSAGES, Solution, SolveError, SolveStats, Status
 from ._rk import RKStages, rk_step, rk_step_vjp
 from ._solve import solve
@@ -17,7 +17,7 @@ from .tableaux import TABLEAUX, get_tableau
 __all__ = [
     "ButcherTableau", "TABLEAUX", "get_tableau",
     "RKStages", "rk_step", "rk_step_vjp",
-    "as_field", "is_field", "CallableField",
+    "as_field", "is_field", "CallableField", "FieldKernel", "field_kernel", "check_field_output",
     "PIController", "IController", "ControllerState", "initial_step", "block_tolerance",
     "rms_norm", "per_sample_rms_norm",
     "DenseOutput", "solve", "Solution", "SolveStats", "Status", "SolveError", "MESSAGES",

@@ -14,6 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
+from ._xp import get_array_module
+
 
 def is_field(obj):
     """True if ``obj`` follows the field protocol (has callable ``forward`` and ``vjp``)."""
@@ -62,3 +66,130 @@ def as_field(f):
         return CallableField(f)
     raise TypeError(f"`field` must be an object with forward/vjp methods or a callable "
                     f"f(t, y[, params]); got {type(f).__name__}: {f!r}")
+
+
+class FieldKernel:
+    """Per-call evaluator of a field: checks its first output, then runs unchecked; counts work.
+
+    Every public entry point of the solvers and adjoints wraps the user's field in a fresh
+    ``FieldKernel`` (never stored on the field). The first evaluation goes through the field's
+    own ``forward`` (for :class:`adjointcore.fields.LayerField`, the layers' argument checks)
+    and its output is checked once (shape and dtype, naming the field); later evaluations take
+    the field's optional fast methods when it has them:
+
+    ``evaluate(t, y, params) -> dy``
+        Forward only: no cache, no derivative data (solves, checkpoint recomputation).
+    ``forward_unchecked(t, y, params) -> (dy, cache)``
+        What ``forward`` returns, without argument checks.
+    ``vjp_into(cache, dy_bar, params_bar) -> y_bar``
+        The VJP with the parameter cotangent written into ``params_bar`` (None: not needed).
+
+    A field without them is called through ``forward``/``vjp`` as before.
+
+    Attributes
+    ----------
+    field : object
+        The wrapped field.
+    nfe, n_vjp : int
+        Field evaluations (``evaluate`` + ``forward``) and VJPs made through this kernel.
+    """
+
+    def __init__(self, field):
+        self.field = field
+        self.nfe = 0
+        self.n_vjp = 0
+        self._checked = False
+        self._params_dtype = None
+        self._xp = np
+        self._buffers = None
+        self._evaluate = getattr(field, "evaluate", None)
+        self._forward = getattr(field, "forward_unchecked", None) or field.forward
+        self._vjp_into = getattr(field, "vjp_into", None)
+
+    @property
+    def n_params(self):
+        """The field's ``n_params`` when it declares one as an integer, else None."""
+        n = getattr(self.field, "n_params", None)
+        return int(n) if isinstance(n, (int, np.integer)) and not isinstance(n, bool) else None
+
+    def _first(self, t, y, params):
+        dy, cache = self.field.forward(t, y, params)
+        check_field_output(dy, y, self.field)
+        self._params_dtype = getattr(params, "dtype", None)
+        self._xp = get_array_module(y)
+        self._checked = True
+        return dy, cache
+
+    def evaluate(self, t, y, params):
+        """``dy`` only (no cache kept)."""
+        self.nfe += 1
+        if not self._checked:
+            return self._first(t, y, params)[0]
+        if self._evaluate is None:
+            return self._forward(t, y, params)[0]
+        return self._evaluate(t, y, params)
+
+    def forward(self, t, y, params):
+        """``(dy, cache)`` for a later VJP."""
+        self.nfe += 1
+        if not self._checked:
+            return self._first(t, y, params)
+        return self._forward(t, y, params)
+
+    def vjp(self, cache, dy_bar, need_params=True):
+        """The field's own ``vjp`` (protocol form, allocating ``params_bar``)."""
+        self.n_vjp += 1
+        return self.field.vjp(cache, dy_bar, need_params=need_params)
+
+    def vjp_into(self, cache, dy_bar, params_bar):
+        """``y_bar``; the parameter cotangent is written into ``params_bar`` unless None."""
+        self.n_vjp += 1
+        if self._vjp_into is not None:
+            return self._vjp_into(cache, dy_bar, params_bar)
+        y_bar, p_bar, _ = self.field.vjp(cache, dy_bar, need_params=params_bar is not None)
+        if params_bar is not None and params_bar.size:
+            if p_bar is None:
+                params_bar[...] = 0
+            else:
+                params_bar[...] = p_bar.reshape(-1)
+        return y_bar
+
+    def param_buffers(self, y_dtype):
+        """Two reusable parameter-cotangent buffers ``(step, stage)`` of length ``n_params``,
+        or None when the field declares no ``n_params`` (then callers allocate per VJP).
+
+        The dtype is that of combining the state and the parameters (what each layer's VJP
+        would return), so accumulating in place gives the same numbers as adding fresh arrays.
+        """
+        n = self.n_params
+        if n is None:
+            return None
+        if self._buffers is None:
+            dtype = (np.result_type(y_dtype) if self._params_dtype is None
+                     else np.result_type(y_dtype, self._params_dtype))
+            self._buffers = (self._xp.empty(int(n), dtype=dtype),
+                             self._xp.empty(int(n), dtype=dtype))
+        return self._buffers
+
+
+def check_field_output(dy, y, field) -> None:
+    """Raise unless the field's output ``dy`` is an array of the state's shape.
+
+    Run once per solve or adjoint (on the first evaluation), so a wrong field fails with a
+    message naming it instead of an error from deep inside a step.
+    """
+    shape = getattr(dy, "shape", None)
+    if shape is None or getattr(dy, "dtype", None) is None:
+        raise TypeError(f"the field {field!r} returned {type(dy).__name__} ({dy!r:.80}) from "
+                        f"forward; it must return (dy, cache) with dy an array shaped like y "
+                        f"{tuple(y.shape)}.")
+    if tuple(shape) != tuple(y.shape):
+        raise ValueError(f"the field {field!r} returned dy of shape {tuple(shape)} for y of "
+                         f"shape {tuple(y.shape)}; a vector field must return dy shaped like y.")
+
+
+def field_kernel(field):
+    """A fresh :class:`FieldKernel` for ``field`` (``field`` itself if it is one)."""
+    if isinstance(field, FieldKernel):
+        return field
+    return FieldKernel(field if callable(getattr(field, "forward", None)) else as_field(field))

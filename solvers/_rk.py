@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._field import field_kernel
 from ._xp import get_array_module, real_dtype
 
 
@@ -61,23 +62,37 @@ def _coefficients(tab, xp, dtype):
     return xp.asarray(tab.a, dtype=dtype), xp.asarray(tab.b, dtype=dtype), b_err
 
 
+def _weighted_sum(xp, weights, stack):
+    """``sum_j weights[j] stack[j]`` as ``numpy.tensordot(weights, stack, axes=1)`` computes it
+    (one ``dot`` of shapes (1, m) and (m, size)), without tensordot's Python bookkeeping; the
+    roundings are the same."""
+    m = weights.shape[0]
+    return xp.dot(weights.reshape(1, m), stack.reshape(m, -1)).reshape(stack.shape[1:])
+
+
 def _combine(xp, y, h, weights, k):
-    """``y + h * sum_j weights[j] k[j]`` (vectorised over stages).
+    """``y + h * sum_j weights[j] k[j]``, in place in the one new array.
 
-    A non-finite stage (an overflowing trial step) makes ``0 * inf = nan`` here; NumPy's warning
-    is muted because the result is not silent: the driver checks ``y1`` and rejects the step or
-    reports ``Status.NON_FINITE``.
+    A non-finite stage (an overflowing trial step) makes ``0 * inf = nan`` here; the caller
+    mutes NumPy's warning (:func:`rk_step`) because the result is not silent: the driver checks
+    ``y1`` and rejects the step or reports ``Status.NON_FINITE``.
     """
-    with np.errstate(invalid="ignore", over="ignore"):
-        return y + h * xp.tensordot(weights, k, axes=1)
+    out = _weighted_sum(xp, weights, k)
+    out *= h
+    if isinstance(y, float):
+        return y + out
+    out += y
+    return out
 
 
-def rk_step(field, tab, t, y, h, params, f0=None, full=True):
+def rk_step(field, tab, t, y, h, params, f0=None, full=True, tape=True):
     """Take one explicit RK step.
 
     Parameters
     ----------
     field : object with ``forward(t, y, params) -> (dy, cache)``
+        Wrapped once per call in a :class:`~solvers._field.FieldKernel` (drivers pass their
+        own kernel, which evaluates without re-checking).
     tab : ButcherTableau
     t, h : float
         Step start and signed step size.
@@ -92,6 +107,9 @@ def rk_step(field, tab, t, y, h, params, f0=None, full=True):
         If True evaluate every stage (needed for ``y_err`` and for FSAL reuse). If False evaluate
         only the ``tab.n_live`` stages that ``y1`` depends on and return ``y_err = None``;
         ``y1`` is bitwise the same either way.
+    tape : bool
+        Keep each stage's field cache for :func:`rk_step_vjp` (default). False evaluates the
+        field forward-only (no caches, no derivative data); ``stages.caches`` is then empty.
 
     Returns
     -------
@@ -100,26 +118,33 @@ def rk_step(field, tab, t, y, h, params, f0=None, full=True):
         Embedded error estimate ``h sum b_err_i k_i`` (None without ``b_err`` or if not ``full``).
     stages : RKStages
     """
+    kernel = field_kernel(field)
     xp = get_array_module(y)
     t, h = float(t), float(h)
     n_eval = tab.n_stages if full else tab.n_live
     a, b, b_err = _coefficients(tab, xp, real_dtype(y.dtype))
+    c = tab.c_floats
     k, caches = None, []
-    for i in range(n_eval):
-        if i == 0 and f0 is not None:
-            dy, cache = f0 if isinstance(f0, tuple) else (f0, None)
-        else:
-            y_i = y if i == 0 else _combine(xp, y, h, a[i, :i], k[:i])
-            dy, cache = field.forward(t + float(tab.c[i]) * h, y_i, params)
-        if k is None:
-            k = xp.empty((n_eval,) + tuple(dy.shape), dtype=dy.dtype)
-        k[i] = dy
-        caches.append(cache)
-    # Summing over the live stages only makes y1 bitwise equal to the FSAL stage input
-    # (a[-1, :n_live] == b[:n_live]) and independent of `full`.
-    n_live = tab.n_live
-    y1 = _combine(xp, y, h, b[:n_live], k[:n_live])
-    y_err = None if (b_err is None or not full) else _combine(xp, 0.0, h, b_err, k)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for i in range(n_eval):
+            if i == 0 and f0 is not None:
+                dy, cache = f0 if isinstance(f0, tuple) else (f0, None)
+            else:
+                y_i = y if i == 0 else _combine(xp, y, h, a[i, :i], k[:i])
+                if tape:
+                    dy, cache = kernel.forward(t + c[i] * h, y_i, params)
+                else:
+                    dy, cache = kernel.evaluate(t + c[i] * h, y_i, params), None
+            if k is None:
+                k = xp.empty((n_eval,) + tuple(dy.shape), dtype=dy.dtype)
+            k[i] = dy
+            if tape:
+                caches.append(cache)
+        # Summing over the live stages only makes y1 bitwise equal to the FSAL stage input
+        # (a[-1, :n_live] == b[:n_live]) and independent of `full`.
+        n_live = tab.n_live
+        y1 = _combine(xp, y, h, b[:n_live], k[:n_live])
+        y_err = None if (b_err is None or not full) else _combine(xp, 0.0, h, b_err, k)
     return y1, y_err, RKStages(t, y, h, k, tuple(caches))
 
 
@@ -132,7 +157,7 @@ def rk_step_vjp(field, tab, stages, y1_bar, need_params=True):
     tab : ButcherTableau
         The tableau used for the forward step.
     stages : RKStages
-        As returned by :func:`rk_step`.
+        As returned by :func:`rk_step` (with ``tape=True``).
     y1_bar : array, shape ``y.shape``
         Cotangent of ``y1``.
     need_params : bool
@@ -142,16 +167,23 @@ def rk_step_vjp(field, tab, stages, y1_bar, need_params=True):
     -------
     y_bar : array, shape ``y.shape``
     params_bar : array or None
-        Sum of the stage parameter cotangents (None if not needed or the field has none).
+        Sum of the stage parameter cotangents (None if not needed or the field has none). When
+        ``field`` is a driver's :class:`~solvers._field.FieldKernel`, this is the kernel's
+        reusable step buffer: consume it before the next call.
 
     Notes
     -----
-    Exactly one ``field.vjp`` call per live stage, in reverse stage order.
+    Exactly one field VJP per live stage, in reverse stage order. The stage parameter
+    cotangents are summed in that order: the last live stage's VJP writes into the step buffer,
+    each earlier one into a stage buffer that is then added (the same roundings as adding
+    freshly allocated vectors).
     """
+    kernel = field_kernel(field)
     xp = get_array_module(y1_bar)
     n = stages.k.shape[0]
     a, b, _ = _coefficients(tab, xp, real_dtype(stages.k.dtype))
     h = stages.h
+    buffers = kernel.param_buffers(y1_bar.dtype) if need_params else None
     w = None
     params_bar = None
     for i in range(n - 1, -1, -1):
@@ -159,17 +191,26 @@ def rk_step_vjp(field, tab, stages, y1_bar, need_params=True):
             continue
         kappa = b[i] * y1_bar
         if w is not None and i + 1 < n:
-            kappa = kappa + xp.tensordot(a[i + 1:n, i], w[i + 1:n], axes=1)
-        if stages.caches[i] is None:
+            kappa += _weighted_sum(xp, a[i + 1:n, i], w[i + 1:n])
+        if i >= len(stages.caches) or stages.caches[i] is None:
             raise ValueError(f"rk_step_vjp: stage {i} has no field cache (it was passed to rk_step "
-                             "as a bare f0 array); call rk_step without f0, or with "
-                             "f0=(dy, cache).")
-        w_i, g_i, _ = field.vjp(stages.caches[i], h * kappa, need_params=need_params)
+                             "as a bare f0 array, or taken with tape=False); call rk_step "
+                             "without f0, or with f0=(dy, cache).")
+        kappa *= h
+        if buffers is not None:
+            first = params_bar is None
+            w_i = kernel.vjp_into(stages.caches[i], kappa, buffers[0] if first else buffers[1])
+            if first:
+                params_bar = buffers[0]
+            else:
+                params_bar += buffers[1]
+        else:
+            w_i, g_i, _ = kernel.vjp(stages.caches[i], kappa, need_params=need_params)
+            if need_params and g_i is not None:
+                params_bar = g_i if params_bar is None else params_bar + g_i
         if w is None:
             w = xp.zeros((n,) + tuple(w_i.shape), dtype=xp.result_type(w_i, y1_bar))
         w[i] = w_i
-        if need_params and g_i is not None:
-            params_bar = g_i if params_bar is None else params_bar + g_i
     y_bar = y1_bar + w.sum(axis=0) if w is not None else y1_bar
     return y_bar, params_bar
 

@@ -34,8 +34,8 @@ class RKStepper:
         return (y0,)
 
     def step(self, field, n, t, h, state, params):
-        """One step from ``(t, state[0])``; returns ``((y1,), nfe)``."""
-        y1, _, stages = rk_step(field, self.tab, t, state[0], h, params, full=False)
+        """One step from ``(t, state[0])``, forward only (no caches); returns ``((y1,), nfe)``."""
+        y1, _, stages = rk_step(field, self.tab, t, state[0], h, params, full=False, tape=False)
         return (y1,), len(stages.k)
 
     def step_vjp(self, field, n, t, h, state, params, state_next_bar, need_params=True):

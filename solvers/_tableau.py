@@ -143,6 +143,9 @@ class ButcherTableau:
     dense: np.ndarray | None = None
     fsal: bool = field(init=False)
     live: np.ndarray = field(init=False)
+    #: ``c`` as Python floats and the number of live stages, derived once (read on every step).
+    c_floats: tuple = field(init=False, repr=False, compare=False)
+    _n_live: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         put = object.__setattr__
@@ -170,6 +173,8 @@ class ButcherTableau:
         self._init_dense(label, b)
         put(self, "fsal", bool(s > 1 and c[-1] == 1.0 and np.array_equal(a[-1], b)))
         put(self, "live", _live_stages(a, b))
+        put(self, "c_floats", tuple(float(v) for v in c))
+        put(self, "_n_live", int(np.nonzero(self.live)[0][-1]) + 1)
 
     def _init_error(self, label, a, b):
         if (self.b_err is None) != (self.err_order is None):
@@ -207,7 +212,7 @@ class ButcherTableau:
     @property
     def n_live(self):
         """Number of leading stages that ``y1`` needs (``s - 1`` for Dopri5/Tsit5, else ``s``)."""
-        return int(np.nonzero(self.live)[0][-1]) + 1
+        return self._n_live
 
     def __repr__(self):
         return (f"ButcherTableau(name={self.name!r}, stages={self.n_stages}, order={self.order}, "

@@ -4,6 +4,8 @@ import numpy as np
 
 def get_array_module(*arrays):
     """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    if len(arrays) == 1 and type(arrays[0]) is np.ndarray:   # the common case, no probing
+        return np
     for x in arrays:
         if x is not None and type(x).__module__.split(".")[0] == "cupy":
             import cupy
@@ -14,7 +16,11 @@ def get_array_module(*arrays):
 def real_dtype(dtype):
     """Real counterpart of ``dtype`` (float32 for complex64, ...); a host-side lookup that
     allocates nothing on the device (NumPy and CuPy share dtype objects)."""
-    return np.empty(0, dtype=dtype).real.dtype
+    dtype = np.dtype(dtype)
+    return _REAL.get(dtype, dtype)
+
+
+_REAL = {np.dtype(np.complex64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.float64)}
 
 
 def to_host_float64(values):

@@ -45,7 +45,7 @@ from math import prod
 import numpy as np
 
 from ..backend import as_dtype, get_array_module
-from ..errors import check_array, check_generator, check_params
+from ..errors import ParameterError, check_array, check_generator, check_params
 from ._checks import check_y_bar
 
 __all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "param_layout"]
@@ -91,6 +91,11 @@ class ProtocolKernel:
         need = params_bar is not None
         x_bar, p_bar = self.layer.vjp(params, cache, y_bar, need_params=need)
         if need and self.n_params:
+            if getattr(p_bar, "size", None) != self.n_params:
+                raise ParameterError(f"{type(self.layer).__name__}.vjp returned params_bar of "
+                                     f"shape {getattr(p_bar, 'shape', type(p_bar).__name__)}, "
+                                     f"expected {self.n_params} values (its n_params); fix the "
+                                     f"layer's vjp.")
             params_bar[...] = p_bar.reshape(-1)
         return x_bar
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..backend import as_dtype, get_array_module
 from ..errors import ParameterError, ShapeError, check_generator, check_params
 from ._checks import check_child_layer, init_child, prefixed_shapes
-from .base import Layer
+from .base import Layer, layer_kernel
 
 __all__ = ["Sequential", "Residual", "ResidualCache"]
 
@@ -83,6 +83,9 @@ class Sequential(Layer):
         self.layers = tuple(layers)
         sizes = [check_child_layer(c, f"layers[{i}]") for i, c in enumerate(self.layers)]
         self._offsets = tuple(np.cumsum([0] + sizes).tolist())
+        o = self._offsets
+        self._kernels = tuple(layer_kernel(c) for c in self.layers)
+        self._slices = tuple(slice(o[i], o[i + 1]) for i in range(len(self.layers)))
 
     # -- structure ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -167,6 +170,23 @@ class Sequential(Layer):
             return y_bar, get_array_module(y_bar).zeros(0, dtype=y_bar.dtype)
         return y_bar, get_array_module(*bars).concatenate(bars)
 
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked :meth:`forward` (``tape=False``: no caches)."""
+        caches = []
+        for kernel, sl in zip(self._kernels, self._slices):
+            x, cache = kernel.apply(params[sl], x, t, rng, tape)
+            caches.append(cache)
+        return x, (tuple(caches) if tape else None)
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked :meth:`vjp`; each child writes its parameter cotangent into its slice of
+        ``params_bar``."""
+        for i in range(len(self._kernels) - 1, -1, -1):
+            sl = self._slices[i]
+            y_bar = self._kernels[i].apply_vjp(params[sl], cache[i], y_bar,
+                                               None if params_bar is None else params_bar[sl])
+        return y_bar
+
     def __repr__(self) -> str:
         inner = ",\n".join(f"  ({i}) {c!r}" for i, c in enumerate(self.layers))
         return f"Sequential(\n{inner}\n)" if inner else "Sequential()"
@@ -190,6 +210,7 @@ class Residual(Layer):
     def __init__(self, inner):
         self._n = check_child_layer(inner, "inner")
         self.inner = inner
+        self._kernel = layer_kernel(inner)
 
     @property
     def analytic(self) -> bool:
@@ -244,6 +265,15 @@ class Residual(Layer):
         if need_params:
             p_bar = _child_params_bar(p_bar, self._n, "inner", y_bar)
         return y_bar + x_bar, p_bar
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked :meth:`forward` (``tape=False``: no cache)."""
+        z, cache = self._kernel.apply(params, x, t, rng, tape)
+        return x + z, (ResidualCache(cache) if tape else None)
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked :meth:`vjp`."""
+        return y_bar + self._kernel.apply_vjp(params, cache.inner, y_bar, params_bar)
 
     def __repr__(self) -> str:
         return f"Residual({self.inner!r})"

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from solvers import get_stepper
+from solvers import FieldKernel, as_field, field_kernel, get_stepper
 
 from ..backend import get_array_module
 from ..checkpointing import CheckpointStats, StoreAll, run_adjoint
@@ -101,26 +101,14 @@ def obs_steps_on_grid(grid, t_obs, rtol: float = 1e-12) -> np.ndarray:
     return idx.astype(np.int64)
 
 
-class CountingField:
-    """Wraps a vector field and counts its evaluations and VJPs (exact work statistics).
-
-    The counters belong to one gradient computation (a fresh wrapper per call), never to the
-    user's field.
-    """
+class CountingField(FieldKernel):
+    """Wraps a vector field for one gradient computation: exact work counters (``nfe``,
+    ``n_vjp``), the first evaluation checked and the rest unchecked, reusable parameter
+    buffers (:class:`solvers.FieldKernel`); never stored on the user's field."""
 
     def __init__(self, field):
-        self.field = field
-        self.nfe = 0
-        self.n_vjp = 0
+        super().__init__(field if callable(getattr(field, "forward", None)) else as_field(field))
         self.nfe_first = None
-
-    def forward(self, t, y, params):
-        self.nfe += 1
-        return self.field.forward(t, y, params)
-
-    def vjp(self, cache, dy_bar, need_params=True):
-        self.n_vjp += 1
-        return self.field.vjp(cache, dy_bar, need_params=need_params)
 
     def end_forward(self):
         """Mark the end of the first forward sweep (later evaluations are recomputations)."""
@@ -187,6 +175,7 @@ def grid_forward(field, y0, params, grid, method="rk4", method_options=None, obs
         slots.setdefault(i, []).append(j)
     xp = get_array_module(y0)
     ys = xp.empty((obs.size,) + tuple(y0.shape), dtype=y0.dtype)
+    field = field_kernel(field)
     state, nfe = stepper.init(field, grid[0], y0, params), 0
     for j in slots.get(0, ()):
         ys[j] = state[0]
@@ -235,6 +224,7 @@ def record_forward(field, y0, params, grid, method="rk4", method_options=None) -
     if not hasattr(stepper, "step_taped"):
         raise TypeError(f"method {method!r} cannot record a taped forward sweep (no step_taped); "
                         f"use discrete_adjoint's schedules instead.")
+    field = field_kernel(field)
     states, tapes, nfe = [stepper.init(field, grid[0], y0, params)], [], 0
     for i in range(grid.size - 1):
         state, n_i, tape = stepper.step_taped(field, i, grid[i], grid[i + 1] - grid[i],
@@ -339,8 +329,11 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
             state_bar, p_bar, m_bar = stepper.step_vjp(
                 counted, i, grid[i], grid[i + 1] - grid[i], state, params, state_next_bar,
                 need_params=need_params)
-        if p_bar is not None:
-            acc["params"] = p_bar if acc["params"] is None else acc["params"] + p_bar
+        if p_bar is not None:       # p_bar may be the kernel's step buffer: copy or add now
+            if acc["params"] is None:
+                acc["params"] = p_bar.copy()
+            else:
+                acc["params"] += p_bar
         for k, v in m_bar.items():
             acc["method"][k] = acc["method"][k] + v
         return state_bar
