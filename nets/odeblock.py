@@ -206,8 +206,11 @@ class ODEBlock(Layer):
                 y1 = ys[-1]
             n_rej = 0
         else:
+            # Backsolve needs y(t1) only: no dense output, no stored trajectory.
+            light = {"t_eval": np.array([t1]), "dense_output": False} \
+                if self.gradient == "backsolve" else {}
             solution = solvers.solve(field, y0, (t0, t1), params=params, method=self.method,
-                                     max_steps=self.max_steps, **self._grid_options())
+                                     max_steps=self.max_steps, **self._grid_options(), **light)
             grid, y1 = solution.grid, solution.ys[-1]
             nfe, n_rej = int(solution.stats.nfe), int(solution.stats.n_rejected)
         stats = ODEBlockStats("forward", nfe, grid.size - 1, n_rej, 0, 0, 0)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ._controller import PIController, initial_step
 from ._dense import DenseOutput, hermite_coefficients, tableau_coefficients
-from ._field import as_field
+from ._field import field_kernel
 from ._inputs import (check_first_step, check_positive_int, check_t_eval, check_t_span,
                       check_tolerance_shape, check_y0)
 from ._result import MESSAGES, Solution, SolveError, SolveStats, Status
@@ -49,18 +49,37 @@ NONFINITE_F0 = (" Here the field is already non-finite at the initial point: f(t
 
 
 class _Record:
-    """Accepted-step trajectory of one solve (a local accumulator, never stored)."""
+    """Accepted-step trajectory of one solve (a local accumulator, never stored).
 
-    def __init__(self, t0, y0):
+    With ``stream`` (the ``t_eval`` times of a solve without ``dense_output``), each accepted
+    step's interpolant is evaluated at the output times it covers and then dropped, and only
+    the latest state is kept: memory is that of the outputs, not of the trajectory. The values
+    are those :class:`DenseOutput` gives (the same arithmetic, one step at a time).
+    """
+
+    def __init__(self, t0, y0, stream=None):
         self.grid, self.ys, self.hs, self.coeffs = [t0], [y0], [], []
         self.nfe, self.n_rejected, self.status, self.detail = 0, 0, Status.SUCCESS, ""
+        self.stream, self.out = stream, []
 
     def accept(self, t_new, y_new, h, coeffs):
         self.grid.append(t_new)
-        self.ys.append(y_new)
         self.hs.append(h)
-        if coeffs is not None:
-            self.coeffs.append(coeffs)
+        if self.stream is None:
+            self.ys.append(y_new)
+            if coeffs is not None:
+                self.coeffs.append(coeffs)
+            return
+        t, y = self.grid[-2], self.ys[-1]
+        sign = 1.0 if t_new >= t else -1.0
+        todo = self.stream[len(self.out):]
+        todo = todo[sign * todo <= sign * t_new]
+        if todo.size:
+            xp = get_array_module(y)
+            step = DenseOutput(np.array([t, t_new]), np.array([h]), xp.stack([y, y_new]),
+                               coeffs[None])
+            self.out.extend(step(todo))
+        self.ys[-1] = y_new
 
 
 def _finite(x):
@@ -84,7 +103,7 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
     """Integrate with tableau ``tab`` into ``rec``: adaptive if ``ctrl`` is given (``h_abs`` the
     first step or None for Hairer's guess), else ``n_fixed`` steps of size ``h_abs``."""
     direction = 1.0 if t1 > t0 else -1.0
-    f, _ = field.forward(t0, y0, params)
+    f = field.evaluate(t0, y0, params)
     rec.nfe += 1
     if not _finite(f):
         rec.status, rec.detail = Status.NON_FINITE, NONFINITE_F0
@@ -117,7 +136,7 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
             # the last step's c = 1 stage sits exactly at t1.
             t_new = t1 if n_acc == n_fixed - 1 else t0 + (n_acc + 1) * ((t1 - t0) / n_fixed)
             h = t_new - t
-        y1, y_err, stages = rk_step(field, tab, t, y, h, params, f0=f)
+        y1, y_err, stages = rk_step(field, tab, t, y, h, params, f0=f, tape=False)
         rec.nfe += len(stages.k) - 1
         finite = _finite(y1)
         if ctrl is None:
@@ -136,7 +155,7 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
         done = (n_acc + 1 == n_fixed) if ctrl is None else (t_new == t1)
         f1 = stages.k[-1] if tab.fsal else None
         if f1 is None and (not done or (dense and tab.dense is None)):
-            f1, _ = field.forward(t_new, y1, params)
+            f1 = field.evaluate(t_new, y1, params)
             rec.nfe += 1
         coeffs = None
         if dense:
@@ -239,15 +258,16 @@ def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=Non
     SolveError
         If the solve fails and ``raise_on_failure`` is True.
     """
-    field = as_field(field)
+    field = field_kernel(field)
     y0 = check_y0(y0)
     t0, t1 = check_t_span(t_span)
     t_eval = check_t_eval(t_eval, t0, t1)
     max_steps = check_positive_int("max_steps", max_steps)
     steps = check_positive_int("steps", steps, allow_none=True)
-    dense = bool(dense_output) or t_eval is not None
-    rec = _Record(t0, y0)
     rk = is_rk_method(method)
+    dense = bool(dense_output) or t_eval is not None
+    stream = t_eval if (rk and t_eval is not None and not dense_output) else None
+    rec = _Record(t0, y0, stream)
     if steps is not None:
         adaptive_only = dict(rtol=rtol, atol=atol, controller=controller, first_step=first_step,
                              norm=norm)
@@ -284,6 +304,17 @@ def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=Non
 def _solution(rec, name, t_eval, dense_output, dense, y0):
     xp = get_array_module(y0)
     grid = np.asarray(rec.grid, dtype=np.float64)
+    if rec.stream is not None:
+        hs = np.asarray(rec.hs, dtype=np.float64)
+        sign = 1.0 if grid[-1] >= grid[0] else -1.0
+        ts = t_eval[sign * t_eval <= sign * grid[-1]]
+        if len(rec.out) < len(ts):          # no step taken: the outputs at t0 are y0
+            rec.out.extend([y0] * (len(ts) - len(rec.out)))
+        out = (xp.stack(rec.out) if rec.out
+               else xp.zeros((0,) + tuple(y0.shape), dtype=y0.dtype))
+        stats = SolveStats(rec.nfe, len(rec.hs), rec.n_rejected, hs)
+        return Solution(ts, out, grid, rec.status, MESSAGES[rec.status] + rec.detail, stats,
+                        name, None)
     ys = xp.stack(rec.ys)
     hs = np.asarray(rec.hs, dtype=np.float64)
     sol = None

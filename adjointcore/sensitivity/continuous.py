@@ -184,10 +184,18 @@ def _trajectory(solution):
     return y_at
 
 
+def _sampled_at(solution, times) -> bool:
+    """True when ``solution.ts`` are exactly ``times`` (its ``ys`` are the states there)."""
+    ts = getattr(solution, "ts", None)
+    if ts is None:
+        return False
+    ts = np.asarray(ts.get() if hasattr(ts, "get") else ts)
+    return ts.shape == times.shape and bool(np.array_equal(ts, times))
+
+
 def _states_at(solution, times, y_shape):
     """Forward states at ``times``: ``solution.ys`` when it was sampled there, else ``sol(t)``."""
-    ts = np.asarray(solution.ts.get() if hasattr(solution.ts, "get") else solution.ts)
-    if ts.shape == times.shape and np.array_equal(ts, times):
+    if _sampled_at(solution, times):
         return [solution.ys[k] for k in range(times.size)]
     return [solution.sol(float(t)).reshape(y_shape) for t in times]
 
@@ -264,10 +272,16 @@ def continuous_adjoint(field, y0, params, t_obs, y_bars, *, t0=None, variant="in
         check_array("params", params, ndim=1, fix="Pass the flat parameter vector (layer.init).")
     n_params = 0 if params is None else int(params.shape[0])
 
+    backsolve = variant == "backsolve"
     if forward_solution is None:
+        # Backsolve needs the states at t_obs only: no dense output, so the forward solve keeps
+        # no trajectory (memory independent of the number of steps).
         forward_solution = solvers.solve(field, y0, (start, float(times[-1])), params,
                                          method=method, t_eval=times, max_steps=max_steps,
+                                         dense_output=not backsolve,
                                          **_step_options(steps, rtol, atol, None))
+    elif backsolve and _sampled_at(forward_solution, times):
+        pass
     elif not callable(getattr(forward_solution, "sol", None)):
         raise TypeError("`forward_solution` must be a solvers.Solution with dense output `sol`; "
                         f"got {type(forward_solution).__name__}.")
