@@ -16,7 +16,10 @@ NFE (every ``field.forward`` call), for an RK method with ``s`` stages:
 * multistep: the steppers' counts ``+ (N + 1)`` for the Hermite dense output.
 
 ``[Hermite dense output]`` is 1 when ``dense_output`` or ``t_eval`` asks for it and the method
-has no continuous extension (the slope at ``t1``).
+has no continuous extension (the slope at ``t1``). With ``t_eval`` and ``dense_output=False``
+the outputs are streamed: each step's interpolant is built only when an output time lies
+strictly inside it (times on the grid are the states themselves) and then dropped, so that
+slope is computed only when the last step has an interior output time.
 
 Device reads (CuPy): an adaptive step reads two scalars back to the host, whether ``y1`` is
 finite and the error norm (the accept decision needs both); a fixed step reads one (finiteness,
@@ -74,12 +77,21 @@ class _Record:
         sign = 1.0 if t_new >= t else -1.0
         todo = self.stream[len(self.out):]
         todo = todo[sign * todo <= sign * t_new]
-        if todo.size:
+        if todo.size and coeffs is None:          # all on the grid (see `interior_pending`)
+            self.out.extend(y if tt == t else y_new for tt in todo)
+        elif todo.size:
             xp = get_array_module(y)
             step = DenseOutput(np.array([t, t_new]), np.array([h]), xp.stack([y, y_new]),
                                coeffs[None])
             self.out.extend(step(todo))
         self.ys[-1] = y_new
+
+    def interior_pending(self, t, t_new) -> bool:
+        """Streaming: whether an output time lies strictly inside the step ``(t, t_new)``, so
+        the step's interpolant is needed (times on the grid take the states themselves)."""
+        sign = 1.0 if t_new >= t else -1.0
+        todo = sign * self.stream[len(self.out):]
+        return bool(np.any((todo > sign * t) & (todo < sign * t_new)))
 
 
 def _finite(x):
@@ -153,12 +165,13 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
                 break
             continue
         done = (n_acc + 1 == n_fixed) if ctrl is None else (t_new == t1)
+        interp = dense if rec.stream is None else rec.interior_pending(t, t_new)
         f1 = stages.k[-1] if tab.fsal else None
-        if f1 is None and (not done or (dense and tab.dense is None)):
+        if f1 is None and (not done or (interp and tab.dense is None)):
             f1 = field.evaluate(t_new, y1, params)
             rec.nfe += 1
         coeffs = None
-        if dense:
+        if interp:
             coeffs = (tableau_coefficients(tab, h, stages.k) if tab.dense is not None
                       else hermite_coefficients(h, y, y1, f, f1))
         rec.accept(t_new, y1, h, coeffs)

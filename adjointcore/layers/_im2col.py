@@ -2,11 +2,30 @@
 
 All kernels work on NumPy and CuPy arrays alike: windows are *views* built with
 ``xp.lib.stride_tricks.as_strided`` (no copy until a caller reshapes them), and the only loops
-run over the ``kh * kw`` kernel offsets, never over pixels or batch elements.
+run over the ``kh * kw`` kernel offsets (and ``sh * sw`` phases), never over pixels or batch
+elements.
 
 Layout used by :mod:`adjointcore.layers.conv`: the padded input is stored channel-major,
 ``(C, N, Hp, Wp)``, so that the column matrix ``(C*kh*kw, N*Ho*Wo)`` is one contiguous copy of
 a window view and every convolution reduces to one (or one per group) large GEMM.
+
+Phase planes (:func:`phase_columns`, :func:`phase_accumulate`)
+-------------------------------------------------------------
+A window view copies (or, in col2im, adds) rows of only ``Wo`` elements, and NumPy's strided
+kernels pay per row (binary ufuncs on non-contiguous operands even go through buffers), which
+dominates small images. When the geometry allows it (:func:`phase_plan`), the unpadded image is
+instead split into ``sh*sw`` *phase planes* ``P[py, px][n, u, v] = x[n, sh*u + py, sw*v + px]``,
+each stored with exactly the window-grid shape ``(Ho, Wo)``. Kernel offset ``(a, b)`` of window
+``(i, j)`` reads pixel ``(sh*(i + da) + py, sw*(j + db) + px)`` with ``da, py = divmod(a - ph,
+sh)`` (and likewise along W), i.e. plane ``(py, px)`` shifted by ``(da, db)``. In flat ``(n, i, j)``
+indexing that shift is the constant ``da*Wo + db``, so every offset is one copy (im2col) or one
+add (col2im) of long contiguous rows of ``N*Ho*Wo`` elements. Windows whose shifted target leaves
+the ``(Ho, Wo)`` grid wrap into a neighbouring row or image; exactly those windows read / write
+the zero padding, so im2col zeroes them afterwards and col2im zeroes them in its (private)
+column buffer beforehand. The col2im result is bitwise that of :func:`accumulate_windows`: every
+pixel receives the same terms in the same kernel-offset order, starting from ``+0.0``; the extra
+``+0.0`` terms from the zeroed windows change nothing (a running sum that starts at ``+0.0``
+is never ``-0.0``, and ``s + 0.0 == s`` for every other ``s``, NaN and inf included).
 
 References
 ----------
@@ -23,7 +42,8 @@ from ..backend import get_array_module
 from ..errors import ShapeError
 
 __all__ = ["Geometry", "as_pair", "make_geometry", "output_length", "output_hw", "pad_hw",
-           "crop_hw", "pad_channel_major", "windows", "accumulate_windows"]
+           "crop_hw", "pad_channel_major", "windows", "accumulate_windows", "phase_plan",
+           "phase_columns", "phase_accumulate"]
 
 
 class Geometry(NamedTuple):
@@ -181,3 +201,143 @@ def crop_hw(x, padding, hw):
     """Inverse of :func:`pad_hw` for the last two axes (a view)."""
     ph, pw = padding
     return x[..., ph:ph + hw[0], pw:pw + hw[1]]
+
+
+# -- phase planes ---------------------------------------------------------------------------------
+def phase_plan(k: int, s: int, p: int, n_in: int, n_out: int):
+    """Phase and shift of each kernel offset along one axis, or None if phase planes do not apply.
+
+    Unpadded pixel ``s*i + a - p`` of window ``i`` and offset ``a`` is pixel ``s*(i + shift) +
+    phase`` with ``shift, phase = divmod(a - p, s)``: row ``i + shift`` of phase plane ``phase``.
+    The planes have the window-grid length ``n_out``, so they must hold every pixel:
+    ``ceil(n_in / s) <= n_out`` (true e.g. for ``p >= (k - 1) / 2`` when ``s`` divides ``n_in``).
+
+    Returns
+    -------
+    list of (phase, shift) pairs, one per kernel offset ``a = 0 .. k-1``; or None.
+    """
+    if -(-n_in // s) > n_out:
+        return None
+    return [((a - p) % s, (a - p) // s) for a in range(k)]
+
+
+def _outside(shift: int, n: int):
+    """Slices of window indices ``i`` in ``[0, n)`` with ``i + shift`` outside ``[0, n)``."""
+    if shift < 0:
+        return [slice(0, min(-shift, n))]
+    if shift > 0:
+        return [slice(max(n - shift, 0), n)]
+    return []
+
+
+def _zero_outside(block, da: int, db: int):
+    """Zero the windows of ``block`` (..., Ho, Wo) whose shifted position leaves the grid."""
+    for rows in _outside(da, block.shape[-2]):
+        block[..., rows, :] = 0
+    for cols in _outside(db, block.shape[-1]):
+        block[..., :, cols] = 0
+
+
+def _phase_lengths(n_in: int, s: int):
+    """Number of pixels of each phase ``0 .. s-1`` along an axis of length ``n_in``."""
+    return [-(-(n_in - q) // s) for q in range(s)]
+
+
+def phase_columns(x, geom: Geometry, out_hw):
+    """im2col through phase planes: ``cols[c, a, b, n*Ho*Wo + i*Wo + j] = x_pad[c, n, sh*i + a,
+    sw*j + b]``, with zero padding; the same values as a copy of :func:`windows`.
+
+    Parameters
+    ----------
+    x : ndarray, shape (C, N, H, W)
+        The *unpadded* input, channel-major; any strides (e.g. a transposed NCHW array or the
+        interior of a padded one).
+    geom : Geometry
+        Including the padding.
+    out_hw : pair of int
+        ``(Ho, Wo)``.
+
+    Returns
+    -------
+    ndarray, shape (C, kh, kw, N*Ho*Wo), C-contiguous; or None when :func:`phase_plan` rejects
+    the geometry (use :func:`windows`).
+    """
+    (kh, kw), (sh, sw), (ph, pw) = geom
+    c, n, h, w = x.shape
+    ho, wo = int(out_hw[0]), int(out_hw[1])
+    rows, cols = phase_plan(kh, sh, ph, h, ho), phase_plan(kw, sw, pw, w, wo)
+    if rows is None or cols is None:
+        return None
+    xp = get_array_module(x)
+    hus, wus = _phase_lengths(h, sh), _phase_lengths(w, sw)
+    full = all(hu == ho for hu in hus) and all(wu == wo for wu in wus)
+    planes = (xp.empty if full else xp.zeros)((c, sh, sw, n, ho, wo), dtype=x.dtype)
+    for py, hu in enumerate(hus):
+        for px, wu in enumerate(wus):
+            if hu > 0 and wu > 0:
+                planes[:, py, px, :, :hu, :wu] = x[:, :, py::sh, px::sw]
+    m = n * ho * wo
+    planes = planes.reshape(c, sh, sw, m)
+    out = xp.empty((c, kh, kw, m), dtype=x.dtype)
+    blocks = out.reshape(c, kh, kw, n, ho, wo)
+    for a, (py, da) in enumerate(rows):
+        for b, (px, db) in enumerate(cols):
+            if abs(da) >= ho or abs(db) >= wo:          # every window reads padding
+                out[:, a, b] = 0
+                continue
+            delta = da * wo + db
+            lo, hi = max(0, -delta), min(m, m - delta)
+            out[:, a, b, lo:hi] = planes[:, py, px, lo + delta:hi + delta]
+            _zero_outside(blocks[:, a, b], da, db)       # windows that wrapped read padding
+    return out
+
+
+def phase_accumulate(cols, geom: Geometry, out_hw, hw):
+    """col2im through phase planes, cropped and NCHW: bitwise ``crop_hw(accumulate_windows(...))``.
+
+    Parameters
+    ----------
+    cols : ndarray, shape (C, kh, kw, N*Ho*Wo), C-contiguous
+        Window values, ``cols[c, a, b, n*Ho*Wo + i*Wo + j]`` belongs to padded pixel
+        ``(sh*i + a, sw*j + b)`` of image ``n``. **Overwritten** (windows that land in the
+        padding are zeroed).
+    geom : Geometry
+    out_hw : pair of int
+        ``(Ho, Wo)``.
+    hw : pair of int
+        ``(H, W)`` of the unpadded image.
+
+    Returns
+    -------
+    ndarray, shape (N, C, H, W), C-contiguous; or None when :func:`phase_plan` rejects the
+    geometry (use :func:`accumulate_windows`).
+    """
+    (kh, kw), (sh, sw), (ph, pw) = geom
+    ho, wo = int(out_hw[0]), int(out_hw[1])
+    h, w = int(hw[0]), int(hw[1])
+    rows, cols_plan = phase_plan(kh, sh, ph, h, ho), phase_plan(kw, sw, pw, w, wo)
+    if rows is None or cols_plan is None:
+        return None
+    xp = get_array_module(cols)
+    c, m = cols.shape[0], cols.shape[-1]
+    n = m // (ho * wo)
+    blocks = cols.reshape(c, kh, kw, n, ho, wo)
+    planes = xp.zeros((c, sh, sw, m), dtype=cols.dtype)
+    for a, (py, da) in enumerate(rows):                  # kernel-offset order, as in
+        if abs(da) >= ho:                                # accumulate_windows
+            continue
+        for b, (px, db) in enumerate(cols_plan):
+            if abs(db) >= wo:
+                continue
+            _zero_outside(blocks[:, a, b], da, db)
+            delta = da * wo + db
+            lo, hi = max(0, -delta), min(m, m - delta)
+            target = planes[:, py, px, lo + delta:hi + delta]
+            xp.add(target, cols[:, a, b, lo:hi], out=target)
+    planes = planes.reshape(c, sh, sw, n, ho, wo)
+    out = xp.empty((n, c, h, w), dtype=cols.dtype)
+    for py, hu in enumerate(_phase_lengths(h, sh)):
+        for px, wu in enumerate(_phase_lengths(w, sw)):
+            if hu > 0 and wu > 0:
+                out[:, :, py::sh, px::sw] = planes[:, py, px, :, :hu, :wu].transpose(1, 0, 2, 3)
+    return out

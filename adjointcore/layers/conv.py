@@ -35,7 +35,7 @@ from .. import init as initmod
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._im2col import (Geometry, accumulate_windows, crop_hw, make_geometry, output_hw,
-                      pad_channel_major, windows)
+                      pad_channel_major, phase_accumulate, phase_columns, windows)
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
 from .base import Layer
 
@@ -62,11 +62,18 @@ class ConvCache(NamedTuple):
 
 # -- kernels --------------------------------------------------------------------------------------
 def _columns(x_padded, geom: Geometry, groups: int, out_hw):
-    """Column matrix ``(groups, C/groups*kh*kw, N*Ho*Wo)``: one copy of a window view."""
-    c, n = x_padded.shape[:2]
-    (kh, kw), (ho, wo) = geom.kernel, out_hw
-    view = windows(x_padded, geom, out_hw)              # (C, N, kh, kw, Ho, Wo)
-    return view.transpose(0, 2, 3, 1, 4, 5).reshape(groups, c // groups * kh * kw, n * ho * wo)
+    """Column matrix ``(groups, C/groups*kh*kw, N*Ho*Wo)``: one copy of a window view.
+
+    Built from phase planes (:func:`~adjointcore.layers._im2col.phase_columns`: long contiguous
+    copies) where the geometry allows, else by copying the window view; same values either way.
+    """
+    c, n, hp, wp = x_padded.shape
+    (kh, kw), (ph, pw), (ho, wo) = geom.kernel, geom.padding, out_hw
+    cols = phase_columns(crop_hw(x_padded, (ph, pw), (hp - 2 * ph, wp - 2 * pw)), geom, out_hw)
+    if cols is None:
+        view = windows(x_padded, geom, out_hw)          # (C, N, kh, kw, Ho, Wo)
+        cols = view.transpose(0, 2, 3, 1, 4, 5)
+    return cols.reshape(groups, c // groups * kh * kw, n * ho * wo)
 
 
 def _channel_major(y_bar, groups: int):
@@ -84,9 +91,12 @@ def _input_grad_transposed(w, y_bar, geom: Geometry, groups: int, x_hw):
     o, cg, kh, kw = w.shape
     (ph, pw) = geom.padding
     n = y_bar.shape[0]
-    y_pad = pad_channel_major(y_bar, (kh - 1 - ph, kw - 1 - pw))       # (O, N, Hq, Wq)
-    unit = Geometry(geom.kernel, (1, 1), (0, 0))
-    y_cols = _columns(y_pad, unit, groups, x_hw)                      # (g, Og*kh*kw, N*H*W)
+    unit = Geometry(geom.kernel, (1, 1), (kh - 1 - ph, kw - 1 - pw))
+    y_cols = phase_columns(y_bar.transpose(1, 0, 2, 3), unit, x_hw)   # no padded copy of y_bar
+    if y_cols is None:
+        y_pad = pad_channel_major(y_bar, unit.padding)                # (O, N, Hq, Wq)
+        y_cols = windows(y_pad, unit._replace(padding=(0, 0)), x_hw).transpose(0, 2, 3, 1, 4, 5)
+    y_cols = y_cols.reshape(groups, o // groups * kh * kw, -1)        # (g, Og*kh*kw, N*H*W)
     w_t = w.reshape(groups, o // groups, cg, kh, kw)[:, :, :, ::-1, ::-1]
     w_t = w_t.transpose(0, 2, 1, 3, 4).reshape(groups, cg, o // groups * kh * kw)
     x_bar = xp.matmul(w_t, y_cols)                                    # (g, Cg, N*H*W)
@@ -94,12 +104,20 @@ def _input_grad_transposed(w, y_bar, geom: Geometry, groups: int, x_hw):
 
 
 def _input_grad_col2im(w, y_mat, geom: Geometry, groups: int, padded_shape, out_hw, x_hw):
-    """General input gradient: ``cols_bar = W^T @ Y_bar`` then col2im; channel-major output."""
+    """General input gradient: ``cols_bar = W^T @ Y_bar`` then col2im; channel-major output.
+
+    col2im goes through phase planes where the geometry allows
+    (:func:`~adjointcore.layers._im2col.phase_accumulate`, bitwise the same sums); the result is
+    then a transposed view of a C-contiguous NCHW array, so the caller's NCHW copy is free.
+    """
     xp = get_array_module(y_mat)
     o, cg, kh, kw = w.shape
     c_total, n, hp, wp = padded_shape
     w_mat = w.reshape(groups, o // groups, cg * kh * kw)
     cols_bar = xp.matmul(w_mat.transpose(0, 2, 1), y_mat)             # (g, Cg*kh*kw, N*L)
+    x_bar = phase_accumulate(cols_bar.reshape(c_total, kh, kw, -1), geom, out_hw, x_hw)
+    if x_bar is not None:                                             # (N, C_total, H, W)
+        return x_bar.transpose(1, 0, 2, 3)
     cols_bar = cols_bar.reshape(c_total, kh, kw, n, *out_hw).transpose(0, 3, 1, 2, 4, 5)
     x_bar_padded = accumulate_windows(cols_bar, (hp, wp), geom)       # (C_total, N, Hp, Wp)
     return crop_hw(x_bar_padded, geom.padding, x_hw)

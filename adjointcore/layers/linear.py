@@ -66,7 +66,9 @@ class Linear(Layer):
         self.out_features = check_positive_int("out_features", out_features)
         self.bias = check_flag("bias", bias)
         self.init_scheme = initmod.check_scheme(init)
-        self._layout = param_layout(self.param_shapes)
+        layout = param_layout(self.param_shapes)
+        bias = layout.get("bias")
+        self._layout = (*layout["weight"], None if bias is None else bias[0])
 
     @property
     def param_shapes(self):
@@ -103,8 +105,8 @@ class Linear(Layer):
 
     def _weights(self, params):
         """``(W, b or None)`` views of a flat ``params`` (unchecked)."""
-        (ws, wshape), bias = self._layout["weight"], self._layout.get("bias")
-        return params[ws].reshape(wshape), (None if bias is None else params[bias[0]])
+        ws, wshape, bs = self._layout
+        return params[ws].reshape(wshape), (None if bs is None else params[bs])
 
     def forward(self, params, x, **context):
         """``y = x @ W.T + b``; returns ``(y, LinearCache(x))``.

@@ -310,9 +310,12 @@ def continuous_adjoint(field, y0, params, t_obs, y_bars, *, t0=None, variant="in
     nfe = accepted = rejected = 0
     for k in range(len(knots) - 1, 0, -1):
         z1 = pack_augmented(layout, y, a, a_params)
+        # Only the end state is kept (t_eval at the knot, no dense output): memory does not
+        # grow with the number of backward steps.
         back = solvers.solve(aug, z1, (float(knots[k]), float(knots[k - 1])), params,
                              method=adjoint_method or method, max_steps=max_steps,
-                             dense_output=False, **options)
+                             t_eval=np.array([float(knots[k - 1])]), dense_output=False,
+                             **options)
         nfe += _stat(back, "nfe")
         accepted += _stat(back, "n_accepted")
         rejected += _stat(back, "n_rejected")
