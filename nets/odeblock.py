@@ -27,7 +27,7 @@ from adjointcore.fields import LayerField
 from adjointcore.layers.base import Layer
 from adjointcore.layers.shape import ChannelPad
 from adjointcore.sensitivity.continuous import continuous_adjoint
-from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward, record_forward
+from adjointcore.sensitivity.discrete import begin_discrete_adjoint, discrete_adjoint
 
 __all__ = ["ODEBlock", "ODEBlockCache", "ODEBlockStats", "GRADIENTS"]
 
@@ -64,7 +64,8 @@ class ODEBlockStats(NamedTuple):
 
 class ODEBlockCache(NamedTuple):
     """What the VJP needs: initial state, step grid, and the forward solution (continuous
-    adjoints) or the taped sweep (store-all discrete adjoint of an RK method)."""
+    adjoints and adaptive solves) or the suspended discrete-adjoint sweep
+    (:class:`~adjointcore.sensitivity.discrete.DiscreteSweep`, fixed steps) in ``recording``."""
 
     x_shape: tuple
     y0: Any
@@ -196,15 +197,14 @@ class ODEBlock(Layer):
         t0, t1 = (float(v) for v in self.t_span)
         solution = recording = None
         if self.steps is not None and self.gradient == "discrete":
+            # The forward sweep of the discrete adjoint itself: its snapshots (or, for the
+            # default schedule, its tapes) wait in the cache for the VJP, so the forward runs
+            # once per forward + VJP pair under every schedule.
             grid = np.linspace(t0, t1, self.steps + 1)
-            if self._tapes():
-                recording = record_forward(field, y0, params, grid, self.method,
-                                           self.method_options)
-                y1, nfe = recording.states[-1][0], recording.nfe
-            else:
-                ys, nfe = grid_forward(field, y0, params, grid, self.method, self.method_options)
-                y1 = ys[-1]
-            n_rej = 0
+            recording = begin_discrete_adjoint(field, y0, params, grid, method=self.method,
+                                               method_options=self.method_options,
+                                               schedule=self.schedule)
+            y1, nfe, n_rej = recording.final_state[0], recording.forward_nfe, 0
         else:
             # Backsolve needs y(t1) only: no dense output, no stored trajectory.
             light = {"t_eval": np.array([t1]), "dense_output": False} \
@@ -224,10 +224,6 @@ class ODEBlock(Layer):
             return {"steps": self.steps}
         return {"rtol": self.rtol, "atol": self.atol}
 
-    def _tapes(self) -> bool:
-        """Store-all discrete adjoint of an RK method: keep the stages from the forward call."""
-        return self.schedule is None and self.method in solvers.TABLEAUX
-
     def vjp(self, params, cache, y_bar, need_params=True):
         x_bar, params_bar, _ = self.vjp_with_stats(params, cache, y_bar, need_params)
         return x_bar, params_bar
@@ -238,10 +234,12 @@ class ODEBlock(Layer):
                     fix="Pass the cotangent of the block's output (augmented shape).")
         field = self._field()
         if self.gradient == "discrete":
-            g = discrete_adjoint(field, cache.y0, params, cache.grid, y_bar, method=self.method,
-                                 method_options=self.method_options,
-                                 schedule=self.schedule, need_params=need_params,
-                                 recording=cache.recording)
+            if cache.recording is not None:
+                g = cache.recording.gradient(y_bar, need_params=need_params)
+            else:
+                g = discrete_adjoint(field, cache.y0, params, cache.grid, y_bar,
+                                     method=self.method, method_options=self.method_options,
+                                     schedule=self.schedule, need_params=need_params)
             ck = g.stats.checkpoint
             stats = ODEBlockStats("backward", g.stats.recompute_nfe, ck.n_steps, 0,
                                   ck.max_live_snapshots, ck.recomputed_steps, g.stats.backward_vjps)

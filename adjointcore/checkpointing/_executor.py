@@ -101,6 +101,67 @@ def run_adjoint(schedule, n_steps, *, state0, forward_step: Callable, reverse_st
     ValueError
         If neither or both of ``n_steps`` and ``stop`` are given, or ``n_steps`` is invalid.
     """
+    pending = begin_adjoint(schedule, n_steps, state0=state0, forward_step=forward_step,
+                            reverse_step=reverse_step, stop=stop, max_steps=max_steps)
+    return pending.finish(final_bar(pending.final_state))
+
+
+class PendingAdjoint:
+    """A checkpointed sweep suspended after its forward sweep (see :func:`begin_adjoint`).
+
+    Attributes
+    ----------
+    final_state : object
+        ``x_n``, reached by the forward sweep.
+    n_steps : int
+        ``n`` (decided by ``stop`` for online schedules).
+    """
+
+    def __init__(self, sweep):
+        self._sweep = sweep
+        self.final_state, self.n_steps = next(sweep)
+
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`finish` has run (a sweep reverses once)."""
+        return self._sweep is None
+
+    def finish(self, final_bar):
+        """Run the reverse sweep from the cotangent ``final_bar`` of ``x_n``.
+
+        Returns
+        -------
+        x0_bar : object
+        stats : CheckpointStats
+
+        Raises
+        ------
+        CheckpointError
+            On a second call (the snapshots and tapes have been consumed).
+        """
+        if self._sweep is None:
+            raise CheckpointError("this sweep has already been reversed; its snapshots are "
+                                  "gone. Run the forward sweep again (begin_adjoint).")
+        sweep, self._sweep = self._sweep, None
+        try:
+            sweep.send(final_bar)
+        except StopIteration as done:
+            return done.value
+        raise CheckpointError("the checkpoint sweep did not end after its reverse sweep.")
+
+
+def begin_adjoint(schedule, n_steps, *, state0, forward_step: Callable, reverse_step: Callable,
+                  stop: Callable | None = None, max_steps: int | None = None) -> PendingAdjoint:
+    """Run the forward sweep of :func:`run_adjoint` now and the reverse sweep later.
+
+    Same arguments as :func:`run_adjoint` less ``final_bar``: the cotangent of ``x_n`` is
+    passed to :meth:`PendingAdjoint.finish` once known. This lets a layer keep its forward
+    call's snapshots (or tapes) until its VJP is called, so that the forward sweep runs once.
+
+    Returns
+    -------
+    PendingAdjoint
+    """
     if (n_steps is None) == (stop is None):
         raise ValueError(f"Pass exactly one of `n_steps` (known number of steps) and `stop` "
                          f"(end decided during the forward sweep); got n_steps={n_steps!r} "
@@ -112,8 +173,8 @@ def run_adjoint(schedule, n_steps, *, state0, forward_step: Callable, reverse_st
                          f"use Online(snapshots=...) with `stop`.")
     if max_steps is not None:
         max_steps = check_positive_int("max_steps", max_steps)
-    callbacks = (forward_step, reverse_step, final_bar, stop, max_steps)
-    return _execute(schedule, n_steps, state0, callbacks)
+    callbacks = (forward_step, reverse_step, stop, max_steps)
+    return PendingAdjoint(_sweep(schedule, n_steps, state0, callbacks))
 
 
 def replay(schedule, n_steps: int) -> CheckpointStats:
@@ -128,8 +189,13 @@ def replay(schedule, n_steps: int) -> CheckpointStats:
         On the first invalid action.
     """
     n_steps = check_positive_int("n_steps", n_steps)
-    _, stats = _execute(schedule, n_steps, None, None)
-    return stats
+    sweep = _sweep(schedule, n_steps, None, None)
+    next(sweep)
+    try:
+        sweep.send(None)
+    except StopIteration as done:
+        return done.value[1]
+    raise CheckpointError(f"{schedule!r}: the symbolic sweep did not end.")  # pragma: no cover
 
 
 def _advance(n0, n1, x, forward_step, stop, max_steps):
@@ -151,13 +217,15 @@ def _advance(n0, n1, x, forward_step, stop, max_steps):
     return prev, x, None
 
 
-def _execute(schedule, n_steps, state0, callbacks):  # noqa: C901 - one match over 7 actions
-    """The state machine shared by :func:`run_adjoint` and :func:`replay`.
+def _sweep(schedule, n_steps, state0, callbacks):  # noqa: C901 - one match over 7 actions
+    """The state machine shared by :func:`begin_adjoint` and :func:`replay`, as a generator.
 
-    ``callbacks`` is ``None`` for a symbolic replay of ``n_steps`` steps.
+    It yields once, at ``EndForward``, the pair ``(x_n, n)``, and is resumed with the
+    cotangent of ``x_n`` (``send``); it returns ``(x0_bar, stats)``. ``callbacks`` is ``None``
+    for a symbolic replay of ``n_steps`` steps.
     """
     symbolic = callbacks is None
-    forward_step, reverse_step, final_bar, stop, max_steps = callbacks or (None,) * 5
+    forward_step, reverse_step, stop, max_steps = callbacks or (None,) * 4
     store = SnapshotStore(getattr(schedule, "snapshots", None))
     n = n_steps                  # final index, once known
     at, x, prev = 0, state0, None  # current index (None: no current state), state, x_{at-1}
@@ -211,7 +279,7 @@ def _execute(schedule, n_steps, state0, callbacks):  # noqa: C901 - one match ov
                     raise CheckpointError(f"{action}: the forward sweep must end right after "
                                           f"the Forward that reaches the final step (current "
                                           f"x_{at}, final step {n}, ended={ended}).")
-                bar = None if symbolic else final_bar(x)
+                bar = yield x, n
                 ended, r, at, x, prev, has_prev = True, k - 1, k - 1, prev, None, False
             case Reverse(n=i):
                 if not ended:

@@ -34,8 +34,8 @@ from typing import Any, NamedTuple
 from .. import init as initmod
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
-from ._im2col import (Geometry, accumulate_windows, crop_hw, make_geometry, output_hw,
-                      pad_channel_major, phase_accumulate, phase_columns, windows)
+from ._im2col import (Geometry, accumulate_windows, columns_are_view, crop_hw, make_geometry,
+                      output_hw, pad_channel_major, phase_accumulate, phase_columns, windows)
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
 from .base import Layer
 
@@ -64,16 +64,20 @@ class ConvCache(NamedTuple):
 def _columns(x_padded, geom: Geometry, groups: int, out_hw):
     """Column matrix ``(groups, C/groups*kh*kw, N*Ho*Wo)``: one copy of a window view.
 
-    Built from phase planes (:func:`~adjointcore.layers._im2col.phase_columns`: long contiguous
-    copies) where the geometry allows, else by copying the window view; same values either way.
+    The copy is made from phase planes (:func:`~adjointcore.layers._im2col.phase_columns`: long
+    contiguous copies) where the geometry allows; same values and layout either way. Where the
+    reshape needs no copy (1x1 kernels, degenerate sizes) the window view itself is returned.
     """
     c, n, hp, wp = x_padded.shape
     (kh, kw), (ph, pw), (ho, wo) = geom.kernel, geom.padding, out_hw
-    cols = phase_columns(crop_hw(x_padded, (ph, pw), (hp - 2 * ph, wp - 2 * pw)), geom, out_hw)
-    if cols is None:
-        view = windows(x_padded, geom, out_hw)          # (C, N, kh, kw, Ho, Wo)
-        cols = view.transpose(0, 2, 3, 1, 4, 5)
-    return cols.reshape(groups, c // groups * kh * kw, n * ho * wo)
+    shape = (groups, c // groups * kh * kw, n * ho * wo)
+    if not columns_are_view(x_padded.shape, x_padded.strides, geom, out_hw, shape):
+        cols = phase_columns(crop_hw(x_padded, (ph, pw), (hp - 2 * ph, wp - 2 * pw)), geom,
+                             out_hw)
+        if cols is not None:
+            return cols.reshape(shape)
+    view = windows(x_padded, geom, out_hw)              # (C, N, kh, kw, Ho, Wo)
+    return view.transpose(0, 2, 3, 1, 4, 5).reshape(shape)
 
 
 def _channel_major(y_bar, groups: int):
@@ -90,13 +94,21 @@ def _input_grad_transposed(w, y_bar, geom: Geometry, groups: int, x_hw):
     xp = get_array_module(y_bar)
     o, cg, kh, kw = w.shape
     (ph, pw) = geom.padding
-    n = y_bar.shape[0]
-    unit = Geometry(geom.kernel, (1, 1), (kh - 1 - ph, kw - 1 - pw))
-    y_cols = phase_columns(y_bar.transpose(1, 0, 2, 3), unit, x_hw)   # no padded copy of y_bar
-    if y_cols is None:
-        y_pad = pad_channel_major(y_bar, unit.padding)                # (O, N, Hq, Wq)
-        y_cols = windows(y_pad, unit._replace(padding=(0, 0)), x_hw).transpose(0, 2, 3, 1, 4, 5)
-    y_cols = y_cols.reshape(groups, o // groups * kh * kw, -1)        # (g, Og*kh*kw, N*H*W)
+    n, _, ho, wo = y_bar.shape
+    pad = (kh - 1 - ph, kw - 1 - pw)
+    unit = Geometry(geom.kernel, (1, 1), (0, 0))
+    shape = (groups, o // groups * kh * kw, n * x_hw[0] * x_hw[1])
+    padded = (o, n, ho + 2 * pad[0], wo + 2 * pad[1])                 # C-contiguous y_pad
+    item = y_bar.dtype.itemsize
+    strides = (n * padded[2] * padded[3] * item, padded[2] * padded[3] * item, padded[3] * item,
+               item)
+    y_cols = None
+    if not columns_are_view(padded, strides, unit, x_hw, shape):      # im2col of y_bar itself,
+        y_cols = phase_columns(y_bar.transpose(1, 0, 2, 3), unit._replace(padding=pad), x_hw)
+    if y_cols is None:                                                # no padded copy needed
+        y_pad = pad_channel_major(y_bar, pad)                         # (O, N, Hq, Wq)
+        y_cols = _columns(y_pad, unit, groups, x_hw)
+    y_cols = y_cols.reshape(shape)                                    # (g, Og*kh*kw, N*H*W)
     w_t = w.reshape(groups, o // groups, cg, kh, kw)[:, :, :, ::-1, ::-1]
     w_t = w_t.transpose(0, 2, 1, 3, 4).reshape(groups, cg, o // groups * kh * kw)
     x_bar = xp.matmul(w_t, y_cols)                                    # (g, Cg, N*H*W)

@@ -20,12 +20,13 @@ import numpy as np
 from solvers import FieldKernel, as_field, field_kernel, get_stepper
 
 from ..backend import get_array_module
-from ..checkpointing import CheckpointStats, StoreAll, run_adjoint
+from ..checkpointing import CheckpointStats, StoreAll, begin_adjoint
 from ..errors import ShapeError, check_array
 from ._cotangents import check_cotangents
 
-__all__ = ["CountingField", "DiscreteGradient", "DiscreteStats", "Recording", "record_forward", "check_grid", "grid_forward", "discrete_adjoint",
-           "obs_steps_on_grid"]
+__all__ = ["CountingField", "DiscreteGradient", "DiscreteStats", "DiscreteSweep", "Recording",
+           "record_forward", "check_grid", "grid_forward", "discrete_adjoint",
+           "begin_discrete_adjoint", "obs_steps_on_grid"]
 
 
 class DiscreteStats(NamedTuple):
@@ -275,12 +276,128 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
     -------
     DiscreteGradient
     """
+    sweep_args = dict(method=method, method_options=method_options, schedule=schedule,
+                      recording=recording)
     grid = check_grid(grid)
-    n = grid.size - 1
-    stepper = _stepper(method, method_options)
-    taped = schedule is None and hasattr(stepper, "step_taped")
-    schedule = StoreAll() if schedule is None else schedule
     check_array("y0", y0)
+    _cotangents_at(y_bars, obs_steps, y0, grid.size - 1)     # bad cotangents fail before compute
+    sweep = begin_discrete_adjoint(field, y0, params, grid, **sweep_args)
+    return sweep.gradient(y_bars, obs_steps, need_params)
+
+
+class DiscreteSweep:
+    """The forward sweep of a discrete adjoint, suspended until the cotangents are known.
+
+    Made by :func:`begin_discrete_adjoint`; :meth:`gradient` runs the reverse sweep. Between
+    the two the sweep holds what its schedule keeps (snapshots, or every step's tape for the
+    taped store-all default), so a layer can run the forward sweep in its ``forward`` call and
+    reverse it in its ``vjp`` without a second forward sweep. A second :meth:`gradient` call
+    (e.g. several cotangents for one forward) runs the forward sweep again, with the same bits.
+
+    Attributes
+    ----------
+    grid : ndarray, shape (n + 1,)
+    final_state : tuple
+        The stepper state at ``grid[-1]``; ``final_state[0]`` is ``y(grid[-1])``.
+    forward_nfe : int
+        Field evaluations of the forward sweep.
+    """
+
+    def __init__(self, field, y0, params, grid, stepper, method, schedule, taped, recording):
+        self.grid = grid
+        self._args = (field, y0, params, stepper, method, schedule, taped, recording)
+        self._begin()
+
+    def _begin(self):
+        field, y0, params, stepper, method, schedule, taped, recording = self._args
+        grid, n = self.grid, self.grid.size - 1
+        counted = CountingField(field)
+        tapes = {}
+        self._counted, self._bar_at, self._need_params = counted, {}, True
+        self._acc = {"params": None, "method": {k: 0.0 for k in stepper.method_params}}
+
+        def forward_step(i, state):
+            h = grid[i + 1] - grid[i]
+            if recording is not None:
+                tapes[i] = recording.tapes[i]
+                return recording.states[i + 1]
+            if taped:
+                nxt, _, tapes[i] = stepper.step_taped(counted, i, grid[i], h, state, params)
+                return nxt
+            return stepper.step(counted, i, grid[i], h, state, params)[0]
+
+        def reverse_step(i, state, state_next_bar):
+            state_next_bar = self._with_obs(i + 1, state_next_bar) if i + 1 < n \
+                else state_next_bar
+            if taped:
+                state_bar, p_bar, m_bar = stepper.vjp_taped(counted, tapes.pop(i), params,
+                                                            state_next_bar,
+                                                            need_params=self._need_params)
+            else:
+                state_bar, p_bar, m_bar = stepper.step_vjp(
+                    counted, i, grid[i], grid[i + 1] - grid[i], state, params, state_next_bar,
+                    need_params=self._need_params)
+            acc = self._acc
+            if p_bar is not None:       # p_bar may be the kernel's step buffer: copy or add now
+                if acc["params"] is None:
+                    acc["params"] = p_bar.copy()
+                else:
+                    acc["params"] += p_bar
+            for k, v in m_bar.items():
+                acc["method"][k] = acc["method"][k] + v
+            return state_bar
+
+        state0 = stepper.init(counted, grid[0], y0, params)
+        self._pending = begin_adjoint(schedule, n, state0=state0, forward_step=forward_step,
+                                      reverse_step=reverse_step)
+        counted.end_forward()
+        self.final_state = self._pending.final_state
+        self.forward_nfe = counted.nfe_first + (recording.nfe if recording is not None else 0)
+
+    def _with_obs(self, i, state_bar):
+        if i not in self._bar_at:
+            return state_bar
+        return (state_bar[0] + self._bar_at[i],) + tuple(state_bar[1:])
+
+    def gradient(self, y_bars, obs_steps=None, need_params=True) -> DiscreteGradient:
+        """Reverse sweep for ``L = sum_k <y_bars[k], y_{obs_steps[k]}>``.
+
+        Parameters and checks as :func:`discrete_adjoint` (``y_bars``, ``obs_steps``,
+        ``need_params``).
+
+        Returns
+        -------
+        DiscreteGradient
+            ``stats.forward_nfe`` is the forward sweep's; ``recompute_nfe`` what the reverse
+            sweep evaluated (plus a repeated forward sweep on a second call).
+        """
+        field, y0, params, stepper, *_ = self._args
+        n = self.grid.size - 1
+        bar_at = _cotangents_at(y_bars, obs_steps, y0, n)
+        nfe_before = 0
+        if self._pending.finished:
+            self._begin()
+            nfe_before = self._counted.nfe
+        counted = self._counted
+        xp = get_array_module(y0)
+        self._bar_at, self._need_params = bar_at, need_params
+        final = self._with_obs(n, tuple(xp.zeros_like(s) for s in self.final_state))
+        state0_bar, ck = self._pending.finish(final)
+        state0_bar = self._with_obs(0, state0_bar)
+        y0_bar, p_init = stepper.init_vjp(counted, self.grid[0], y0, params, state0_bar)
+        params_bar = self._acc["params"]
+        if p_init is not None:
+            params_bar = p_init if params_bar is None else params_bar + p_init
+        if need_params and params_bar is None and params is not None:
+            params_bar = xp.zeros_like(params)
+        stats = DiscreteStats(self.forward_nfe,
+                              counted.nfe - counted.nfe_first + nfe_before, counted.n_vjp, ck)
+        return DiscreteGradient(y0_bar, params_bar if need_params else None,
+                                self._acc["method"], stats)
+
+
+def _cotangents_at(y_bars, obs_steps, y0, n) -> dict:
+    """``{grid index: summed cotangent}`` from validated ``y_bars``/``obs_steps`` (repeats add)."""
     obs = _check_obs_steps(obs_steps, n)
     if obs_steps is None:
         y_bars = check_cotangents("y_bars", y_bars, y0, tuple(y0.shape),
@@ -288,14 +405,32 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
     else:
         y_bars = check_cotangents("y_bars", y_bars, y0, (obs.size,) + tuple(y0.shape),
                                   fix="Pass one cotangent per observation step.")
-    xp = get_array_module(y0)
-    bar_at = {}                                  # grid index -> summed cotangent (repeats add)
+    bar_at = {}
     for j, i in enumerate(obs.tolist()):
         bar_at[i] = y_bars[j] if i not in bar_at else bar_at[i] + y_bars[j]
+    return bar_at
 
-    counted = CountingField(field)
-    acc = {"params": None, "method": {k: 0.0 for k in stepper.method_params}}
-    tapes = {}
+
+def begin_discrete_adjoint(field, y0, params, grid, *, method="rk4", method_options=None,
+                           schedule=None, recording=None) -> DiscreteSweep:
+    """Run the forward sweep of :func:`discrete_adjoint` now, its reverse sweep later.
+
+    Parameters as :func:`discrete_adjoint` (less the cotangents and ``need_params``, which
+    :meth:`DiscreteSweep.gradient` takes).
+
+    Returns
+    -------
+    DiscreteSweep
+    """
+    grid = check_grid(grid)
+    n = grid.size - 1
+    stepper = _stepper(method, method_options)
+    taped = schedule is None and hasattr(stepper, "step_taped")
+    schedule = StoreAll() if schedule is None else schedule
+    if not callable(getattr(schedule, "plan", None)):
+        raise TypeError(f"`schedule` must be a checkpoint schedule (StoreAll(), Uniform(k), "
+                        f"Revolve(s), Online(s)) or None, got {schedule!r}.")
+    check_array("y0", y0)
     if recording is not None:
         same_grid = recording.grid.shape == grid.shape and np.array_equal(recording.grid, grid)
         if not taped or not same_grid or len(recording.tapes) != n or \
@@ -304,54 +439,4 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
                              f"({n} steps) and method ({method!r}; recorded: "
                              f"{recording.method!r}), and needs schedule=None (taped "
                              f"store-all).")
-
-    def forward_step(i, state):
-        h = grid[i + 1] - grid[i]
-        if recording is not None:
-            tapes[i] = recording.tapes[i]
-            return recording.states[i + 1]
-        if taped:
-            nxt, _, tapes[i] = stepper.step_taped(counted, i, grid[i], h, state, params)
-            return nxt
-        return stepper.step(counted, i, grid[i], h, state, params)[0]
-
-    def with_obs(i, state_bar):
-        if i not in bar_at:
-            return state_bar
-        return (state_bar[0] + bar_at[i],) + tuple(state_bar[1:])
-
-    def reverse_step(i, state, state_next_bar):
-        state_next_bar = with_obs(i + 1, state_next_bar) if i + 1 < n else state_next_bar
-        if taped:
-            state_bar, p_bar, m_bar = stepper.vjp_taped(counted, tapes.pop(i), params,
-                                                        state_next_bar, need_params=need_params)
-        else:
-            state_bar, p_bar, m_bar = stepper.step_vjp(
-                counted, i, grid[i], grid[i + 1] - grid[i], state, params, state_next_bar,
-                need_params=need_params)
-        if p_bar is not None:       # p_bar may be the kernel's step buffer: copy or add now
-            if acc["params"] is None:
-                acc["params"] = p_bar.copy()
-            else:
-                acc["params"] += p_bar
-        for k, v in m_bar.items():
-            acc["method"][k] = acc["method"][k] + v
-        return state_bar
-
-    def final_bar(state_n):
-        counted.end_forward()
-        return with_obs(n, tuple(xp.zeros_like(s) for s in state_n))
-
-    state0 = stepper.init(counted, grid[0], y0, params)
-    state0_bar, ck = run_adjoint(schedule, n, state0=state0, forward_step=forward_step,
-                                 reverse_step=reverse_step, final_bar=final_bar)
-    state0_bar = with_obs(0, state0_bar)
-    y0_bar, p_init = stepper.init_vjp(counted, grid[0], y0, params, state0_bar)
-    params_bar = acc["params"]
-    if p_init is not None:
-        params_bar = p_init if params_bar is None else params_bar + p_init
-    if need_params and params_bar is None and params is not None:
-        params_bar = xp.zeros_like(params)
-    nfe_first = counted.nfe_first + (recording.nfe if recording is not None else 0)
-    stats = DiscreteStats(nfe_first, counted.nfe - counted.nfe_first, counted.n_vjp, ck)
-    return DiscreteGradient(y0_bar, params_bar if need_params else None, acc["method"], stats)
+    return DiscreteSweep(field, y0, params, grid, stepper, method, schedule, taped, recording)
