@@ -27,7 +27,7 @@ from adjointcore.fields import LayerField
 from adjointcore.layers.base import Layer
 from adjointcore.layers.shape import ChannelPad
 from adjointcore.sensitivity.continuous import continuous_adjoint
-from adjointcore.sensitivity.discrete import begin_discrete_adjoint, discrete_adjoint
+from adjointcore.sensitivity.discrete import Recording, begin_discrete_adjoint, discrete_adjoint
 
 __all__ = ["ODEBlock", "ODEBlockCache", "ODEBlockStats", "GRADIENTS"]
 
@@ -206,17 +206,33 @@ class ODEBlock(Layer):
                                                schedule=self.schedule)
             y1, nfe, n_rej = recording.final_state[0], recording.forward_nfe, 0
         else:
-            # Backsolve needs y(t1) only: no dense output, no stored trajectory.
-            light = {"t_eval": np.array([t1]), "dense_output": False} \
-                if self.gradient == "backsolve" else {}
             solution = solvers.solve(field, y0, (t0, t1), params=params, method=self.method,
-                                     max_steps=self.max_steps, **self._grid_options(), **light)
+                                     max_steps=self.max_steps, **self._grid_options(),
+                                     **self._solve_options(t1))
             grid, y1 = solution.grid, solution.ys[-1]
             nfe, n_rej = int(solution.stats.nfe), int(solution.stats.n_rejected)
+            if self.gradient == "discrete":
+                # The adjoint of the frozen accepted grid; with the default schedule it reuses
+                # the solve's own stages (no replay), else its sweep replays the grid now.
+                taped = None if solution.stages is None else Recording(
+                    grid, [(y,) for y in solution.ys], list(solution.stages), 0, self.method)
+                recording = begin_discrete_adjoint(field, y0, params, grid, method=self.method,
+                                                   schedule=self.schedule, recording=taped)
+                nfe += recording.forward_nfe
         stats = ODEBlockStats("forward", nfe, grid.size - 1, n_rej, 0, 0, 0)
         if self.monitor is not None:
             self.monitor(stats)
         return y1, ODEBlockCache(tuple(x.shape), y0, y1, grid, solution, recording, stats)
+
+    def _solve_options(self, t1) -> dict:
+        """What the forward solve keeps: the end state only for backsolve; the accepted steps'
+        stages for a taped discrete adjoint (FSAL pairs, default schedule); nothing else."""
+        if self.gradient == "backsolve":
+            return {"t_eval": np.array([t1]), "dense_output": False}
+        if self.gradient == "discrete":
+            fsal = solvers.TABLEAUX[self.method].fsal
+            return {"dense_output": False, "keep_stages": self.schedule is None and fsal}
+        return {}
 
     def _grid_options(self) -> dict:
         """``steps`` for fixed steps, else the tolerances (the solvers reject both at once)."""

@@ -78,6 +78,10 @@ class Solution:
     method : str
     sol : DenseOutput or None
         Dense output ``sol(t)`` over ``[grid[0], grid[-1]]`` (None with ``dense_output=False``).
+    stages : tuple of RKStages or None
+        With ``solve(..., keep_stages=True)`` (adaptive RK): each accepted step's live stages
+        and field caches, what a taped discrete adjoint of the frozen grid needs (bitwise the
+        stages a replay of ``grid`` would compute).
     """
 
     ts: np.ndarray
@@ -88,6 +92,7 @@ class Solution:
     stats: SolveStats
     method: str
     sol: object = None
+    stages: object = None
 
     @property
     def success(self):

@@ -36,7 +36,7 @@ from ._field import field_kernel
 from ._inputs import (check_first_step, check_positive_int, check_t_eval, check_t_span,
                       check_tolerance_shape, check_y0)
 from ._result import MESSAGES, Solution, SolveError, SolveStats, Status
-from ._rk import rk_step
+from ._rk import RKStages, rk_step
 from ._stepper import get_stepper, is_rk_method
 from ._xp import get_array_module
 from .tableaux import get_tableau
@@ -64,6 +64,12 @@ class _Record:
         self.grid, self.ys, self.hs, self.coeffs = [t0], [y0], [], []
         self.nfe, self.n_rejected, self.status, self.detail = 0, 0, Status.SUCCESS, ""
         self.stream, self.out = stream, []
+        self.stages = None          # list of accepted steps' RKStages with keep_stages
+
+    def keep(self, stages, n_live):
+        """Keep an accepted step's live stages and caches (``keep_stages=True``)."""
+        self.stages.append(RKStages(stages.t, stages.y, stages.h, stages.k[:n_live],
+                                    stages.caches[:n_live]))
 
     def accept(self, t_new, y_new, h, coeffs):
         self.grid.append(t_new)
@@ -115,14 +121,15 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
     """Integrate with tableau ``tab`` into ``rec``: adaptive if ``ctrl`` is given (``h_abs`` the
     first step or None for Hairer's guess), else ``n_fixed`` steps of size ``h_abs``."""
     direction = 1.0 if t1 > t0 else -1.0
-    f = field.evaluate(t0, y0, params)
+    taped = rec.stages is not None
+    f = field.forward(t0, y0, params) if taped else field.evaluate(t0, y0, params)
     rec.nfe += 1
-    if not _finite(f):
+    if not _finite(f[0] if taped else f):
         rec.status, rec.detail = Status.NON_FINITE, NONFINITE_F0
         return rec
     if ctrl is not None and h_abs is None:
-        h_abs = min(initial_step(field, t0, y0, params, tab.order, ctrl.rtol, ctrl.atol, f,
-                                 direction, norm), abs(t1 - t0))
+        h_abs = min(initial_step(field, t0, y0, params, tab.order, ctrl.rtol, ctrl.atol,
+                                 f[0] if taped else f, direction, norm), abs(t1 - t0))
         rec.nfe += 1
     state = ctrl.init(tab.err_order) if ctrl is not None else None
     t, y, n_acc, last_nonfinite = t0, y0, 0, False
@@ -148,7 +155,7 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
             # the last step's c = 1 stage sits exactly at t1.
             t_new = t1 if n_acc == n_fixed - 1 else t0 + (n_acc + 1) * ((t1 - t0) / n_fixed)
             h = t_new - t
-        y1, y_err, stages = rk_step(field, tab, t, y, h, params, f0=f, tape=False)
+        y1, y_err, stages = rk_step(field, tab, t, y, h, params, f0=f, tape=taped)
         rec.nfe += len(stages.k) - 1
         finite = _finite(y1)
         if ctrl is None:
@@ -173,8 +180,11 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
         coeffs = None
         if interp:
             coeffs = (tableau_coefficients(tab, h, stages.k) if tab.dense is not None
-                      else hermite_coefficients(h, y, y1, f, f1))
+                      else hermite_coefficients(h, y, y1, f[0] if taped else f, f1))
         rec.accept(t_new, y1, h, coeffs)
+        if taped:
+            rec.keep(stages, tab.n_live)
+            f1 = (f1, stages.caches[-1])
         t, y, f, n_acc = t_new, y1, f1, n_acc + 1
     return rec
 
@@ -225,7 +235,7 @@ def _controller(controller, rtol, atol, y0):
 
 def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=None, atol=None,
           steps=None, max_steps=10_000, first_step=None, norm=None, controller=None,
-          dense_output=True, raise_on_failure=True):
+          dense_output=True, raise_on_failure=True, keep_stages=False):
     """Integrate ``y' = f(t, y, params)`` from ``t_span[0]`` to ``t_span[1]``.
 
     Parameters
@@ -259,6 +269,10 @@ def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=Non
         extension, one or more evaluations).
     raise_on_failure : bool
         Raise ``SolveError`` (with ``.result``) on failure instead of returning it.
+    keep_stages : bool
+        Adaptive FSAL Runge-Kutta solves only: keep each accepted step's live stages and field
+        caches in ``Solution.stages`` (the taped forward of a discrete adjoint on the accepted
+        grid, which then needs no replay). Memory: every stage's cache.
 
     Returns
     -------
@@ -283,7 +297,7 @@ def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=Non
     rec = _Record(t0, y0, stream)
     if steps is not None:
         adaptive_only = dict(rtol=rtol, atol=atol, controller=controller, first_step=first_step,
-                             norm=norm)
+                             norm=norm, keep_stages=keep_stages or None)
         given = sorted(k for k, v in adaptive_only.items() if v is not None)
         if given:
             raise ValueError(f"{given} only apply to adaptive solves; drop them or set steps=None")
@@ -305,6 +319,11 @@ def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=Non
         if norm is not None and not callable(norm):
             raise TypeError(f"`norm` must be a callable (scaled_error) -> float, got {norm!r}")
         ctrl = _controller(controller, rtol, atol, y0)
+        if keep_stages:
+            if not tab.fsal:
+                raise ValueError(f"keep_stages=True needs an FSAL pair ('dopri5', 'tsit5', "
+                                 f"'bosh3'), got method {tab.name!r}.")
+            rec.stages = []
         _rk_loop(field, tab, t0, t1, y0, params, check_first_step(first_step, t0, t1), max_steps,
                  dense, ctrl=ctrl, norm=norm, rec=rec)
     name = method.name if hasattr(method, "name") else str(method)
@@ -327,7 +346,7 @@ def _solution(rec, name, t_eval, dense_output, dense, y0):
                else xp.zeros((0,) + tuple(y0.shape), dtype=y0.dtype))
         stats = SolveStats(rec.nfe, len(rec.hs), rec.n_rejected, hs)
         return Solution(ts, out, grid, rec.status, MESSAGES[rec.status] + rec.detail, stats,
-                        name, None)
+                        name, None, None if rec.stages is None else tuple(rec.stages))
     ys = xp.stack(rec.ys)
     hs = np.asarray(rec.hs, dtype=np.float64)
     sol = None
@@ -343,4 +362,5 @@ def _solution(rec, name, t_eval, dense_output, dense, y0):
         out = sol(ts) if len(ts) else xp.zeros((0,) + tuple(y0.shape), dtype=y0.dtype)
     stats = SolveStats(rec.nfe, len(rec.hs), rec.n_rejected, hs)
     return Solution(ts, out, grid, rec.status, MESSAGES[rec.status] + rec.detail, stats, name,
-                    sol if dense_output else None)
+                    sol if dense_output else None,
+                    None if rec.stages is None else tuple(rec.stages))

@@ -177,3 +177,46 @@ def test_continuous_backsolve_unchanged_without_dense_output():
                                forward_solution=sol)
     assert np.array_equal(own.params_bar, given.params_bar)
     assert np.array_equal(own.y0_bar, given.y0_bar)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3"])
+def test_adaptive_solve_keeps_stages_for_a_taped_adjoint_bitwise(method):
+    """The accepted steps' stages of an adaptive solve are what a replay of its grid computes:
+    the adjoint from them equals the replayed adjoint bit for bit and evaluates nothing."""
+    from adjointcore.sensitivity.discrete import Recording
+    layer, params = _mlp()
+    field = LayerField(layer)
+    rng = np.random.default_rng(11)
+    y0, y_bar = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    sol = solvers.solve(field, y0, (0.0, 1.3), params, method=method, rtol=1e-5,
+                        dense_output=False, keep_stages=True)
+    assert len(sol.stages) == sol.stats.n_accepted and sol.stats.n_accepted > 3
+    rec = Recording(sol.grid, [(y,) for y in sol.ys], list(sol.stages), sol.stats.nfe, method)
+    taped = discrete_adjoint(field, y0, params, sol.grid, y_bar, method=method, recording=rec)
+    replayed = discrete_adjoint(field, y0, params, sol.grid, y_bar, method=method)
+    assert np.array_equal(taped.y0_bar, replayed.y0_bar)
+    assert np.array_equal(taped.params_bar, replayed.params_bar)
+    assert taped.stats.recompute_nfe == 0 and taped.stats.forward_nfe == sol.stats.nfe
+
+
+def test_keep_stages_needs_an_adaptive_fsal_solve():
+    layer, params = _mlp()
+    y0 = np.ones((2, 3))
+    with pytest.raises(ValueError, match="keep_stages"):
+        solvers.solve(LayerField(layer), y0, (0, 1), params, method="rk4", steps=3,
+                      keep_stages=True)
+    with pytest.raises(ValueError, match="FSAL"):
+        solvers.solve(LayerField(layer), y0, (0, 1), params, method="cash_karp",
+                      keep_stages=True)
+
+
+def test_adaptive_discrete_block_does_not_replay_its_grid():
+    """ODEBlock(dopri5, discrete): the backward call evaluates the field only through VJPs."""
+    records = []
+    layer, params = _mlp()
+    block = ODEBlock(layer, method="dopri5", rtol=1e-5, monitor=records.append)
+    x = np.random.default_rng(12).standard_normal((4, 3))
+    y, cache = block.forward(params, x)
+    block.vjp(params, cache, np.ones_like(y))
+    fwd, back = records
+    assert back.nfe == 0 and back.vjps == 6 * fwd.n_steps
