@@ -6,10 +6,11 @@ sequence whichever chunk it falls in, so the result is bitwise the serial one (a
 ``tests/adjointcore/test_parallel.py``). Used by the activations whose element-wise work is a
 visible share of a neural-ODE step at large sizes (:class:`~adjointcore.layers.Tanh`).
 
-Threads are used only for NumPy arrays of at least :data:`MIN_PARALLEL_SIZE` elements (below,
-dispatch costs more than it saves: measured on 2 cores, the tanh VJP of 128 x 128 takes 0.04 ms
-serially and 0.11 ms on two threads, while 256 x 128 takes 0.32 ms serially and 0.15 ms on
-two). The thread count is the number of usable cores, capped at :data:`MAX_THREADS`; set the
+Threads are used only for NumPy arrays of at least :data:`MIN_PARALLEL_SIZE` elements. Below
+that, dispatch and contention with OpenBLAS's own threads (which spin for a while after each
+GEMM) cost more than they save: measured on 2 cores with 2 BLAS threads, a 100-step RK4 forward
+of the (256, 32, 128) MLP took 94-114 ms with threaded tanh against 71 ms without, although in
+isolation the tanh VJP of 256 x 128 takes 0.32 ms serially and 0.15 ms on two threads. The thread count is the number of usable cores, capped at :data:`MAX_THREADS`; set the
 environment variable ``ADJOINTCORE_THREADS`` (1 disables threading) before the first call, or
 call :func:`set_threads`.
 """
@@ -23,7 +24,7 @@ import numpy as np
 __all__ = ["MIN_PARALLEL_SIZE", "MAX_THREADS", "set_threads", "n_threads", "chunked"]
 
 #: Smallest array (elements) whose element-wise work is split across threads.
-MIN_PARALLEL_SIZE = 1 << 15
+MIN_PARALLEL_SIZE = 1 << 18
 #: Upper bound on the default thread count.
 MAX_THREADS = 8
 

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 from ..backend import get_array_module
 from ..errors import check_array
 from ._checks import finite_float
-from ._parallel import chunked
+from ._parallel import MIN_PARALLEL_SIZE, chunked
 from .base import ParameterFree
 
 __all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "ELU", "tanh_derivative",
@@ -118,18 +118,20 @@ def tanh_derivative(x, y_bar=None):
     ndarray, shape of ``x``
     """
     xp = get_array_module(x)
-    real = not xp.iscomplexobj(x) and x.ndim > 0
-    if y_bar is not None and real and xp.result_type(x, y_bar) != x.dtype:
+    real = x.dtype.kind != "c" and x.ndim > 0
+    if y_bar is not None and real and y_bar.dtype != x.dtype \
+            and xp.result_type(x, y_bar) != x.dtype:
         real = False
     if not real:
         e = xp.exp(-2 * xp.where(x.real >= 0, x, -x))
         d = 4 * e / ((1 + e) * (1 + e))
         return d if y_bar is None else y_bar * d
     out = xp.empty(x.shape, dtype=x.dtype)
-    if y_bar is None:
-        chunked(_tanh_derivative_into, out, x)
+    args = (out, x) if y_bar is None else (out, x, y_bar)
+    if x.size < MIN_PARALLEL_SIZE:
+        _tanh_derivative_into(*args)
     else:
-        chunked(_tanh_derivative_into, out, x, y_bar)
+        chunked(_tanh_derivative_into, *args)
     return out
 
 
@@ -249,9 +251,9 @@ class Tanh(_Elementwise):
 
     def apply(self, params, x, t=None, rng=None, tape=True):
         xp = get_array_module(x)
-        if xp.iscomplexobj(x) or x.ndim == 0:
+        if x.size < MIN_PARALLEL_SIZE or x.dtype.kind not in "f":
             return xp.tanh(x), (TanhCache(x) if tape else None)
-        y = xp.empty(x.shape, dtype=xp.result_type(x, xp.float16))
+        y = xp.empty(x.shape, dtype=x.dtype)
         chunked(_tanh_into, y, x)
         return y, (TanhCache(x) if tape else None)
 

@@ -89,6 +89,8 @@ def _channel_major(y_bar, groups: int):
 def _input_grad_transposed(w, y_bar, geom: Geometry, groups: int, x_hw):
     """Stride-1 input gradient as a correlation of padded ``y_bar`` with the flipped kernel.
 
+    The im2col of the padded ``y_bar`` is built straight from ``y_bar`` through phase planes
+    (no padded copy) where the geometry allows; same values and layout either way.
     Returns ``x_bar`` channel-major, shape (C_total, N, H, W).
     """
     xp = get_array_module(y_bar)
@@ -98,14 +100,14 @@ def _input_grad_transposed(w, y_bar, geom: Geometry, groups: int, x_hw):
     pad = (kh - 1 - ph, kw - 1 - pw)
     unit = Geometry(geom.kernel, (1, 1), (0, 0))
     shape = (groups, o // groups * kh * kw, n * x_hw[0] * x_hw[1])
-    padded = (o, n, ho + 2 * pad[0], wo + 2 * pad[1])                 # C-contiguous y_pad
+    padded = (o, n, ho + 2 * pad[0], wo + 2 * pad[1])                 # y_pad, C-contiguous
     item = y_bar.dtype.itemsize
     strides = (n * padded[2] * padded[3] * item, padded[2] * padded[3] * item, padded[3] * item,
                item)
     y_cols = None
-    if not columns_are_view(padded, strides, unit, x_hw, shape):      # im2col of y_bar itself,
+    if not columns_are_view(padded, strides, unit, x_hw, shape):      # else keep the free view
         y_cols = phase_columns(y_bar.transpose(1, 0, 2, 3), unit._replace(padding=pad), x_hw)
-    if y_cols is None:                                                # no padded copy needed
+    if y_cols is None:
         y_pad = pad_channel_major(y_bar, pad)                         # (O, N, Hq, Wq)
         y_cols = _columns(y_pad, unit, groups, x_hw)
     y_cols = y_cols.reshape(shape)                                    # (g, Og*kh*kw, N*H*W)

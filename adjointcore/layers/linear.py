@@ -121,10 +121,10 @@ class Linear(Layer):
 
     def apply(self, params, x, t=None, rng=None, tape=True):
         """Unchecked :meth:`forward` (``tape=False``: no cache)."""
-        w, b = self._weights(params)
-        y = x @ w.T
-        if b is not None:
-            y += b
+        ws, wshape, bs = self._layout
+        y = x @ params[ws].reshape(wshape).T
+        if bs is not None:
+            y += params[bs]
         return y, (LinearCache(x) if tape else None)
 
     def vjp(self, params, cache, y_bar, need_params=True):
@@ -136,14 +136,12 @@ class Linear(Layer):
 
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
         """Unchecked :meth:`vjp`; the parameter cotangent is written into ``params_bar``."""
-        w, _ = self._weights(params)
-        x = cache.x
-        x_bar = y_bar @ w
+        ws, wshape, bs = self._layout
+        x_bar = y_bar @ params[ws].reshape(wshape)
         if params_bar is not None:
-            g_w, g_b = self._weights(params_bar)
-            get_array_module(y_bar).matmul(y_bar.T, x, out=g_w)
-            if g_b is not None:
-                y_bar.sum(axis=0, out=g_b)
+            get_array_module(y_bar).matmul(y_bar.T, cache.x, out=params_bar[ws].reshape(wshape))
+            if bs is not None:
+                y_bar.sum(axis=0, out=params_bar[bs])
         return x_bar
 
 

@@ -348,8 +348,11 @@ class DiscreteSweep:
             return state_bar
 
         state0 = stepper.init(counted, grid[0], y0, params)
-        self._pending = begin_adjoint(schedule, n, state0=state0, forward_step=forward_step,
-                                      reverse_step=reverse_step)
+        if taped:
+            self._pending = _TapedSweep(n, state0, forward_step, reverse_step)
+        else:
+            self._pending = begin_adjoint(schedule, n, state0=state0, forward_step=forward_step,
+                                          reverse_step=reverse_step)
         counted.end_forward()
         self.final_state = self._pending.final_state
         self.forward_nfe = counted.nfe_first + (recording.nfe if recording is not None else 0)
@@ -394,6 +397,38 @@ class DiscreteSweep:
                               counted.nfe - counted.nfe_first + nfe_before, counted.n_vjp, ck)
         return DiscreteGradient(y0_bar, params_bar if need_params else None,
                                 self._acc["method"], stats)
+
+
+class _TapedSweep:
+    """Store-all sweep with step tapes, as two plain loops.
+
+    The taped default needs no schedule: every step keeps its tape, so the reverse sweep is
+    ``reverse_step(n-1), ..., reverse_step(0)``. Running it without the checkpoint executor's
+    action stream saves its per-step bookkeeping; the counters are those of ``StoreAll()``
+    (``replay(StoreAll(), n)``: the states ``x_0 .. x_{n-2}`` count as snapshots).
+    """
+
+    def __init__(self, n, state0, forward_step, reverse_step):
+        self._reverse_step, self._n = reverse_step, n
+        self._states = [state0]
+        for i in range(n):
+            self._states.append(forward_step(i, self._states[-1]))
+        self.final_state = self._states[-1]
+
+    @property
+    def finished(self) -> bool:
+        return self._states is None
+
+    def finish(self, final_bar):
+        states, self._states = self._states, None
+        bar = final_bar
+        for i in range(self._n - 1, -1, -1):
+            bar = self._reverse_step(i, states[i], bar)
+            states[i + 1] = None
+        n = self._n
+        return bar, CheckpointStats(forward_steps=n, recomputed_steps=0,
+                                    max_live_snapshots=n - 1, reverse_steps=n,
+                                    snapshots_written=n - 1, n_steps=n)
 
 
 def _cotangents_at(y_bars, obs_steps, y0, n) -> dict:

@@ -220,3 +220,20 @@ def test_adaptive_discrete_block_does_not_replay_its_grid():
     block.vjp(params, cache, np.ones_like(y))
     fwd, back = records
     assert back.nfe == 0 and back.vjps == 6 * fwd.n_steps
+
+
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_taped_default_reports_store_all_counters(n):
+    """The taped default runs two plain loops; its counters are StoreAll's, and its gradient is
+    bitwise StoreAll's."""
+    from adjointcore.checkpointing import StoreAll, replay
+    layer, params = _mlp()
+    field = LayerField(layer)
+    rng = np.random.default_rng(13)
+    y0, y_bar = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    grid = np.linspace(0.0, 0.4, n + 1)
+    taped = discrete_adjoint(field, y0, params, grid, y_bar, method="rk4")
+    stored = discrete_adjoint(field, y0, params, grid, y_bar, method="rk4", schedule=StoreAll())
+    assert taped.stats.checkpoint == replay(StoreAll(), n) == stored.stats.checkpoint
+    assert np.array_equal(taped.params_bar, stored.params_bar)
+    assert taped.stats.recompute_nfe == 0 and stored.stats.recompute_nfe == 4 * n
