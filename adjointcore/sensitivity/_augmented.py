@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, NamedTuple, Optional
 
-from solvers import rms_norm
+from solvers import field_kernel, rms_norm
 
 from ..backend import get_array_module
 
@@ -137,21 +137,33 @@ def unpack_augmented(layout: AugmentedLayout, z) -> AugmentedState:
     return AugmentedState(y, a, z[offset + n:])
 
 
-def adjoint_rhs(field, t, y, a, params, need_params: bool):
+def adjoint_rhs(field, t, y, a, params, da_out, da_params_out=None):
     """Right-hand side of the adjoint system at ``(t, y)``: one forward and one VJP of ``field``.
+
+    Parameters
+    ----------
+    field : vector field or :class:`solvers.FieldKernel`
+    t : float
+    y, a : ndarray, shape ``y_shape``
+    params : ndarray or None
+    da_out : ndarray, ``y.size`` elements
+        Receives ``-(df/dy)^T a`` (flat).
+    da_params_out : ndarray, shape (n_params,), optional
+        Receives ``-(df/dparams)^T a``; None skips the parameter cotangent.
 
     Returns
     -------
     dy : ndarray, shape of ``y``
         ``f(t, y, params)``.
-    da : ndarray, shape of ``y``
-        ``-(df/dy)^T a``.
-    da_params : ndarray, shape (n_params,) or None
-        ``-(df/dparams)^T a`` when ``need_params``.
     """
-    dy, cache = field.forward(t, y, params)
-    y_bar, params_bar, _ = field.vjp(cache, a, need_params=need_params)
-    return dy, -y_bar, (-params_bar if need_params else None)
+    kernel = field_kernel(field)
+    dy, cache = kernel.forward(t, y, params)
+    y_bar = kernel.vjp_into(cache, a, da_params_out)
+    xp = get_array_module(da_out)
+    xp.negative(y_bar.reshape(-1), out=da_out)
+    if da_params_out is not None:
+        xp.negative(da_params_out, out=da_params_out)
+    return dy
 
 
 class AugmentedField:
@@ -187,6 +199,7 @@ class AugmentedField:
         self.field = field
         self.layout = layout
         self.trajectory = trajectory
+        self._kernel = field_kernel(field)    # per adjoint call: checked once, then unchecked
 
     @property
     def variant(self) -> str:
@@ -195,14 +208,25 @@ class AugmentedField:
 
     def forward(self, t, z, params):
         """Evaluate the augmented dynamics; returns ``(dz, None)``."""
+        return self.evaluate(t, z, params), None
+
+    def evaluate(self, t, z, params):
+        """The augmented dynamics ``dz``: ``f`` (with state), ``-(df/dy)^T a`` and
+        ``-(df/dparams)^T a`` written straight into one new flat array (no packing)."""
         layout = self.layout
-        state = unpack_augmented(layout, z)
+        n = layout.n_y
+        offset = n if layout.with_state else 0
+        a = z[offset:offset + n].reshape(layout.y_shape)
         if layout.with_state:
-            y = state.y
+            y = z[:n].reshape(layout.y_shape)
         else:
             y = self.trajectory(t).reshape(layout.y_shape)
-        dy, da, da_params = adjoint_rhs(self.field, t, y, state.a, params, layout.n_params > 0)
-        return pack_augmented(layout, dy, da, da_params), None
+        dz = get_array_module(z).empty(z.shape, dtype=z.dtype)
+        dy = adjoint_rhs(self._kernel, t, y, a, params, dz[offset:offset + n],
+                         dz[offset + n:] if layout.n_params else None)
+        if layout.with_state:
+            dz[:n] = dy.reshape(-1)
+        return dz
 
     def vjp(self, cache, dz_bar, need_params: bool = True):
         """Not implemented: differentiating the adjoint system (second order) is out of scope."""
