@@ -237,3 +237,23 @@ def test_taped_default_reports_store_all_counters(n):
     assert taped.stats.checkpoint == replay(StoreAll(), n) == stored.stats.checkpoint
     assert np.array_equal(taped.params_bar, stored.params_bar)
     assert taped.stats.recompute_nfe == 0 and stored.stats.recompute_nfe == 4 * n
+
+
+@pytest.mark.parametrize("config", [dict(method="rk4", steps=5),
+                                    dict(method="rk4", steps=5, schedule="revolve"),
+                                    dict(method="rk4", steps=5, gradient="backsolve"),
+                                    dict(method="dopri5", rtol=1e-4, atol=1e-6)])
+def test_float32_stays_float32(config):
+    """float32 parameters and inputs give float32 outputs and cotangents on every path (no
+    silent promotion to float64 in buffers, stage combinations or the adjoint system)."""
+    from adjointcore.checkpointing import Revolve
+    config = dict(config)
+    if config.pop("schedule", None):
+        config["schedule"] = Revolve(2)
+    layer = Sequential(Linear(3, 600), Tanh(), Linear(600, 3))    # threaded tanh at 2^18 too
+    params = layer.init(np.random.default_rng(14), dtype=np.float32)
+    x = np.random.default_rng(15).standard_normal((500, 3)).astype(np.float32)
+    block = ODEBlock(layer, **config)
+    y, cache = block.forward(params, x)
+    x_bar, p_bar = block.vjp(params, cache, np.ones_like(y))
+    assert y.dtype == x_bar.dtype == p_bar.dtype == np.float32
