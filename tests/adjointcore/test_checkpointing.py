@@ -273,3 +273,32 @@ def test_run_adjoint_argument_errors():
         run_adjoint(StoreAll(), 0, **kw)
     with pytest.raises(ValueError, match="every"):
         Uniform(0)
+
+
+@pytest.mark.parametrize("n", [1, 5, 16])
+def test_begin_adjoint_suspends_after_the_forward_sweep(n):
+    """``begin_adjoint`` runs exactly the forward sweep; ``finish`` the reverse sweep, once."""
+    from adjointcore.checkpointing import begin_adjoint
+    for schedule in _schedules(n):
+        log = []
+
+        def forward_step(i, x):
+            log.append(("f", i))
+            return i + 1
+
+        def reverse_step(i, x, x_next_bar):
+            assert x == i and x_next_bar == ("bar", i + 1)
+            log.append(("r", i))
+            return ("bar", i)
+
+        pending = begin_adjoint(schedule, n, state0=0, forward_step=forward_step,
+                                reverse_step=reverse_step)
+        assert pending.final_state == n and pending.n_steps == n and not pending.finished
+        assert [e for e in log if e[0] == "r"] == []
+        n_first = len(log)
+        x0_bar, stats = pending.finish(("bar", n))
+        assert x0_bar == ("bar", 0) and pending.finished
+        assert stats == replay(schedule, n)
+        assert stats.forward_steps == n + sum(1 for e in log[n_first:] if e[0] == "f")
+        with pytest.raises(CheckpointError, match="already been reversed"):
+            pending.finish(("bar", n))
