@@ -16,12 +16,12 @@ from ._executor import CheckpointStats, PendingAdjoint, begin_adjoint, replay, r
 from ._online import Online, online_ratio
 from ._revolve import (Revolve, beta, optimal_extra_steps, optimal_forward_steps,
                        repetition_number)
-from ._schedules import Schedule, StoreAll, Uniform
+from ._schedules import DEFAULT_TAPE_BYTES, Schedule, StoreAll, Taped, Uniform
 from ._store import CheckpointError, SnapshotStore
 
 __all__ = [
     "Action", "Forward", "Store", "Restore", "Free", "Reverse", "EndForward", "EndReverse",
-    "Schedule", "StoreAll", "Uniform", "Revolve", "Online",
+    "Schedule", "StoreAll", "Uniform", "Taped", "DEFAULT_TAPE_BYTES", "Revolve", "Online",
     "run_adjoint", "begin_adjoint", "PendingAdjoint", "replay", "CheckpointStats", "CheckpointError", "SnapshotStore",
     "beta", "repetition_number", "optimal_extra_steps", "optimal_forward_steps", "online_ratio",
 ]

@@ -7,7 +7,7 @@ from ..errors import check_positive_int
 from ._actions import Action
 from ._revolve import check_n_steps, offline_plan
 
-__all__ = ["Schedule", "StoreAll", "Uniform"]
+__all__ = ["Schedule", "StoreAll", "Uniform", "Taped", "DEFAULT_TAPE_BYTES"]
 
 
 class Schedule(Protocol):
@@ -79,3 +79,44 @@ class Uniform:
         # k slots per segment: the segment's own snapshot plus its k - 1 interior states, so
         # the binomial reversal degenerates to "store every state" (repetition number 1).
         return offline_plan(positions, n, [k] * len(positions))
+
+
+#: Default tape budget of :class:`Taped` (bytes).
+DEFAULT_TAPE_BYTES = 1 << 29
+
+
+class Taped:
+    """Backpropagation through the solver: every step keeps its stages and field caches (its
+    *tape*), so the reverse sweep evaluates the field only through VJPs; the default of the
+    discrete adjoint (``schedule=None``).
+
+    Parameters
+    ----------
+    max_bytes : int
+        Budget for the tapes (default :data:`DEFAULT_TAPE_BYTES`, 512 MiB). The first step's tape
+        is measured (array bytes reachable from it); steps beyond the budget keep their states
+        only and recompute their stages in the reverse sweep, as :class:`StoreAll` does.
+        Gradients are bitwise the same either way.
+
+    Notes
+    -----
+    Why a budget: beyond some size a tape costs more than recomputing it. On the 2-core
+    benchmark machine, the (1024, 128, 512) MLP field with 100 RK4 steps in float64 took 42.9 s
+    fully taped (3.7 GB of tapes, fresh memory every run) against 7.6 s with ``StoreAll()``
+    (169 MB), while the (256, 32, 128) field was faster taped (161 ms, 264 MB) than with
+    ``StoreAll()`` (198 ms). For methods without tapes (linear multistep) it is ``StoreAll()``.
+    """
+
+    online = False
+    snapshots = None
+
+    def __init__(self, max_bytes: int = DEFAULT_TAPE_BYTES):
+        self.max_bytes = check_positive_int("max_bytes", max_bytes, minimum=0)
+
+    def __repr__(self) -> str:
+        return f"Taped(max_bytes={self.max_bytes})"
+
+    def plan(self, n_steps: int):
+        """The action stream of :class:`StoreAll` (what the executor runs when this schedule
+        is used without tapes)."""
+        return StoreAll().plan(n_steps)

@@ -20,7 +20,7 @@ import numpy as np
 from solvers import FieldKernel, as_field, field_kernel, get_stepper
 
 from ..backend import get_array_module
-from ..checkpointing import CheckpointStats, StoreAll, begin_adjoint
+from ..checkpointing import CheckpointStats, Taped, begin_adjoint
 from ..errors import ShapeError, check_array
 from ._cotangents import check_cotangents
 
@@ -260,17 +260,18 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
         Grid indices in ``[0, n]`` of the observations (see :func:`obs_steps_on_grid`); an index
         may repeat (its cotangents add up) and ``0`` is ``y0`` itself.
     schedule : checkpoint schedule, optional
-        ``None`` (default): backpropagation through the solver - every state *and* every step's
-        stages and field caches are kept (Runge-Kutta methods; others fall back to
-        ``StoreAll()``), so the reverse sweep evaluates the field only through VJPs; fastest,
-        about ``n_stages`` times the memory of ``StoreAll()``. ``StoreAll()`` keeps the states
+        ``None`` (default) is ``Taped()``: backpropagation through the solver - every state
+        *and* every step's stages and field caches are kept (Runge-Kutta methods; others fall
+        back to ``StoreAll()``), so the reverse sweep evaluates the field only through VJPs;
+        about ``n_stages`` times the memory of ``StoreAll()``, capped at ``Taped.max_bytes``
+        (512 MiB by default; later steps recompute their stages). ``StoreAll()`` keeps the states
         only and recomputes each step's stages in reverse; ``Uniform``, ``Revolve`` and
         ``Online`` trade recomputation for memory. Gradients are bitwise identical for every
         choice.
     need_params : bool
     recording : Recording, optional
         A taped forward sweep of the same map (:func:`record_forward`); the adjoint then reuses
-        its stages and evaluates the field only through VJPs (``schedule=None`` only).
+        its stages and evaluates the field only through VJPs (``schedule=None`` or ``Taped``).
 
     Returns
     -------
@@ -315,22 +316,29 @@ class DiscreteSweep:
         tapes = {}
         self._counted, self._bar_at, self._need_params = counted, {}, True
         self._acc = {"params": None, "method": {k: 0.0 for k in stepper.method_params}}
+        budget = {"left": schedule.max_bytes if taped else 0, "per_step": None}
 
         def forward_step(i, state):
             h = grid[i + 1] - grid[i]
             if recording is not None:
                 tapes[i] = recording.tapes[i]
                 return recording.states[i + 1]
-            if taped:
-                nxt, _, tapes[i] = stepper.step_taped(counted, i, grid[i], h, state, params)
+            if taped and budget["left"] > 0:
+                nxt, _, tape = stepper.step_taped(counted, i, grid[i], h, state, params)
+                if budget["per_step"] is None:
+                    budget["per_step"] = max(1, tape_bytes(tape))
+                if budget["per_step"] <= budget["left"]:
+                    tapes[i] = tape
+                budget["left"] -= budget["per_step"]
                 return nxt
             return stepper.step(counted, i, grid[i], h, state, params)[0]
 
         def reverse_step(i, state, state_next_bar):
             state_next_bar = self._with_obs(i + 1, state_next_bar) if i + 1 < n \
                 else state_next_bar
-            if taped:
-                state_bar, p_bar, m_bar = stepper.vjp_taped(counted, tapes.pop(i), params,
+            tape = tapes.pop(i, None)
+            if tape is not None:
+                state_bar, p_bar, m_bar = stepper.vjp_taped(counted, tape, params,
                                                             state_next_bar,
                                                             need_params=self._need_params)
             else:
@@ -399,6 +407,24 @@ class DiscreteSweep:
                                 self._acc["method"], stats)
 
 
+def tape_bytes(tape) -> int:
+    """Bytes of the distinct arrays reachable from ``tape`` through tuples, lists and dicts
+    (a step's stages and field caches; views count their own size)."""
+    seen, total, todo = set(), 0, [tape]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if hasattr(obj, "nbytes") and hasattr(obj, "dtype"):
+            total += int(obj.nbytes)
+        elif isinstance(obj, (tuple, list)):
+            todo.extend(obj)
+        elif isinstance(obj, dict):
+            todo.extend(obj.values())
+    return total
+
+
 class _TapedSweep:
     """Store-all sweep with step tapes, as two plain loops.
 
@@ -460,8 +486,8 @@ def begin_discrete_adjoint(field, y0, params, grid, *, method="rk4", method_opti
     grid = check_grid(grid)
     n = grid.size - 1
     stepper = _stepper(method, method_options)
-    taped = schedule is None and hasattr(stepper, "step_taped")
-    schedule = StoreAll() if schedule is None else schedule
+    schedule = Taped() if schedule is None else schedule
+    taped = isinstance(schedule, Taped) and hasattr(stepper, "step_taped")
     if not callable(getattr(schedule, "plan", None)):
         raise TypeError(f"`schedule` must be a checkpoint schedule (StoreAll(), Uniform(k), "
                         f"Revolve(s), Online(s)) or None, got {schedule!r}.")
@@ -472,6 +498,6 @@ def begin_discrete_adjoint(field, y0, params, grid, *, method="rk4", method_opti
                 (recording.method is not None and recording.method != method):
             raise ValueError(f"`recording` must come from record_forward on the same grid "
                              f"({n} steps) and method ({method!r}; recorded: "
-                             f"{recording.method!r}), and needs schedule=None (taped "
-                             f"store-all).")
+                             f"{recording.method!r}), and needs schedule=None or Taped() "
+                             f"(taped store-all).")
     return DiscreteSweep(field, y0, params, grid, stepper, method, schedule, taped, recording)
