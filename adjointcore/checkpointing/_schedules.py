@@ -100,11 +100,14 @@ class Taped:
 
     Notes
     -----
-    Why a budget: beyond some size a tape costs more than recomputing it. On the 2-core
-    benchmark machine, the (1024, 128, 512) MLP field with 100 RK4 steps in float64 took 42.9 s
-    fully taped (3.7 GB of tapes, fresh memory every run) against 7.6 s with ``StoreAll()``
-    (169 MB), while the (256, 32, 128) field was faster taped (161 ms, 264 MB) than with
-    ``StoreAll()`` (198 ms). For methods without tapes (linear multistep) it is ``StoreAll()``.
+    Why a budget: a full tape is ``n_stages`` times the memory of ``StoreAll()`` and grows with
+    the number of steps (3.7 GB for the (1024, 128, 512) MLP field over 100 RK4 steps in
+    float64), while recomputing a step's stages costs one forward step. On the 2-core benchmark
+    machine, whose fresh memory is slow and erratic to fault in, that problem's forward +
+    gradient took 6.0-14.9 s fully taped, 6.9-9.2 s with the default budget and 8.7-9.6 s with
+    no tape at all (two runs each); the (256, 32, 128) field (264 MB of tapes) stays fully
+    taped and is faster taped (161 ms) than with ``StoreAll()`` (198 ms). For methods without
+    tapes (linear multistep) this schedule is ``StoreAll()``.
     """
 
     online = False
