@@ -234,15 +234,23 @@ def floor_taped(prob, n_eval, n_vjp):
         f = H @ W2.T + b2
         if k >= keep_from:
             tape.append(H)
-    gW1, gb1, gW2, gb2 = (np.zeros_like(w) for w in prob.weights)
+    grads = tuple(np.zeros_like(w) for w in prob.weights)
     for H in reversed(tape):
-        gW2 += kappa.T @ H
-        gb2 += kappa.sum(axis=0)
-        s = (kappa @ W2) * (1 - H * H)
-        gW1 += s.T @ z
-        gb1 += s.sum(axis=0)
-        x_bar = s @ W1
-    return f, x_bar, (gW1, gb1, gW2, gb2)
+        x_bar = floor_vjp(prob.weights, z, H, kappa, grads)
+    return f, x_bar, grads
+
+
+def floor_vjp(weights, z, H, kappa, grads):
+    """One bare field VJP at ``z`` (hidden activations ``H``) with cotangent ``kappa``: the
+    parameter cotangents are added into ``grads = (gW1, gb1, gW2, gb2)``; returns ``x_bar``."""
+    W1, _, W2, _ = weights
+    gW1, gb1, gW2, gb2 = grads
+    gW2 += kappa.T @ H
+    gb2 += kappa.sum(axis=0)
+    s = (kappa @ W2) * (1 - H * H)
+    gW1 += s.T @ z
+    gb1 += s.sum(axis=0)
+    return s @ W1
 
 
 def floor_paired(prob, n_eval, n_pairs):
@@ -265,17 +273,12 @@ def floor_paired(prob, n_eval, n_pairs):
     for _ in range(n_eval):
         H = np.tanh(z @ W1.T + b1)
         f = H @ W2.T + b2
-    gW1, gb1, gW2, gb2 = (np.zeros_like(w) for w in prob.weights)
+    grads = tuple(np.zeros_like(w) for w in prob.weights)
     for _ in range(n_pairs):
         H = np.tanh(z @ W1.T + b1)
         f = H @ W2.T + b2
-        gW2 += kappa.T @ H
-        gb2 += kappa.sum(axis=0)
-        s = (kappa @ W2) * (1 - H * H)
-        gW1 += s.T @ z
-        gb1 += s.sum(axis=0)
-        x_bar = s @ W1
-    return f, x_bar, (gW1, gb1, gW2, gb2)
+        x_bar = floor_vjp(prob.weights, z, H, kappa, grads)
+    return f, x_bar, grads
 
 
 # -- independent reference gradient -----------------------------------------------------------

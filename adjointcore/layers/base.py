@@ -65,6 +65,30 @@ def param_layout(shapes: dict) -> dict:
     return out
 
 
+def _context(timed: bool, random: bool, t, rng) -> dict:
+    """The keywords a layer's ``forward`` takes: ``t`` if time-dependent, ``rng`` if random."""
+    context = {}
+    if timed:
+        context["t"] = t
+    if random:
+        context["rng"] = rng
+    return context
+
+
+def _vjp_into(layer, n_params, params, cache, y_bar, params_bar):
+    """``layer.vjp`` with its parameter cotangent copied into ``params_bar`` (if given), its
+    length checked (a wrong one would shift every later block of a composite's gradient)."""
+    need = params_bar is not None
+    x_bar, p_bar = layer.vjp(params, cache, y_bar, need_params=need)
+    if need and n_params:
+        if getattr(p_bar, "size", None) != n_params:
+            raise ParameterError(f"{type(layer).__name__}.vjp returned params_bar of shape "
+                                 f"{getattr(p_bar, 'shape', type(p_bar).__name__)}, expected "
+                                 f"{n_params} values (its n_params); fix the layer's vjp.")
+        params_bar[...] = p_bar.reshape(-1)
+    return x_bar
+
+
 class ProtocolKernel:
     """Fast-path methods (``apply``/``apply_vjp``) for a layer that only has ``forward``/``vjp``.
 
@@ -80,24 +104,10 @@ class ProtocolKernel:
         self._random = bool(getattr(layer, "needs_rng", False))
 
     def apply(self, params, x, t=None, rng=None, tape=True):
-        context = {}
-        if self._timed:
-            context["t"] = t
-        if self._random:
-            context["rng"] = rng
-        return self.layer.forward(params, x, **context)
+        return self.layer.forward(params, x, **_context(self._timed, self._random, t, rng))
 
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
-        need = params_bar is not None
-        x_bar, p_bar = self.layer.vjp(params, cache, y_bar, need_params=need)
-        if need and self.n_params:
-            if getattr(p_bar, "size", None) != self.n_params:
-                raise ParameterError(f"{type(self.layer).__name__}.vjp returned params_bar of "
-                                     f"shape {getattr(p_bar, 'shape', type(p_bar).__name__)}, "
-                                     f"expected {self.n_params} values (its n_params); fix the "
-                                     f"layer's vjp.")
-            params_bar[...] = p_bar.reshape(-1)
-        return x_bar
+        return _vjp_into(self.layer, self.n_params, params, cache, y_bar, params_bar)
 
 
 def layer_kernel(layer):
@@ -170,21 +180,12 @@ class Layer:
     def apply(self, params, x, t=None, rng=None, tape=True):
         """Unchecked forward (see the module notes); default: :meth:`forward` with the context
         the layer's flags ask for."""
-        context = {}
-        if self.time_dependent:
-            context["t"] = t
-        if self.needs_rng:
-            context["rng"] = rng
-        return self.forward(params, x, **context)
+        return self.forward(params, x, **_context(self.time_dependent, self.needs_rng, t, rng))
 
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
         """Unchecked VJP writing the parameter cotangent into ``params_bar`` (if given);
         default: :meth:`vjp`."""
-        need = params_bar is not None
-        x_bar, p_bar = self.vjp(params, cache, y_bar, need_params=need)
-        if need and params_bar.size:
-            params_bar[...] = p_bar
-        return x_bar
+        return _vjp_into(self, self.n_params, params, cache, y_bar, params_bar)
 
     def _vjp_via_apply(self, params, cache, y_bar, need_params, dtype):
         """The checked ``vjp`` of a layer whose ``apply_vjp`` is its implementation: allocate
