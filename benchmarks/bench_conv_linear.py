@@ -31,6 +31,8 @@ CONV_CASES = [
     ("conv 64x32->32 16x16 k3p1 cached", 64, 32, 32, 16, 3, 1, 1, True),
     ("conv 32x64->64 8x8 k3p1", 32, 64, 64, 8, 3, 1, 1, False),
     ("conv 32x16->32 32x32 k3s2p1", 32, 16, 32, 32, 3, 2, 1, False),
+    ("conv 64x32->32 16x16 k3s2p1", 64, 32, 32, 16, 3, 2, 1, False),
+    ("conv 64x32->64 16x16 k3s2p1", 64, 32, 64, 16, 3, 2, 1, False),
 ]
 # (label, N, in, out)
 LINEAR_CASES = [
@@ -96,10 +98,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="first conv and linear case only")
+    parser.add_argument("--only", metavar="TEXT", default="",
+                        help="only the cases whose label contains TEXT (e.g. 's2' or 'linear')")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     convs = CONV_CASES[:1] if args.quick else CONV_CASES
     linears = LINEAR_CASES[:1] if args.quick else LINEAR_CASES
+    convs = [c for c in convs if args.only in c[0]]
+    linears = [c for c in linears if args.only in c[0]]
     header = f"{'case':<36} {'dtype':<8} {'layer ms':>9} {'gemm ms':>9} {'ratio':>6}"
     print(header)
     print("-" * len(header))

@@ -10,22 +10,23 @@ Layout used by :mod:`adjointcore.layers.conv`: the padded input is stored channe
 a window view and every convolution reduces to one (or one per group) large GEMM.
 
 Phase planes (:func:`phase_columns`, :func:`phase_accumulate`)
--------------------------------------------------------------
+--------------------------------------------------------------
 A window view copies (or, in col2im, adds) rows of only ``Wo`` elements, and NumPy's strided
 kernels pay per row (binary ufuncs on non-contiguous operands even go through buffers), which
 dominates small images. When the geometry allows it (:func:`phase_plan`), the unpadded image is
 instead split into ``sh*sw`` *phase planes* ``P[py, px][n, u, v] = x[n, sh*u + py, sw*v + px]``,
 each stored with exactly the window-grid shape ``(Ho, Wo)``. Kernel offset ``(a, b)`` of window
-``(i, j)`` reads pixel ``(sh*(i + da) + py, sw*(j + db) + px)`` with ``da, py = divmod(a - ph,
-sh)`` (and likewise along W), i.e. plane ``(py, px)`` shifted by ``(da, db)``. In flat ``(n, i, j)``
-indexing that shift is the constant ``da*Wo + db``, so every offset is one copy (im2col) or one
-add (col2im) of long contiguous rows of ``N*Ho*Wo`` elements. Windows whose shifted target leaves
-the ``(Ho, Wo)`` grid wrap into a neighbouring row or image; exactly those windows read / write
-the zero padding, so im2col zeroes them afterwards and col2im zeroes them in its (private)
-column buffer beforehand. The col2im result is bitwise that of :func:`accumulate_windows`: every
-pixel receives the same terms in the same kernel-offset order, starting from ``+0.0``; the extra
-``+0.0`` terms from the zeroed windows change nothing (a running sum that starts at ``+0.0``
-is never ``-0.0``, and ``s + 0.0 == s`` for every other ``s``, NaN and inf included).
+``(i, j)`` reads pixel ``(sh*(i + da) + py, sw*(j + db) + px)`` with
+``da, py = divmod(a - ph, sh)`` (likewise along W), i.e. plane ``(py, px)`` shifted by
+``(da, db)``. In flat ``(n, i, j)`` indexing that shift is the constant ``da*Wo + db``, so every
+offset is one copy (im2col) or one add (col2im) of long contiguous rows of ``N*Ho*Wo`` elements.
+Windows whose shifted target leaves the ``(Ho, Wo)`` grid wrap into a neighbouring row or image;
+exactly those windows read / write the zero padding, so im2col zeroes them afterwards and col2im
+zeroes them in its (private) column buffer beforehand. The col2im result is bitwise that of
+:func:`accumulate_windows`: every pixel receives the same terms in the same kernel-offset order,
+starting from ``+0.0``; the extra ``+0.0`` terms from the zeroed windows change nothing (a running
+sum that starts at ``+0.0`` is never ``-0.0``, and ``s + 0.0 == s`` for every other ``s``, NaN
+and inf included).
 
 References
 ----------
@@ -391,6 +392,7 @@ def phase_accumulate(cols, geom: Geometry, out_hw, hw):
     if rows is None or cols_plan is None:
         return None
     xp = get_array_module(cols)
+    cols = xp.ascontiguousarray(cols)                    # the reshapes below must be views
     c, m = cols.shape[0], cols.shape[-1]
     n = m // (ho * wo)
     blocks = cols.reshape(c, kh, kw, n, ho, wo)

@@ -16,6 +16,13 @@ VJP, three products of the same shapes:
   followed by col2im (a strided add per kernel offset, see
   :func:`~adjointcore.layers._im2col.accumulate_windows`).
 
+Where the geometry allows (:func:`~adjointcore.layers._im2col.phase_plan`; e.g. k3, p1, stride
+1 or 2), im2col and col2im work on *phase planes*: the image split into ``stride_h*stride_w``
+planes of the output grid's shape, so each kernel offset is one shifted copy (or add) of long
+contiguous rows instead of a strided one with rows of ``Wo`` elements. The terms reach every
+element in the same order as the strided path, so results are bitwise the same; stride-2
+forward+VJP went from 2.6x to 1.8-2.0x its GEMMs (1 BLAS thread).
+
 Both layers are analytic (complex input works; nothing is conjugated).
 
 References
