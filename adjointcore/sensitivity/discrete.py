@@ -426,9 +426,10 @@ def tape_bytes(tape) -> int:
 
 
 class _TapedSweep:
-    """Store-all sweep with step tapes, as two plain loops.
+    """The :class:`~adjointcore.checkpointing.Taped` sweep as two plain loops.
 
-    The taped default needs no schedule: every step keeps its tape, so the reverse sweep is
+    Every state is kept, and every step's tape while the budget lasts (``forward_step``
+    decides; later steps recompute their stages in ``reverse_step``), so the reverse sweep is
     ``reverse_step(n-1), ..., reverse_step(0)``. Running it without the checkpoint executor's
     action stream saves its per-step bookkeeping; the counters are those of ``StoreAll()``
     (``replay(StoreAll(), n)``: the states ``x_0 .. x_{n-2}`` count as snapshots).
