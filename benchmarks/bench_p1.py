@@ -372,13 +372,17 @@ def solve_forward(prob, steps):
     return {"fwd_nfe": int(sol.stats.nfe), "bwd_nfe": 0, "vjps": 0}
 
 
-def dopri5_fwd_grad(prob):
+def dopri5_block(prob):
     """Adaptive Dopri5 ODE block (rtol 1e-6, atol 1e-8) with the discrete adjoint of its
-    accepted grid: forward and gradient (the block keeps the solve's stages, no replay)."""
+    accepted grid (the block keeps the solve's stages: no replay)."""
     import nets
 
-    block = nets.ODEBlock(prob.layer, t_span=(0.0, 1.0), method="dopri5", rtol=1e-6, atol=1e-8,
-                          gradient="discrete")
+    return nets.ODEBlock(prob.layer, t_span=(0.0, 1.0), method="dopri5", rtol=1e-6, atol=1e-8,
+                         gradient="discrete")
+
+
+def dopri5_fwd_grad(block, prob):
+    """Forward and gradient of :func:`dopri5_block`'s block, with its step count."""
     _, cache = block.forward(prob.params, prob.z0)
     x_bar, params_bar, bwd = block.vjp_with_stats(prob.params, cache, prob.C)
     return {"x_bar": x_bar, "params_bar": params_bar, "fwd_nfe": int(cache.stats.nfe),
@@ -465,7 +469,8 @@ def row_specs(prob, opts):
     blocks = {"taped": make_block(prob, steps),
               "storeall": make_block(prob, steps, schedule=StoreAll()),
               "revolve": make_block(prob, steps, schedule=Revolve(snaps)),
-              "backsolve": make_block(prob, steps, gradient="backsolve")}
+              "backsolve": make_block(prob, steps, gradient="backsolve"),
+              "dopri5": dopri5_block(prob)}
     specs = {
         "taped": RowSpec("taped", "taped fwd+grad",
                          lambda: block_fwd_grad(blocks["taped"], prob), nominal),
@@ -478,7 +483,7 @@ def row_specs(prob, opts):
         "backsolve": RowSpec("backsolve", "backsolve",
                              lambda: block_fwd_grad(blocks["backsolve"], prob),
                              counted_paired_floor(prob, steps)),
-        "dopri5": RowSpec("dopri5", "adaptive dopri5", lambda: dopri5_fwd_grad(prob),
+        "dopri5": RowSpec("dopri5", "adaptive dopri5", lambda: dopri5_fwd_grad(blocks["dopri5"], prob),
                           counted_taped_floor(prob)),
     }
     wanted = [r for r in opts["rows"] if r in specs]
