@@ -42,9 +42,10 @@ from .. import init as initmod
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._im2col import (Geometry, accumulate_windows, columns_are_view, crop_hw, make_geometry,
-                      output_hw, pad_channel_major, phase_accumulate, phase_columns, windows)
+                      output_hw, output_length, pad_channel_major, phase_accumulate,
+                      phase_columns, windows)
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
-from .base import Layer
+from .base import Layer, param_layout
 
 __all__ = ["Conv2d", "ConcatConv2d", "ConvCache"]
 
@@ -194,6 +195,9 @@ class Conv2d(Layer):
         self.bias = check_flag("bias", bias)
         self.cache_cols = check_flag("cache_cols", cache_cols)
         self.init_scheme = initmod.check_scheme(init)
+        layout = param_layout(self.param_shapes)
+        bias_slice = layout["bias"][0] if self.bias else None
+        self._layout = (*layout["weight"], bias_slice)
 
     # -- parameters ----------------------------------------------------------------------------
     @property
@@ -242,33 +246,53 @@ class Conv2d(Layer):
     # -- evaluation ----------------------------------------------------------------------------
     def forward(self, params, x, **context):
         """Convolve ``x`` (N, C, H, W); returns ``(y (N, O, Ho, Wo), ConvCache)``."""
-        return self._forward(params, x, None)
+        self._check_input(params, x)
+        return self.apply(params, x)
 
-    def _forward(self, params, x, t):
-        v, out_hw = self._check_input(params, x)
+    def _out_hw(self, hw) -> tuple:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return output_length(hw[0], kh, sh, ph), output_length(hw[1], kw, sw, pw)
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked :meth:`forward` (``t`` is used by :class:`ConcatConv2d` only; ``tape=False``
+        keeps no cache)."""
+        t = t if self._extra_channels else None
+        ws, wshape, bs = self._layout
+        out_hw = self._out_hw(x.shape[2:])
         xp = get_array_module(x)
         dtype = out_dtype(x, t) if t is not None else x.dtype
         x_padded = pad_channel_major(x, self.padding, extra=t, dtype=dtype)
         cols = _columns(x_padded, self._geometry, self.groups, out_hw)
-        w = v["weight"]
+        w = params[ws].reshape(wshape)
         y = xp.matmul(w.reshape(self.groups, self.out_channels // self.groups, -1), cols)
         y = y.reshape(self.out_channels, -1)                         # (O, N*Ho*Wo)
-        if self.bias:
-            y += v["bias"][:, None]
+        if bs is not None:
+            y += params[bs][:, None]
         n = x.shape[0]
         y = xp.ascontiguousarray(y.reshape(self.out_channels, n, *out_hw).transpose(1, 0, 2, 3))
+        if not tape:
+            return y, None
         if self.cache_cols:
             return y, ConvCache(None, cols, tuple(x.shape))
         return y, ConvCache(x_padded, None, tuple(x.shape))
 
     def vjp(self, params, cache, y_bar, need_params=True):
         """Returns ``(x_bar (N, C, H, W), params_bar (n_params,) or None)``."""
-        v = self.views(params)
+        self.views(params)
         n, c, h, w_ = cache.x_shape
         out_hw = output_hw(self._geometry, (h, w_), repr(self))
         check_y_bar(y_bar, (n, self.out_channels) + out_hw)
+        inputs = cache.cols if cache.cols is not None else cache.x_padded
+        return self._vjp_via_apply(params, cache, y_bar, need_params,
+                                   out_dtype(y_bar, inputs, params))
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked :meth:`vjp`; the parameter cotangent is written into ``params_bar``."""
+        ws, wshape, bs = self._layout
+        n, c, h, w_ = cache.x_shape
+        out_hw = self._out_hw((h, w_))
         xp = get_array_module(y_bar)
-        w = v["weight"]
+        w = params[ws].reshape(wshape)
         g = self.groups
         y_mat = None
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
@@ -279,19 +303,18 @@ class Conv2d(Layer):
             padded = (c + self._extra_channels, n, h + 2 * ph, w_ + 2 * pw)
             x_bar_cm = _input_grad_col2im(w, y_mat, self._geometry, g, padded, out_hw, (h, w_))
         x_bar = xp.ascontiguousarray(x_bar_cm[:c].transpose(1, 0, 2, 3))
-        if not need_params:
-            return x_bar, None
+        if params_bar is None:
+            return x_bar
         cols = cache.cols
         if cols is None:
             cols = _columns(cache.x_padded, self._geometry, g, out_hw)
         if y_mat is None:
             y_mat = _channel_major(y_bar, g)
-        params_bar = xp.empty(self.n_params, dtype=out_dtype(y_bar, cols, params))
-        grads = self.views(params_bar)
-        grads["weight"][...] = xp.matmul(y_mat, cols.transpose(0, 2, 1)).reshape(w.shape)
-        if self.bias:
-            grads["bias"][...] = y_mat.reshape(self.out_channels, -1).sum(axis=1)
-        return x_bar, params_bar
+        params_bar[ws].reshape(wshape)[...] = xp.matmul(y_mat, cols.transpose(0, 2, 1)).reshape(
+            wshape)
+        if bs is not None:
+            params_bar[bs] = y_mat.reshape(self.out_channels, -1).sum(axis=1)
+        return x_bar
 
 
 class ConcatConv2d(Conv2d):
@@ -311,4 +334,5 @@ class ConcatConv2d(Conv2d):
 
     def forward(self, params, x, t=None, **context):
         """Convolve ``[x, t]`` (N, C+1, H, W); returns ``(y (N, O, Ho, Wo), ConvCache)``."""
-        return self._forward(params, x, time_value(t, repr(self)))
+        self._check_input(params, x)
+        return self.apply(params, x, time_value(t, repr(self)))
