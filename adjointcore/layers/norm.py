@@ -300,23 +300,52 @@ class GroupNorm(_AffineNorm):
 
     def forward(self, params, x, **context):
         """Normalise each (sample, group); returns ``(y, GroupNormCache)``."""
-        xp = self._check_input(x, tuple(range(2, 9)))
-        weight, bias = self._affine(params)
+        self._check_input(x, tuple(range(2, 9)))
+        self._affine(params)
+        return self.apply(params, x)
+
+    def _affine_unchecked(self, params):
+        """``(weight, bias)`` slices of ``params``, or ``(None, None)`` (no checks)."""
+        if not self.affine:
+            return None, None
+        c = self.num_channels
+        return params[:c], params[c:2 * c]
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked :meth:`forward` (``tape=False``: no cache)."""
+        xp = get_array_module(x)
+        weight, bias = self._affine_unchecked(params)
         xg = self._grouped(x)
         axes = tuple(range(2, xg.ndim))
         xc = xg - xg.mean(axis=axes, keepdims=True)
         inv_std = 1 / xp.sqrt((xc * xc).mean(axis=axes, keepdims=True) + self.eps)
         xhat = (xc * inv_std).reshape(x.shape)
-        return self._apply_affine(xhat, weight, bias), GroupNormCache(xhat, inv_std)
+        y = self._apply_affine(xhat, weight, bias)
+        return y, (GroupNormCache(xhat, inv_std) if tape else None)
 
     def vjp(self, params, cache, y_bar, need_params=True):
-        weight, _ = self._affine(params)
+        self._affine(params)
         self._check_y_bar(y_bar, cache.xhat)
+        if not need_params:
+            return self.apply_vjp(params, cache, y_bar), None
+        if not self.affine:
+            xp = get_array_module(y_bar)
+            return self.apply_vjp(params, cache, y_bar), xp.zeros(0, dtype=y_bar.dtype)
+        return self._vjp_via_apply(params, cache, y_bar, True,
+                                   get_array_module(y_bar).result_type(y_bar, cache.xhat))
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked :meth:`vjp`; the affine cotangent is written into ``params_bar``."""
+        weight, _ = self._affine_unchecked(params)
         channel_axes = (0,) + tuple(range(2, y_bar.ndim))
-        g, params_bar = self._affine_vjp(y_bar, cache.xhat, weight, channel_axes, need_params)
+        g = y_bar if weight is None else y_bar * _channel(weight, y_bar.ndim)
+        if params_bar is not None and weight is not None:
+            c = self.num_channels
+            params_bar[:c] = (y_bar * cache.xhat).sum(axis=channel_axes)
+            params_bar[c:2 * c] = y_bar.sum(axis=channel_axes)
         gg, xh = self._grouped(g), self._grouped(cache.xhat)
         x_bar = _normalise_vjp(gg, xh, cache.inv_std, tuple(range(2, gg.ndim)))
-        return x_bar.reshape(y_bar.shape), params_bar
+        return x_bar.reshape(y_bar.shape)
 
     def __repr__(self) -> str:
         return (f"GroupNorm(num_groups={self.num_groups}, num_channels={self.num_channels}, "
