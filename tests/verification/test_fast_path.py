@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import solvers
+from adjointcore.errors import ShapeError
 from adjointcore.fields import LayerField
 from adjointcore.gradcheck.catalog import builtin_examples
 from adjointcore.layers import ConcatLinear, Linear, Sequential, Tanh
@@ -60,7 +61,7 @@ def test_field_kernel_checks_first_output_and_counts():
     layer, params = _mlp()
     kernel = solvers.FieldKernel(LayerField(layer))
     y = np.random.default_rng(4).standard_normal((5, 3))
-    with pytest.raises(Exception, match="in_features"):      # the layers' own check, once
+    with pytest.raises(ShapeError, match="in_features"):     # the layers' own check, once
         kernel.evaluate(0.0, np.ones((5, 4)), params)
     dy = kernel.evaluate(0.0, y, params)
     dy2, cache = kernel.forward(0.3, y, params)
