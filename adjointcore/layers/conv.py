@@ -256,7 +256,8 @@ class Conv2d(Layer):
     def apply(self, params, x, t=None, rng=None, tape=True):
         """Unchecked :meth:`forward` (``t`` is used by :class:`ConcatConv2d` only; ``tape=False``
         keeps no cache)."""
-        t = t if self._extra_channels else None
+        t = None if not self._extra_channels else (
+            t if type(t) is float else time_value(t, type(self).__name__))
         ws, wshape, bs = self._layout
         out_hw = self._out_hw(x.shape[2:])
         xp = get_array_module(x)

@@ -165,7 +165,11 @@ class ConcatLinear(Linear):
         return self.apply(params, x, t=time_value(t, repr(self)))
 
     def apply(self, params, x, t=None, rng=None, tape=True):
-        """Unchecked :meth:`forward` (``tape=False``: no cache)."""
+        """Unchecked :meth:`forward` (``tape=False``: no cache). A ``t`` that is not a Python
+        float (a NumPy scalar from a time grid) is converted as :meth:`forward` converts it, so
+        it never widens a float32 output."""
+        if type(t) is not float:
+            t = time_value(t, type(self).__name__)
         w, b = self._weights(params)
         y = x @ w[:, :-1].T
         if isinstance(t, complex) and y.dtype.kind != "c":

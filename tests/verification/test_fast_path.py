@@ -283,3 +283,19 @@ def test_tape_budget_recomputes_beyond_it_bitwise():
         assert g.stats.checkpoint == full.stats.checkpoint
     stored = discrete_adjoint(field, y0, params, grid, y_bar, method="rk4", schedule=StoreAll())
     assert np.array_equal(stored.params_bar, full.params_bar)
+
+
+@pytest.mark.parametrize("kind", ["ConcatLinear", "ConcatConv2d"])
+def test_fast_path_converts_numpy_time_like_forward(kind):
+    """A NumPy scalar time (as LMM steppers pass from a float64 grid) must not widen a float32
+    output on the fast path: ``apply`` converts it as ``forward`` does."""
+    from adjointcore.layers import ConcatConv2d
+    if kind == "ConcatConv2d":
+        layer, x = ConcatConv2d(2, 3, 3, padding=1), np.ones((2, 2, 4, 4), np.float32)
+    else:
+        layer, x = ConcatLinear(3, 5), np.ones((2, 3), np.float32)
+    params = layer.init(np.random.default_rng(17), dtype=np.float32)
+    y_checked, _ = layer.forward(params, x, t=np.float64(0.3))
+    y_fast, _ = layer.apply(params, x, np.float64(0.3))
+    assert y_fast.dtype == y_checked.dtype == np.float32
+    assert np.array_equal(y_fast, y_checked)
