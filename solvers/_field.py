@@ -102,6 +102,7 @@ class FieldKernel:
         self._params_dtype = None
         self._xp = np
         self._buffers = None
+        self._stage_buffer = None
         self._evaluate = getattr(field, "evaluate", None)
         self._forward = getattr(field, "forward_unchecked", None) or field.forward
         self._vjp_into = getattr(field, "vjp_into", None)
@@ -153,6 +154,15 @@ class FieldKernel:
             else:
                 params_bar[...] = p_bar.reshape(-1)
         return y_bar
+
+    def stage_buffer(self, shape, dtype):
+        """A reusable array for a forward-only step's stage derivatives ``k`` (one per shape and
+        dtype, kept for the life of this kernel). Only steps that keep no stages use it: the
+        next step overwrites it."""
+        key = (tuple(shape), dtype)
+        if self._stage_buffer is None or self._stage_buffer[0] != key:
+            self._stage_buffer = (key, self._xp.empty(shape, dtype=dtype))
+        return self._stage_buffer[1]
 
     def param_buffers(self, y_dtype):
         """Two reusable parameter-cotangent buffers ``(step, stage)`` of length ``n_params``,

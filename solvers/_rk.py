@@ -109,7 +109,9 @@ def rk_step(field, tab, t, y, h, params, f0=None, full=True, tape=True):
         ``y1`` is bitwise the same either way.
     tape : bool
         Keep each stage's field cache for :func:`rk_step_vjp` (default). False evaluates the
-        field forward-only (no caches, no derivative data); ``stages.caches`` is then empty.
+        field forward-only (no caches, no derivative data); ``stages.caches`` is then empty and
+        ``stages.k`` is the field kernel's reusable stage buffer: a driver that passes its own
+        :class:`~solvers._field.FieldKernel` must use ``stages.k`` before the next step.
 
     Returns
     -------
@@ -136,7 +138,9 @@ def rk_step(field, tab, t, y, h, params, f0=None, full=True, tape=True):
                 else:
                     dy, cache = kernel.evaluate(t + c[i] * h, y_i, params), None
             if k is None:
-                k = xp.empty((n_eval,) + tuple(dy.shape), dtype=dy.dtype)
+                shape = (n_eval,) + tuple(dy.shape)
+                k = xp.empty(shape, dtype=dy.dtype) if tape else \
+                    kernel.stage_buffer(shape, dy.dtype)
             k[i] = dy
             if tape:
                 caches.append(cache)

@@ -173,14 +173,16 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
             continue
         done = (n_acc + 1 == n_fixed) if ctrl is None else (t_new == t1)
         interp = dense if rec.stream is None else rec.interior_pending(t, t_new)
-        f1 = stages.k[-1] if tab.fsal else None
+        # FSAL: the next step's f0. Copied out of a forward-only step's reused stage buffer,
+        # which the next (possibly rejected) trial step overwrites.
+        f1 = (stages.k[-1] if taped else stages.k[-1].copy()) if tab.fsal else None
         if f1 is None and (not done or (interp and tab.dense is None)):
             f1 = field.evaluate(t_new, y1, params)
             rec.nfe += 1
         coeffs = None
         if interp:
             coeffs = (tableau_coefficients(tab, h, stages.k) if tab.dense is not None
-                      else hermite_coefficients(h, y, y1, f[0] if taped else f, f1))
+                      else hermite_coefficients(h, y, y1, stages.k[0], f1))
         rec.accept(t_new, y1, h, coeffs)
         if taped:
             rec.keep(stages, tab.n_live)
