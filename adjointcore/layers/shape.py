@@ -40,10 +40,20 @@ class _ShapeLayer(ParameterFree):
             raise ShapeError(f"{self!r} acts on batches (N, ...); got input_shape {shape}.")
         return shape
 
+    def forward(self, params, x, **context):
+        """Returns ``(y, ShapeCache)``; see the class for the shapes."""
+        self._check_input(params, x)
+        self.output_shape(x.shape)          # rejects impossible shapes with a ShapeError
+        return self.apply(params, x)
+
     def vjp(self, params, cache, y_bar, need_params=True):
         """Returns ``(x_bar (shape of x), empty params_bar or None)``."""
         check_y_bar(y_bar, self.output_shape(cache.x_shape))
-        return self._backward(y_bar, cache.x_shape), self._params_bar(y_bar, need_params)
+        return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked :meth:`vjp` (no parameters)."""
+        return self._backward(y_bar, cache.x_shape)
 
 
 class Flatten(_ShapeLayer):
@@ -53,9 +63,8 @@ class Flatten(_ShapeLayer):
         shape = self._check_input_shape(input_shape)
         return shape[0], prod(shape[1:])
 
-    def forward(self, params, x, **context):
-        """Returns ``(y (N, prod(x.shape[1:])), ShapeCache)``."""
-        self._check_input(params, x)
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked forward: ``(y (N, prod(x.shape[1:])), ShapeCache)``."""
         return x.reshape(x.shape[0], -1), ShapeCache(tuple(x.shape))
 
     def _backward(self, y_bar, x_shape):
@@ -94,10 +103,9 @@ class Reshape(_ShapeLayer):
                              f"({size} values) to {self.shape}; the sizes must match.")
         return (shape[0],) + target
 
-    def forward(self, params, x, **context):
-        """Returns ``(y (N, *shape), ShapeCache)``."""
-        self._check_input(params, x)
-        return x.reshape(self.output_shape(x.shape)), ShapeCache(tuple(x.shape))
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked forward: ``(y (N, *shape), ShapeCache)``."""
+        return x.reshape((x.shape[0],) + self.shape), ShapeCache(tuple(x.shape))
 
     def _backward(self, y_bar, x_shape):
         return y_bar.reshape(x_shape)
@@ -125,13 +133,13 @@ class ChannelPad(_ChannelLayer):
         shape = self._check_input_shape(input_shape)
         return (shape[0], shape[1] + self.extra) + shape[2:]
 
-    def forward(self, params, x, **context):
-        """Returns ``(y (N, C + extra, ...), ShapeCache)``."""
-        self._check_input(params, x)
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked forward: ``(y (N, C + extra, ...), ShapeCache)``."""
         xp = get_array_module(x)
-        y = xp.zeros(self.output_shape(x.shape), dtype=x.dtype)
-        y[:, :x.shape[1]] = x
-        return y, ShapeCache(tuple(x.shape))
+        shape = tuple(x.shape)
+        y = xp.zeros((shape[0], shape[1] + self.extra) + shape[2:], dtype=x.dtype)
+        y[:, :shape[1]] = x
+        return y, ShapeCache(shape)
 
     def _backward(self, y_bar, x_shape):
         return y_bar[:, :x_shape[1]].copy()
@@ -154,11 +162,9 @@ class ChannelUnpad(_ChannelLayer):
                              f"input_shape {shape}; lower `extra`.")
         return (shape[0], shape[1] - self.extra) + shape[2:]
 
-    def forward(self, params, x, **context):
-        """Returns ``(y (N, C - extra, ...), ShapeCache)``."""
-        self._check_input(params, x)
-        keep = self.output_shape(x.shape)[1]
-        return x[:, :keep].copy(), ShapeCache(tuple(x.shape))
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked forward: ``(y (N, C - extra, ...), ShapeCache)``."""
+        return x[:, :x.shape[1] - self.extra].copy(), ShapeCache(tuple(x.shape))
 
     def _backward(self, y_bar, x_shape):
         xp = get_array_module(y_bar)
