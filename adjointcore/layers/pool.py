@@ -14,8 +14,8 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array
-from ._im2col import (Geometry, accumulate_windows, crop_hw, make_geometry, output_hw, pad_hw,
-                      windows)
+from ._im2col import (Geometry, accumulate_windows, crop_hw, make_geometry, output_hw,
+                      output_length, pad_hw, windows)
 from ._checks import check_y_bar
 from .base import ParameterFree
 
@@ -68,6 +68,20 @@ class _Pool2d(ParameterFree):
     def _check_cotangent(self, y_bar, x_shape):
         return check_y_bar(y_bar, self.output_shape(x_shape))
 
+    def _out_hw(self, hw) -> tuple:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return output_length(hw[0], kh, sh, ph), output_length(hw[1], kw, sw, pw)
+
+    def forward(self, params, x, **context):
+        """Returns ``(y (N, C, Ho, Wo), cache)``: the checks, then :meth:`apply`."""
+        self._check_input(params, x)
+        return self.apply(params, x)
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        """Returns ``(x_bar (N, C, H, W), empty params_bar or None)``."""
+        self._check_cotangent(y_bar, cache.x_shape)
+        return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
+
 
 class MaxPool2d(_Pool2d):
     """Maximum over each ``kh x kw`` window.
@@ -86,19 +100,21 @@ class MaxPool2d(_Pool2d):
 
     analytic = False
 
-    def forward(self, params, x, **context):
-        """Returns ``(y (N, C, Ho, Wo), MaxPoolCache)``."""
-        out_hw = self._check_input(params, x)
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked forward: ``(y (N, C, Ho, Wo), MaxPoolCache)`` (no cache with
+        ``tape=False``)."""
+        out_hw = self._out_hw(x.shape[2:])
         n, c = x.shape[:2]
         kh, kw = self.kernel_size
         x_padded = pad_hw(x, self.padding, value=-np.inf)
         flat = windows(x_padded, self._geometry, out_hw).reshape(n, c, kh * kw, *out_hw)
+        if not tape:
+            return flat.max(axis=2), None
         argmax = flat.argmax(axis=2).astype(np.min_scalar_type(kh * kw - 1))
         return flat.max(axis=2), MaxPoolCache(argmax, tuple(x.shape))
 
-    def vjp(self, params, cache, y_bar, need_params=True):
-        """Returns ``(x_bar (N, C, H, W), empty params_bar or None)``."""
-        self._check_cotangent(y_bar, cache.x_shape)
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked VJP: ``y_bar`` routed to each window's maximum."""
         xp = get_array_module(y_bar)
         (kh, kw), (sh, sw), padding = self._geometry
         n, c, h, w = cache.x_shape
@@ -112,7 +128,7 @@ class MaxPool2d(_Pool2d):
         x_bar = crop_hw(x_bar, padding, (h, w))
         if padding != (0, 0):
             x_bar = xp.ascontiguousarray(x_bar)
-        return x_bar, self._params_bar(y_bar, need_params)
+        return x_bar
 
 
 class AvgPool2d(_Pool2d):
@@ -123,9 +139,9 @@ class AvgPool2d(_Pool2d):
 
     analytic = True
 
-    def forward(self, params, x, **context):
-        """Returns ``(y (N, C, Ho, Wo), ShapeCache)``."""
-        out_hw = self._check_input(params, x)
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked forward: ``(y (N, C, Ho, Wo), ShapeCache)``."""
+        out_hw = self._out_hw(x.shape[2:])
         xp = get_array_module(x)
         kh, kw = self.kernel_size
         view = windows(pad_hw(x, self.padding), self._geometry, out_hw)
@@ -136,9 +152,8 @@ class AvgPool2d(_Pool2d):
         y *= 1.0 / (kh * kw)
         return y, ShapeCache(tuple(x.shape))
 
-    def vjp(self, params, cache, y_bar, need_params=True):
-        """Returns ``(x_bar (N, C, H, W), empty params_bar or None)``."""
-        self._check_cotangent(y_bar, cache.x_shape)
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked VJP: each window's share spread back over it."""
         xp = get_array_module(y_bar)
         kh, kw = self.kernel_size
         n, c, h, w = cache.x_shape
@@ -148,7 +163,7 @@ class AvgPool2d(_Pool2d):
         x_bar = crop_hw(accumulate_windows(cols, padded_hw, self._geometry), self.padding, (h, w))
         if self.padding != (0, 0):
             x_bar = xp.ascontiguousarray(x_bar)
-        return x_bar, self._params_bar(y_bar, need_params)
+        return x_bar
 
 
 class GlobalAvgPool2d(ParameterFree):
@@ -166,13 +181,21 @@ class GlobalAvgPool2d(ParameterFree):
         """Returns ``(y (N, C), ShapeCache)``."""
         self._check_no_params(params)
         check_array("x", x, ndim=4, fix="GlobalAvgPool2d takes NCHW images (N, C, H, W).")
+        return self.apply(params, x)
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked forward: ``(y (N, C), ShapeCache)``."""
         return x.mean(axis=(2, 3)), ShapeCache(tuple(x.shape))
 
     def vjp(self, params, cache, y_bar, need_params=True):
         """Returns ``(x_bar (N, C, H, W), empty params_bar or None)``."""
+        check_y_bar(y_bar, cache.x_shape[:2])
+        return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked VJP: the mean's cotangent spread evenly."""
         n, c, h, w = cache.x_shape
-        check_y_bar(y_bar, (n, c))
         xp = get_array_module(y_bar)
         x_bar = xp.empty(cache.x_shape, dtype=y_bar.dtype)
         x_bar[...] = (y_bar * (1.0 / (h * w)))[:, :, None, None]
-        return x_bar, self._params_bar(y_bar, need_params)
+        return x_bar
