@@ -483,7 +483,8 @@ def row_specs(prob, opts):
         "backsolve": RowSpec("backsolve", "backsolve",
                              lambda: block_fwd_grad(blocks["backsolve"], prob),
                              counted_paired_floor(prob, steps)),
-        "dopri5": RowSpec("dopri5", "adaptive dopri5", lambda: dopri5_fwd_grad(blocks["dopri5"], prob),
+        "dopri5": RowSpec("dopri5", "adaptive dopri5",
+                          lambda: dopri5_fwd_grad(blocks["dopri5"], prob),
                           counted_taped_floor(prob)),
     }
     wanted = [r for r in opts["rows"] if r in specs]

@@ -20,7 +20,8 @@ def real_dtype(dtype):
     return _REAL.get(dtype, dtype)
 
 
-_REAL = {np.dtype(np.complex64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.float64)}
+_REAL = {np.dtype(np.complex64): np.dtype(np.float32),
+         np.dtype(np.complex128): np.dtype(np.float64)}
 
 
 def to_host_float64(values):

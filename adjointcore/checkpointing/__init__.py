@@ -22,6 +22,7 @@ from ._store import CheckpointError, SnapshotStore
 __all__ = [
     "Action", "Forward", "Store", "Restore", "Free", "Reverse", "EndForward", "EndReverse",
     "Schedule", "StoreAll", "Uniform", "Taped", "DEFAULT_TAPE_BYTES", "Revolve", "Online",
-    "run_adjoint", "begin_adjoint", "PendingAdjoint", "replay", "CheckpointStats", "CheckpointError", "SnapshotStore",
+    "run_adjoint", "begin_adjoint", "PendingAdjoint", "replay", "CheckpointStats",
+    "CheckpointError", "SnapshotStore",
     "beta", "repetition_number", "optimal_extra_steps", "optimal_forward_steps", "online_ratio",
 ]

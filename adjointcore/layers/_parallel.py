@@ -10,9 +10,10 @@ Threads are used only for NumPy arrays of at least :data:`MIN_PARALLEL_SIZE` ele
 that, dispatch and contention with OpenBLAS's own threads (which spin for a while after each
 GEMM) cost more than they save: measured on 2 cores with 2 BLAS threads, a 100-step RK4 forward
 of the (256, 32, 128) MLP took 94-114 ms with threaded tanh against 71 ms without, although in
-isolation the tanh VJP of 256 x 128 takes 0.32 ms serially and 0.15 ms on two threads. The thread count is the number of usable cores, capped at :data:`MAX_THREADS`; set the
-environment variable ``ADJOINTCORE_THREADS`` (1 disables threading) before the first call, or
-call :func:`set_threads`.
+isolation the tanh VJP of 256 x 128 takes 0.32 ms serially and 0.15 ms on two threads. The
+thread count is the number of usable cores, capped at :data:`MAX_THREADS`; set the environment
+variable ``ADJOINTCORE_THREADS`` (1 disables threading) before the first call, or call
+:func:`set_threads`.
 """
 from __future__ import annotations
 

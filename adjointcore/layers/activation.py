@@ -160,7 +160,8 @@ class MaskCache(NamedTuple):
 
 
 class TanhCache(NamedTuple):
-    """Cache of tanh: the input ``x``; the VJP evaluates ``dy/dx`` from it (see :func:`tanh_derivative`)."""
+    """Cache of tanh: the input ``x``; the VJP evaluates ``dy/dx`` from it
+    (:func:`tanh_derivative`)."""
     x: Any
 
 
