@@ -79,6 +79,18 @@ def _normalise_vjp(g, xhat, inv_std, axes):
     return inv_std * (g - g_mean - xhat * gx_mean)
 
 
+def _affine_param_bar(y_bar, xhat, weight, axes, params_bar):
+    """Cotangent ``g`` of ``xhat`` under ``y = weight * xhat + bias``; the cotangents of
+    ``(weight, bias)`` are written into ``params_bar`` (when given and affine)."""
+    if weight is None:
+        return y_bar
+    if params_bar is not None:
+        c = weight.shape[0]
+        params_bar[:c] = (y_bar * xhat).sum(axis=axes)
+        params_bar[c:2 * c] = y_bar.sum(axis=axes)
+    return y_bar * _channel(weight, y_bar.ndim)
+
+
 class _AffineNorm(Layer):
     """Per-channel affine parameters ``weight`` (init 1) and ``bias`` (init 0)."""
 
@@ -126,15 +138,24 @@ class _AffineNorm(Layer):
             return xhat
         return xhat * _channel(weight, xhat.ndim) + _channel(bias, xhat.ndim)
 
-    def _affine_vjp(self, y_bar, xhat, weight, axes, need_params):
-        """``(g, params_bar)``: cotangent of ``xhat`` and of ``(weight, bias)``."""
-        xp = get_array_module(y_bar)
-        g = y_bar if weight is None else y_bar * _channel(weight, y_bar.ndim)
+    def _affine_unchecked(self, params):
+        """``(weight, bias)`` slices of ``params``, or ``(None, None)`` (no checks)."""
+        if not self.affine:
+            return None, None
+        c = self._channels
+        return params[:c], params[c:2 * c]
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        """Returns ``(x_bar, params_bar)``: the checks, then :meth:`apply_vjp`."""
+        self._affine(params)
+        self._check_y_bar(y_bar, cache.xhat)
         if not need_params:
-            return g, None
-        if weight is None:
-            return g, xp.zeros(0, dtype=y_bar.dtype)
-        return g, xp.concatenate([(y_bar * xhat).sum(axis=axes), y_bar.sum(axis=axes)])
+            return self.apply_vjp(params, cache, y_bar), None
+        if not self.affine:
+            xp = get_array_module(y_bar)
+            return self.apply_vjp(params, cache, y_bar), xp.zeros(0, dtype=y_bar.dtype)
+        return self._vjp_via_apply(params, cache, y_bar, True,
+                                   get_array_module(y_bar).result_type(y_bar, cache.xhat))
 
 
 # -- batch norm -----------------------------------------------------------------------------------
@@ -195,37 +216,52 @@ class BatchNorm(_AffineNorm):
 
     def forward(self, params, x, **context):
         """Normalise ``x``; returns ``(y, BatchNormCache)`` (train) or ``BatchNormEvalCache``."""
-        xp = self._check_input(x, (2, 3, 4))
-        weight, bias = self._affine(params)
+        self._check_input(x, (2, 3, 4))
+        self._affine(params)
+        count = x.size // self.num_features
+        if self.mode == "train" and count < 2:
+            raise ShapeError(f"`x` of shape {tuple(x.shape)} has {count} value per channel; "
+                             f"train-mode BatchNorm needs at least 2 (use a batch of N >= 2 or "
+                             f"mode='eval').")
+        return self.apply(params, x)
+
+    def _affine_unchecked(self, params):
+        """``(weight, bias)`` slices of ``params``, or ``(None, None)`` (no checks)."""
+        if not self.affine:
+            return None, None
+        c = self.num_features
+        return params[:c], params[c:2 * c]
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked :meth:`forward` (``tape=False``: no cache)."""
+        xp = get_array_module(x)
+        weight, bias = self._affine_unchecked(params)
         axes = (0,) + tuple(range(2, x.ndim))
         if self.mode == "eval":
             rdt = real_dtype(x.dtype)
             mean = xp.asarray(self.running[0], dtype=rdt)
             inv_std = 1 / xp.sqrt(xp.asarray(self.running[1], dtype=rdt) + self.eps)
             xhat = (x - _channel(mean, x.ndim)) * _channel(inv_std, x.ndim)
-            return self._apply_affine(xhat, weight, bias), BatchNormEvalCache(xhat, inv_std)
+            y = self._apply_affine(xhat, weight, bias)
+            return y, (BatchNormEvalCache(xhat, inv_std) if tape else None)
         count = x.size // self.num_features
-        if count < 2:
-            raise ShapeError(f"`x` of shape {tuple(x.shape)} has {count} value per channel; "
-                             f"train-mode BatchNorm needs at least 2 (use a batch of N >= 2 or "
-                             f"mode='eval').")
         mean = x.mean(axis=axes)
         xc = x - _channel(mean, x.ndim)
         var = (xc * xc).mean(axis=axes)
         inv_std = 1 / xp.sqrt(var + self.eps)
         xhat = xc * _channel(inv_std, x.ndim)
-        cache = BatchNormCache(xhat, inv_std, mean, var, count)
-        return self._apply_affine(xhat, weight, bias), cache
+        y = self._apply_affine(xhat, weight, bias)
+        return y, (BatchNormCache(xhat, inv_std, mean, var, count) if tape else None)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
-        weight, _ = self._affine(params)
-        self._check_y_bar(y_bar, cache.xhat)
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked :meth:`vjp`; the affine cotangent is written into ``params_bar``."""
+        weight, _ = self._affine_unchecked(params)
         axes = (0,) + tuple(range(2, y_bar.ndim))
-        g, params_bar = self._affine_vjp(y_bar, cache.xhat, weight, axes, need_params)
+        g = _affine_param_bar(y_bar, cache.xhat, weight, axes, params_bar)
         inv_std = _channel(cache.inv_std, y_bar.ndim)
         if isinstance(cache, BatchNormEvalCache):
-            return g * inv_std, params_bar
-        return _normalise_vjp(g, cache.xhat, inv_std, axes), params_bar
+            return g * inv_std
+        return _normalise_vjp(g, cache.xhat, inv_std, axes)
 
     def __repr__(self) -> str:
         return (f"BatchNorm(num_features={self.num_features}, eps={self.eps}, mode={self.mode!r}, "
@@ -304,13 +340,6 @@ class GroupNorm(_AffineNorm):
         self._affine(params)
         return self.apply(params, x)
 
-    def _affine_unchecked(self, params):
-        """``(weight, bias)`` slices of ``params``, or ``(None, None)`` (no checks)."""
-        if not self.affine:
-            return None, None
-        c = self.num_channels
-        return params[:c], params[c:2 * c]
-
     def apply(self, params, x, t=None, rng=None, tape=True):
         """Unchecked :meth:`forward` (``tape=False``: no cache)."""
         xp = get_array_module(x)
@@ -323,26 +352,11 @@ class GroupNorm(_AffineNorm):
         y = self._apply_affine(xhat, weight, bias)
         return y, (GroupNormCache(xhat, inv_std) if tape else None)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
-        self._affine(params)
-        self._check_y_bar(y_bar, cache.xhat)
-        if not need_params:
-            return self.apply_vjp(params, cache, y_bar), None
-        if not self.affine:
-            xp = get_array_module(y_bar)
-            return self.apply_vjp(params, cache, y_bar), xp.zeros(0, dtype=y_bar.dtype)
-        return self._vjp_via_apply(params, cache, y_bar, True,
-                                   get_array_module(y_bar).result_type(y_bar, cache.xhat))
-
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
         """Unchecked :meth:`vjp`; the affine cotangent is written into ``params_bar``."""
         weight, _ = self._affine_unchecked(params)
         channel_axes = (0,) + tuple(range(2, y_bar.ndim))
-        g = y_bar if weight is None else y_bar * _channel(weight, y_bar.ndim)
-        if params_bar is not None and weight is not None:
-            c = self.num_channels
-            params_bar[:c] = (y_bar * cache.xhat).sum(axis=channel_axes)
-            params_bar[c:2 * c] = y_bar.sum(axis=channel_axes)
+        g = _affine_param_bar(y_bar, cache.xhat, weight, channel_axes, params_bar)
         gg, xh = self._grouped(g), self._grouped(cache.xhat)
         x_bar = _normalise_vjp(gg, xh, cache.inv_std, tuple(range(2, gg.ndim)))
         return x_bar.reshape(y_bar.shape)
