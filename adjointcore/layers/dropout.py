@@ -61,23 +61,31 @@ class Dropout(ParameterFree):
         """``(x * mask, DropoutCache(mask))``; identity with ``mask=None`` in eval mode or p=0."""
         self._check_no_params(params)
         check_array("x", x)
-        if not self.needs_rng:
-            return x, DropoutCache(None)
-        if not isinstance(rng, np.random.Generator):
+        if self.needs_rng and not isinstance(rng, np.random.Generator):
             raise TypeError(f"`rng` must be a numpy.random.Generator in mode='train' with "
                             f"p={self.p}, got {rng!r}; call forward(params, x, "
                             f"rng=np.random.default_rng(seed)), or use Dropout(p, mode='eval').")
+        return self.apply(params, x, rng=rng)
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked :meth:`forward` (the mask is drawn also with ``tape=False``: the output
+        depends on it)."""
+        if not self.needs_rng:
+            return x, DropoutCache(None)
         xp = get_array_module(x)
         keep = rng.random(tuple(x.shape)) >= self.p
         mask = xp.asarray(keep.astype(real_dtype(x.dtype)) / np.asarray(1 - self.p,
                                                                           real_dtype(x.dtype)))
-        return x * mask, DropoutCache(mask)
+        return x * mask, (DropoutCache(mask) if tape else None)
 
     def vjp(self, params, cache, y_bar, need_params=True):
-        if cache.mask is None:
-            return y_bar, self._params_bar(y_bar, need_params)
-        self._check_y_bar(y_bar, cache.mask)
-        return y_bar * cache.mask, self._params_bar(y_bar, need_params)
+        if cache.mask is not None:
+            self._check_y_bar(y_bar, cache.mask)
+        return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked :meth:`vjp`."""
+        return y_bar if cache.mask is None else y_bar * cache.mask
 
     def __repr__(self) -> str:
         return f"Dropout(p={self.p}, mode={self.mode!r})"
