@@ -170,6 +170,23 @@ class ODEBlock(Layer):
         return False  # solver control flow; verified with a frozen grid instead
 
     @property
+    def exact_vjp(self):
+        """True when the VJP is the exact derivative of :meth:`forward` (discrete gradient on
+        a fixed grid); otherwise a message naming the check that applies (read by
+        :func:`adjointcore.gradcheck.check_layer`)."""
+        if self.gradient == "discrete" and self.steps is not None:
+            return True
+        if self.gradient == "discrete":
+            return ("adaptive solve: the VJP is the exact gradient of the frozen accepted grid, "
+                    "while forward() re-chooses the grid when its input moves (an O(rtol) "
+                    "difference); check it with adjointcore.sensitivity.check_solve_gradient "
+                    "(finite differences on the frozen grid), or use steps=N")
+        return (f"gradient={self.gradient!r} is a continuous adjoint: it approximates the "
+                f"derivative to O(tolerance), not to roundoff; check it with "
+                f"adjointcore.sensitivity.check_solve_gradient or against "
+                f"gradient='discrete' at tight tolerances")
+
+    @property
     def param_shapes(self):
         return dict(getattr(self.field_layer, "param_shapes", {"params": (self.n_params,)}))
 

@@ -29,6 +29,7 @@ so the mask is frozen; time-dependent layers get ``t`` on every call.
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,7 +70,8 @@ class LayerReport:
     name : str
         ``repr``-style name of the layer.
     passed : bool
-        True when no check failed.
+        True when no check failed (also when every check was skipped: then ``figures`` is empty,
+        ``skipped`` says why, and ``str(report)`` reads NOT CHECKED).
     figures : dict
         ``{figure: value}``: ``fd_x``, ``fd_params``, ``complex_x``, ``complex_params``,
         ``dot_x``, ``dot_params`` (relative errors) and ``taylor_min_rate``.
@@ -92,7 +94,10 @@ class LayerReport:
     dtype: str = "float64"
 
     def __str__(self) -> str:
-        lines = [f"{self.name} [{self.dtype}]: {'PASS' if self.passed else 'FAIL'}"]
+        status = "PASS" if self.passed else "FAIL"
+        if self.passed and not self.figures and self.skipped:
+            status = "NOT CHECKED"
+        lines = [f"{self.name} [{self.dtype}]: {status}"]
         for key, value in self.figures.items():
             tol_key = _tol_key(key)
             bound = self.tolerances.get(tol_key)
@@ -126,7 +131,12 @@ def _resolve_checks(checks, tol, dtype):
         if unknown:
             raise ValueError(f"`tol` has unknown keys {unknown}; use 'fd', 'complex', 'dot', "
                              f"'taylor_min_rate'.")
-        tolerances.update({k: float(v) for k, v in tol.items()})
+        for k, v in tol.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not np.isfinite(v) or v <= 0:
+                raise ValueError(f"`tol[{k!r}]` must be a positive finite number, got {v!r}; "
+                                 f"e.g. tol={{{k!r}: {default_tolerances(dtype).get(k, 1e-6)}}}.")
+            tolerances[k] = float(v)
     return wanted, tolerances
 
 
@@ -155,19 +165,48 @@ def _make_forward(layer, t, rng0):
 
     def forward(params, x):
         ctx = dict(context, rng=copy.deepcopy(rng0)) if needs_rng else context
-        return layer.forward(params, x, **ctx)
+        out = layer.forward(params, x, **ctx)
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise TypeError(f"{_layer_name(layer)}.forward returned {type(out).__name__}; the "
+                            f"layer protocol wants the pair (y, cache).")
+        return out
 
     return forward
 
 
-def _protocol_failures(layer, x, x_bar, p_bar):
+def _protocol_failures(x, x_bar, p_bar, n_params):
     """Shape violations of the VJP outputs (reported instead of figures)."""
     out = []
     if tuple(getattr(x_bar, "shape", ())) != tuple(x.shape):
         out.append(f"x_bar has shape {getattr(x_bar, 'shape', None)}, expected {tuple(x.shape)}")
-    if p_bar is None or tuple(p_bar.shape) != (int(layer.n_params),):
+    if p_bar is None or tuple(getattr(p_bar, "shape", ())) != (n_params,):
         out.append(f"params_bar has shape {getattr(p_bar, 'shape', None)}, expected "
-                   f"({int(layer.n_params)},)")
+                   f"({n_params},)")
+    return out
+
+
+def _accepts_need_params(vjp) -> bool:
+    """Whether ``vjp`` takes a ``need_params`` keyword (or ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(vjp).parameters.values()
+    except (TypeError, ValueError):       # builtins without a signature: call positionally
+        return False
+    return any(p.name == "need_params" or p.kind is inspect.Parameter.VAR_KEYWORD
+               for p in parameters)
+
+
+def _call_vjp(layer, params, cache, y_bar):
+    """``(x_bar, params_bar)`` from the layer's ``vjp`` as the README documents it,
+    ``vjp(params, cache, y_bar)``; ``need_params=True`` is passed only to layers that accept it.
+    A result that is not a pair raises a TypeError naming the layer."""
+    if _accepts_need_params(layer.vjp):
+        out = layer.vjp(params, cache, y_bar, need_params=True)
+    else:
+        out = layer.vjp(params, cache, y_bar)
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise TypeError(f"{_layer_name(layer)}.vjp returned {type(out).__name__}; the layer "
+                        f"protocol wants the pair (x_bar, params_bar) (params_bar an empty array "
+                        f"for a layer without parameters).")
     return out
 
 
@@ -177,9 +216,14 @@ def check_layer(layer, x, params=None, rng=None, t=None, checks=None, tol=None, 
     Parameters
     ----------
     layer : object
-        Has ``n_params``, ``init(rng, dtype)``, ``forward(params, x, **context)`` and
-        ``vjp(params, cache, y_bar, need_params=True)``; ``analytic``, ``time_dependent`` and
-        ``needs_rng`` are read with default False. No inheritance needed.
+        Has ``forward(params, x, **context) -> (y, cache)`` and ``vjp(params, cache, y_bar) ->
+        (x_bar, params_bar)`` (``need_params=True`` is passed only to a ``vjp`` that accepts it),
+        and ``init(rng, dtype)`` unless ``params`` is given; ``n_params`` is then inferred from
+        ``params`` (a declared ``n_params`` must agree). ``analytic``, ``time_dependent`` and
+        ``needs_rng`` are read with default False. No inheritance needed. A layer whose VJP is
+        not the derivative of its forward map (e.g. an adaptive :class:`nets.ODEBlock`, whose
+        forward re-chooses its grid) sets ``exact_vjp`` to a message saying which check applies
+        instead; the report then skips every check with that message.
     x : ndarray
         Input (NumPy or CuPy), float64 for verification or float32.
     params : ndarray, optional
@@ -204,29 +248,43 @@ def check_layer(layer, x, params=None, rng=None, t=None, checks=None, tol=None, 
     if not hasattr(x, "dtype") or not hasattr(x, "shape"):
         raise TypeError(f"`x` must be a NumPy or CuPy array, got {type(x).__name__}; wrap it "
                         f"with np.asarray(x, dtype=np.float64).")
-    for attr in ("n_params", "init", "forward", "vjp"):
-        if not hasattr(layer, attr):
+    needed = ("forward", "vjp") if params is not None else ("forward", "vjp", "init")
+    for attr in needed:
+        if not callable(getattr(layer, attr, None)):
             raise TypeError(f"`layer` ({type(layer).__name__}) lacks `{attr}`; it must follow "
-                            f"the layer protocol (n_params, init, forward, vjp).")
+                            f"the layer protocol (init, forward, vjp; init only when `params` "
+                            f"is not given).")
     xp = get_array_module(x)
     dtype = np.dtype(x.dtype)
     wanted, tolerances = _resolve_checks(checks, tol, dtype)
     draw = np.random.default_rng(seed)
     if params is None:
         params = xp.asarray(layer.init(np.random.default_rng(seed), dtype=dtype))
+    if not hasattr(params, "shape") or getattr(params, "ndim", None) != 1:
+        raise TypeError(f"`params` must be a flat 1-D array, got {type(params).__name__} of "
+                        f"shape {getattr(params, 'shape', None)}; use layer.init(rng).")
+    n_params = int(params.shape[0])
+    declared = getattr(layer, "n_params", None)
+    if declared is not None and not callable(declared) and int(declared) != n_params:
+        raise ValueError(f"`params` has {n_params} entries but {_layer_name(layer)}.n_params is "
+                         f"{int(declared)}; pass parameters from layer.init(rng).")
+    inexact = getattr(layer, "exact_vjp", True)
+    if inexact is not True:
+        return LayerReport(_layer_name(layer), True, {}, [], tolerances,
+                           {c: str(inexact) for c in wanted}, str(dtype))
     rng0 = np.random.default_rng(seed + 1) if rng is None else (
         rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng))
     forward = _make_forward(layer, t, rng0)
 
     y, cache = forward(params, x)
     y_bar = _unit(draw, y.shape, dtype, xp)
-    x_bar, p_bar = layer.vjp(params, cache, y_bar, need_params=True)
-    failures = _protocol_failures(layer, x, x_bar, p_bar)
+    x_bar, p_bar = _call_vjp(layer, params, cache, y_bar)
+    failures = _protocol_failures(x, x_bar, p_bar, n_params)
     if failures:
         return LayerReport(_layer_name(layer), False, {}, failures, tolerances, {}, str(dtype))
 
     blocks = {"x": (x, lambda z: forward(params, z)[0], x_bar, _unit(draw, x.shape, dtype, xp))}
-    if int(layer.n_params) > 0:
+    if n_params > 0:
         blocks["params"] = (params, lambda q: forward(q, x)[0], p_bar,
                             _unit(draw, params.shape, dtype, xp))
     analytic = bool(getattr(layer, "analytic", False)) and dtype != np.float32

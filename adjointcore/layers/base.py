@@ -127,6 +127,9 @@ class Layer:
     analytic: bool = False
     time_dependent: bool = False
     needs_rng: bool = False
+    #: True when ``vjp`` is the exact derivative of ``forward``; otherwise a message naming the
+    #: check that applies (read by :func:`adjointcore.gradcheck.check_layer`).
+    exact_vjp = True
 
     # -- parameters -------------------------------------------------------------------------
     @property

@@ -106,6 +106,13 @@ class Sequential(Layer):
         return any(getattr(c, "time_dependent", False) for c in self.layers)
 
     @property
+    def exact_vjp(self):
+        """True, or the first child's message saying why its VJP is not the exact derivative
+        of its forward (see :func:`adjointcore.gradcheck.check_layer`)."""
+        return next((m for m in (getattr(c, "exact_vjp", True) for c in self.layers)
+                     if m is not True), True)
+
+    @property
     def needs_rng(self) -> bool:
         return any(getattr(c, "needs_rng", False) for c in self.layers)
 
@@ -223,6 +230,11 @@ class Residual(Layer):
     @property
     def needs_rng(self) -> bool:
         return getattr(self.inner, "needs_rng", False)
+
+    @property
+    def exact_vjp(self):
+        """The inner layer's ``exact_vjp`` (True by default)."""
+        return getattr(self.inner, "exact_vjp", True)
 
     @property
     def n_params(self) -> int:
