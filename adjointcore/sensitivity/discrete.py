@@ -121,6 +121,25 @@ def _stepper(method, method_options):
     return method if hasattr(method, "step_vjp") else get_stepper(method, **(method_options or {}))
 
 
+#: Relative spread of the step sizes above which a grid is not uniform (linspace grids spread
+#: by ~1e-13 of a step from rounding; adaptive grids by O(1)).
+UNIFORM_RTOL = 1e-9
+
+
+def _check_uniform(stepper, grid, method) -> None:
+    """Multistep methods assume one step size: refuse a non-uniform grid (their result on it
+    would be silently wrong) with a ValueError naming ``grid``."""
+    if hasattr(stepper, "tab"):              # Runge-Kutta: any grid
+        return
+    d = np.diff(grid)
+    spread = float(np.max(np.abs(d - d[0])))
+    if spread > UNIFORM_RTOL * abs(float(d[0])):
+        raise ValueError(f"`grid` is not uniform (step sizes from {d.min()!r} to {d.max()!r}) "
+                         f"but method {method!r} is a multistep method, which assumes equal "
+                         f"steps; use np.linspace(t0, t1, steps + 1), or a Runge-Kutta method "
+                         f"for an adaptive grid.")
+
+
 def _check_obs_steps(obs_steps, n: int) -> np.ndarray:
     """``obs_steps`` as a 1-D int64 host array of grid indices in ``[0, n]`` (default ``[n]``).
 
@@ -170,6 +189,7 @@ def grid_forward(field, y0, params, grid, method="rk4", method_options=None, obs
     """
     grid = check_grid(grid)
     stepper = _stepper(method, method_options)
+    _check_uniform(stepper, grid, method)
     obs = _check_obs_steps(obs_steps, grid.size - 1)
     slots = {}                                   # grid index -> output rows (repeats allowed)
     for j, i in enumerate(obs.tolist()):
@@ -487,6 +507,7 @@ def begin_discrete_adjoint(field, y0, params, grid, *, method="rk4", method_opti
     grid = check_grid(grid)
     n = grid.size - 1
     stepper = _stepper(method, method_options)
+    _check_uniform(stepper, grid, method)
     schedule = Taped() if schedule is None else schedule
     taped = isinstance(schedule, Taped) and hasattr(stepper, "step_taped")
     if not callable(getattr(schedule, "plan", None)):
