@@ -98,6 +98,8 @@ def _rk_startup_vjp(field, tab_name, h, stages, y1_bar, k0_bar, need_params):
 class AdamsStepper:
     """Adams-Bashforth of order ``p`` or Adams-Bashforth-Moulton PECE of order ``p``.
 
+    ``uniform_grid = True``: its coefficients assume one step size (drivers refuse other grids).
+
     State ``(y_n, f_{n-1}, ..., f_{n-p+1})`` (``p-1`` history slots). A main step evaluates
     ``f_n = f(t_n, y_n)`` and
 
@@ -116,6 +118,8 @@ class AdamsStepper:
     corrector : bool
         ``True`` for ABM PECE.
     """
+
+    uniform_grid = True
 
     def __init__(self, order: int, corrector: bool = False):
         lowest = 2 if corrector else 1
@@ -230,6 +234,7 @@ class _TwoStepStepper:
 
     n_startup = 1
     startup_method = None
+    uniform_grid = True       # the two-step coefficients assume one step size
 
     def _coefficients(self):
         raise NotImplementedError

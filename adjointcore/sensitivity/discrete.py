@@ -127,9 +127,10 @@ UNIFORM_RTOL = 1e-9
 
 
 def _check_uniform(stepper, grid, method) -> None:
-    """Multistep methods assume one step size: refuse a non-uniform grid (their result on it
-    would be silently wrong) with a ValueError naming ``grid``."""
-    if hasattr(stepper, "tab"):              # Runge-Kutta: any grid
+    """Steppers with ``uniform_grid = True`` (the multistep methods) assume one step size:
+    refuse a non-uniform grid (their result on it would be silently wrong) with a ValueError
+    naming ``grid``."""
+    if not getattr(stepper, "uniform_grid", False):
         return
     d = np.diff(grid)
     spread = float(np.max(np.abs(d - d[0])))
