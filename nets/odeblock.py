@@ -144,9 +144,11 @@ class ODEBlock(Layer):
             tab = solvers.TABLEAUX.get(self.method) if isinstance(self.method, str) else None
             if tab is None or tab.b_err is None:
                 raise ValueError(f"an adaptive solve (steps=None) needs a Runge-Kutta method "
-                                 f"with an error estimate ('dopri5', 'tsit5', 'bosh3'), got "
+                                 f"with an error estimate {solvers.adaptive_methods()}, got "
                                  f"method={self.method!r}; pass steps=N for fixed steps "
                                  f"(multistep methods always need them).")
+        if self.steps is None or self.gradient != "discrete":
+            solvers.PIController(self.rtol, self.atol)   # bad tolerances fail here, by name
         if self.schedule is not None and not callable(getattr(self.schedule, "plan", None)):
             raise TypeError(f"`schedule` must be a checkpoint schedule (StoreAll(), Uniform(k), "
                             f"Revolve(s), Online(s)), got {self.schedule!r}.")

@@ -39,7 +39,7 @@ from ._result import MESSAGES, Solution, SolveError, SolveStats, Status
 from ._rk import RKStages, rk_step
 from ._stepper import get_stepper, is_rk_method
 from ._xp import get_array_module
-from .tableaux import get_tableau
+from .tableaux import TABLEAUX, get_tableau
 
 #: Default tolerances of adaptive solves.
 DEFAULT_RTOL = 1e-6
@@ -216,6 +216,11 @@ def _stepper_loop(field, stepper, t0, t1, y0, params, n_fixed, max_steps, dense,
     return rec
 
 
+def adaptive_methods() -> list:
+    """Names of the ``TABLEAUX`` methods with an embedded error estimate (adaptive steps)."""
+    return sorted(name for name, tab in TABLEAUX.items() if tab.b_err is not None)
+
+
 def _controller(controller, rtol, atol, y0):
     if controller is not None:
         if rtol is not None or atol is not None:
@@ -317,7 +322,7 @@ def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=Non
         tab = get_tableau(method)
         if tab.b_err is None:
             raise ValueError(f"method {tab.name!r} has no embedded error estimate, so it cannot "
-                             "adapt its step; pass steps=N or use 'dopri5', 'tsit5' or 'bosh3'")
+                             f"adapt its step; pass steps=N or use one of {adaptive_methods()}")
         if norm is not None and not callable(norm):
             raise TypeError(f"`norm` must be a callable (scaled_error) -> float, got {norm!r}")
         ctrl = _controller(controller, rtol, atol, y0)

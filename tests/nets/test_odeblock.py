@@ -266,3 +266,19 @@ def test_continuous_gradient_of_augmented_image_block(rng):
     xb_ref, pb_ref = ref.vjp(params, ref.forward(params, x)[1], y_bar)
     assert xb.shape == x.shape
     assert relative_error(xb, xb_ref) < 1e-9 and relative_error(pb, pb_ref) < 1e-9
+
+
+@pytest.mark.parametrize("options,name", [({"rtol": -1.0}, "rtol"),
+                                          ({"atol": float("nan")}, "atol"),
+                                          ({"rtol": 0.0, "gradient": "backsolve"}, "rtol")])
+def test_bad_tolerances_fail_at_construction(options, name):
+    """Bad tolerances are refused when the block is built, naming the option (issue 9), not at
+    the first forward call."""
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        ODEBlock(mlp_field(3), **options)
+
+
+def test_adaptive_method_message_lists_every_adaptive_pair():
+    with pytest.raises(ValueError, match=r"\['bosh3', 'cash_karp', 'dopri5', 'tsit5'\]"):
+        ODEBlock(mlp_field(3), method="rk4")
+    ODEBlock(mlp_field(3), method="cash_karp")           # an adaptive pair is accepted
