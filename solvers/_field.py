@@ -11,6 +11,7 @@ Solvers never look inside ``cache``.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -114,7 +115,19 @@ class FieldKernel:
         return int(n) if isinstance(n, (int, np.integer)) and not isinstance(n, bool) else None
 
     def _first(self, t, y, params):
-        dy, cache = self.field.forward(t, y, params)
+        try:
+            out = self.field.forward(t, y, params)
+        except TypeError as err:
+            if _looks_like_layer(self.field):
+                raise TypeError(f"`field` {type(self.field).__name__} is a layer "
+                                f"(forward(params, x)), not a vector field (forward(t, y, "
+                                f"params)); wrap it: adjointcore.fields.LayerField(layer).") \
+                    from err
+            raise
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise TypeError(f"the field {self.field!r} returned {type(out).__name__} from "
+                            f"forward; it must return the pair (dy, cache).")
+        dy, cache = out
         check_field_output(dy, y, self.field)
         self._params_dtype = getattr(params, "dtype", None)
         self._xp = get_array_module(y)
@@ -180,6 +193,15 @@ class FieldKernel:
             self._buffers = (self._xp.empty(int(n), dtype=dtype),
                              self._xp.empty(int(n), dtype=dtype))
         return self._buffers
+
+
+def _looks_like_layer(obj) -> bool:
+    """A layer's ``forward`` takes ``(params, x, ...)``; a field's takes ``(t, y, params)``."""
+    try:
+        names = list(inspect.signature(obj.forward).parameters)
+    except (TypeError, ValueError):
+        return False
+    return bool(names) and names[0] == "params"
 
 
 def check_field_output(dy, y, field) -> None:

@@ -299,3 +299,23 @@ def test_fast_path_converts_numpy_time_like_forward(kind):
     y_fast, _ = layer.apply(params, x, np.float64(0.3))
     assert y_fast.dtype == y_checked.dtype == np.float32
     assert np.array_equal(y_fast, y_checked)
+
+
+def test_layer_passed_as_a_field_is_named():
+    """A layer passed straight to ``solve`` used to fail inside a step with Python's own
+    TypeError; the first (checked) evaluation now says to wrap it (issue 9)."""
+    layer, params = _mlp()
+    with pytest.raises(TypeError, match=r"is a layer .* LayerField\(layer\)"):
+        solvers.solve(layer, np.ones((2, 3)), (0.0, 1.0), params, method="rk4", steps=3)
+
+
+def test_field_forward_must_return_a_pair():
+    class NoCache:
+        def forward(self, t, y, params):
+            return -y
+
+        def vjp(self, cache, dy_bar, need_params=True):
+            raise AssertionError("not reached")
+
+    with pytest.raises(TypeError, match=r"must return the pair \(dy, cache\)"):
+        solvers.solve(NoCache(), np.ones(3), (0.0, 1.0), method="rk4", steps=3)
