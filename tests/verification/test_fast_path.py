@@ -305,7 +305,7 @@ def test_layer_passed_as_a_field_is_named():
     """A layer passed straight to ``solve`` used to fail inside a step with Python's own
     TypeError; the first (checked) evaluation now says to wrap it (issue 9)."""
     layer, params = _mlp()
-    with pytest.raises(TypeError, match=r"is a layer .* LayerField\(layer\)"):
+    with pytest.raises(TypeError, match=r"is a layer .*LayerField\(layer\)"):
         solvers.solve(layer, np.ones((2, 3)), (0.0, 1.0), params, method="rk4", steps=3)
 
 
