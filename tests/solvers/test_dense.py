@@ -133,3 +133,46 @@ def test_dense_matrix_is_cast_once_per_dtype():
     assert tableau_coefficients(tab, 0.1, k32).dtype == np.float32
     assert _dense_matrix(tab, np, np.dtype(np.float32)) is _dense_matrix(tab, np,
                                                                          np.dtype(np.float32))
+
+
+# -- continuous-extension order conditions (issue 9, point 7) -----------------------------------
+CONDITION_THETAS = (0.1, 0.37, 0.5, 0.8, 1.0)
+#: Largest residual of the exact coefficients: 8.9e-16 (Dopri5), 8.2e-15 (Tsit5, whose published
+#: coefficients carry ~1e-16 rounding each); 1e-13 leaves a factor 12 and still resolves a
+#: coefficient error of 1e-10 by three orders of magnitude.
+CONTINUOUS_TOL = 1e-13
+
+
+def continuous_residuals(dense, a, c, theta):
+    """Residuals of the order-4 conditions of ``b(theta) = dense @ (theta, ..., theta**m)``
+    (Hairer, Norsett & Wanner I, sec. II.6): the eight rooted trees up to order 4 with
+    ``theta**q / gamma`` on the right."""
+    b = dense @ theta ** np.arange(1, dense.shape[1] + 1)
+    ac = a @ c
+    return np.array([b.sum() - theta, b @ c - theta**2 / 2, b @ c**2 - theta**3 / 3,
+                     b @ ac - theta**3 / 6, b @ c**3 - theta**4 / 4, b @ (c * ac) - theta**4 / 8,
+                     b @ (a @ c**2) - theta**4 / 12, b @ (a @ ac) - theta**4 / 24])
+
+
+@pytest.mark.parametrize("name", ["dopri5", "tsit5"])
+def test_dense_output_meets_continuous_order_conditions(name):
+    tab = TABLEAUX[name]
+    for theta in CONDITION_THETAS:
+        res = continuous_residuals(tab.dense, tab.a, tab.c, theta)
+        assert np.max(np.abs(res)) < CONTINUOUS_TOL, (theta, res)
+
+
+@pytest.mark.parametrize("name", ["dopri5", "tsit5"])
+def test_dense_coefficient_error_of_1e10_is_caught(name):
+    """The mutant the row and column sum rules miss: +-4e-10 on a 2x2 block of ``dense``."""
+    tab = TABLEAUX[name]
+    bad = np.array(tab.dense, dtype=np.float64)
+    delta = 4e-10
+    bad[2, 1] += delta
+    bad[2, 2] -= delta
+    bad[3, 1] -= delta
+    bad[3, 2] += delta
+    assert np.allclose(bad.sum(0), tab.dense.sum(0), atol=1e-15, rtol=0)
+    assert np.allclose(bad.sum(1), tab.dense.sum(1), atol=1e-15, rtol=0)
+    worst = max(np.max(np.abs(continuous_residuals(bad, tab.a, tab.c, t))) for t in CONDITION_THETAS)
+    assert worst > 10 * CONTINUOUS_TOL
