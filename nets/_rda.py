@@ -67,7 +67,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from adjointcore.backend import get_array_module, real_dtype
+from adjointcore.backend import get_array_module, real_dtype, to_host
 from adjointcore.errors import ParameterError, ShapeError, check_array
 from adjointcore.layers import ELU, ReLU, Sigmoid, Softplus, Tanh
 
@@ -272,7 +272,7 @@ def _coefficients(tau, v, rho, xp, dtype, batch):
     """Validate ``tau``, ``v``, ``rho``; return them as backend arrays (``v`` last axis 2)."""
     arrays = []
     for name, value in (("tau", tau), ("v", v), ("rho", rho)):
-        host = np.asarray(value.get() if hasattr(value, "get") else value)
+        host = np.asarray(to_host(value))
         if host.dtype.kind not in "fiu":
             raise ParameterError(f"`{name}` must be real, got dtype {host.dtype} ({value!r}).")
         if not np.all(np.isfinite(host)):

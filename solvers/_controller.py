@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._xp import get_array_module, real_dtype
+from ._xp import get_array_module, real_dtype, to_host_float64
 
 #: Aim below the tolerance so the next step is likely to be accepted (Hairer's ``fac = 0.9``).
 SAFETY = 0.9
@@ -111,7 +111,7 @@ def block_tolerance(sizes, values):
 
 
 def _host(tol):
-    return np.asarray(tol.get() if hasattr(tol, "get") else tol, dtype=np.float64)
+    return to_host_float64(tol)
 
 
 def _check_tolerances(rtol, atol):

@@ -36,7 +36,7 @@ import numpy as np
 
 from ._lmm_coeffs import adams_bashforth, adams_moulton
 from ._rk import rk_step
-from ._xp import get_array_module
+from ._xp import get_array_module, to_host_float64
 from .tableaux import TABLEAUX
 
 __all__ = ["AdamsStepper", "LeapfrogStepper", "LMStepper", "LMM_STEPPERS", "get_lmm_stepper",
@@ -410,7 +410,7 @@ def check_uniform_grid(ts, name="ts"):
         ``max |ts|`` (the rounding of ``np.linspace``).
     """
     try:
-        ts_host = np.asarray(ts.get() if hasattr(ts, "get") else ts, dtype=np.float64)
+        ts_host = to_host_float64(ts)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a 1-D array of times, got {ts!r}.") from None
     if ts_host.ndim != 1 or ts_host.size < 2 or not np.all(np.isfinite(ts_host)):

@@ -30,7 +30,7 @@ import numpy as np
 
 import solvers
 
-from ..backend import get_array_module
+from ..backend import get_array_module, to_host
 from ..errors import ShapeError, check_array
 from ._cotangents import check_cotangents
 from ._augmented import (VARIANTS, AugmentedField, SemiNorm, augmented_layout, pack_augmented,
@@ -91,7 +91,7 @@ def _stat(solution, name: str) -> int:
 
 def _check_times(t_obs, t0):
     """Validate ``t_obs`` (strictly monotone 1-D) and ``t0``; return host float64 knots."""
-    times = np.asarray(t_obs.get() if hasattr(t_obs, "get") else t_obs, dtype=np.float64)
+    times = np.asarray(to_host(t_obs), dtype=np.float64)
     if times.ndim != 1 or times.size == 0:
         raise ShapeError(f"`t_obs` must be a non-empty 1-D array of observation times, got shape "
                          f"{times.shape}; pass e.g. np.linspace(t0, t1, K).")
@@ -189,7 +189,7 @@ def _sampled_at(solution, times) -> bool:
     ts = getattr(solution, "ts", None)
     if ts is None:
         return False
-    ts = np.asarray(ts.get() if hasattr(ts, "get") else ts)
+    ts = np.asarray(to_host(ts))
     return ts.shape == times.shape and bool(np.array_equal(ts, times))
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from solvers import FieldKernel, as_field, field_kernel, get_stepper
 
-from ..backend import get_array_module
+from ..backend import get_array_module, to_host
 from ..checkpointing import CheckpointStats, Taped, begin_adjoint
 from ..errors import ShapeError, check_array
 from ._cotangents import check_cotangents
@@ -153,7 +153,7 @@ def _check_obs_steps(obs_steps, n: int) -> np.ndarray:
     """
     if obs_steps is None:
         return np.array([n], dtype=np.int64)
-    raw = np.asarray(obs_steps.get() if hasattr(obs_steps, "get") else obs_steps)
+    raw = np.asarray(to_host(obs_steps))
     if raw.size and not (np.issubdtype(raw.dtype, np.integer) or
                          (np.issubdtype(raw.dtype, np.floating) and
                           np.all(raw == np.round(raw)))):
