@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nets._rda import rda_step
+from nets import rda_step
 
 from ._plotting import new_figure, save_figure
 from .results import output_path, save

@@ -12,7 +12,7 @@ import numpy as np
 
 from adjointcore.backend import get_array_module
 from adjointcore.errors import ShapeError
-from adjointcore.layers._checks import check_child_layer, init_child, prefixed_shapes
+from adjointcore.layers.base import check_child_layer, init_child, prefixed_shapes
 
 __all__ = ["check_block", "block_offsets", "split_params", "concat_param_bars", "block_context",
            "check_residual_shape", "init_blocks", "prefixed_shapes"]

@@ -46,9 +46,11 @@ import numpy as np
 
 from ..backend import as_dtype, get_array_module
 from ..errors import ParameterError, check_array, check_generator, check_params
-from ._checks import check_y_bar
+from ._checks import check_child_layer, check_y_bar, init_child, prefixed_shapes
 
-__all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "param_layout"]
+__all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "param_layout",
+           # helpers for composites built outside this package (nets), defined in ._checks:
+           "check_child_layer", "init_child", "prefixed_shapes"]
 
 
 def param_layout(shapes: dict) -> dict:
