@@ -85,8 +85,10 @@ class StackCache(NamedTuple):
 
 
 def zero_stable(k) -> np.ndarray:
-    """Boolean mask of the LM coefficients satisfying the root condition ``-1 < k <= 1``."""
-    k = np.asarray(k)
+    """Boolean mask of the LM coefficients satisfying the root condition ``-1 < k <= 1``
+    (a NumPy or CuPy array, on the backend of ``k``)."""
+    if not hasattr(k, "dtype"):
+        k = np.asarray(k)
     return (k > -1.0) & (k <= 1.0)
 
 

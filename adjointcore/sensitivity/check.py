@@ -13,6 +13,7 @@ import numpy as np
 
 import solvers
 
+from ..errors import check_positive_int
 from ..gradcheck import central_difference, relative_error, taylor_test
 from .discrete import discrete_adjoint, grid_forward
 
@@ -63,11 +64,17 @@ def check_solve_gradient(field, y0, params, t_span, *, method="dopri5", rtol=1e-
     -------
     SolveGradientReport
     """
+    if not callable(getattr(field, "vjp", None)):
+        raise TypeError(f"`field` must be a vector field with forward(t, y, params) and "
+                        f"vjp(cache, dy_bar, need_params), got {type(field).__name__} (a plain "
+                        f"callable has no hand-written VJP); pass a field object, e.g. "
+                        f"adjointcore.fields.LayerField(layer).")
     if steps is None:
         grid = solvers.solve(field, y0, t_span, params=params, method=method, rtol=rtol,
                              atol=atol).grid
     else:
-        grid = np.linspace(float(t_span[0]), float(t_span[1]), int(steps) + 1)
+        steps = check_positive_int("steps", steps)
+        grid = np.linspace(float(t_span[0]), float(t_span[1]), steps + 1)
     rng = np.random.default_rng(seed)
     y_bar = rng.standard_normal(y0.shape).astype(y0.dtype)
 

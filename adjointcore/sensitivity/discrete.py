@@ -505,6 +505,11 @@ def begin_discrete_adjoint(field, y0, params, grid, *, method="rk4", method_opti
     -------
     DiscreteSweep
     """
+    if not callable(getattr(field, "vjp", None)):
+        raise TypeError(f"`field` must be a vector field with forward(t, y, params) and "
+                        f"vjp(cache, dy_bar, need_params), got {type(field).__name__} (a plain "
+                        f"callable has no hand-written VJP); pass a field object, e.g. "
+                        f"adjointcore.fields.LayerField(layer).")
     grid = check_grid(grid)
     n = grid.size - 1
     stepper = _stepper(method, method_options)

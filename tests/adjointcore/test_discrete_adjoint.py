@@ -515,3 +515,26 @@ def test_multistep_methods_refuse_a_non_uniform_grid(method):
         discrete_adjoint(field, y0, params, bent, y0, method=method, method_options=options)
     even = np.linspace(0.0, 1.0, 1001)                   # rounding spread only: accepted
     grid_forward(field, y0, params, even, method, options)
+
+
+def test_plain_callable_and_bad_steps_are_refused_before_compute():
+    """Issue 9: a plain callable given to the gradient drivers, and a non-positive ``steps``
+    given to check_solve_gradient, fail with the project's own message before any solve."""
+    from adjointcore.sensitivity import check_solve_gradient
+    calls = []
+
+    def f(t, y):
+        calls.append(t)
+        return -y
+
+    y0 = np.ones((2, 2))
+    with pytest.raises(TypeError, match="plain callable has no hand-written VJP"):
+        discrete_adjoint(f, y0, None, np.linspace(0, 1, 5), y0)
+    with pytest.raises(TypeError, match="plain callable has no hand-written VJP"):
+        check_solve_gradient(f, y0, None, (0.0, 1.0), method="rk4", steps=4)
+    assert calls == []
+    layer = Sequential(Linear(2, 3), Tanh(), Linear(3, 2))
+    for steps in (-3, 0, 2.5):
+        with pytest.raises(ValueError, match="`steps` must be an integer >= 1"):
+            check_solve_gradient(LayerField(layer), y0, layer.init(np.random.default_rng(0)),
+                                 (0.0, 1.0), method="rk4", steps=steps)
