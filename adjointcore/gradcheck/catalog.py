@@ -14,6 +14,7 @@ from ..layers.activation import ELU, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
 from ..layers.compose import Residual, Sequential
 from ..layers.conv import Conv2d, ConcatConv2d
 from ..layers.dropout import Dropout
+from ..layers.elementwise import Parallel, Scale
 from ..layers.linear import ConcatLinear, Linear
 from ..layers.norm import BatchNorm, GroupNorm
 from ..layers.pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d
@@ -110,6 +111,17 @@ def _compositions(rng):
     ]
 
 
+def _small_layers(rng):
+    scale, scale_img = Scale(4), Scale(2)
+    branch = Sequential(Parallel(Scale(4), Linear(4, 4, bias=False)), Tanh())
+    return [
+        ("Scale(4)", scale, _dense(rng), _perturbed(scale, rng)),
+        ("Scale(2), images", scale_img, _image(rng), _perturbed(scale_img, rng)),
+        ("Parallel(Scale, Linear) + tanh (ANODEV2 activation field)", branch, _dense(rng),
+         _perturbed(branch, rng)),
+    ]
+
+
 def builtin_examples(rng=None):
     """Examples covering every built-in layer, with small default inputs.
 
@@ -125,4 +137,4 @@ def builtin_examples(rng=None):
     """
     rng = np.random.default_rng(0) if rng is None else rng
     return (_elementwise(rng) + _dense_and_conv(rng) + _pool_and_shape(rng)
-            + _norm_and_dropout(rng) + _compositions(rng))
+            + _norm_and_dropout(rng) + _compositions(rng) + _small_layers(rng))

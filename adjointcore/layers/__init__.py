@@ -4,6 +4,7 @@ from .base import Layer, ParameterFree
 from .compose import Residual, Sequential
 from .conv import ConcatConv2d, Conv2d
 from .dropout import Dropout
+from .elementwise import Parallel, Scale
 from .linear import ConcatLinear, Linear
 from .norm import BatchNorm, GroupNorm, update_running_stats
 from .pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d
@@ -16,5 +17,5 @@ __all__ = [
     "Flatten", "Reshape", "ChannelPad", "ChannelUnpad",
     "BatchNorm", "GroupNorm", "update_running_stats",
     "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "ELU",
-    "Dropout", "Sequential", "Residual",
+    "Dropout", "Sequential", "Residual", "Scale", "Parallel",
 ]

@@ -15,6 +15,7 @@ from adjointcore.layers.activation import LeakyReLU, Sigmoid, Tanh
 from adjointcore.layers.compose import Residual, Sequential
 from adjointcore.layers.conv import Conv2d
 from adjointcore.layers.dropout import Dropout
+from adjointcore.layers.elementwise import Parallel, Scale
 from adjointcore.layers.linear import ConcatLinear, Linear
 from adjointcore.layers.norm import BatchNorm, GroupNorm
 from adjointcore.layers.pool import AvgPool2d, MaxPool2d
@@ -345,3 +346,42 @@ def test_sequential_swapped_param_blocks(seed):
     report = check_layer(net, x=x, seed=seed)
     assert check_layer(net_ok, x=x, seed=seed).passed                        # control
     assert_caught(report, "fd_params", "complex_params", "dot_params")
+
+
+# -- small layers: element-wise scale, parallel sum ---------------------------------------------
+class BatchOnlyScale(Scale):
+    """``w_bar`` summed over the batch axis only, forgetting the spatial axes."""
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        x_bar = super().apply_vjp(params, cache, y_bar, params_bar)
+        if params_bar is not None:
+            params_bar[...] = (y_bar * cache.x)[:, :, 0, 0].sum(axis=0)
+        return x_bar
+
+
+class FirstBranchOnlyParallel(Parallel):
+    """``x_bar`` of the first branch only (the other branches' input cotangents dropped)."""
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        super().apply_vjp(params, cache, y_bar, params_bar)
+        sl = self._slices[0]
+        return self._kernels[0].apply_vjp(params[sl], cache.branches[0], y_bar, None)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_scale_missing_spatial_sum_is_caught(seed):
+    rng = np.random.default_rng(seed)
+    layer = BatchOnlyScale(2)
+    report = check_layer(layer, x=rng.standard_normal((2, 2, 3, 3)),
+                         params=rng.uniform(0.5, 1.5, 2), seed=seed)
+    assert_caught(report, "fd_params", "complex_params", "dot_params")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_parallel_dropped_branch_cotangent_is_caught(seed):
+    rng = np.random.default_rng(seed)
+    layer = FirstBranchOnlyParallel(Scale(3), Linear(3, 3, bias=False))
+    report = check_layer(layer, x=rng.standard_normal((4, 3)),
+                         params=layer.init(rng) + 0.3 * rng.standard_normal(layer.n_params),
+                         seed=seed)
+    assert_caught(report, "fd_x", "complex_x", "dot_x")

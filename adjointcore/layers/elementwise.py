@@ -1,0 +1,212 @@
+"""Small layers users reach for: an element-wise (diagonal) scale and a parallel sum of branches.
+
+:class:`Scale` is the O(n) diagonal map ``y = x * w`` (``w`` per feature/channel, broadcast over
+the batch and spatial axes); :class:`Parallel` sums the outputs of several branches applied to
+the same input, e.g. ANODEV2's activation field ``tanh(z * w + z @ S)`` as
+``Sequential(Parallel(Scale(n), Linear(n, n, bias=False)), Tanh())``.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..errors import ShapeError, check_array, check_params, check_positive_int
+from ._checks import check_child_layer, check_y_bar, init_child, out_dtype, prefixed_shapes
+from .base import Layer, layer_kernel, param_layout
+
+__all__ = ["Scale", "Parallel", "ScaleCache", "ParallelCache"]
+
+
+class ScaleCache(NamedTuple):
+    """Cache of :class:`Scale`: the input ``x``."""
+    x: Any
+
+
+class Scale(Layer):
+    """Element-wise scale ``y[:, i, ...] = w[i] * x[:, i, ...]`` (a diagonal linear map).
+
+    Parameters
+    ----------
+    num_features : int
+        Size of axis 1 (features of ``(N, d)``, channels of ``(N, C, H, W)``).
+    init_value : float, default 1.0
+        Initial value of every ``w[i]``.
+
+    Notes
+    -----
+    Parameters: ``"weight"`` (num_features,). VJP: ``x_bar = w * y_bar``,
+    ``w_bar[i] = sum over all axes but 1 of (y_bar * x)``. Analytic (complex step applies).
+    """
+
+    analytic = True
+
+    def __init__(self, num_features: int, init_value: float = 1.0):
+        self.num_features = check_positive_int("num_features", num_features)
+        if isinstance(init_value, bool) or not isinstance(init_value, (int, float)) \
+                or not np.isfinite(init_value):
+            raise ValueError(f"`init_value` must be a finite number, got {init_value!r}.")
+        self.init_value = float(init_value)
+        self._layout = param_layout(self.param_shapes)
+
+    @property
+    def param_shapes(self):
+        return {"weight": (self.num_features,)}
+
+    def _init_views(self, rng, views):
+        views["weight"][...] = self.init_value
+
+    def output_shape(self, input_shape) -> tuple:
+        shape = tuple(input_shape)
+        if len(shape) < 2 or shape[1] != self.num_features:
+            raise ShapeError(f"{self!r} scales axis 1 of size {self.num_features}; got "
+                             f"input_shape {shape}.")
+        return shape
+
+    def _weight(self, params, ndim):
+        return params.reshape((1, -1) + (1,) * (ndim - 2))
+
+    def forward(self, params, x, **context):
+        """``(x * w, ScaleCache(x))``."""
+        check_array("x", x, ndim=tuple(range(2, 9)), fix="Scale acts on (N, features, ...).")
+        self.output_shape(x.shape)
+        self.views(params)
+        return self.apply(params, x)
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked :meth:`forward`."""
+        return x * self._weight(params, x.ndim), (ScaleCache(x) if tape else None)
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        """Returns ``(x_bar, params_bar or None)``."""
+        self.views(params)
+        check_y_bar(y_bar, cache.x.shape)
+        return self._vjp_via_apply(params, cache, y_bar, need_params,
+                                   out_dtype(y_bar, cache.x, params))
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked :meth:`vjp`; ``w_bar`` is written into ``params_bar``."""
+        if params_bar is not None:
+            axes = (0,) + tuple(range(2, y_bar.ndim))
+            params_bar[...] = (y_bar * cache.x).sum(axis=axes)
+        return y_bar * self._weight(params, y_bar.ndim)
+
+
+class ParallelCache(NamedTuple):
+    """Cache of :class:`Parallel`: one cache per branch."""
+    branches: tuple
+
+
+class Parallel(Layer):
+    """Sum of branches applied to the same input: ``y = f_1(x) + f_2(x) + ...``.
+
+    Parameters
+    ----------
+    *branches : layer objects
+        At least one; every branch maps ``x`` to outputs of one common shape. Their flat
+        parameters are concatenated in order (views ``"i.name"``, as in ``Sequential``).
+
+    Notes
+    -----
+    VJP: every branch receives the same ``y_bar``; ``x_bar`` is the sum of the branches'
+    input cotangents. Flags: ``analytic`` if all branches are, ``time_dependent`` /
+    ``needs_rng`` if any is.
+    """
+
+    def __init__(self, *branches):
+        if len(branches) == 1 and isinstance(branches[0], (list, tuple)):
+            branches = tuple(branches[0])
+        if not branches:
+            raise ValueError("Parallel needs at least one branch, e.g. "
+                             "Parallel(Scale(n), Linear(n, n)).")
+        self.branches = tuple(branches)
+        sizes = [check_child_layer(b, f"branches[{i}]") for i, b in enumerate(self.branches)]
+        self._offsets = tuple(np.cumsum([0] + sizes).tolist())
+        o = self._offsets
+        self._kernels = tuple(layer_kernel(b) for b in self.branches)
+        self._slices = tuple(slice(o[i], o[i + 1]) for i in range(len(self.branches)))
+
+    @property
+    def analytic(self) -> bool:
+        return all(getattr(b, "analytic", False) for b in self.branches)
+
+    @property
+    def time_dependent(self) -> bool:
+        return any(getattr(b, "time_dependent", False) for b in self.branches)
+
+    @property
+    def needs_rng(self) -> bool:
+        return any(getattr(b, "needs_rng", False) for b in self.branches)
+
+    @property
+    def n_params(self) -> int:
+        return self._offsets[-1]
+
+    @property
+    def param_shapes(self) -> dict:
+        return prefixed_shapes(self.branches, self._offsets)
+
+    def init(self, rng, dtype=np.float64):
+        """The branches' ``init`` in order with the same ``rng``; concatenated."""
+        o = self._offsets
+        parts = [init_child(b, rng, dtype, o[i + 1] - o[i], f"branches[{i}]")
+                 for i, b in enumerate(self.branches)]
+        return np.concatenate(parts)
+
+    def output_shape(self, input_shape) -> tuple:
+        shapes = {tuple(b.output_shape(input_shape)) for b in self.branches
+                  if hasattr(b, "output_shape")}
+        if len(shapes) > 1:
+            raise ShapeError(f"Parallel branches map {tuple(input_shape)} to different shapes "
+                             f"{sorted(shapes)}; every branch must give the same shape.")
+        return shapes.pop() if shapes else tuple(input_shape)
+
+    def forward(self, params, x, t=None, rng=None, **context):
+        """``(sum of the branches' outputs, ParallelCache)``; checks each branch's output."""
+        check_params("params", params, self.n_params, owner=self)
+        y, caches = None, []
+        for i, (branch, sl) in enumerate(zip(self.branches, self._slices)):
+            ctx = {}
+            if getattr(branch, "time_dependent", False):
+                ctx["t"] = t
+            if getattr(branch, "needs_rng", False):
+                ctx["rng"] = rng
+            out, cache = branch.forward(params[sl], x, **ctx)
+            if y is not None and tuple(out.shape) != tuple(y.shape):
+                raise ShapeError(f"branches[{i}] ({type(branch).__name__}) returned shape "
+                                 f"{tuple(out.shape)}, but branches[0] returned "
+                                 f"{tuple(y.shape)}; every branch must give the same shape.")
+            y = out if y is None else y + out
+            caches.append(cache)
+        return y, ParallelCache(tuple(caches))
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        """Unchecked :meth:`forward`."""
+        y, caches = None, []
+        for kernel, sl in zip(self._kernels, self._slices):
+            out, cache = kernel.apply(params[sl], x, t, rng, tape)
+            y = out if y is None else y + out
+            caches.append(cache)
+        return y, (ParallelCache(tuple(caches)) if tape else None)
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        """Returns ``(x_bar, params_bar or None)``."""
+        if not isinstance(cache, ParallelCache) or len(cache.branches) != len(self.branches):
+            raise TypeError(f"`cache` must be the ParallelCache of {len(self.branches)} "
+                            f"branches returned by Parallel.forward, got "
+                            f"{type(cache).__name__}.")
+        return self._vjp_via_apply(params, cache, y_bar, need_params,
+                                   out_dtype(y_bar, params))
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        """Unchecked :meth:`vjp`; each branch writes into its slice of ``params_bar``."""
+        x_bar = None
+        for kernel, sl, c in zip(self._kernels, self._slices, cache.branches):
+            xb = kernel.apply_vjp(params[sl], c, y_bar,
+                                  None if params_bar is None else params_bar[sl])
+            x_bar = xb if x_bar is None else x_bar + xb
+        return x_bar
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(b) for b in self.branches)
+        return f"Parallel({inner})"
