@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .layers.base import layer_kernel
+from .layers.base import call_vjp, layer_kernel
 
 __all__ = ["LayerField", "LayerFieldCache"]
 
@@ -81,8 +81,8 @@ class LayerField:
 
     def vjp(self, cache: LayerFieldCache, dy_bar, need_params: bool = True):
         """Return ``(y_bar, params_bar, None)``."""
-        y_bar, params_bar = self.layer.vjp(cache.params, cache.layer_cache, dy_bar,
-                                           need_params=need_params)
+        y_bar, params_bar = call_vjp(self.layer, cache.params, cache.layer_cache, dy_bar,
+                                     need_params)
         return y_bar, params_bar, None
 
     def __repr__(self) -> str:

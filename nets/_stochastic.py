@@ -41,7 +41,7 @@ import numpy as np
 
 from adjointcore.backend import as_dtype, get_array_module, real_dtype
 from adjointcore.errors import check_array, check_params
-from adjointcore.layers.base import Layer
+from adjointcore.layers.base import Layer, call_vjp
 
 from ._blocks import (block_context, block_offsets, check_residual_shape, concat_param_bars,
                       init_blocks, prefixed_shapes, split_params)
@@ -255,7 +255,7 @@ class ShakeShake(Layer):
         x_bar, bars = None, []
         for branch, p, c, bc in zip(self.branches, split_params(params, self._offsets),
                                     (cache.c1, cache.c2), (cache.cache1, cache.cache2)):
-            xb, pb = branch.vjp(p, bc, c * y_bar, need_params=need_params)
+            xb, pb = call_vjp(branch, p, bc, c * y_bar, need_params)
             x_bar = xb if x_bar is None else x_bar + xb
             bars.append(pb)
         if not need_params:

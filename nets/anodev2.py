@@ -59,6 +59,7 @@ import numpy as np
 from adjointcore.backend import get_array_module
 from adjointcore.checkpointing import CheckpointStats, StoreAll, run_adjoint
 from adjointcore.errors import ShapeError, check_array, check_positive_int
+from adjointcore.layers.base import call_vjp
 
 from ._rda import RDAEvolution, RDAEvolutionCache
 
@@ -119,8 +120,8 @@ class LayerEvolution:
 
     def step_vjp(self, p, cache, w_next_bar, need_params: bool = True):
         """``(w_bar, p_bar)`` of :meth:`step`."""
-        x_bar, p_bar = self.q.vjp(p, cache.q_cache, cache.dt * w_next_bar[None, :],
-                                  need_params=need_params)
+        x_bar, p_bar = call_vjp(self.q, p, cache.q_cache, cache.dt * w_next_bar[None, :],
+                                need_params)
         return w_next_bar + x_bar[0], p_bar
 
     def __repr__(self) -> str:

@@ -50,7 +50,7 @@ import numpy as np
 
 from adjointcore.backend import as_dtype, get_array_module, real_dtype
 from adjointcore.errors import check_array, check_params
-from adjointcore.layers.base import Layer
+from adjointcore.layers.base import Layer, call_vjp
 
 from ._blocks import (block_context, block_offsets, check_residual_shape, concat_param_bars,
                       init_blocks, prefixed_shapes, split_params)
@@ -316,8 +316,8 @@ class ResNetStack(Layer):
         size = self._offsets[n + 1] - self._offsets[n]
         if cache.block_caches[n] is None:
             return None, (xp.zeros(size, dtype=bar.dtype) if need_params else None)
-        return block.vjp(p, cache.block_caches[n], bar if scale is None else scale * bar,
-                         need_params=need_params)
+        return call_vjp(block, p, cache.block_caches[n], bar if scale is None else scale * bar,
+                        need_params)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(b) for b in self.blocks)

@@ -44,6 +44,7 @@ import numpy as np
 import solvers
 from adjointcore.backend import get_array_module
 from adjointcore.errors import ShapeError
+from adjointcore.layers.base import call_vjp
 from adjointcore.sensitivity import check_cotangents
 
 __all__ = ["CoupledLayout", "CoupledField", "CoupledCache", "NodeEWAdjointField",
@@ -198,12 +199,12 @@ class CoupledField:
     def vjp(self, cache: CoupledCache, dy_bar, need_params: bool = True):
         """Return ``(y_bar, params_bar, None)`` (see the class notes)."""
         dx_bar, dtheta_bar = self.unpack(dy_bar)
-        x_bar, theta_bar = self.f_layer.vjp(cache.theta, cache.f_cache, dx_bar, need_params=True)
+        x_bar, theta_bar = call_vjp(self.f_layer, cache.theta, cache.f_cache, dx_bar)
         xp = get_array_module(dy_bar)
         params_bar = None
         if self.g_layer is not None:
-            th_bar_g, params_bar = self.g_layer.vjp(cache.theta1, cache.g_cache,
-                                                    dtheta_bar[None, :], need_params=need_params)
+            th_bar_g, params_bar = call_vjp(self.g_layer, cache.theta1, cache.g_cache,
+                                            dtheta_bar[None, :], need_params)
             theta_bar = theta_bar + th_bar_g[0]
         elif need_params:
             params_bar = xp.zeros(0, dtype=dy_bar.dtype)
@@ -243,12 +244,12 @@ def node_ew_adjoint_rhs(field: CoupledField, t, x, theta, a, b, theta1, printed:
     xp = get_array_module(x, theta)
     f, g = field.f_layer, field.g_layer
     dx, f_cache = _call(f, theta, x, t)
-    a_x, a_theta = f.vjp(theta, f_cache, a, need_params=True)
+    a_x, a_theta = call_vjp(f, theta, f_cache, a)
     db = xp.zeros_like(theta) if printed else -a_theta
     if g is None:
         return dx, xp.zeros_like(theta), -a_x, db, xp.zeros(0, dtype=x.dtype)
     dtheta, g_cache = _call(g, theta1, theta[None, :], t)
-    b_theta, b_theta1 = g.vjp(theta1, g_cache, b[None, :], need_params=True)
+    b_theta, b_theta1 = call_vjp(g, theta1, g_cache, b[None, :])
     return dx, dtheta[0], -a_x, db - b_theta[0], -b_theta1
 
 

@@ -83,8 +83,8 @@ class ODEBlock(Layer):
     Parameters
     ----------
     field_layer : layer
-        Maps states of shape ``(N, d + augment, ...)`` to the same shape (``t=`` passed when
-        ``field_layer.time_dependent``).
+        Maps states of any shape (``(N, d + augment, ...)`` when ``augment > 0``) to the same
+        shape (``t=`` passed when ``field_layer.time_dependent``).
     t_span : (float, float)
         Integration interval; ``t1 < t0`` integrates backwards.
     method : str
@@ -210,7 +210,9 @@ class ODEBlock(Layer):
 
     def forward(self, params, x, **context):
         """Solve from ``[x, 0]``; returns ``(y(t1), ODEBlockCache)``."""
-        check_array("x", x, ndim=(2, 3, 4), finite=True)
+        lowest = 2 if self.augment else 1       # augmented channels live on axis 1
+        check_array("x", x, ndim=tuple(range(lowest, 33)), finite=True,
+                    fix="The state is (N, channels, ...) when augment > 0, any shape otherwise.")
         y0 = ChannelPad(self.augment).forward(None, x)[0] if self.augment else x
         field = self._field()
         t0, t1 = (float(v) for v in self.t_span)

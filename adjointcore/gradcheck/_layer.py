@@ -29,12 +29,12 @@ so the mask is frozen; time-dependent layers get ``t`` on every call.
 from __future__ import annotations
 
 import copy
-import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..backend import get_array_module, real_dtype
+from ..layers.base import call_vjp
 from ._complex import complex_step
 from ._dot import _norm, dot_product_test, inner
 from ._fd import central_difference, machine_eps, relative_error, richardson_difference
@@ -185,24 +185,11 @@ def _protocol_failures(x, x_bar, p_bar, n_params):
     return out
 
 
-def _accepts_need_params(vjp) -> bool:
-    """Whether ``vjp`` takes a ``need_params`` keyword (or ``**kwargs``)."""
-    try:
-        parameters = inspect.signature(vjp).parameters.values()
-    except (TypeError, ValueError):       # builtins without a signature: call positionally
-        return False
-    return any(p.name == "need_params" or p.kind is inspect.Parameter.VAR_KEYWORD
-               for p in parameters)
-
-
 def _call_vjp(layer, params, cache, y_bar):
     """``(x_bar, params_bar)`` from the layer's ``vjp`` as the README documents it,
     ``vjp(params, cache, y_bar)``; ``need_params=True`` is passed only to layers that accept it.
     A result that is not a pair raises a TypeError naming the layer."""
-    if _accepts_need_params(layer.vjp):
-        out = layer.vjp(params, cache, y_bar, need_params=True)
-    else:
-        out = layer.vjp(params, cache, y_bar)
+    out = call_vjp(layer, params, cache, y_bar)
     if not isinstance(out, tuple) or len(out) != 2:
         raise TypeError(f"{_layer_name(layer)}.vjp returned {type(out).__name__}; the layer "
                         f"protocol wants the pair (x_bar, params_bar) (params_bar an empty array "

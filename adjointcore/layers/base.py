@@ -40,6 +40,8 @@ and recomputed under checkpointing.
 """
 from __future__ import annotations
 
+import inspect
+from functools import lru_cache
 from math import prod
 
 import numpy as np
@@ -49,6 +51,7 @@ from ..errors import ParameterError, check_array, check_generator, check_params
 from ._checks import check_child_layer, check_y_bar, init_child, prefixed_shapes
 
 __all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "param_layout",
+           "accepts_need_params", "call_vjp",
            # helpers for composites built outside this package (nets), defined in ._checks:
            "check_child_layer", "init_child", "prefixed_shapes"]
 
@@ -77,11 +80,38 @@ def _context(timed: bool, random: bool, t, rng) -> dict:
     return context
 
 
-def _vjp_into(layer, n_params, params, cache, y_bar, params_bar):
+def accepts_need_params(vjp) -> bool:
+    """Whether a layer's ``vjp`` takes the optional ``need_params`` keyword (or ``**kwargs``);
+    the documented minimal protocol is ``vjp(params, cache, y_bar)``. Looked up once per
+    function (cached on the underlying function object, not on any layer)."""
+    return _function_accepts_need_params(getattr(vjp, "__func__", vjp))
+
+
+@lru_cache(maxsize=512)
+def _function_accepts_need_params(func) -> bool:
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):       # no signature: call with the minimal protocol
+        return False
+    return any(p.name == "need_params" or p.kind is inspect.Parameter.VAR_KEYWORD
+               for p in parameters)
+
+
+def call_vjp(layer, params, cache, y_bar, need_params=True, takes_flag=None):
+    """``layer.vjp(params, cache, y_bar)``, with ``need_params`` only if the layer takes it
+    (``takes_flag``: the precomputed :func:`accepts_need_params`)."""
+    if takes_flag is None:
+        takes_flag = accepts_need_params(layer.vjp)
+    if takes_flag:
+        return layer.vjp(params, cache, y_bar, need_params=need_params)
+    return layer.vjp(params, cache, y_bar)
+
+
+def _vjp_into(layer, n_params, params, cache, y_bar, params_bar, takes_flag=True):
     """``layer.vjp`` with its parameter cotangent copied into ``params_bar`` (if given), its
     length checked (a wrong one would shift every later block of a composite's gradient)."""
     need = params_bar is not None
-    x_bar, p_bar = layer.vjp(params, cache, y_bar, need_params=need)
+    x_bar, p_bar = call_vjp(layer, params, cache, y_bar, need, takes_flag)
     if need and n_params:
         if getattr(p_bar, "size", None) != n_params:
             raise ParameterError(f"{type(layer).__name__}.vjp returned params_bar of shape "
@@ -104,12 +134,14 @@ class ProtocolKernel:
         self.n_params = int(layer.n_params)
         self._timed = bool(getattr(layer, "time_dependent", False))
         self._random = bool(getattr(layer, "needs_rng", False))
+        self._takes_flag = accepts_need_params(layer.vjp)
 
     def apply(self, params, x, t=None, rng=None, tape=True):
         return self.layer.forward(params, x, **_context(self._timed, self._random, t, rng))
 
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
-        return _vjp_into(self.layer, self.n_params, params, cache, y_bar, params_bar)
+        return _vjp_into(self.layer, self.n_params, params, cache, y_bar, params_bar,
+                         self._takes_flag)
 
 
 def layer_kernel(layer):

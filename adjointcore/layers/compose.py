@@ -14,7 +14,7 @@ import numpy as np
 from ..backend import as_dtype, get_array_module
 from ..errors import ParameterError, ShapeError, check_generator, check_params
 from ._checks import check_child_layer, init_child, prefixed_shapes
-from .base import Layer, layer_kernel
+from .base import Layer, call_vjp, layer_kernel
 
 __all__ = ["Sequential", "Residual", "ResidualCache"]
 
@@ -166,7 +166,7 @@ class Sequential(Layer):
         slices = self.slices(params)
         bars = [None] * len(self.layers)
         for i in reversed(range(len(self.layers))):
-            y_bar, p_bar = self.layers[i].vjp(slices[i], cache[i], y_bar, need_params=need_params)
+            y_bar, p_bar = call_vjp(self.layers[i], slices[i], cache[i], y_bar, need_params)
             if need_params:
                 p_bar = _child_params_bar(p_bar, self._offsets[i + 1] - self._offsets[i],
                                           f"layers[{i}]", y_bar)
@@ -273,7 +273,7 @@ class Residual(Layer):
         return x + z, ResidualCache(cache)
 
     def vjp(self, params, cache, y_bar, need_params=True):
-        x_bar, p_bar = self.inner.vjp(params, cache.inner, y_bar, need_params=need_params)
+        x_bar, p_bar = call_vjp(self.inner, params, cache.inner, y_bar, need_params)
         if need_params:
             p_bar = _child_params_bar(p_bar, self._n, "inner", y_bar)
         return y_bar + x_bar, p_bar

@@ -282,3 +282,33 @@ def test_adaptive_method_message_lists_every_adaptive_pair():
     with pytest.raises(ValueError, match=r"\['bosh3', 'cash_karp', 'dopri5', 'tsit5'\]"):
         ODEBlock(mlp_field(3), method="rk4")
     ODEBlock(mlp_field(3), method="cash_karp")           # an adaptive pair is accepted
+
+
+@pytest.mark.parametrize("shape", [(6,), (2, 3, 2, 2, 2)])
+def test_any_state_shape_without_augmentation(shape):
+    """Issue 9: the block integrates states of any shape (1-D, 5-D, ...) when nothing is
+    appended on axis 1; its discrete gradient matches central differences."""
+    from adjointcore.layers import Scale, Tanh
+    rng = np.random.default_rng(11)
+    n = shape[1] if len(shape) > 1 else shape[0]
+    layer = Sequential(Scale(n, init_value=0.7), Tanh()) if len(shape) > 1 else None
+    if layer is None:                                  # 1-D state: a field over one sample
+        class Flat:
+            n_params = 0
+            def forward(self, params, x):
+                return np.tanh(x), x
+            def vjp(self, params, cache, y_bar):
+                return y_bar * (1 - np.tanh(cache) ** 2), np.zeros(0)
+        layer = Flat()
+        params = np.zeros(0)
+    else:
+        params = layer.init(rng)
+    block = ODEBlock(layer, method="rk4", steps=5)
+    x = rng.standard_normal(shape)
+    y, cache = block.forward(params, x)
+    assert y.shape == x.shape
+    y_bar = rng.standard_normal(shape)
+    x_bar, _ = block.vjp(params, cache, y_bar)
+    v = rng.standard_normal(shape)
+    fd = central_difference(lambda z: block.forward(params, z)[0], x, v)
+    assert relative_error(float(np.sum(x_bar * v)), float(np.sum(y_bar * fd))) < 1e-8

@@ -116,3 +116,19 @@ def test_blocks_whose_vjp_is_not_exact_point_to_the_right_check(config, expect):
         else:
             assert report.passed and not report.figures and not report.failures
             assert "]: NOT CHECKED" in text and expect in text
+
+
+def test_readme_layer_inside_composites_and_fields(data):
+    """A README-protocol child (no ``need_params``) works inside Sequential (checked and fast
+    paths) and as an ODE field; the composite passes check_layer."""
+    x, params = data
+
+    class Sized(ReadmeScale):
+        n_params = 3
+
+    net = Sequential(Sized(), Tanh())
+    report = check_layer(net, x=x, params=params)
+    assert report.passed, str(report)
+    block = ODEBlock(Sequential(Sized(), Tanh()), method="rk4", steps=4)
+    report = check_layer(block, x=x, params=params)
+    assert report.passed, str(report)
