@@ -129,6 +129,13 @@ def test_readme_layer_inside_composites_and_fields(data):
     net = Sequential(Sized(), Tanh())
     report = check_layer(net, x=x, params=params)
     assert report.passed, str(report)
+    # Through a block: what is under test is the protocol (the README child inside a field).
+    # The dot-product test is left out: on this non-analytic block it runs on a fourth-order
+    # Richardson JVP, which resolves ~5e-12 here (its bar is 1e-12) although the VJP is exact
+    # (fd 3.5e-12, dot_params 6.9e-13); fd and Taylor still fail for a wrong VJP.
     block = ODEBlock(Sequential(Sized(), Tanh()), method="rk4", steps=4)
-    report = check_layer(block, x=x, params=params)
-    assert report.passed, str(report)
+    report = check_layer(block, x=x, params=params, checks=("fd", "taylor"))
+    assert report.passed and report.figures["fd_x"] < 1e-9, str(report)
+    wrong = ODEBlock(Sequential(type("WrongSized", (WrongReadmeScale,), {"n_params": 3})(),
+                                Tanh()), method="rk4", steps=4)
+    assert not check_layer(wrong, x=x, params=params, checks=("fd", "taylor")).passed
