@@ -95,9 +95,11 @@ class ODEBlock(Layer):
         Tolerances of adaptive solves (forward, and backward for the continuous adjoints).
     gradient : {"discrete", "backsolve", "interpolated"}
     schedule : checkpoint schedule, optional
-        For ``"discrete"``. ``None`` (default) keeps the forward call's stages and field caches
-        (backpropagation through the solver: fastest, most memory; multistep methods fall back to
-        ``StoreAll()``); ``StoreAll()``, ``Uniform``, ``Revolve`` or ``Online`` store states only.
+        For ``"discrete"``. ``None`` (default, ``Taped()``) keeps the forward call's stages and
+        field caches up to 512 MiB (backpropagation through the solver; multistep methods fall
+        back to ``StoreAll()``); ``StoreAll()``, ``Uniform``, ``Revolve`` or ``Online`` store
+        states only. Whatever the schedule, the forward call runs the adjoint's forward sweep
+        and keeps what the schedule keeps until the VJP, so the forward solve runs once.
     augment : int
         Zero channels appended to the input (axis 1) before the solve; the output keeps them.
     method_options : dict, optional
