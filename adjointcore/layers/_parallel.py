@@ -32,6 +32,16 @@ MAX_THREADS = 8
 _state = {"threads": None, "pool": None}
 
 
+def _forget_pool_in_child() -> None:
+    """After ``fork`` the child has none of the parent's pool threads: drop the pool (a new one
+    is made on first use) instead of queueing work that no thread would run."""
+    _state["pool"] = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _default_threads() -> int:
     env = os.environ.get("ADJOINTCORE_THREADS")
     if env is not None:

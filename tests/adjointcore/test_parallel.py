@@ -66,3 +66,32 @@ def test_bad_environment_variable_is_named(monkeypatch):
     monkeypatch.setenv("ADJOINTCORE_THREADS", "two")
     with pytest.raises(ValueError, match="ADJOINTCORE_THREADS"):
         _parallel._default_threads()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_threaded_kernel_works_in_a_forked_child(threads):
+    """A child forked after the pool started must not wait on the parent's (absent) threads."""
+    import os
+    threads(2)
+    x = np.linspace(-3, 3, 600 * 450).reshape(600, 450)
+    expected = Tanh().apply(None, x)[0]                   # starts the pool in the parent
+    pid = os.fork()
+    if pid == 0:                                          # child: exit code 0 iff bitwise equal
+        ok = False
+        try:
+            ok = np.array_equal(Tanh().apply(None, x)[0], expected)
+        finally:
+            os._exit(0 if ok else 1)
+    import signal
+    import time
+    deadline = time.monotonic() + 30.0                    # a hang fails the test, not CI
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung on the parent's thread pool")
+        time.sleep(0.01)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
