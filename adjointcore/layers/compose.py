@@ -59,7 +59,72 @@ def _child_params_bar(p_bar, n: int, where: str, like):
     return p_bar.reshape(-1)
 
 
-class Sequential(Layer):
+class _Composite(Layer):
+    """Bookkeeping shared by layers made of children with one flat parameter vector
+    (:class:`Sequential`, :class:`~adjointcore.layers.elementwise.Parallel`): child ``i`` owns
+    ``params[offsets[i]:offsets[i + 1]]`` (views ``"i.name"``); fast-path kernels and slices are
+    built once; the flags are derived from the children.
+
+    Subclasses name the attribute holding the children in ``_child_attr``.
+    """
+
+    _child_attr = "layers"
+
+    def _set_children(self, children) -> None:
+        if len(children) == 1 and isinstance(children[0], (list, tuple)):
+            children = tuple(children[0])
+        setattr(self, self._child_attr, tuple(children))
+        sizes = [check_child_layer(c, self._where(i)) for i, c in enumerate(self._children)]
+        self._offsets = tuple(np.cumsum([0] + sizes).tolist())
+        o = self._offsets
+        self._kernels = tuple(layer_kernel(c) for c in self._children)
+        self._slices = tuple(slice(o[i], o[i + 1]) for i in range(len(self._children)))
+
+    @property
+    def _children(self) -> tuple:
+        return getattr(self, self._child_attr)
+
+    def _where(self, i: int) -> str:
+        return f"{self._child_attr}[{i}]"
+
+    @property
+    def analytic(self) -> bool:
+        return all(getattr(c, "analytic", False) for c in self._children)
+
+    @property
+    def time_dependent(self) -> bool:
+        return any(getattr(c, "time_dependent", False) for c in self._children)
+
+    @property
+    def needs_rng(self) -> bool:
+        return any(getattr(c, "needs_rng", False) for c in self._children)
+
+    @property
+    def exact_vjp(self):
+        """True, or the first child's message saying why its VJP is not the exact derivative
+        of its forward (see :func:`adjointcore.gradcheck.check_layer`)."""
+        return next((m for m in (getattr(c, "exact_vjp", True) for c in self._children)
+                     if m is not True), True)
+
+    @property
+    def n_params(self) -> int:
+        return self._offsets[-1]
+
+    @property
+    def param_shapes(self) -> dict:
+        return prefixed_shapes(self._children, self._offsets)
+
+    def init(self, rng: np.random.Generator, dtype=np.float64):
+        """Children's ``init`` called in order with the same ``rng``; concatenated (NumPy)."""
+        check_generator(rng)
+        dtype = as_dtype(dtype)
+        o = self._offsets
+        parts = [init_child(c, rng, dtype, o[i + 1] - o[i], self._where(i))
+                 for i, c in enumerate(self._children)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+class Sequential(_Composite):
     """Chain of layers ``y = f_k(... f_1(f_0(x)))`` with one flat parameter vector.
 
     Parameters
@@ -78,14 +143,7 @@ class Sequential(Layer):
     """
 
     def __init__(self, *layers):
-        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
-            layers = tuple(layers[0])
-        self.layers = tuple(layers)
-        sizes = [check_child_layer(c, f"layers[{i}]") for i, c in enumerate(self.layers)]
-        self._offsets = tuple(np.cumsum([0] + sizes).tolist())
-        o = self._offsets
-        self._kernels = tuple(layer_kernel(c) for c in self.layers)
-        self._slices = tuple(slice(o[i], o[i + 1]) for i in range(len(self.layers)))
+        self._set_children(layers)
 
     # -- structure ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -97,47 +155,11 @@ class Sequential(Layer):
     def __iter__(self):
         return iter(self.layers)
 
-    @property
-    def analytic(self) -> bool:
-        return all(getattr(c, "analytic", False) for c in self.layers)
-
-    @property
-    def time_dependent(self) -> bool:
-        return any(getattr(c, "time_dependent", False) for c in self.layers)
-
-    @property
-    def exact_vjp(self):
-        """True, or the first child's message saying why its VJP is not the exact derivative
-        of its forward (see :func:`adjointcore.gradcheck.check_layer`)."""
-        return next((m for m in (getattr(c, "exact_vjp", True) for c in self.layers)
-                     if m is not True), True)
-
-    @property
-    def needs_rng(self) -> bool:
-        return any(getattr(c, "needs_rng", False) for c in self.layers)
-
-    @property
-    def n_params(self) -> int:
-        return self._offsets[-1]
-
-    @property
-    def param_shapes(self) -> dict:
-        return prefixed_shapes(self.layers, self._offsets)
-
     def slices(self, params) -> list:
         """Each child's block of ``params`` (views, in order)."""
         check_params("params", params, self.n_params, owner="Sequential")
         o = self._offsets
         return [params[o[i]:o[i + 1]] for i in range(len(self.layers))]
-
-    def init(self, rng: np.random.Generator, dtype=np.float64):
-        """Children's ``init`` called in order with the same ``rng``; concatenated (NumPy)."""
-        check_generator(rng)
-        dtype = as_dtype(dtype)
-        o = self._offsets
-        parts = [init_child(c, rng, dtype, o[i + 1] - o[i], f"layers[{i}]")
-                 for i, c in enumerate(self.layers)]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
     def output_shape(self, input_shape) -> tuple:
         shape = tuple(input_shape)

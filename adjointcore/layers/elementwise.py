@@ -12,8 +12,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import ShapeError, check_array, check_params, check_positive_int
-from ._checks import check_child_layer, check_y_bar, init_child, out_dtype, prefixed_shapes
-from .base import Layer, layer_kernel, param_layout
+from ._checks import check_y_bar, out_dtype
+from .base import Layer, param_layout
+from .compose import _Composite
 
 __all__ = ["Scale", "Parallel", "ScaleCache", "ParallelCache"]
 
@@ -97,7 +98,7 @@ class ParallelCache(NamedTuple):
     branches: tuple
 
 
-class Parallel(Layer):
+class Parallel(_Composite):
     """Sum of branches applied to the same input: ``y = f_1(x) + f_2(x) + ...``.
 
     Parameters
@@ -113,45 +114,13 @@ class Parallel(Layer):
     ``needs_rng`` if any is.
     """
 
+    _child_attr = "branches"
+
     def __init__(self, *branches):
-        if len(branches) == 1 and isinstance(branches[0], (list, tuple)):
-            branches = tuple(branches[0])
-        if not branches:
+        self._set_children(branches)
+        if not self.branches:
             raise ValueError("Parallel needs at least one branch, e.g. "
                              "Parallel(Scale(n), Linear(n, n)).")
-        self.branches = tuple(branches)
-        sizes = [check_child_layer(b, f"branches[{i}]") for i, b in enumerate(self.branches)]
-        self._offsets = tuple(np.cumsum([0] + sizes).tolist())
-        o = self._offsets
-        self._kernels = tuple(layer_kernel(b) for b in self.branches)
-        self._slices = tuple(slice(o[i], o[i + 1]) for i in range(len(self.branches)))
-
-    @property
-    def analytic(self) -> bool:
-        return all(getattr(b, "analytic", False) for b in self.branches)
-
-    @property
-    def time_dependent(self) -> bool:
-        return any(getattr(b, "time_dependent", False) for b in self.branches)
-
-    @property
-    def needs_rng(self) -> bool:
-        return any(getattr(b, "needs_rng", False) for b in self.branches)
-
-    @property
-    def n_params(self) -> int:
-        return self._offsets[-1]
-
-    @property
-    def param_shapes(self) -> dict:
-        return prefixed_shapes(self.branches, self._offsets)
-
-    def init(self, rng, dtype=np.float64):
-        """The branches' ``init`` in order with the same ``rng``; concatenated."""
-        o = self._offsets
-        parts = [init_child(b, rng, dtype, o[i + 1] - o[i], f"branches[{i}]")
-                 for i, b in enumerate(self.branches)]
-        return np.concatenate(parts)
 
     def output_shape(self, input_shape) -> tuple:
         shapes = {tuple(b.output_shape(input_shape)) for b in self.branches
