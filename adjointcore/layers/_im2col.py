@@ -83,17 +83,23 @@ def output_length(n: int, k: int, s: int, p: int) -> int:
     return (n + 2 * p - k) // s + 1
 
 
+def window_counts(geom: Geometry, hw) -> tuple:
+    """``(Ho, Wo)`` for input size ``hw``, unchecked (the fast paths' :func:`output_hw`)."""
+    (kh, kw), (sh, sw), (ph, pw) = geom
+    return output_length(hw[0], kh, sh, ph), output_length(hw[1], kw, sw, pw)
+
+
 def output_hw(geom: Geometry, hw, owner: str) -> tuple:
     """Output spatial size ``(Ho, Wo)`` for input size ``hw``; ShapeError if the input is too small.
     """
     h, w = int(hw[0]), int(hw[1])
-    (kh, kw), (sh, sw), (ph, pw) = geom
+    (kh, kw), _, (ph, pw) = geom
     if h + 2 * ph < kh or w + 2 * pw < kw:
         raise ShapeError(
             f"{owner}: the padded input of spatial size {h + 2 * ph}x{w + 2 * pw} (`x` is "
             f"{h}x{w}, padding {ph, pw}) is smaller than the kernel {kh}x{kw}; use a larger "
             f"input, more padding or a smaller kernel_size.")
-    return output_length(h, kh, sh, ph), output_length(w, kw, sw, pw)
+    return window_counts(geom, (h, w))
 
 
 def pad_hw(x, padding, value=0.0):

@@ -42,8 +42,8 @@ from .. import init as initmod
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._im2col import (Geometry, accumulate_windows, columns_are_view, crop_hw, make_geometry,
-                      output_hw, output_length, pad_channel_major, phase_accumulate,
-                      phase_columns, windows)
+                      output_hw, pad_channel_major, phase_accumulate, phase_columns,
+                      window_counts, windows)
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
 from .base import Layer, param_layout
 
@@ -249,17 +249,13 @@ class Conv2d(Layer):
         self._check_input(params, x)
         return self.apply(params, x)
 
-    def _out_hw(self, hw) -> tuple:
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return output_length(hw[0], kh, sh, ph), output_length(hw[1], kw, sw, pw)
-
     def apply(self, params, x, t=None, rng=None, tape=True):
         """Unchecked :meth:`forward` (``t`` is used by :class:`ConcatConv2d` only; ``tape=False``
         keeps no cache)."""
         t = None if not self._extra_channels else (
             t if type(t) is float else time_value(t, type(self).__name__))
         ws, wshape, bs = self._layout
-        out_hw = self._out_hw(x.shape[2:])
+        out_hw = window_counts(self._geometry, x.shape[2:])
         xp = get_array_module(x)
         dtype = out_dtype(x, t) if t is not None else x.dtype
         x_padded = pad_channel_major(x, self.padding, extra=t, dtype=dtype)
@@ -291,7 +287,7 @@ class Conv2d(Layer):
         """Unchecked :meth:`vjp`; the parameter cotangent is written into ``params_bar``."""
         ws, wshape, bs = self._layout
         n, c, h, w_ = cache.x_shape
-        out_hw = self._out_hw((h, w_))
+        out_hw = window_counts(self._geometry, (h, w_))
         xp = get_array_module(y_bar)
         w = params[ws].reshape(wshape)
         g = self.groups

@@ -14,8 +14,8 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array
-from ._im2col import (Geometry, accumulate_windows, crop_hw, make_geometry, output_hw,
-                      output_length, pad_hw, windows)
+from ._im2col import (Geometry, accumulate_windows, crop_hw, make_geometry, output_hw, pad_hw,
+                      window_counts, windows)
 from ._checks import check_y_bar
 from .base import ParameterFree
 
@@ -68,10 +68,6 @@ class _Pool2d(ParameterFree):
     def _check_cotangent(self, y_bar, x_shape):
         return check_y_bar(y_bar, self.output_shape(x_shape))
 
-    def _out_hw(self, hw) -> tuple:
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return output_length(hw[0], kh, sh, ph), output_length(hw[1], kw, sw, pw)
-
     def forward(self, params, x, **context):
         """Returns ``(y (N, C, Ho, Wo), cache)``: the checks, then :meth:`apply`."""
         self._check_input(params, x)
@@ -103,7 +99,7 @@ class MaxPool2d(_Pool2d):
     def apply(self, params, x, t=None, rng=None, tape=True):
         """Unchecked forward: ``(y (N, C, Ho, Wo), MaxPoolCache)`` (no cache with
         ``tape=False``)."""
-        out_hw = self._out_hw(x.shape[2:])
+        out_hw = window_counts(self._geometry, x.shape[2:])
         n, c = x.shape[:2]
         kh, kw = self.kernel_size
         x_padded = pad_hw(x, self.padding, value=-np.inf)
@@ -141,7 +137,7 @@ class AvgPool2d(_Pool2d):
 
     def apply(self, params, x, t=None, rng=None, tape=True):
         """Unchecked forward: ``(y (N, C, Ho, Wo), ShapeCache)``."""
-        out_hw = self._out_hw(x.shape[2:])
+        out_hw = window_counts(self._geometry, x.shape[2:])
         xp = get_array_module(x)
         kh, kw = self.kernel_size
         view = windows(pad_hw(x, self.padding), self._geometry, out_hw)

@@ -15,7 +15,7 @@ import solvers
 
 from ..errors import check_positive_int
 from ..gradcheck import central_difference, relative_error, taylor_test
-from .discrete import discrete_adjoint, grid_forward
+from .discrete import check_differentiable_field, discrete_adjoint, grid_forward
 
 __all__ = ["SolveGradientReport", "check_solve_gradient"]
 
@@ -64,11 +64,7 @@ def check_solve_gradient(field, y0, params, t_span, *, method="dopri5", rtol=1e-
     -------
     SolveGradientReport
     """
-    if not callable(getattr(field, "vjp", None)):
-        raise TypeError(f"`field` must be a vector field with forward(t, y, params) and "
-                        f"vjp(cache, dy_bar, need_params), got {type(field).__name__} (a plain "
-                        f"callable has no hand-written VJP); pass a field object, e.g. "
-                        f"adjointcore.fields.LayerField(layer).")
+    check_differentiable_field(field)
     if steps is None:
         grid = solvers.solve(field, y0, t_span, params=params, method=method, rtol=rtol,
                              atol=atol).grid

@@ -26,7 +26,7 @@ from ._cotangents import check_cotangents
 
 __all__ = ["CountingField", "DiscreteGradient", "DiscreteStats", "DiscreteSweep", "Recording",
            "record_forward", "check_grid", "grid_forward", "discrete_adjoint",
-           "begin_discrete_adjoint", "obs_steps_on_grid"]
+           "begin_discrete_adjoint", "obs_steps_on_grid", "check_differentiable_field"]
 
 
 class DiscreteStats(NamedTuple):
@@ -115,6 +115,15 @@ class CountingField(FieldKernel):
         """Mark the end of the first forward sweep (later evaluations are recomputations)."""
         if self.nfe_first is None:
             self.nfe_first = self.nfe
+
+
+def check_differentiable_field(field) -> None:
+    """Raise before any compute unless ``field`` has a ``vjp`` (a plain callable has none)."""
+    if not callable(getattr(field, "vjp", None)):
+        raise TypeError(f"`field` must be a vector field with forward(t, y, params) and "
+                        f"vjp(cache, dy_bar, need_params), got {type(field).__name__} (a plain "
+                        f"callable has no hand-written VJP); pass a field object, e.g. "
+                        f"adjointcore.fields.LayerField(layer).")
 
 
 def _stepper(method, method_options):
@@ -505,11 +514,7 @@ def begin_discrete_adjoint(field, y0, params, grid, *, method="rk4", method_opti
     -------
     DiscreteSweep
     """
-    if not callable(getattr(field, "vjp", None)):
-        raise TypeError(f"`field` must be a vector field with forward(t, y, params) and "
-                        f"vjp(cache, dy_bar, need_params), got {type(field).__name__} (a plain "
-                        f"callable has no hand-written VJP); pass a field object, e.g. "
-                        f"adjointcore.fields.LayerField(layer).")
+    check_differentiable_field(field)
     grid = check_grid(grid)
     n = grid.size - 1
     stepper = _stepper(method, method_options)
