@@ -15,7 +15,8 @@ import solvers
 
 from ..errors import check_positive_int
 from ..gradcheck import central_difference, relative_error, taylor_test
-from .discrete import check_differentiable_field, discrete_adjoint, grid_forward
+from ._discrete_inputs import check_differentiable_field
+from .discrete import discrete_adjoint, grid_forward
 
 __all__ = ["SolveGradientReport", "check_solve_gradient"]
 

@@ -17,12 +17,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from solvers import FieldKernel, as_field, field_kernel, get_stepper
+from solvers import FieldKernel, as_field, field_kernel
 
-from ..backend import get_array_module, to_host
+from ..backend import get_array_module
 from ..checkpointing import CheckpointStats, Taped, begin_adjoint
-from ..errors import ShapeError, check_array
-from ._cotangents import check_cotangents
+from ..errors import check_array
+from ._discrete_inputs import (check_differentiable_field, check_grid, check_obs_steps,
+                               check_uniform, cotangents_at, obs_steps_on_grid, stepper_for)
 
 __all__ = ["CountingField", "DiscreteGradient", "DiscreteStats", "DiscreteSweep", "Recording",
            "record_forward", "check_grid", "grid_forward", "discrete_adjoint",
@@ -68,40 +69,6 @@ class DiscreteGradient(NamedTuple):
     stats: DiscreteStats
 
 
-def check_grid(grid) -> np.ndarray:
-    """Validate a time grid: 1-D float64 host array, >= 2 points, strictly monotone."""
-    grid = np.asarray(grid, dtype=np.float64)
-    if grid.ndim != 1 or grid.size < 2:
-        raise ShapeError(f"`grid` must be a 1-D array of at least 2 times, got shape {grid.shape}; "
-                         f"use np.linspace(t0, t1, steps + 1) or Solution.grid.")
-    if not np.all(np.isfinite(grid)):
-        raise ValueError(f"`grid` contains non-finite times: {grid}.")
-    d = np.diff(grid)
-    if not (np.all(d > 0) or np.all(d < 0)):
-        raise ValueError(f"`grid` must be strictly increasing or strictly decreasing; got steps "
-                         f"with signs {np.unique(np.sign(d))}. Sort it or drop repeated times.")
-    return grid
-
-
-def obs_steps_on_grid(grid, t_obs, rtol: float = 1e-12) -> np.ndarray:
-    """Indices of the observation times ``t_obs`` in ``grid`` (each must be a grid point)."""
-    grid = check_grid(grid)
-    t_obs = np.atleast_1d(np.asarray(t_obs, dtype=np.float64))
-    scale = rtol * max(1.0, float(np.max(np.abs(grid))))
-    idx = np.searchsorted(grid, t_obs) if grid[1] > grid[0] else \
-        grid.size - 1 - np.searchsorted(grid[::-1], t_obs)
-    idx = np.clip(idx, 0, grid.size - 1)
-    for j, i in enumerate(idx):
-        near = [k for k in (i - 1, i, i + 1) if 0 <= k < grid.size]
-        best = min(near, key=lambda k: abs(grid[k] - t_obs[j]))
-        if not abs(grid[best] - t_obs[j]) <= scale:     # also rejects NaN
-            raise ValueError(f"`t_obs[{j}]` = {t_obs[j]!r} is not a point of the grid; choose "
-                             f"`steps` so that every observation time is a grid point, or solve "
-                             f"interval by interval.")
-        idx[j] = best
-    return idx.astype(np.int64)
-
-
 class CountingField(FieldKernel):
     """Wraps a vector field for one gradient computation: exact work counters (``nfe``,
     ``n_vjp``), the first evaluation checked and the rest unchecked, reusable parameter
@@ -115,65 +82,6 @@ class CountingField(FieldKernel):
         """Mark the end of the first forward sweep (later evaluations are recomputations)."""
         if self.nfe_first is None:
             self.nfe_first = self.nfe
-
-
-def check_differentiable_field(field) -> None:
-    """Raise before any compute unless ``field`` has a ``vjp`` (a plain callable has none)."""
-    if not callable(getattr(field, "vjp", None)):
-        raise TypeError(f"`field` must be a vector field with forward(t, y, params) and "
-                        f"vjp(cache, dy_bar, need_params), got {type(field).__name__} (a plain "
-                        f"callable has no hand-written VJP); pass a field object, e.g. "
-                        f"adjointcore.fields.LayerField(layer).")
-
-
-def _stepper(method, method_options):
-    return method if hasattr(method, "step_vjp") else get_stepper(method, **(method_options or {}))
-
-
-#: Relative spread of the step sizes above which a grid is not uniform (linspace grids spread
-#: by ~1e-13 of a step from rounding; adaptive grids by O(1)).
-UNIFORM_RTOL = 1e-9
-
-
-def _check_uniform(stepper, grid, method) -> None:
-    """Steppers with ``uniform_grid = True`` (the multistep methods) assume one step size:
-    refuse a non-uniform grid (their result on it would be silently wrong) with a ValueError
-    naming ``grid``."""
-    if not getattr(stepper, "uniform_grid", False):
-        return
-    d = np.diff(grid)
-    spread = float(np.max(np.abs(d - d[0])))
-    if spread > UNIFORM_RTOL * abs(float(d[0])):
-        raise ValueError(f"`grid` is not uniform (step sizes from {d.min()!r} to {d.max()!r}) "
-                         f"but method {method!r} is a multistep method, which assumes equal "
-                         f"steps; use np.linspace(t0, t1, steps + 1), or a Runge-Kutta method "
-                         f"for an adaptive grid.")
-
-
-def _check_obs_steps(obs_steps, n: int) -> np.ndarray:
-    """``obs_steps`` as a 1-D int64 host array of grid indices in ``[0, n]`` (default ``[n]``).
-
-    Raises
-    ------
-    TypeError
-        Non-integer indices (a float index would be truncated silently).
-    ValueError
-        Indices outside ``[0, n]`` (negative indices do not count from the end).
-    """
-    if obs_steps is None:
-        return np.array([n], dtype=np.int64)
-    raw = np.asarray(to_host(obs_steps))
-    if raw.size and not (np.issubdtype(raw.dtype, np.integer) or
-                         (np.issubdtype(raw.dtype, np.floating) and
-                          np.all(raw == np.round(raw)))):
-        raise TypeError(f"`obs_steps` must be integer grid indices, got {raw.tolist()!r}; map "
-                        f"observation times to indices with obs_steps_on_grid(grid, t_obs).")
-    obs = raw.astype(np.int64).reshape(-1)
-    if obs.size and (obs.min() < 0 or obs.max() > n):
-        raise ValueError(f"`obs_steps` must lie in [0, {n}] (the grid has {n} steps), got "
-                         f"{obs.tolist()}; negative indices are not supported, use {n} for "
-                         f"the final state.")
-    return obs
 
 
 def grid_forward(field, y0, params, grid, method="rk4", method_options=None, obs_steps=None):
@@ -198,9 +106,9 @@ def grid_forward(field, y0, params, grid, method="rk4", method_options=None, obs
     nfe : int
     """
     grid = check_grid(grid)
-    stepper = _stepper(method, method_options)
-    _check_uniform(stepper, grid, method)
-    obs = _check_obs_steps(obs_steps, grid.size - 1)
+    stepper = stepper_for(method, method_options)
+    check_uniform(stepper, grid, method)
+    obs = check_obs_steps(obs_steps, grid.size - 1)
     slots = {}                                   # grid index -> output rows (repeats allowed)
     for j, i in enumerate(obs.tolist()):
         slots.setdefault(i, []).append(j)
@@ -251,7 +159,7 @@ def record_forward(field, y0, params, grid, method="rk4", method_options=None) -
         ``recording.states[-1][0]`` is the final state.
     """
     grid = check_grid(grid)
-    stepper = _stepper(method, method_options)
+    stepper = stepper_for(method, method_options)
     if not hasattr(stepper, "step_taped"):
         raise TypeError(f"method {method!r} cannot record a taped forward sweep (no step_taped); "
                         f"use discrete_adjoint's schedules instead.")
@@ -307,13 +215,13 @@ def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_op
     -------
     DiscreteGradient
     """
-    sweep_args = dict(method=method, method_options=method_options, schedule=schedule,
-                      recording=recording)
     grid = check_grid(grid)
     check_array("y0", y0)
-    _cotangents_at(y_bars, obs_steps, y0, grid.size - 1)     # bad cotangents fail before compute
-    sweep = begin_discrete_adjoint(field, y0, params, grid, **sweep_args)
-    return sweep.gradient(y_bars, obs_steps, need_params)
+    bar_at = cotangents_at(y_bars, obs_steps, y0, grid.size - 1)   # fails before any compute
+    sweep = begin_discrete_adjoint(field, y0, params, grid, method=method,
+                                   method_options=method_options, schedule=schedule,
+                                   recording=recording)
+    return sweep.reverse(bar_at, need_params)
 
 
 class DiscreteSweep:
@@ -334,13 +242,13 @@ class DiscreteSweep:
         Field evaluations of the forward sweep.
     """
 
-    def __init__(self, field, y0, params, grid, stepper, method, schedule, taped, recording):
+    def __init__(self, field, y0, params, grid, stepper, schedule, taped, recording):
         self.grid = grid
-        self._args = (field, y0, params, stepper, method, schedule, taped, recording)
+        self._args = (field, y0, params, stepper, schedule, taped, recording)
         self._begin()
 
     def _begin(self):
-        field, y0, params, stepper, method, schedule, taped, recording = self._args
+        field, y0, params, stepper, schedule, taped, recording = self._args
         grid, n = self.grid, self.grid.size - 1
         counted = CountingField(field)
         tapes = {}
@@ -412,9 +320,13 @@ class DiscreteSweep:
             ``stats.forward_nfe`` is the forward sweep's; ``recompute_nfe`` what the reverse
             sweep evaluated (plus a repeated forward sweep on a second call).
         """
+        return self.reverse(cotangents_at(y_bars, obs_steps, self._args[1], self.grid.size - 1),
+                            need_params)
+
+    def reverse(self, bar_at, need_params=True) -> DiscreteGradient:
+        """:meth:`gradient` from already checked cotangents ``{grid index: cotangent}``."""
         field, y0, params, stepper, *_ = self._args
         n = self.grid.size - 1
-        bar_at = _cotangents_at(y_bars, obs_steps, y0, n)
         nfe_before = 0
         if self._pending.finished:
             self._begin()
@@ -488,21 +400,6 @@ class _TapedSweep:
                                     snapshots_written=n - 1, n_steps=n)
 
 
-def _cotangents_at(y_bars, obs_steps, y0, n) -> dict:
-    """``{grid index: summed cotangent}`` from validated ``y_bars``/``obs_steps`` (repeats add)."""
-    obs = _check_obs_steps(obs_steps, n)
-    if obs_steps is None:
-        y_bars = check_cotangents("y_bars", y_bars, y0, tuple(y0.shape),
-                                  fix="Without obs_steps, pass the final state's cotangent.")[None]
-    else:
-        y_bars = check_cotangents("y_bars", y_bars, y0, (obs.size,) + tuple(y0.shape),
-                                  fix="Pass one cotangent per observation step.")
-    bar_at = {}
-    for j, i in enumerate(obs.tolist()):
-        bar_at[i] = y_bars[j] if i not in bar_at else bar_at[i] + y_bars[j]
-    return bar_at
-
-
 def begin_discrete_adjoint(field, y0, params, grid, *, method="rk4", method_options=None,
                            schedule=None, recording=None) -> DiscreteSweep:
     """Run the forward sweep of :func:`discrete_adjoint` now, its reverse sweep later.
@@ -517,8 +414,8 @@ def begin_discrete_adjoint(field, y0, params, grid, *, method="rk4", method_opti
     check_differentiable_field(field)
     grid = check_grid(grid)
     n = grid.size - 1
-    stepper = _stepper(method, method_options)
-    _check_uniform(stepper, grid, method)
+    stepper = stepper_for(method, method_options)
+    check_uniform(stepper, grid, method)
     schedule = Taped() if schedule is None else schedule
     taped = isinstance(schedule, Taped) and hasattr(stepper, "step_taped")
     if not callable(getattr(schedule, "plan", None)):
@@ -533,4 +430,4 @@ def begin_discrete_adjoint(field, y0, params, grid, *, method="rk4", method_opti
                              f"({n} steps) and method ({method!r}; recorded: "
                              f"{recording.method!r}), and needs schedule=None or Taped() "
                              f"(taped store-all).")
-    return DiscreteSweep(field, y0, params, grid, stepper, method, schedule, taped, recording)
+    return DiscreteSweep(field, y0, params, grid, stepper, schedule, taped, recording)
