@@ -130,12 +130,46 @@ def _blocks(out: dict) -> None:
     out["lm_stack/y"], out["lm_stack/x_bar"], out["lm_stack/params_bar"] = y, x_bar, p_bar
 
 
+def _trajectories(out: dict) -> None:
+    """Experiments' trajectory fits (every gradient configuration) and NODE-EW's Algorithm 1."""
+    from adjointcore.layers import Linear as Lin
+    from experiments._training import GradientConfig, TrajectoryProblem, loss_and_grad
+    from nets.node_ew import CoupledField, node_ew_gradient
+    rng = np.random.default_rng(8)
+    layer = Sequential(Lin(2, 8), Tanh(), Lin(8, 2))
+    params = layer.init(np.random.default_rng(9))
+    t_obs = np.array([0.25, 0.5, 1.0])
+    problem = TrajectoryProblem(LayerField(layer), rng.standard_normal((3, 2)), 0.0, t_obs,
+                                rng.standard_normal((3, 4)), slice(0, 4))
+    configs = {"euler": GradientConfig("discrete", "euler", 12),
+               "rk4": GradientConfig("discrete", "rk4", 8),
+               "ab3": GradientConfig("discrete", "ab3", 8),
+               "backsolve": GradientConfig("backsolve", "dopri5", None, 1e-7, 1e-9),
+               "interpolated": GradientConfig("interpolated", "dopri5", None, 1e-7, 1e-9)}
+    for name, config in configs.items():
+        loss, grad, _ = loss_and_grad(problem, params, params.size, config)
+        out[f"training/{name}/loss"], out[f"training/{name}/grad"] = np.array(loss), grad
+    cf = CoupledField(Sequential(Lin(2, 4), Tanh(), Lin(4, 2)), Sequential(Lin(22, 22), Tanh()),
+                      (3, 2))
+    theta0, theta1 = cf.init(np.random.default_rng(10))
+    x0 = rng.standard_normal((3, 2))
+    x_bars = rng.standard_normal((2, 3, 2))
+    for name, opts in (("adaptive", {"rtol": 1e-7, "atol": 1e-9}), ("fixed", {"steps": 9})):
+        for printed in (False, True):
+            g = node_ew_gradient(cf, x0, theta0, theta1, [0.5, 1.0], x_bars, printed=printed,
+                                 **opts)
+            key = f"node_ew_gradient/{name}/{'printed' if printed else 'derived'}"
+            out[key + "/x0_bar"], out[key + "/theta0_bar"] = g.x0_bar, g.theta0_bar
+            out[key + "/theta1_bar"] = g.theta1_bar
+
+
 def compute() -> dict:
     """Every checked array, by name."""
     out: dict = {}
     _layer_outputs(out)
     _drivers(out)
     _blocks(out)
+    _trajectories(out)
     return {k: np.asarray(v) for k, v in out.items() if v is not None}
 
 
