@@ -1,12 +1,17 @@
-"""Linear multistep methods: exact coefficients, observed convergence orders, stepper protocol."""
+"""Linear multistep methods: exact coefficients, observed convergence orders, stepper protocol.
+
+Trajectories come from ``solvers.solve(..., method=name, steps=N)``; only the LM step with
+``k != 0`` is driven through the stepper protocol, since ``solve`` builds its stepper without
+options.
+"""
 import math
 from fractions import Fraction as Fr
 
 import numpy as np
 import pytest
 
-from solvers._lmm import (LMM_STEPPERS, AdamsStepper, LMStepper, check_uniform_grid,
-                          get_lmm_stepper, lmm_integrate)
+import solvers
+from solvers._lmm import LMM_STEPPERS, AdamsStepper, LMStepper, check_uniform_grid, get_lmm_stepper
 from solvers._lmm_coeffs import adams_bashforth, adams_moulton, lmm_error_constants
 from tests.solvers.problems import PROBLEMS
 
@@ -112,22 +117,45 @@ ORDER_CASES = [
 ORDER_TOL = 0.15  # brief: observed order within +-0.15 of nominal
 
 
-def _final_errors(stepper, problem, ns):
+def _solve(method, problem, n):
+    """``solvers.solve`` of ``problem`` with ``n`` equal steps of ``method``."""
+    return solvers.solve(problem.f, problem.y0, problem.t_span, method=method, steps=n)
+
+
+def _lm_final_state(k, problem, n):
+    """``y_N`` of ``n`` LM steps with coefficient ``k``, on the times ``solve`` uses.
+
+    ``solve(method="lm")`` has ``k = 0`` only (it takes no method options), so the stepper is
+    driven here through its protocol.
+    """
+    stepper, field = LMStepper(k), CallableField(problem.f)
+    t0, t1 = problem.t_span
+    h = (t1 - t0) / n
+    state, t = stepper.init(field, t0, problem.y0, None), t0
+    for i in range(n):
+        state, _ = stepper.step(field, i, t, h, state, None)
+        t = t + h
+    return state[0]
+
+
+def _final_state(method, options, problem, n):
+    if options:
+        return _lm_final_state(options["k"], problem, n)
+    return _solve(method, problem, n).ys[-1]
+
+
+def _final_errors(method, options, problem, ns):
     """Max-norm errors at t1 against the solution of ``y' = rhs_scale * f`` (autonomous if != 1)."""
     t0, t1 = problem.t_span
-    scale = getattr(stepper, "rhs_scale", 1.0)
+    scale = getattr(get_lmm_stepper(method, **options), "rhs_scale", 1.0)
     target = problem.exact(t0 + (t1 - t0) * scale)
-    errs = []
-    for n in ns:
-        ys, _ = lmm_integrate(stepper, CallableField(problem.f), problem.y0,
-                              np.linspace(t0, t1, n + 1), None)
-        errs.append(float(np.max(np.abs(ys[-1] - target))))
-    return np.array(errs)
+    return np.array([float(np.max(np.abs(_final_state(method, options, problem, n) - target)))
+                     for n in ns])
 
 
-def observed_order(stepper, problem, n0):
+def observed_order(method, options, problem, n0):
     ns = np.array([n0, 2 * n0, 4 * n0])
-    errs = _final_errors(stepper, problem, ns)
+    errs = _final_errors(method, options, problem, ns)
     h = (problem.t_span[1] - problem.t_span[0]) / ns
     return float(np.polyfit(np.log(h), np.log(errs), 1)[0]), errs
 
@@ -135,35 +163,33 @@ def observed_order(stepper, problem, n0):
 @pytest.mark.parametrize("method, options, problem, n0", ORDER_CASES,
                          ids=[f"{m}{o.get('k', '')}-{p}" for m, o, p, _ in ORDER_CASES])
 def test_observed_order(method, options, problem, n0):
-    stepper = get_lmm_stepper(method, **options)
-    slope, errs = observed_order(stepper, PROBLEMS[problem], n0)
-    assert abs(slope - stepper.order) <= ORDER_TOL, (method, problem, slope, errs)
+    slope, errs = observed_order(method, options, PROBLEMS[problem], n0)
+    order = get_lmm_stepper(method, **options).order
+    assert abs(slope - order) <= ORDER_TOL, (method, problem, slope, errs)
 
 
 def test_lm_with_nonzero_k_does_not_solve_the_unscaled_ode():
     # For k != 0 the LM step converges to v' = f/(1+k), so the error against y' = f stays O(1).
     problem = PROBLEMS["logistic"]
-    stepper = LMStepper(k=-0.3)
     t0, t1 = problem.t_span
     gap = float(np.max(np.abs(problem.exact(t1) - problem.exact(t0 + (t1 - t0) / 0.7))))
     for n in (200, 800):
-        ys, _ = lmm_integrate(stepper, CallableField(problem.f), problem.y0,
-                              np.linspace(t0, t1, n + 1), None)
-        err = float(np.max(np.abs(ys[-1] - problem.exact(t1))))
+        err = float(np.max(np.abs(_lm_final_state(-0.3, problem, n) - problem.exact(t1))))
         assert abs(err - gap) < 0.05 * gap  # the O(h) distance to v is < 5% of the gap here
 
 
 def test_lm_k0_is_forward_euler_and_ab1_bitwise():
     problem = PROBLEMS["nonautonomous"]
-    ts = np.linspace(*problem.t_span, 33)
-    ys_lm, _ = lmm_integrate(LMStepper(0.0), CallableField(problem.f), problem.y0, ts, None)
-    ys_ab, _ = lmm_integrate(AdamsStepper(1), CallableField(problem.f), problem.y0, ts, None)
-    h = ts[1] - ts[0]
-    y = problem.y0
-    for n in range(3):
-        y = y + h * problem.f(ts[n], y)
+    ys_lm, ys_ab = _solve("lm", problem, 32).ys, _solve("ab1", problem, 32).ys
+    t0, t1 = problem.t_span
+    h = (t1 - t0) / 32
+    t, y = t0, problem.y0
+    for _ in range(3):
+        y = y + h * problem.f(t, y)
+        t = t + h
     np.testing.assert_allclose(ys_lm[3], y, rtol=1e-15, atol=0)  # same operations up to rounding
     np.testing.assert_array_equal(ys_lm, ys_ab)
+    np.testing.assert_array_equal(_lm_final_state(0.0, problem, 32), ys_lm[-1])  # same loop
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,10 +231,9 @@ def test_state_layout_nfe_and_restart(method):
 
 @pytest.mark.parametrize("method", ["ab3", "abm4", "leapfrog", "lm"])
 def test_float32_stays_float32(method):
-    field = CallableField(lambda t, y: -0.5 * y + math.cos(t))  # Python scalars keep float32
-    ys, _ = lmm_integrate(get_lmm_stepper(method), field, np.ones(3, dtype=np.float32),
-                          np.linspace(0.0, 1.0, 11), None)
-    assert ys.dtype == np.float32
+    res = solvers.solve(lambda t, y: -0.5 * y + math.cos(t),  # Python scalars keep float32
+                        np.ones(3, dtype=np.float32), (0.0, 1.0), method=method, steps=10)
+    assert res.ys.dtype == np.float32
 
 
 def test_history_placeholders_shift_out():
@@ -241,14 +266,11 @@ def test_bad_inputs_raise_clear_errors():
         get_lmm_stepper("lm", kappa=0.1)
     with pytest.raises(ValueError, match=r"order must be an int in \[2, 5\]"):
         AdamsStepper(1, corrector=True)
-    with pytest.raises(ValueError, match="uniform"):
+    with pytest.raises(ValueError, match="uniform and strictly monotone"):
         check_uniform_grid([0.0, 0.1, 0.3])
     with pytest.raises(ValueError, match="at least 2 times"):
         check_uniform_grid([0.0])
     problem = PROBLEMS["linear4"]
-    with pytest.raises(ValueError, match="uniform and strictly monotone"):
-        lmm_integrate(get_lmm_stepper("ab2"), CallableField(problem.f), problem.y0,
-                      np.array([0.0, 0.1, 0.25, 0.3]), None)
     with pytest.raises(ValueError, match="non-negative int"):
         get_lmm_stepper("ab2").step(CallableField(problem.f), -1, 0.0, 0.1,
                                     (problem.y0, problem.y0), None)
@@ -270,12 +292,9 @@ def test_lm_method_params_and_scale():
 
 def test_cupy_matches_numpy(xp):
     problem = PROBLEMS["linear4"]
-    ts = np.linspace(0.0, 1.0, 9)
     for method in ("ab4", "abm3", "leapfrog"):
-        ys_np, _ = lmm_integrate(get_lmm_stepper(method), CallableField(problem.f), problem.y0,
-                                 ts, None)
-        ys_xp, _ = lmm_integrate(get_lmm_stepper(method), CallableField(problem.f),
-                                 xp.asarray(problem.y0), ts, None)
+        ys_np, ys_xp = (solvers.solve(problem.f, y0, (0.0, 1.0), method=method, steps=8).ys
+                        for y0 in (problem.y0, xp.asarray(problem.y0)))
         assert type(ys_xp) is type(xp.asarray(problem.y0))
         # Same operations in float64 on both devices; differences are reduction-order rounding.
         np.testing.assert_allclose(xp.asnumpy(ys_xp) if xp is not np else ys_xp, ys_np,
