@@ -29,11 +29,13 @@ so the mask is frozen; time-dependent layers get ``t`` on every call.
 from __future__ import annotations
 
 import copy
+import difflib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backend import get_array_module, real_dtype
+from ..backend import FLOAT_DTYPES, get_array_module, real_dtype
+from ..errors import check_array
 from ..layers.base import call_vjp
 from ._complex import complex_step
 from ._dot import _norm, dot_product_test, inner
@@ -114,28 +116,54 @@ def _tol_key(figure: str) -> str:
     return "taylor_min_rate" if figure.startswith("taylor") else figure.split("_")[0]
 
 
+TOL_KEYS = ("fd", "complex", "dot", "taylor_min_rate")
+
+
 def _resolve_checks(checks, tol, dtype):
+    """The checks to run and the tolerances in force (defaults updated with ``tol``).
+
+    Raises
+    ------
+    TypeError
+        ``checks`` is not a string or an iterable of strings, or ``tol`` is not a dict.
+    ValueError
+        An unknown check name or ``tol`` key, or a ``tol`` value that is not a positive finite
+        real number; the message lists the allowed names/keys.
+    """
     if checks is None:
         wanted = CHECKS
     else:
-        checks = (checks,) if isinstance(checks, str) else tuple(checks)
+        try:
+            checks = (checks,) if isinstance(checks, str) else tuple(checks)
+        except TypeError:
+            raise TypeError(f"`checks` must be a check name or an iterable of them, got "
+                            f"{checks!r}; choose from {CHECKS}.") from None
         unknown = [c for c in checks if c not in CHECKS]
         if unknown:
             raise ValueError(f"`checks` has unknown entries {unknown}; choose from {CHECKS}.")
         wanted = checks
     tolerances = default_tolerances(dtype)
     if tol is not None:
+        allowed = ", ".join(repr(k) for k in TOL_KEYS)
+        example = {"fd": tolerances["fd"]}
         if not isinstance(tol, dict):
-            raise TypeError(f"`tol` must be a dict such as {{'fd': 1e-6}}, got {tol!r}.")
-        unknown = [k for k in tol if k not in ("fd", "complex", "dot", "taylor_min_rate")]
+            raise TypeError(f"`tol` must be a dict of tolerances such as {example}, got "
+                            f"{_what(tol)}; allowed keys: {allowed}.")
+        unknown = {k: v for k, v in tol.items() if k not in TOL_KEYS}
         if unknown:
-            raise ValueError(f"`tol` has unknown keys {unknown}; use 'fd', 'complex', 'dot', "
-                             f"'taylor_min_rate'.")
+            hints = [f"{close[0]!r} for {k!r}" for k in unknown if isinstance(k, str)
+                     for close in [difflib.get_close_matches(k, TOL_KEYS, n=1)] if close]
+            hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+            raise ValueError(f"`tol` has unknown keys {unknown}{hint}; allowed keys: {allowed} "
+                             f"(figures such as 'fd_x' share the tolerance of their check, "
+                             f"'fd').")
         for k, v in tol.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                    or not np.isfinite(v) or v <= 0:
-                raise ValueError(f"`tol[{k!r}]` must be a positive finite number, got {v!r}; "
-                                 f"e.g. tol={{{k!r}: {default_tolerances(dtype).get(k, 1e-6)}}}.")
+            if isinstance(v, (bool, np.bool_)) or not isinstance(
+                    v, (int, float, np.integer, np.floating)) or not np.isfinite(v) or v <= 0:
+                default = tolerances.get(k, default_tolerances(np.float64)[k])
+                raise ValueError(f"`tol[{k!r}]` must be a positive finite number, got "
+                                 f"{_what(v)}; e.g. tol={{{k!r}: {default}}}. Allowed keys: "
+                                 f"{allowed}.")
             tolerances[k] = float(v)
     return wanted, tolerances
 
@@ -145,6 +173,35 @@ def _layer_name(layer) -> str:
         return repr(layer)
     except Exception:  # noqa: BLE001 - a broken user __repr__ must not hide the report
         return type(layer).__name__
+
+
+def _who(layer) -> str:
+    """The layer as named in an error message: its ``repr`` when its class defines one, else
+    its class name (not ``<module.Class object at 0x...>``)."""
+    if type(layer).__repr__ is object.__repr__:
+        return type(layer).__name__
+    return _layer_name(layer)
+
+
+def _what(value, depth: int = 0) -> str:
+    """Short description of a returned value: type and shape/dtype (arrays), length and items
+    (tuples/lists, one level), or a clipped ``repr``."""
+    if value is None:
+        return "None"
+    if isinstance(value, (tuple, list)):
+        if depth:
+            return f"{type(value).__name__} of length {len(value)}"
+        items = ", ".join(_what(v, depth + 1) for v in value[:4])
+        more = ", ..." if len(value) > 4 else ""
+        return f"{type(value).__name__} of length {len(value)} ({items}{more})"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a broken user __repr__ must not hide the message
+        text = "<unprintable>"
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{type(value).__name__} {text}"
 
 
 def _unit(rng, shape, dtype, xp):
@@ -167,33 +224,44 @@ def _make_forward(layer, t, rng0):
         ctx = dict(context, rng=copy.deepcopy(rng0)) if needs_rng else context
         out = layer.forward(params, x, **ctx)
         if not isinstance(out, tuple) or len(out) != 2:
-            raise TypeError(f"{_layer_name(layer)}.forward returned {type(out).__name__}; the "
-                            f"layer protocol wants the pair (y, cache).")
+            raise TypeError(f"{_who(layer)}.forward returned {_what(out)}; the layer protocol "
+                            f"wants the pair (y, cache): end forward with `return y, cache` "
+                            f"(cache: what vjp needs, e.g. a tuple of inputs).")
         return out
 
     return forward
 
 
+def _check_output(layer, y):
+    """The forward output ``y`` must be a float (or complex) array: its shape sets ``y_bar``."""
+    if not hasattr(y, "shape") or not hasattr(y, "dtype") or y.dtype.kind not in "fc":
+        raise TypeError(f"{_who(layer)}.forward returned y = {_what(y)} as the first element of "
+                        f"its (y, cache) pair; y must be a float NumPy or CuPy array: return "
+                        f"`xp.asarray(y, dtype=x.dtype), cache` (and check the order y, cache).")
+
+
 def _protocol_failures(x, x_bar, p_bar, n_params):
-    """Shape violations of the VJP outputs (reported instead of figures)."""
+    """Shape violations of the VJP outputs (reported as failures instead of figures)."""
     out = []
-    if tuple(getattr(x_bar, "shape", ())) != tuple(x.shape):
-        out.append(f"x_bar has shape {getattr(x_bar, 'shape', None)}, expected {tuple(x.shape)}")
-    if p_bar is None or tuple(getattr(p_bar, "shape", ())) != (n_params,):
-        out.append(f"params_bar has shape {getattr(p_bar, 'shape', None)}, expected "
-                   f"({n_params},)")
+    if not hasattr(x_bar, "shape") or tuple(x_bar.shape) != tuple(x.shape):
+        out.append(f"vjp returned x_bar = {_what(x_bar)}, expected an array of shape "
+                   f"{tuple(x.shape)} (the shape of x); fix the layer's vjp")
+    if not hasattr(p_bar, "shape") or tuple(p_bar.shape) != (n_params,):
+        out.append(f"vjp returned params_bar = {_what(p_bar)}, expected an array of shape "
+                   f"({n_params},) (the shape of params; empty for a layer without parameters); "
+                   f"fix the layer's vjp")
     return out
 
 
 def _call_vjp(layer, params, cache, y_bar):
     """``(x_bar, params_bar)`` from the layer's ``vjp`` as the README documents it,
     ``vjp(params, cache, y_bar)``; ``need_params=True`` is passed only to layers that accept it.
-    A result that is not a pair raises a TypeError naming the layer."""
+    A result that is not a pair raises a TypeError naming the layer and what it returned."""
     out = call_vjp(layer, params, cache, y_bar)
     if not isinstance(out, tuple) or len(out) != 2:
-        raise TypeError(f"{_layer_name(layer)}.vjp returned {type(out).__name__}; the layer "
-                        f"protocol wants the pair (x_bar, params_bar) (params_bar an empty array "
-                        f"for a layer without parameters).")
+        raise TypeError(f"{_who(layer)}.vjp returned {_what(out)}; the layer protocol wants the "
+                        f"pair (x_bar, params_bar): end vjp with `return x_bar, params_bar` "
+                        f"(params_bar an empty array for a layer without parameters).")
     return out
 
 
@@ -231,10 +299,29 @@ def check_layer(layer, x, params=None, rng=None, t=None, checks=None, tol=None, 
     Returns
     -------
     LayerReport
+        A VJP result of the wrong shape (``x_bar`` not shaped like ``x``, ``params_bar`` not
+        of length ``n_params``) is reported as a failure, without figures.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a float32/float64 array; ``layer`` lacks ``forward``/``vjp`` (or ``init``
+        without ``params``); ``params`` is not a flat float array; ``tol`` is not a dict;
+        ``layer.forward`` does not return the pair ``(y, cache)`` with ``y`` a float array, or
+        ``layer.vjp`` does not return the pair ``(x_bar, params_bar)`` (the message names the
+        layer and describes what it returned).
+    ValueError
+        ``x`` is empty or not finite; unknown ``checks`` or ``tol`` keys; a ``tol`` value that
+        is not a positive finite number (the message names the key and the value and lists the
+        allowed keys); ``params`` disagreeing with a declared ``n_params``; a time-dependent
+        layer without ``t``.
     """
-    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
-        raise TypeError(f"`x` must be a NumPy or CuPy array, got {type(x).__name__}; wrap it "
-                        f"with np.asarray(x, dtype=np.float64).")
+    check_array("x", x, allow_complex=False, finite=True,
+                fix="check_layer takes a real float64 (verification) or float32 input; the "
+                    "complex-step check makes its own complex copies.")
+    if x.size == 0:
+        raise ValueError(f"`x` is empty (shape {tuple(x.shape)}); pass at least one element, "
+                         f"e.g. np.random.default_rng(0).standard_normal((2, n_features)).")
     needed = ("forward", "vjp") if params is not None else ("forward", "vjp", "init")
     for attr in needed:
         if not callable(getattr(layer, attr, None)):
@@ -247,9 +334,10 @@ def check_layer(layer, x, params=None, rng=None, t=None, checks=None, tol=None, 
     draw = np.random.default_rng(seed)
     if params is None:
         params = xp.asarray(layer.init(np.random.default_rng(seed), dtype=dtype))
-    if not hasattr(params, "shape") or getattr(params, "ndim", None) != 1:
-        raise TypeError(f"`params` must be a flat 1-D array, got {type(params).__name__} of "
-                        f"shape {getattr(params, 'shape', None)}; use layer.init(rng).")
+    if not hasattr(params, "shape") or getattr(params, "ndim", None) != 1 \
+            or getattr(params, "dtype", None) not in FLOAT_DTYPES:
+        raise TypeError(f"`params` must be a flat 1-D float32/float64 array, got "
+                        f"{_what(params)}; use layer.init(rng).")
     n_params = int(params.shape[0])
     declared = getattr(layer, "n_params", None)
     if declared is not None and not callable(declared) and int(declared) != n_params:
@@ -264,6 +352,7 @@ def check_layer(layer, x, params=None, rng=None, t=None, checks=None, tol=None, 
     forward = _make_forward(layer, t, rng0)
 
     y, cache = forward(params, x)
+    _check_output(layer, y)
     y_bar = _unit(draw, y.shape, dtype, xp)
     x_bar, p_bar = _call_vjp(layer, params, cache, y_bar)
     failures = _protocol_failures(x, x_bar, p_bar, n_params)
