@@ -83,7 +83,7 @@ def run(args):
                 ref = grad
             same = bool(np.array_equal(to_host(grad.y0_bar), to_host(ref.y0_bar))
                         and np.array_equal(to_host(grad.params_bar), to_host(ref.params_bar)))
-            ck = grad.stats.checkpoint
+            ck = grad.stats
             bound = ""
             if isinstance(schedule, (Revolve, Online)):
                 bound = f"{(schedule.snapshots * state_bytes + step_peak) / state_bytes:.1f}"

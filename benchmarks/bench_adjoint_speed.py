@@ -80,7 +80,7 @@ def rows_for(prob, method, repeat, xp, steps=None, rtol=None):
     t_adj, grad = best_time(lambda: discrete_adjoint(prob.field, prob.y0, prob.params, grid,
                                                      prob.y_bar, method=method), repeat, xp)
     st = grad.stats
-    work = (f"nfe {st.forward_nfe}+{st.recompute_nfe} recomputed, {st.backward_vjps} vjps")
+    work = (f"nfe {st.forward_nfe}+{st.backward_nfe} recomputed, {st.vjps} vjps")
     t_u1, _ = best_time(lambda: discrete_adjoint(prob.field, prob.y0, prob.params, grid,
                                                  prob.y_bar, method=method,
                                                  schedule=Uniform(1)), repeat, xp)

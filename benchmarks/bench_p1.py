@@ -359,7 +359,7 @@ def block_fwd_grad(block, prob):
         (x_bar, params_bar), bwd = block.vjp(prob.params, cache, prob.C), None
     fwd = getattr(cache, "stats", None)
     return {"x_bar": x_bar, "params_bar": params_bar,
-            "fwd_nfe": getattr(fwd, "nfe", None), "bwd_nfe": getattr(bwd, "nfe", None),
+            "fwd_nfe": getattr(fwd, "nfe", None), "bwd_nfe": getattr(bwd, "backward_nfe", None),
             "vjps": getattr(bwd, "vjps", None)}
 
 
@@ -386,7 +386,8 @@ def dopri5_fwd_grad(block, prob):
     _, cache = block.forward(prob.params, prob.z0)
     x_bar, params_bar, bwd = block.vjp_with_stats(prob.params, cache, prob.C)
     return {"x_bar": x_bar, "params_bar": params_bar, "fwd_nfe": int(cache.stats.nfe),
-            "bwd_nfe": int(bwd.nfe), "vjps": int(bwd.vjps), "steps": int(cache.stats.n_steps)}
+            "bwd_nfe": int(bwd.backward_nfe), "vjps": int(bwd.vjps),
+            "steps": int(cache.stats.n_steps)}
 
 
 # -- measuring --------------------------------------------------------------------------------

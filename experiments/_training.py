@@ -22,15 +22,11 @@ from typing import Any, Callable, NamedTuple, Optional
 import numpy as np
 
 import solvers
-from adjointcore.sensitivity import (continuous_adjoint, discrete_adjoint, grid_forward,
-                                     obs_steps_on_grid)
-from adjointcore.sensitivity.discrete import record_forward
+from adjointcore.sensitivity import GRADIENTS, begin_trajectory_gradient
 
 __all__ = ["GradientConfig", "TrajectoryProblem", "StepInfo", "History", "loss_and_grad",
            "evaluate", "train", "train_bp_then_adjoint", "split_vars", "join_vars",
-           "check_loss", "discrete_backward_nfe"]
-
-GRADIENTS = ("discrete", "backsolve", "interpolated")
+           "check_loss"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,12 +131,6 @@ def check_loss(loss: float, where: str, fix: str = "lower the learning rate or u
     return loss
 
 
-def discrete_backward_nfe(stats) -> int:
-    """Backward work of a discrete adjoint (``DiscreteStats``): field VJPs plus the forward
-    evaluations recomputed in reverse (checkpointing, stage recomputation)."""
-    return int(stats.backward_vjps + stats.recompute_nfe)
-
-
 def _residual(problem, ys):
     pred = ys.reshape(ys.shape[0], -1)[:, problem.observe]
     return pred - problem.target
@@ -152,53 +142,28 @@ def _bars(problem, ys, r):
     return bars.reshape(ys.shape)
 
 
-def _grid(problem, steps):
-    grid = np.linspace(problem.t0, float(problem.t_obs[-1]), steps + 1)
-    return grid, obs_steps_on_grid(grid, problem.t_obs)
-
-
-def _discrete_forward(problem, y0, params, config):
-    """One forward sweep of the fixed-step map: ``(ys at t_obs, grid, obs_steps, recording, nfe)``.
-
-    Runge-Kutta steppers tape the sweep (``record_forward``) so that the adjoint reuses it
-    instead of stepping forward a second time; other steppers replay it (``recording`` None).
-    """
-    grid, obs = _grid(problem, config.steps)
-    if not hasattr(solvers.get_stepper(config.method), "step_taped"):
-        ys, nfe = grid_forward(problem.field, y0, params, grid, config.method, obs_steps=obs)
-        return ys, grid, obs, None, nfe
-    rec = record_forward(problem.field, y0, params, grid, config.method)
-    return np.stack([rec.states[i][0] for i in obs.tolist()]), grid, obs, rec, 0
-
-
 def loss_and_grad(problem: TrajectoryProblem, z, n_params: int, config: GradientConfig):
     """Loss, gradient with respect to ``z`` and work (:class:`StepInfo`) under ``config``.
 
-    ``StepInfo.forward_nfe`` counts every forward field evaluation of the first sweep(s);
-    ``backward_nfe`` counts field VJPs plus forward evaluations recomputed in reverse.
+    One call of :func:`adjointcore.sensitivity.begin_trajectory_gradient` (forward phase, the
+    states at ``t_obs``) and of its ``gradient`` (backward phase). ``StepInfo.forward_nfe``
+    counts the forward phase's field evaluations; ``backward_nfe`` the field VJPs plus the
+    forward evaluations recomputed in reverse.
     """
     y0, params = split_vars(problem, z, n_params)
-    field = problem.field
-    if config.gradient == "discrete":
-        ys, grid, obs, rec, replay_nfe = _discrete_forward(problem, y0, params, config)
-        r = _residual(problem, ys)
-        g = discrete_adjoint(field, y0, params, grid, _bars(problem, ys, r),
-                             method=config.method, obs_steps=obs, recording=rec)
-        fwd_nfe = replay_nfe + g.stats.forward_nfe
-        bwd_nfe = discrete_backward_nfe(g.stats)
-    else:
-        sol = solvers.solve(field, y0, (problem.t0, float(problem.t_obs[-1])), params,
-                            method=config.method, t_eval=problem.t_obs, rtol=config.rtol,
-                            atol=config.atol)
-        r = _residual(problem, sol.ys)
-        g = continuous_adjoint(field, y0, params, problem.t_obs, _bars(problem, sol.ys, r),
-                               t0=problem.t0, variant=config.gradient, method=config.method,
-                               rtol=config.rtol, atol=config.atol, seminorm=config.seminorm,
-                               forward_solution=sol)
-        fwd_nfe, bwd_nfe = g.stats.forward_nfe, g.stats.backward_nfe
+    grid = ({"steps": config.steps} if config.steps is not None
+            else {"rtol": config.rtol, "atol": config.atol})
+    adjoint = {} if config.gradient == "discrete" else {"adjoint_options":
+                                                          {"seminorm": config.seminorm}}
+    sweep = begin_trajectory_gradient(problem.field, y0, params, problem.t_obs, t0=problem.t0,
+                                      gradient=config.gradient, method=config.method,
+                                      **grid, **adjoint)
+    r = _residual(problem, sweep.ys)
+    g = sweep.gradient(_bars(problem, sweep.ys, r))
     loss = float(np.sum(r * r))
-    return loss, join_vars(problem, g.y0_bar, g.params_bar), StepInfo(loss, int(fwd_nfe),
-                                                                       int(bwd_nfe))
+    work = g.stats
+    return loss, join_vars(problem, g.y0_bar, g.params_bar), StepInfo(
+        loss, int(work.forward_nfe), int(work.vjps + work.backward_nfe))
 
 
 def evaluate(problem: TrajectoryProblem, z, n_params: int, rtol=1e-9, atol=1e-11):

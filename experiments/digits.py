@@ -61,7 +61,7 @@ def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:
     for epoch in range(cfg["epochs"]):
         t_epoch, losses = time.perf_counter(), []
         records = []
-        model_e = Sequential(*model.layers[:2], block.with_config(monitor=records.append),
+        model_e = Sequential(*model.layers[:2], block.with_config(monitor=lambda phase, work: records.append((phase, work))),
                              model.layers[3])
         for idx in np.array_split(rng.permutation(len(y_train)),
                                   max(1, len(y_train) // cfg["batch"])):
@@ -71,15 +71,15 @@ def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:
             params, state = opt.step(params, grad, state)
             losses.append(check_loss(float(loss), f"epoch {epoch + 1}",
                                      "lower the learning rate or use more ODE steps"))
-        fwd = [r for r in records if r.phase == "forward"]
-        bwd = [r for r in records if r.phase == "backward"]
+        fwd = [w for phase, w in records if phase == "forward"]
+        bwd = [w for phase, w in records if phase == "backward"]
         hist["loss"].append(np.mean(losses))
         hist["train_acc"].append(_accuracy(model, params, x_train, y_train))
         hist["test_acc"].append(_accuracy(model, params, data.x_test, data.y_test))
         hist["epoch_time_s"].append(time.perf_counter() - t_epoch)
-        hist["nfe_forward"].append(sum(r.nfe for r in fwd))
-        hist["nfe_backward"].append(sum(r.nfe for r in bwd))
-        hist["max_live_snapshots"].append(max(r.live_snapshots for r in bwd))
+        hist["nfe_forward"].append(sum(w.forward_nfe for w in fwd))
+        hist["nfe_backward"].append(sum(w.backward_nfe for w in bwd))
+        hist["max_live_snapshots"].append(max(w.max_live_snapshots for w in bwd))
         hist["recomputed_steps"].append(sum(r.recomputed_steps for r in bwd))
         print(f"epoch {epoch + 1:3d}/{cfg['epochs']}  loss {hist['loss'][-1]:.4f}  "
               f"train {hist['train_acc'][-1]:.3f}  test {hist['test_acc'][-1]:.3f}  "

@@ -22,15 +22,13 @@ import time
 
 import numpy as np
 
-import solvers
 from adjointcore.fields import LayerField
 from adjointcore.layers import ConcatLinear, Linear, Sequential, Tanh
-from adjointcore.sensitivity import continuous_adjoint, discrete_adjoint
+from adjointcore.sensitivity import continuous_adjoint, discrete_adjoint, trajectory_gradient
 from nets.anodev2 import ANODEV2Block, LayerEvolution
 from nets.node_ew import CoupledField
 
 from ._plotting import new_figure, save_figure
-from ._training import discrete_backward_nfe
 from .results import output_path, run_metadata, save
 
 __all__ = ["run", "build_systems", "CONFIGS"]
@@ -82,26 +80,35 @@ def _row(system, family, setting, blocks, ref, fwd, bwd, wall):
             "forward_nfe": int(fwd), "backward_nfe": int(bwd), "wall_s": float(wall)}
 
 
+def _timed_gradient(field, y0, params, y_bar, **options):
+    """``trajectory_gradient`` of ``<y_bar, y(T1)>`` from ``t = 0`` and its wall time."""
+    start = time.perf_counter()
+    g = trajectory_gradient(field, y0, params, [T1], y_bar[None], t0=0.0, **options)
+    return g, time.perf_counter() - start
+
+
+def _work_row(system, family, setting, g, split, ref, wall):
+    """A row whose work is the gradient's: forward evaluations of the first forward phase (an
+    adaptive solve and its rejected steps included); backward: VJPs plus evaluations spent in
+    reverse (recomputed steps and stages, or the augmented backward system)."""
+    work = g.stats
+    backward = work.backward_nfe if family.startswith("OTD") else work.vjps + work.backward_nfe
+    return _row(system, family, setting, split(g.y0_bar, g.params_bar), ref, work.forward_nfe,
+                backward, wall)
+
+
 def _discrete_rows(system, field, y0, params, y_bar, split, ref, cfg):
     rows = []
     for method, steps_list in (("euler", cfg["euler"]), ("rk4", cfg["rk4"])):
         for steps in steps_list:
-            start = time.perf_counter()
-            g = discrete_adjoint(field, y0, params, np.linspace(0.0, T1, steps + 1), y_bar,
-                                 method=method)
-            rows.append(_row(system, f"DTO {method}", f"{steps} steps", split(g.y0_bar,
-                             g.params_bar), ref, g.stats.forward_nfe,
-                             discrete_backward_nfe(g.stats), time.perf_counter() - start))
+            g, wall = _timed_gradient(field, y0, params, y_bar, method=method, steps=steps)
+            rows.append(_work_row(system, f"DTO {method}", f"{steps} steps", g, split, ref,
+                                  wall))
     for rtol in cfg["dopri5_rtol"]:
-        start = time.perf_counter()
-        sol = solvers.solve(field, y0, (0.0, T1), params, method="dopri5", rtol=rtol,
-                            atol=rtol * 1e-2, dense_output=False)
-        g = discrete_adjoint(field, y0, params, sol.grid, y_bar, method="dopri5")
-        # forward work: the adaptive solve (with its rejected steps) and the taped replay of
-        # its accepted grid inside the discrete adjoint
-        rows.append(_row(system, "DTO dopri5 (frozen grid)", f"rtol {rtol:.0e}",
-                         split(g.y0_bar, g.params_bar), ref, sol.stats.nfe + g.stats.forward_nfe,
-                         discrete_backward_nfe(g.stats), time.perf_counter() - start))
+        g, wall = _timed_gradient(field, y0, params, y_bar, method="dopri5", rtol=rtol,
+                                  atol=rtol * 1e-2)
+        rows.append(_work_row(system, "DTO dopri5 (frozen grid)", f"rtol {rtol:.0e}", g, split,
+                              ref, wall))
     return rows
 
 
@@ -111,13 +118,10 @@ def _continuous_rows(system, field, y0, params, y_bar, split, ref, cfg):
                               ("backsolve", True), ("interpolated", True)):
         family = f"OTD {variant}" + (" + seminorm" if seminorm else "")
         for rtol in cfg["cont_rtol"]:
-            start = time.perf_counter()
-            g = continuous_adjoint(field, y0, params, np.array([T1]), y_bar[None], t0=0.0,
-                                   variant=variant, rtol=rtol, atol=rtol * 1e-2,
-                                   seminorm=seminorm, max_steps=100_000)
-            rows.append(_row(system, family, f"rtol {rtol:.0e}", split(g.y0_bar, g.params_bar),
-                             ref, g.stats.forward_nfe, g.stats.backward_nfe,
-                             time.perf_counter() - start))
+            g, wall = _timed_gradient(field, y0, params, y_bar, gradient=variant, rtol=rtol,
+                                      atol=rtol * 1e-2, max_steps=100_000,
+                                      adjoint_options={"seminorm": seminorm})
+            rows.append(_work_row(system, family, f"rtol {rtol:.0e}", g, split, ref, wall))
     return rows
 
 
@@ -157,7 +161,9 @@ def _anodev2_rows(sys_, ref, cfg):
 
     NFE are measured evaluations of ``f`` (forward: ``N``; backward: its VJPs plus the forward
     evaluations it recomputes, ``2 N``), as for the coupled-field rows; the evaluations of ``g``
-    are in the row's ``g_forward_nfe`` and ``g_backward_nfe``.
+    are in the row's ``g_forward_nfe`` (``N``: the block's forward evolves the weights to
+    ``w(T)``) and ``g_backward_nfe`` (the ``N - 1`` steps that reach ``x(T)``, replayed,
+    recomputed and differentiated).
     """
     field = sys_["field"]
     rows, mismatch = [], 0.0
@@ -167,12 +173,14 @@ def _anodev2_rows(sys_, ref, cfg):
         fc, gc = {"forward": 0, "vjp": 0}, {"forward": 0, "vjp": 0}
         block = ANODEV2Block(_CountedLayer(sys_["f"], fc),
                              LayerEvolution(_CountedLayer(sys_["g"], gc)), n_z=n, n_w=n, t1=T1)
+        params = np.concatenate([sys_["theta0"], sys_["theta1"]])     # [w0, p]
         start = time.perf_counter()
-        _, trace = block.forward(sys_["x0"], sys_["theta0"], sys_["theta1"])
+        _, cache = block.forward(params, sys_["x0"])
         f_fwd, g_fwd = fc["forward"], gc["forward"]
-        gr = block.vjp(trace, sys_["w"])
+        x0_bar, params_bar = block.vjp(params, cache, sys_["w"])
+        w0_bar, p_bar = np.split(params_bar, [sys_["theta0"].size])
         wall = time.perf_counter() - start
-        row = _row("anodev2", "DTO ANODEV2 (Euler)", f"n_z = n_w = {n}", [gr.z0, gr.w0, gr.p],
+        row = _row("anodev2", "DTO ANODEV2 (Euler)", f"n_z = n_w = {n}", [x0_bar, w0_bar, p_bar],
                    ref, f_fwd, fc["forward"] - f_fwd + fc["vjp"], wall)
         rows.append({**row, "g_forward_nfe": g_fwd,
                      "g_backward_nfe": gc["forward"] - g_fwd + gc["vjp"]})
@@ -180,7 +188,7 @@ def _anodev2_rows(sys_, ref, cfg):
                                  sys_["theta1"], np.linspace(0.0, T1, n + 1), y_bar,
                                  method="euler")
         mine = np.concatenate([euler.y0_bar, euler.params_bar])
-        theirs = np.concatenate([gr.z0.ravel(), gr.w0, gr.p])
+        theirs = np.concatenate([x0_bar.ravel(), params_bar])
         mismatch = max(mismatch, float(np.linalg.norm(mine - theirs) / np.linalg.norm(mine)))
     return rows, mismatch
 

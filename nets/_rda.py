@@ -68,7 +68,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from adjointcore.backend import get_array_module, real_dtype, to_host
-from adjointcore.errors import ParameterError, ShapeError, check_array
+from adjointcore.errors import ParameterError, ShapeError, check_array, check_generator
 from adjointcore.layers import ELU, ReLU, Sigmoid, Softplus, Tanh
 
 __all__ = ["SIGMAS", "RDACache", "RDAGrads", "RDAEvolution", "RDAEvolutionCache", "wavenumbers",
@@ -377,10 +377,57 @@ class RDAEvolution:
         return sum(n + 3 for n in self._tau_sizes)
 
     def init(self, rng=None, dtype=np.float64, tau: float = 0.05, v=(0.0, 0.0),
-             rho: float = 0.0):
-        """Deterministic coefficients ``tau, v, rho`` for every kernel (``rng`` is unused)."""
-        return np.concatenate([np.r_[np.full(n, tau), v, rho] for n in self._tau_sizes]
-                              ).astype(dtype)
+             rho: float = 0.0, spread: float = 0.0):
+        """Coefficients ``[tau, v0, v1, rho]`` for every kernel tensor; deterministic by default.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator or None
+            Drawn from only when ``spread > 0`` (then required); with ``spread = 0`` it is
+            accepted and left untouched, so ``ANODEV2Block.init`` draws ``w0`` from the same
+            stream as ``f.init`` would.
+        dtype : dtype
+            float64 (default) or float32.
+        tau : float
+            Diffusion ``>= 0`` (centre of the draw).
+        v : pair of float
+            Advection velocity ``(v0, v1)`` (centre).
+        rho : float
+            Reaction rate (centre).
+        spread : float
+            ``0`` (default): every kernel gets exactly ``(tau, v, rho)``. ``> 0``: one call
+            ``u = rng.uniform(-spread, spread, n_params)`` perturbs the centres, ``tau + |u|``
+            (one-sided, so diffusion stays ``>= 0``), ``v + u``, ``rho + u``.
+
+        Returns
+        -------
+        p : ndarray, shape (n_params,)
+
+        Notes
+        -----
+        Why deterministic by default: ``tau, v, rho`` are a handful of physical coefficients
+        per kernel tensor (eq. (8)), not a weight matrix whose units need random values to break
+        their symmetry; the randomness of an ANODEV2 block already sits in ``w0 = f.init(rng)``,
+        and the paper gives no initialisation for them. The default starts every kernel under a
+        gentle isotropic diffusion with no transport and no growth: random ``v`` would give each
+        kernel an arbitrary drift direction and random ``rho > 0`` exponential growth of the
+        weights, and a negative ``tau`` is ill-posed. ``spread > 0`` draws them instead (e.g. to
+        start kernels on different dynamics).
+        """
+        if isinstance(spread, bool) or not isinstance(spread, (int, float, np.integer,
+                                                               np.floating)) \
+                or not math.isfinite(spread) or spread < 0:
+            raise ValueError(f"`spread` must be a finite number >= 0, got {spread!r}; use 0 for "
+                             f"the deterministic coefficients or e.g. 0.1 to draw them.")
+        if rng is not None or spread > 0:
+            check_generator(rng)
+        centre = np.concatenate([np.r_[np.full(n, tau), v, rho] for n in self._tau_sizes])
+        if spread > 0:
+            u = rng.uniform(-spread, spread, centre.shape[0])
+            is_tau = np.concatenate([np.r_[np.ones(n, bool), np.zeros(3, bool)]
+                                     for n in self._tau_sizes])
+            centre = centre + np.where(is_tau, np.abs(u), u)
+        return centre.astype(dtype)
 
     def coefficients(self, p):
         """``[(tau, v, rho)]`` per kernel tensor: views into ``p`` shaped for :func:`rda_step`."""

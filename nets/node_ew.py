@@ -41,15 +41,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-import solvers
 from adjointcore.backend import get_array_module
 from adjointcore.errors import ShapeError
 from adjointcore.layers.base import call_vjp
-from adjointcore.sensitivity import check_cotangents
+from adjointcore.sensitivity import check_cotangents, trajectory_gradient
 
-__all__ = ["CoupledLayout", "CoupledField", "CoupledCache", "NodeEWAdjointField",
-           "NodeEWGradient", "pack_state", "unpack_state", "node_ew_adjoint_rhs",
-           "node_ew_gradient"]
+__all__ = ["CoupledLayout", "CoupledField", "CoupledCache", "NodeEWGradient", "pack_state",
+           "unpack_state", "node_ew_adjoint_rhs", "node_ew_gradient", "printed_eq5"]
 
 
 class CoupledLayout(NamedTuple):
@@ -131,6 +129,9 @@ class CoupledField:
         length-0 array).
     x_shape : tuple of int
         Shape of the activation state (``(N, d)`` or ``(N, C, H, W)``).
+    coupling : bool
+        False drops ``(df/dtheta)^T dx_bar`` from the VJP's ``theta`` cotangent: the seed's
+        printed eq. (5), as a field (see :func:`printed_eq5`); for comparison only.
 
     Notes
     -----
@@ -139,7 +140,7 @@ class CoupledField:
     and ``params_bar = (dg/dtheta1)^T dth_bar``; ``t_bar`` is None.
     """
 
-    def __init__(self, f_layer, g_layer, x_shape):
+    def __init__(self, f_layer, g_layer, x_shape, coupling: bool = True):
         for name, layer in (("f_layer", f_layer), ("g_layer", g_layer)):
             if layer is None and name == "g_layer":
                 continue
@@ -156,6 +157,7 @@ class CoupledField:
                              f"{x_shape!r}; e.g. (batch, features).")
         self.f_layer = f_layer
         self.g_layer = g_layer
+        self.coupling = bool(coupling)
         self.layout = CoupledLayout(shape, int(f_layer.n_params))
 
     @property
@@ -178,6 +180,29 @@ class CoupledField:
                   else self.g_layer.init(rng, dtype))
         return theta0, theta1
 
+    # -- in an ODEBlock: x in, x(T) out, block parameters [theta0, theta1] ---------------------
+    @property
+    def n_state_params(self) -> int:
+        """``theta0`` is the leading part of an :class:`~nets.ODEBlock`'s parameters."""
+        return self.layout.n_theta
+
+    def initial_state(self, x, theta0):
+        """The block's initial state ``[x.ravel(), theta0]``."""
+        return self.pack(x, theta0)
+
+    def initial_state_vjp(self, y0_bar):
+        """``(x_bar, theta0_bar)`` from the initial state's cotangent."""
+        return self.unpack(y0_bar)
+
+    def output(self, y1):
+        """The block's output: ``x(T)``."""
+        return self.unpack(y1)[0]
+
+    def output_vjp(self, x_bar):
+        """The final state's cotangent ``[x_bar, 0]``."""
+        xp = get_array_module(x_bar)
+        return self.pack(x_bar, xp.zeros(self.layout.n_theta, dtype=x_bar.dtype))
+
     def forward(self, t, y, params):
         """``dy = [f(x, t, theta).ravel(), g(theta, t, theta1)]``; returns ``(dy, cache)``."""
         x, theta = self.unpack(y)
@@ -199,21 +224,35 @@ class CoupledField:
     def vjp(self, cache: CoupledCache, dy_bar, need_params: bool = True):
         """Return ``(y_bar, params_bar, None)`` (see the class notes)."""
         dx_bar, dtheta_bar = self.unpack(dy_bar)
-        x_bar, theta_bar = call_vjp(self.f_layer, cache.theta, cache.f_cache, dx_bar)
+        x_bar, theta_bar = call_vjp(self.f_layer, cache.theta, cache.f_cache, dx_bar,
+                                    self.coupling)
         xp = get_array_module(dy_bar)
         params_bar = None
         if self.g_layer is not None:
             th_bar_g, params_bar = call_vjp(self.g_layer, cache.theta1, cache.g_cache,
                                             dtheta_bar[None, :], need_params)
-            theta_bar = theta_bar + th_bar_g[0]
+            theta_bar = th_bar_g[0] if theta_bar is None else theta_bar + th_bar_g[0]
         elif need_params:
             params_bar = xp.zeros(0, dtype=dy_bar.dtype)
+        if theta_bar is None:                       # no coupling and g = 0
+            theta_bar = xp.zeros(self.layout.n_theta, dtype=dy_bar.dtype)
         y_bar = xp.concatenate([xp.reshape(x_bar, (-1,)), theta_bar])
         return y_bar, params_bar, None
 
     def __repr__(self) -> str:
+        extra = "" if self.coupling else ", coupling=False"
         return (f"CoupledField(f={self.f_layer!r}, g={self.g_layer!r}, "
-                f"x_shape={self.layout.x_shape})")
+                f"x_shape={self.layout.x_shape}{extra})")
+
+
+def printed_eq5(field: CoupledField) -> CoupledField:
+    """``field`` with the VJP of the paper's printed eq. (5): no coupling term.
+
+    Passed to a continuous adjoint it integrates ``b' = -(dg/dtheta)^T b`` instead of
+    ``b' = -(df/dtheta)^T a - (dg/dtheta)^T b``; since ``b(T) = 0``, ``b`` stays 0 and the
+    ``theta0``/``theta1`` gradients come out 0 (for comparison with the derived system only).
+    """
+    return CoupledField(field.f_layer, field.g_layer, field.layout.x_shape, coupling=False)
 
 
 # -- Algorithm 1, corrected ------------------------------------------------------------------------
@@ -253,44 +292,15 @@ def node_ew_adjoint_rhs(field: CoupledField, t, x, theta, a, b, theta1, printed:
     return dx, dtheta[0], -a_x, db - b_theta[0], -b_theta1
 
 
-class NodeEWAdjointField:
-    """Algorithm 1's backward system on the flat state ``s = [x, theta, a, b, c]``.
-
-    ``forward(t, s, theta1)`` returns ``(ds, None)`` with :func:`node_ew_adjoint_rhs`
-    (``printed`` selects the paper's eq. (5) without the coupling term). No VJP.
-    """
-
-    def __init__(self, field: CoupledField, printed: bool = False):
-        self.field = field
-        self.printed = bool(printed)
-        lay = field.layout
-        self.sizes = (lay.n_x, lay.n_theta, lay.n_x, lay.n_theta, field.n_params)
-        self.bounds = tuple(np.cumsum((0,) + self.sizes).tolist())   # configuration, not state
-
-    def split(self, s):
-        """Views ``(x, theta, a, b, c)`` of a flat backward state."""
-        lay = self.field.layout
-        x, th, a, b, c = (s[lo:hi] for lo, hi in zip(self.bounds[:-1], self.bounds[1:]))
-        return x.reshape(lay.x_shape), th, a.reshape(lay.x_shape), b, c
-
-    def forward(self, t, s, theta1):
-        x, theta, a, b, _ = self.split(s)
-        parts = node_ew_adjoint_rhs(self.field, t, x, theta, a, b, theta1, self.printed)
-        xp = get_array_module(s)
-        return xp.concatenate([xp.reshape(p, (-1,)) for p in parts]), None
-
-    def vjp(self, cache, ds_bar, need_params=True):
-        raise NotImplementedError("NodeEWAdjointField has no VJP (second-order adjoints).")
-
-
 class NodeEWGradient(NamedTuple):
-    """Result of :func:`node_ew_gradient`: ``dL/dx0``, ``dL/dtheta0``, ``dL/dtheta1``, ``nfe``,
-    and the reconstructed ``x(0)``, ``theta(0)`` of the backward solve."""
+    """Result of :func:`node_ew_gradient`: ``dL/dx0``, ``dL/dtheta0``, ``dL/dtheta1``, the
+    work (:class:`solvers.Work`), and the reconstructed ``x(0)``, ``theta(0)`` of the backward
+    solve."""
 
     x0_bar: Any
     theta0_bar: Any
     theta1_bar: Any
-    nfe: int
+    stats: Any
     x0_reconstructed: Any
     theta0_reconstructed: Any
 
@@ -299,9 +309,10 @@ def node_ew_gradient(field: CoupledField, x0, theta0, theta1, t_obs, x_bars, *, 
                      method="dopri5", printed=False, **solve_options) -> NodeEWGradient:
     """Algorithm 1 (backsolve) for ``L = sum_k l_k(x(t_obs[k]))``, with the coupling term.
 
-    The forward system is solved to ``t_obs[-1]``; Algorithm 1's state ``[x, theta, a, b, c]``
-    is then integrated backwards interval by interval, ``a`` jumping by ``x_bars[k]`` at each
-    observation time (``x`` and ``theta`` restarted from the forward values there).
+    The continuous backsolve adjoint of :class:`CoupledField`
+    (:func:`adjointcore.sensitivity.trajectory_gradient` with ``gradient="backsolve"``): its
+    backward state ``[x, theta, a, b, c]`` is Algorithm 1's, ``a`` jumps by ``x_bars[k]`` at
+    each observation time and ``x``, ``theta`` restart from the forward values there.
 
     Parameters
     ----------
@@ -312,10 +323,11 @@ def node_ew_gradient(field: CoupledField, x0, theta0, theta1, t_obs, x_bars, *, 
         Cotangents ``dl_k/dx(t_obs[k])``.
     method : str
     printed : bool
-        Use the printed eq. (5) (no coupling term) instead of the derived system.
+        Use the printed eq. (5) (no coupling term, :func:`printed_eq5`) instead of the derived
+        system.
     **solve_options
-        Passed to every :func:`solvers.solve`: ``rtol``/``atol`` (adaptive), or ``steps``
-        (fixed steps of the forward solve and of each backward interval).
+        ``rtol``/``atol`` (adaptive), or ``steps`` (fixed steps of the forward solve and of
+        each backward interval).
 
     Returns
     -------
@@ -328,24 +340,12 @@ def node_ew_gradient(field: CoupledField, x0, theta0, theta1, t_obs, x_bars, *, 
     y0 = field.pack(x0, theta0)
     x_bars = check_cotangents("x_bars", x_bars, y0, (t_obs.size, *lay.x_shape),
                               fix="Stack one cotangent dl_k/dx per observation time.")
-    fwd = solvers.solve(field, y0, (float(t0), float(t_obs[-1])), theta1, method=method,
-                        t_eval=t_obs, **solve_options)
     xp = get_array_module(y0)
-    back_field = NodeEWAdjointField(field, printed)
-    knots = [float(t0), *t_obs.tolist()]
-    x, theta = field.unpack(fwd.ys[-1])
-    a = xp.array(x_bars[-1], copy=True)
-    b = xp.zeros_like(theta)
-    c = xp.zeros(field.n_params, dtype=y0.dtype)
-    nfe = 0
-    for k in range(len(knots) - 1, 0, -1):
-        s = xp.concatenate([xp.reshape(v, (-1,)) for v in (x, theta, a, b, c)])
-        back = solvers.solve(back_field, s, (knots[k], knots[k - 1]), theta1, method=method,
-                             dense_output=False, **solve_options)
-        nfe += int(back.stats.nfe)
-        x, theta, a, b, c = back_field.split(back.ys[-1])
-        if k - 1 > 0:
-            a = a + x_bars[k - 2]
-            x, theta = field.unpack(fwd.ys[k - 2])
-    return NodeEWGradient(xp.array(a, copy=True), xp.array(b, copy=True),
-                          xp.array(c, copy=True), nfe, x, theta)
+    y_bars = xp.zeros((t_obs.size, lay.size), dtype=y0.dtype)
+    y_bars[:, :lay.n_x] = xp.reshape(x_bars, (t_obs.size, -1))
+    g = trajectory_gradient(printed_eq5(field) if printed else field, y0, theta1, t_obs, y_bars,
+                            t0=t0, gradient="backsolve", method=method, **solve_options)
+    x0_bar, theta0_bar = field.unpack(g.y0_bar)
+    x_rec, theta_rec = field.unpack(g.y0_reconstructed)
+    theta1_bar = g.params_bar if theta1 is not None else xp.zeros(0, dtype=y0.dtype)
+    return NodeEWGradient(x0_bar, theta0_bar, theta1_bar, g.stats, x_rec, theta_rec)

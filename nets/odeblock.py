@@ -1,40 +1,55 @@
 """The ODE block: a layer whose forward is a solve and whose VJP is a chosen gradient method.
 
-``y = ODEBlock(field_layer, ...)(params, x)`` integrates ``dy/dt = field_layer(params, y[, t])``
-from ``y(t0) = [x, 0]`` (``augment`` zero channels appended, Dupont et al. 2019) to ``t1``.
+``y = ODEBlock(field, ...)(params, x)`` integrates ``dy/dt = f(t, y, params)`` from
+``y(t0) = [x, 0]`` (``augment`` zero channels appended, Dupont et al. 2019) to ``t1``. ``field``
+is a layer (wrapped as :class:`~adjointcore.fields.LayerField`) or any object following the
+vector-field protocol: a user field, or a coupled system such as NODE-EW's
+:class:`~nets.node_ew.CoupledField`, whose state also carries trained weights (see "Fields with
+a state of their own" below).
 
-Gradient methods
-----------------
+Gradient methods (:func:`adjointcore.sensitivity.trajectory_gradient`, the one entry point)
+------------------------------------------------------------------------------------------------
 ``"discrete"``      exact gradient of the discrete map (fixed grid, or the frozen accepted grid of an
-                    adaptive solve) under a checkpoint ``schedule`` (default store-all);
+                    adaptive solve) under a checkpoint ``schedule`` (default: taped store-all);
 ``"backsolve"``     continuous adjoint, state reconstructed backwards (Chen et al. 2018);
 ``"interpolated"``  continuous adjoint on the forward dense output (CVODES style).
 
-Work statistics (forward/backward NFE, steps, live snapshots, recomputed steps) are returned in
-the cache after ``forward`` and by :meth:`ODEBlock.vjp_with_stats`, and passed to the optional
-``monitor`` callable after every call: the block itself keeps no state.
+Fields with a state of their own
+--------------------------------
+A field may define how the block's input and the leading ``n_state_params`` entries of the
+block's parameters form the initial state, and what of the final state the block outputs::
+
+    n_state_params                                   # int
+    initial_state(x, state_params) -> y0
+    initial_state_vjp(y0_bar) -> (x_bar, state_params_bar)
+    output(y1) -> out;   output_vjp(out_bar) -> y1_bar
+
+The block's parameter vector is then ``[state_params, field params]``. :class:`CoupledField`
+does this with ``theta0`` (NODE-EW: ``x`` in, ``x(T)`` out, parameters ``[theta0, theta1]``).
+
+Work (:class:`solvers.Work`): the forward call's record is in the cache (``cache.stats``); the
+backward call's record (the pair's forward and backward work) comes from
+:meth:`ODEBlock.vjp_with_stats`; both are passed to the optional ``monitor(phase, work)``
+after every call. The block itself keeps no state.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
 import solvers
+from adjointcore.backend import get_array_module
 from adjointcore.errors import check_array, check_positive_int
 from adjointcore.fields import LayerField
 from adjointcore.layers.base import Layer
 from adjointcore.layers.shape import ChannelPad
-from adjointcore.sensitivity.continuous import continuous_adjoint
-from adjointcore.sensitivity.discrete import Recording, begin_discrete_adjoint, discrete_adjoint
+from adjointcore.sensitivity import GRADIENTS, begin_trajectory_gradient
+from adjointcore.sensitivity.continuous import ADJOINT_OPTIONS
 
-__all__ = ["ODEBlock", "ODEBlockCache", "ODEBlockStats", "GRADIENTS"]
-
-GRADIENTS = ("discrete", "backsolve", "interpolated")
-#: Keywords of :func:`~adjointcore.sensitivity.continuous_adjoint` that ``adjoint_options`` may set.
-ADJOINT_OPTIONS = ("adjoint_method", "adjoint_rtol", "adjoint_atol", "adjoint_steps", "seminorm",
-                   "reset_state")
+__all__ = ["ODEBlock", "ODEBlockCache", "GRADIENTS", "as_block_field"]
 
 
 def _check_t_span(t_span):
@@ -47,33 +62,44 @@ def _check_t_span(t_span):
         raise ValueError(f"`t_span` must be two distinct finite times, got {t_span!r}.")
 
 
-class ODEBlockStats(NamedTuple):
-    """Work of one forward or backward call of an :class:`ODEBlock`.
+def _is_layer(obj) -> bool:
+    """A layer's ``forward`` takes ``(params, x, ...)``; a field's ``(t, y, params)``."""
+    if isinstance(obj, Layer):
+        return True
+    try:
+        names = list(inspect.signature(obj.forward).parameters)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return bool(names) and names[0] == "params"
 
-    ``phase`` is ``"forward"`` or ``"backward"``; counters that do not apply are 0.
+
+def as_block_field(field):
+    """The vector field an :class:`ODEBlock` integrates: a layer wrapped as
+    :class:`~adjointcore.fields.LayerField`, a field object as it is.
+
+    Raises
+    ------
+    TypeError
+        ``field`` is neither (e.g. a plain function, which has no VJP).
     """
-
-    phase: str
-    nfe: int
-    n_steps: int
-    n_rejected: int
-    live_snapshots: int
-    recomputed_steps: int
-    vjps: int
+    if _is_layer(field):
+        return LayerField(field)
+    if solvers.is_field(field):
+        return field
+    raise TypeError(f"`field` must be a layer (forward(params, x), vjp(params, cache, y_bar)) or "
+                    f"a vector field (forward(t, y, params), vjp(cache, dy_bar, need_params)), "
+                    f"got {type(field).__name__} {field!r:.80}; a plain function has no VJP: "
+                    f"wrap it in a field class with a hand-written vjp.")
 
 
 class ODEBlockCache(NamedTuple):
-    """What the VJP needs: initial state, step grid, and the forward solution (continuous
-    adjoints and adaptive solves) or the suspended discrete-adjoint sweep
-    (:class:`~adjointcore.sensitivity.discrete.DiscreteSweep`, fixed steps) in ``recording``."""
+    """What the VJP needs: the input's shape, the suspended trajectory gradient
+    (:class:`~adjointcore.sensitivity.TrajectorySweep`), its step grid and the forward work."""
 
     x_shape: tuple
-    y0: Any
-    y1: Any
+    sweep: Any
     grid: np.ndarray
-    solution: Any
-    recording: Any
-    stats: ODEBlockStats
+    stats: solvers.Work
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -82,9 +108,11 @@ class ODEBlock(Layer):
 
     Parameters
     ----------
-    field_layer : layer
-        Maps states of any shape (``(N, d + augment, ...)`` when ``augment > 0``) to the same
-        shape (``t=`` passed when ``field_layer.time_dependent``).
+    field_layer : layer or vector field
+        A layer mapping states of any shape (``(N, d + augment, ...)`` when ``augment > 0``)
+        to the same shape (``t=`` passed when ``time_dependent``), or a vector field
+        (``forward(t, y, params)``, ``vjp(cache, dy_bar, need_params)``), optionally with a
+        state of its own (module notes; e.g. :class:`~nets.node_ew.CoupledField`).
     t_span : (float, float)
         Integration interval; ``t1 < t0`` integrates backwards.
     method : str
@@ -108,7 +136,8 @@ class ODEBlock(Layer):
         Extra keywords of :func:`adjointcore.sensitivity.continuous_adjoint` (``adjoint_rtol``,
         ``adjoint_method``, ``seminorm``, ...).
     monitor : callable, optional
-        Called with an :class:`ODEBlockStats` after every forward and backward call.
+        ``monitor(phase, work)`` after every call: ``("forward", Work)`` of the forward call,
+        ``("backward", Work)`` of the VJP (forward and backward work of the pair).
     max_steps : int
     """
 
@@ -129,6 +158,7 @@ class ODEBlock(Layer):
     def __post_init__(self):
         if self.gradient not in GRADIENTS:
             raise ValueError(f"`gradient` must be one of {GRADIENTS}, got {self.gradient!r}.")
+        as_block_field(self.field_layer)          # a plain function fails here, by name
         if self.steps is not None:
             check_positive_int("steps", self.steps)
         check_positive_int("augment", self.augment, minimum=0)
@@ -142,13 +172,11 @@ class ODEBlock(Layer):
                                  f"change `gradient`.")
         # Unknown names and bad options fail here, not at the first forward call.
         solvers.get_stepper(self.method, **(self.method_options or {}))
-        if self.steps is None:
-            tab = solvers.TABLEAUX.get(self.method) if isinstance(self.method, str) else None
-            if tab is None or tab.b_err is None:
-                raise ValueError(f"an adaptive solve (steps=None) needs a Runge-Kutta method "
-                                 f"with an error estimate {solvers.adaptive_methods()}, got "
-                                 f"method={self.method!r}; pass steps=N for fixed steps "
-                                 f"(multistep methods always need them).")
+        if self.steps is None and self.method not in solvers.adaptive_methods():
+            raise ValueError(f"an adaptive solve (steps=None) needs a Runge-Kutta method "
+                             f"with an error estimate {solvers.adaptive_methods()}, got "
+                             f"method={self.method!r}; pass steps=N for fixed steps "
+                             f"(multistep methods always need them).")
         if self.steps is None or self.gradient != "discrete":
             solvers.PIController(self.rtol, self.atol)   # bad tolerances fail here, by name
         if self.schedule is not None and not callable(getattr(self.schedule, "plan", None)):
@@ -191,113 +219,97 @@ class ODEBlock(Layer):
                 f"gradient='discrete' at tight tolerances")
 
     @property
+    def n_state_params(self) -> int:
+        """Leading parameters that enter the initial state (0 unless the field says so)."""
+        return int(getattr(self.field_layer, "n_state_params", 0))
+
+    @property
     def param_shapes(self):
+        n_state = self.n_state_params
+        if n_state:
+            return {"state_params": (n_state,), "params": (self.field_layer.n_params,)}
         return dict(getattr(self.field_layer, "param_shapes", {"params": (self.n_params,)}))
 
     @property
     def n_params(self) -> int:
-        return self.field_layer.n_params
+        return self.n_state_params + int(getattr(self.field_layer, "n_params", 0))
 
     def init(self, rng, dtype=np.float64):
-        return self.field_layer.init(rng, dtype)
+        """The field's initial parameters, flat (a coupled field's parts concatenated)."""
+        if not callable(getattr(self.field_layer, "init", None)):
+            raise TypeError(f"the field {self.field_layer!r} has no init(rng, dtype); build the "
+                            f"block's {self.n_params} parameters yourself.")
+        params = self.field_layer.init(rng, dtype)
+        return np.concatenate(params) if isinstance(params, tuple) else params
 
     def output_shape(self, input_shape):
+        if callable(getattr(self.field_layer, "output", None)):
+            return tuple(input_shape)
         shape = list(input_shape)
-        shape[1] += self.augment
+        if self.augment:
+            shape[1] += self.augment
         return tuple(shape)
 
     # -- forward / VJP -----------------------------------------------------------------------
-    def _field(self):
-        return LayerField(self.field_layer)
+    def _initial_state(self, params, x):
+        """``(y0, field params)`` from the input and the block's parameters."""
+        field = self.field_layer
+        if self.n_state_params:
+            n = self.n_state_params
+            return field.initial_state(x, params[:n]), params[n:]
+        y0 = ChannelPad(self.augment).forward(None, x)[0] if self.augment else x
+        return y0, params
+
+    def _options(self) -> dict:
+        grid = {"steps": self.steps} if self.steps is not None else \
+            {"rtol": self.rtol, "atol": self.atol}
+        return dict(t0=float(self.t_span[0]), gradient=self.gradient, method=self.method,
+                    schedule=self.schedule, method_options=self.method_options,
+                    adjoint_options=self.adjoint_options, max_steps=self.max_steps, **grid)
 
     def forward(self, params, x, **context):
-        """Solve from ``[x, 0]``; returns ``(y(t1), ODEBlockCache)``."""
+        """Solve from the initial state; returns ``(y(t1), ODEBlockCache)``."""
         lowest = 2 if self.augment else 1       # augmented channels live on axis 1
         check_array("x", x, ndim=tuple(range(lowest, 33)), finite=True,
                     fix="The state is (N, channels, ...) when augment > 0, any shape otherwise.")
-        y0 = ChannelPad(self.augment).forward(None, x)[0] if self.augment else x
-        field = self._field()
-        t0, t1 = (float(v) for v in self.t_span)
-        solution = recording = None
-        if self.steps is not None and self.gradient == "discrete":
-            # The forward sweep of the discrete adjoint itself: its snapshots (or, for the
-            # default schedule, its tapes) wait in the cache for the VJP, so the forward runs
-            # once per forward + VJP pair under every schedule.
-            grid = np.linspace(t0, t1, self.steps + 1)
-            recording = begin_discrete_adjoint(field, y0, params, grid, method=self.method,
-                                               method_options=self.method_options,
-                                               schedule=self.schedule)
-            y1, nfe, n_rej = recording.final_state[0], recording.forward_nfe, 0
-        else:
-            solution = solvers.solve(field, y0, (t0, t1), params=params, method=self.method,
-                                     max_steps=self.max_steps, **self._grid_options(),
-                                     **self._solve_options(t1))
-            grid, y1 = solution.grid, solution.ys[-1]
-            nfe, n_rej = int(solution.stats.nfe), int(solution.stats.n_rejected)
-            if self.gradient == "discrete":
-                # The adjoint of the frozen accepted grid; with the default schedule it reuses
-                # the solve's own stages (no replay), else its sweep replays the grid now.
-                taped = None if solution.stages is None else Recording(
-                    grid, [(y,) for y in solution.ys], list(solution.stages), 0, self.method)
-                recording = begin_discrete_adjoint(field, y0, params, grid, method=self.method,
-                                                   schedule=self.schedule, recording=taped)
-                nfe += recording.forward_nfe
-        stats = ODEBlockStats("forward", nfe, grid.size - 1, n_rej, 0, 0, 0)
+        if params is not None and self.n_params:
+            check_array("params", params, shape=(self.n_params,),
+                        fix="Pass the block's flat parameter vector (block.init(rng)).")
+        y0, field_params = self._initial_state(params, x)
+        sweep = begin_trajectory_gradient(as_block_field(self.field_layer), y0, field_params,
+                                          [float(self.t_span[1])], **self._options())
+        y1 = sweep.ys[0]
+        out = self.field_layer.output(y1) if self.n_state_params else y1
         if self.monitor is not None:
-            self.monitor(stats)
-        return y1, ODEBlockCache(tuple(x.shape), y0, y1, grid, solution, recording, stats)
-
-    def _solve_options(self, t1) -> dict:
-        """What the forward solve keeps: the end state only for backsolve; the accepted steps'
-        stages for a taped discrete adjoint (FSAL pairs, default schedule); nothing else."""
-        if self.gradient == "backsolve":
-            return {"t_eval": np.array([t1]), "dense_output": False}
-        if self.gradient == "discrete":
-            fsal = solvers.TABLEAUX[self.method].fsal
-            return {"dense_output": False, "keep_stages": self.schedule is None and fsal}
-        return {}
-
-    def _grid_options(self) -> dict:
-        """``steps`` for fixed steps, else the tolerances (the solvers reject both at once)."""
-        if self.steps is not None:
-            return {"steps": self.steps}
-        return {"rtol": self.rtol, "atol": self.atol}
+            self.monitor("forward", sweep.stats)
+        return out, ODEBlockCache(tuple(x.shape), sweep, sweep.grid, sweep.stats)
 
     def vjp(self, params, cache, y_bar, need_params=True):
         x_bar, params_bar, _ = self.vjp_with_stats(params, cache, y_bar, need_params)
         return x_bar, params_bar
 
     def vjp_with_stats(self, params, cache, y_bar, need_params=True):
-        """Like :meth:`vjp`, also returning the backward :class:`ODEBlockStats`."""
-        check_array("y_bar", y_bar, shape=tuple(cache.y1.shape),
+        """Like :meth:`vjp`, also returning the pair's :class:`solvers.Work` (forward and
+        backward counters)."""
+        field = self.field_layer
+        n_state = self.n_state_params
+        out_shape = tuple(cache.sweep.ys.shape[1:]) if not n_state else \
+            tuple(np.shape(field.output(cache.sweep.ys[0])))
+        check_array("y_bar", y_bar, shape=out_shape,
                     fix="Pass the cotangent of the block's output (augmented shape).")
-        field = self._field()
-        if self.gradient == "discrete":
-            if cache.recording is not None:
-                g = cache.recording.gradient(y_bar, need_params=need_params)
-            else:
-                g = discrete_adjoint(field, cache.y0, params, cache.grid, y_bar,
-                                     method=self.method, method_options=self.method_options,
-                                     schedule=self.schedule, need_params=need_params)
-            ck = g.stats.checkpoint
-            stats = ODEBlockStats("backward", g.stats.recompute_nfe, ck.n_steps, 0,
-                                  ck.max_live_snapshots, ck.recomputed_steps, g.stats.backward_vjps)
-            y0_bar, params_bar = g.y0_bar, g.params_bar
-        else:
-            t0, t1 = (float(v) for v in self.t_span)
-            opts = {"max_steps": self.max_steps, **self._grid_options(),
-                    **(self.adjoint_options or {})}
-            g = continuous_adjoint(field, cache.y0, params, np.array([t1]), y_bar[None], t0=t0,
-                                   variant=self.gradient, method=self.method,
-                                   forward_solution=cache.solution, **opts)
-            s = g.stats
-            stats = ODEBlockStats("backward", s.backward_nfe,
-                                  s.backward_accepted, s.backward_rejected, 0, 0, s.backward_nfe)
-            y0_bar, params_bar = g.y0_bar, (g.params_bar if need_params else None)
+        y1_bar = field.output_vjp(y_bar) if n_state else y_bar
+        g = cache.sweep.gradient(y1_bar[None], need_params=need_params or n_state > 0)
         if self.monitor is not None:
-            self.monitor(stats)
-        x_bar = y0_bar[:, :cache.x_shape[1]] if self.augment else y0_bar
-        return x_bar, params_bar, stats
+            self.monitor("backward", g.stats)
+        if n_state:
+            x_bar, state_bar = field.initial_state_vjp(g.y0_bar)
+            params_bar = None
+            if need_params:
+                params_bar = get_array_module(state_bar).concatenate([state_bar, g.params_bar])
+            return x_bar, params_bar, g.stats
+        x_bar = g.y0_bar[:, :cache.x_shape[1]] if self.augment else g.y0_bar
+        params_bar = g.params_bar if need_params else None
+        return x_bar, params_bar, g.stats
 
     def __repr__(self) -> str:
         grid = f"steps={self.steps}" if self.steps else f"rtol={self.rtol}, atol={self.atol}"

@@ -7,12 +7,13 @@ from ._controller import (ControllerState, IController, PIController, block_tole
                           initial_step, per_sample_rms_norm, rms_norm)
 from ._dense import DenseOutput
 from ._field import CallableField, FieldKernel, as_field, check_field_output, field_kernel, is_field
-from ._result import MESSAGES, Solution, SolveError, SolveStats, Status
+from ._result import MESSAGES, Solution, SolveError, Status
 from ._rk import RKStages, rk_step, rk_step_vjp
 from ._solve import adaptive_methods, solve
 from ._stepper import RKStepper, get_stepper
 from ._tableau import ButcherTableau
 from .tableaux import TABLEAUX, get_tableau
+from ._work import Work
 
 __all__ = [
     "ButcherTableau", "TABLEAUX", "get_tableau",
@@ -20,7 +21,7 @@ __all__ = [
     "as_field", "is_field", "CallableField", "FieldKernel", "field_kernel", "check_field_output",
     "PIController", "IController", "ControllerState", "initial_step", "block_tolerance",
     "rms_norm", "per_sample_rms_norm",
-    "DenseOutput", "solve", "adaptive_methods", "Solution", "SolveStats", "Status", "SolveError",
-    "MESSAGES",
+    "DenseOutput", "solve", "adaptive_methods", "Solution", "Status", "SolveError",
+    "MESSAGES", "Work",
     "RKStepper", "get_stepper",
 ]

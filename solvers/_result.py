@@ -1,10 +1,13 @@
-"""What a solve returns: ``Solution``, its ``Status`` and statistics, and ``SolveError``."""
+"""What a solve returns: ``Solution``, its ``Status`` and ``SolveError``; its work is a
+:class:`~solvers.Work` record."""
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 
 import numpy as np
+
+from ._work import Work
 
 
 class Status(enum.Enum):
@@ -32,34 +35,6 @@ MESSAGES = {
 }
 
 
-@dataclass(frozen=True)
-class SolveStats:
-    """Work statistics of a solve.
-
-    Attributes
-    ----------
-    nfe : int
-        Number of ``field.forward`` calls, every one counted.
-    n_accepted, n_rejected : int
-        Accepted and rejected steps.
-    n_steps : int
-        Attempted steps, ``n_accepted + n_rejected``.
-    step_sizes : ndarray, shape (n_accepted,), float64
-        Signed size of each accepted step; ``grid[i + 1] == grid[i] + step_sizes[i]`` except
-        possibly the final point, which is set to ``t1`` exactly.
-    """
-
-    nfe: int
-    n_accepted: int
-    n_rejected: int
-    step_sizes: np.ndarray
-
-    @property
-    def n_steps(self):
-        """Attempted steps."""
-        return self.n_accepted + self.n_rejected
-
-
 @dataclass(frozen=True, eq=False)
 class Solution:
     """Result of :func:`solvers.solve`.
@@ -74,7 +49,10 @@ class Solution:
         Accepted step times including ``t0`` (and ``t1`` on success).
     status : Status
     message : str
-    stats : SolveStats
+    stats : Work
+        Work of the solve: ``forward_nfe`` (every ``field.forward`` call; also ``stats.nfe``),
+        ``n_accepted``, ``n_rejected`` and ``dense_evals`` (points interpolated for
+        ``t_eval``); the other counters are 0.
     method : str
     sol : DenseOutput or None
         Dense output ``sol(t)`` over ``[grid[0], grid[-1]]`` (None with ``dense_output=False``).
@@ -82,6 +60,9 @@ class Solution:
         With ``solve(..., keep_stages=True)`` (adaptive RK): each accepted step's live stages
         and field caches, what a taped discrete adjoint of the frozen grid needs (bitwise the
         stages a replay of ``grid`` would compute).
+    step_sizes : ndarray, shape (n_accepted,), float64 host
+        Signed size of each accepted step; ``grid[i + 1] == grid[i] + step_sizes[i]`` except
+        possibly the final point, which is set to ``t1`` exactly.
     """
 
     ts: np.ndarray
@@ -89,10 +70,11 @@ class Solution:
     grid: np.ndarray
     status: Status
     message: str
-    stats: SolveStats
+    stats: Work
     method: str
     sol: object = None
     stages: object = None
+    step_sizes: np.ndarray = None
 
     @property
     def success(self):

@@ -3,7 +3,7 @@
 Adaptive solves (embedded RK pairs) use a pure controller (``_controller.py``); fixed-step solves
 (``steps=N``) run any RK method with ``rk_step`` (FSAL stage reused) or any linear multistep
 method through its stepper. Every solve records the accepted grid, which is what discrete
-adjoints replay: step ``n`` goes from ``grid[n]`` with size ``stats.step_sizes[n]``, and with FSAL
+adjoints replay: step ``n`` goes from ``grid[n]`` with size ``step_sizes[n]``, and with FSAL
 ``grid[n + 1] == grid[n] + step_sizes[n]`` exactly except possibly at the last step (set to
 ``t1``), so the FSAL stage and the next step's first stage see the same time and a replay with
 ``RKStepper`` reproduces the trajectory bitwise.
@@ -16,7 +16,9 @@ NFE (every ``field.forward`` call), for an RK method with ``s`` stages:
 * multistep: the steppers' counts ``+ (N + 1)`` for the Hermite dense output.
 
 ``[Hermite dense output]`` is 1 when ``dense_output`` or ``t_eval`` asks for it and the method
-has no continuous extension (the slope at ``t1``). With ``t_eval`` and ``dense_output=False``
+has no continuous extension (the slope at ``t1``). Fixed-step solves build no dense output unless
+``dense_output=True`` is passed, so a fixed-step RK4 solve of ``N`` steps costs exactly ``4 N``
+evaluations. With ``t_eval`` and ``dense_output=False``
 the outputs are streamed: each step's interpolant is built only when an output time lies
 strictly inside it (times on the grid are the states themselves) and then dropped, so that
 slope is computed only when the last step has an interior output time.
@@ -35,11 +37,12 @@ from ._dense import DenseOutput, hermite_coefficients, tableau_coefficients
 from ._field import field_kernel
 from ._inputs import (check_first_step, check_positive_int, check_t_eval, check_t_span,
                       check_tolerance_shape, check_y0)
-from ._result import MESSAGES, Solution, SolveError, SolveStats, Status
+from ._result import MESSAGES, Solution, SolveError, Status
 from ._rk import RKStages, rk_step
 from ._stepper import get_stepper, is_rk_method
 from ._xp import get_array_module
 from .tableaux import TABLEAUX, get_tableau
+from ._work import Work
 
 #: Default tolerances of adaptive solves.
 DEFAULT_RTOL = 1e-6
@@ -63,6 +66,7 @@ class _Record:
     def __init__(self, t0, y0, stream=None):
         self.grid, self.ys, self.hs, self.coeffs = [t0], [y0], [], []
         self.nfe, self.n_rejected, self.status, self.detail = 0, 0, Status.SUCCESS, ""
+        self.dense_evals = 0
         self.stream, self.out = stream, []
         self.stages = None          # list of accepted steps' RKStages with keep_stages
 
@@ -90,6 +94,7 @@ class _Record:
             step = DenseOutput(np.array([t, t_new]), np.array([h]), xp.stack([y, y_new]),
                                coeffs[None])
             self.out.extend(step(todo))
+            self.dense_evals += todo.size
         self.ys[-1] = y_new
 
     def interior_pending(self, t, t_new) -> bool:
@@ -242,7 +247,7 @@ def _controller(controller, rtol, atol, y0):
 
 def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=None, atol=None,
           steps=None, max_steps=10_000, first_step=None, norm=None, controller=None,
-          dense_output=True, raise_on_failure=True, keep_stages=False):
+          dense_output=None, raise_on_failure=True, keep_stages=False):
     """Integrate ``y' = f(t, y, params)`` from ``t_span[0]`` to ``t_span[1]``.
 
     Parameters
@@ -271,9 +276,10 @@ def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=Non
         Replaces the RMS error norm (e.g. a seminorm that ignores some channels).
     controller : PIController or IController, optional
         Replaces the default ``PIController(rtol, atol)`` (then leave ``rtol``/``atol`` unset).
-    dense_output : bool
+    dense_output : bool, optional
         Build ``Solution.sol``; False saves memory (and, for methods without a continuous
-        extension, one or more evaluations).
+        extension, one or more evaluations). Default (None): True for adaptive solves, False
+        for fixed ``steps`` (whose ``NFE`` is then exactly ``stages * steps``, FSAL aside).
     raise_on_failure : bool
         Raise ``SolveError`` (with ``.result``) on failure instead of returning it.
     keep_stages : bool
@@ -299,6 +305,8 @@ def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=Non
     max_steps = check_positive_int("max_steps", max_steps)
     steps = check_positive_int("steps", steps, allow_none=True)
     rk = is_rk_method(method)
+    if dense_output is None:
+        dense_output = steps is None
     dense = bool(dense_output) or t_eval is not None
     stream = t_eval if (rk and t_eval is not None and not dense_output) else None
     rec = _Record(t0, y0, stream)
@@ -351,9 +359,9 @@ def _solution(rec, name, t_eval, dense_output, dense, y0):
             rec.out.extend([y0] * (len(ts) - len(rec.out)))
         out = (xp.stack(rec.out) if rec.out
                else xp.zeros((0,) + tuple(y0.shape), dtype=y0.dtype))
-        stats = SolveStats(rec.nfe, len(rec.hs), rec.n_rejected, hs)
-        return Solution(ts, out, grid, rec.status, MESSAGES[rec.status] + rec.detail, stats,
-                        name, None, None if rec.stages is None else tuple(rec.stages))
+        return Solution(ts, out, grid, rec.status, MESSAGES[rec.status] + rec.detail,
+                        _work(rec), name, None,
+                        None if rec.stages is None else tuple(rec.stages), hs)
     ys = xp.stack(rec.ys)
     hs = np.asarray(rec.hs, dtype=np.float64)
     sol = None
@@ -367,7 +375,12 @@ def _solution(rec, name, t_eval, dense_output, dense, y0):
         sign = 1.0 if grid[-1] >= grid[0] else -1.0
         ts = t_eval[sign * t_eval <= sign * grid[-1]]
         out = sol(ts) if len(ts) else xp.zeros((0,) + tuple(y0.shape), dtype=y0.dtype)
-    stats = SolveStats(rec.nfe, len(rec.hs), rec.n_rejected, hs)
-    return Solution(ts, out, grid, rec.status, MESSAGES[rec.status] + rec.detail, stats, name,
-                    sol if dense_output else None,
-                    None if rec.stages is None else tuple(rec.stages))
+        rec.dense_evals += len(ts)
+    return Solution(ts, out, grid, rec.status, MESSAGES[rec.status] + rec.detail, _work(rec),
+                    name, sol if dense_output else None,
+                    None if rec.stages is None else tuple(rec.stages), hs)
+
+
+def _work(rec) -> Work:
+    return Work(forward_nfe=rec.nfe, n_accepted=len(rec.hs), n_rejected=rec.n_rejected,
+                dense_evals=rec.dense_evals)

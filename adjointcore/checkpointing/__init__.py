@@ -12,7 +12,7 @@ of ``x_0``. See :mod:`._revolve` for the exact counting convention.
 """
 from ._actions import (Action, EndForward, EndReverse, Forward, Free, Restore, Reverse,
                        Store)
-from ._executor import CheckpointStats, PendingAdjoint, begin_adjoint, replay, run_adjoint
+from ._executor import PendingAdjoint, checkpoint_work, begin_adjoint, replay, run_adjoint
 from ._online import Online, online_ratio
 from ._revolve import (Revolve, beta, optimal_extra_steps, optimal_forward_steps,
                        repetition_number)
@@ -22,7 +22,7 @@ from ._store import CheckpointError, SnapshotStore
 __all__ = [
     "Action", "Forward", "Store", "Restore", "Free", "Reverse", "EndForward", "EndReverse",
     "Schedule", "StoreAll", "Uniform", "Taped", "DEFAULT_TAPE_BYTES", "Revolve", "Online",
-    "run_adjoint", "begin_adjoint", "PendingAdjoint", "replay", "CheckpointStats",
+    "run_adjoint", "begin_adjoint", "PendingAdjoint", "replay", "checkpoint_work",
     "CheckpointError", "SnapshotStore",
     "beta", "repetition_number", "optimal_extra_steps", "optimal_forward_steps", "online_ratio",
 ]

@@ -14,51 +14,24 @@ actions); :class:`Online` relies on them.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
+
+from solvers import Work
 
 from ..errors import check_positive_int
 from ._actions import EndForward, EndReverse, Forward, Free, Restore, Reverse, Store
 from ._store import CheckpointError, SnapshotStore
 
-__all__ = ["CheckpointStats", "run_adjoint", "replay"]
+__all__ = ["checkpoint_work", "run_adjoint", "replay"]
 
 
-class CheckpointStats(NamedTuple):
-    """Counters of one adjoint run.
-
-    Attributes
-    ----------
-    forward_steps : int
-        ``forward_step`` calls: first sweep plus recomputations.
-    recomputed_steps : int
-        ``forward_steps - n_steps``.
-    max_live_snapshots : int
-        Largest number of simultaneously stored snapshots.
-    reverse_steps : int
-        ``reverse_step`` calls (always ``n_steps``).
-    snapshots_written : int
-        ``Store`` actions executed.
-    n_steps : int
-        Number of steps of the forward computation.
-    """
-
-    forward_steps: int
-    recomputed_steps: int
-    max_live_snapshots: int
-    reverse_steps: int
-    snapshots_written: int
-    n_steps: int
-
-    @property
-    def taped_steps(self) -> int:
-        """Forward-step executions counted as Griewank & Walther do.
-
-        Their model re-runs each step once in "taping" mode right before its reversal, the
-        last step's taping being the forward sweep's final step; here the reverse step does that
-        re-run itself, so the count is ``forward_steps + reverse_steps - 1``. Under
-        :class:`Revolve` this equals :func:`optimal_forward_steps` ``(n, s)`` exactly.
-        """
-        return self.forward_steps + self.reverse_steps - 1
+def checkpoint_work(n_steps, forward_steps, reverse_steps, snapshots_written,
+                    max_live_snapshots) -> Work:
+    """The :class:`solvers.Work` record of a checkpointed sweep of ``n_steps`` steps
+    (``n_accepted = n_steps``; ``recomputed_steps = forward_steps - n_steps``)."""
+    return Work(n_accepted=n_steps, forward_steps=forward_steps,
+                recomputed_steps=forward_steps - n_steps, reverse_steps=reverse_steps,
+                snapshots_written=snapshots_written, max_live_snapshots=max_live_snapshots)
 
 
 def run_adjoint(schedule, n_steps, *, state0, forward_step: Callable, reverse_step: Callable,
@@ -92,7 +65,9 @@ def run_adjoint(schedule, n_steps, *, state0, forward_step: Callable, reverse_st
     -------
     x0_bar : object
         What the last ``reverse_step`` (step 0) returned.
-    stats : CheckpointStats
+    stats : solvers.Work
+        Checkpoint counters: ``forward_steps``, ``recomputed_steps``, ``reverse_steps``,
+        ``snapshots_written``, ``max_live_snapshots``, ``n_steps`` and ``taped_steps``.
 
     Raises
     ------
@@ -132,7 +107,8 @@ class PendingAdjoint:
         Returns
         -------
         x0_bar : object
-        stats : CheckpointStats
+        stats : solvers.Work
+            Checkpoint counters, as :func:`run_adjoint` returns them.
 
         Raises
         ------
@@ -177,7 +153,7 @@ def begin_adjoint(schedule, n_steps, *, state0, forward_step: Callable, reverse_
     return PendingAdjoint(_sweep(schedule, n_steps, state0, callbacks))
 
 
-def replay(schedule, n_steps: int) -> CheckpointStats:
+def replay(schedule, n_steps: int) -> Work:
     """Run ``schedule`` for ``n_steps`` symbolically and return its counters.
 
     No state is computed; every action is checked exactly as :func:`run_adjoint` checks it.
@@ -298,7 +274,4 @@ def _sweep(schedule, n_steps, state0, callbacks):  # noqa: C901 - one match over
                 raise TypeError(f"Unexpected checkpointing action {action!r} from {schedule!r}.")
     if next(gen, None) is not None:
         raise CheckpointError(f"{schedule!r} yielded actions after EndReverse.")
-    stats = CheckpointStats(forward_steps=n_fwd, recomputed_steps=n_fwd - n,
-                            max_live_snapshots=store.max_live, reverse_steps=n_rev,
-                            snapshots_written=store.written, n_steps=n)
-    return bar, stats
+    return bar, checkpoint_work(n, n_fwd, n_rev, store.written, store.max_live)

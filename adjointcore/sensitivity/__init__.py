@@ -1,5 +1,8 @@
 """Sensitivity drivers: gradients of losses on ODE trajectories.
 
+- One entry point: :func:`trajectory_gradient` (and its two-phase form
+  :func:`begin_trajectory_gradient`) with ``gradient="discrete" | "backsolve" |
+  "interpolated"``, used by the ODE block, the experiments and NODE-EW.
 - Discrete adjoint (discretize-then-optimize): :func:`discrete_adjoint` on a fixed or frozen
   adaptive grid under any checkpoint schedule; :func:`grid_forward` replays the discrete map;
   :func:`check_solve_gradient` verifies it by finite differences on the frozen grid.
@@ -11,13 +14,16 @@ from ._augmented import (AugmentedField, AugmentedLayout, AugmentedState, SemiNo
                          augmented_layout, pack_augmented, unpack_augmented)
 from ._cotangents import check_cotangents
 from .check import SolveGradientReport, check_solve_gradient
-from .continuous import AdjointStats, ContinuousGradient, continuous_adjoint
-from .discrete import (CountingField, DiscreteGradient, DiscreteStats, Recording, check_grid,
+from .continuous import ContinuousGradient, continuous_adjoint
+from .trajectory import (GRADIENTS, TrajectoryGradient, TrajectorySweep,
+                         begin_trajectory_gradient, trajectory_gradient)
+from .discrete import (CountingField, DiscreteGradient, Recording, check_grid,
                        discrete_adjoint, grid_forward, obs_steps_on_grid, record_forward)
 
-__all__ = ["AugmentedField", "AugmentedLayout", "AugmentedState", "SemiNorm", "augmented_layout",
-           "pack_augmented", "unpack_augmented", "AdjointStats", "ContinuousGradient",
-           "continuous_adjoint", "CountingField", "DiscreteGradient", "DiscreteStats",
+__all__ = ["GRADIENTS", "TrajectoryGradient", "TrajectorySweep", "begin_trajectory_gradient",
+           "trajectory_gradient", "AugmentedField", "AugmentedLayout", "AugmentedState", "SemiNorm", "augmented_layout",
+           "pack_augmented", "unpack_augmented", "ContinuousGradient",
+           "continuous_adjoint", "CountingField", "DiscreteGradient",
            "check_grid", "discrete_adjoint", "grid_forward", "obs_steps_on_grid",
            "SolveGradientReport", "check_solve_gradient", "check_cotangents", "Recording",
            "record_forward"]

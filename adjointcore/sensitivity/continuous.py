@@ -24,11 +24,13 @@ P. Kidger, R. T. Q. Chen, T. Lyons, "'Hey, that's not an ODE'", ICML 2021, arXiv
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import numpy as np
 
 import solvers
+from solvers import Work
 
 from ..backend import get_array_module, to_host
 from ..errors import ShapeError, check_array
@@ -36,30 +38,11 @@ from ._cotangents import check_cotangents
 from ._augmented import (VARIANTS, AugmentedField, SemiNorm, augmented_layout, pack_augmented,
                          unpack_augmented)
 
-__all__ = ["AdjointStats", "ContinuousGradient", "continuous_adjoint"]
+__all__ = ["ADJOINT_OPTIONS", "ContinuousGradient", "continuous_adjoint"]
 
-
-class AdjointStats(NamedTuple):
-    """Work counters of one continuous-adjoint gradient.
-
-    Attributes
-    ----------
-    forward_nfe : int
-        Field evaluations of the forward solve (that of ``forward_solution`` if given).
-    backward_nfe : int
-        Augmented-field evaluations of all backward intervals (each costs one field forward and
-        one field VJP).
-    backward_accepted, backward_rejected : int
-        Accepted and rejected steps of all backward intervals.
-    n_intervals : int
-        Number of backward solves (observation intervals).
-    """
-
-    forward_nfe: int
-    backward_nfe: int
-    backward_accepted: int
-    backward_rejected: int
-    n_intervals: int
+#: Keywords of :func:`continuous_adjoint` that set the backward solve.
+ADJOINT_OPTIONS = ("adjoint_method", "adjoint_rtol", "adjoint_atol", "adjoint_steps", "seminorm",
+                   "reset_state")
 
 
 class ContinuousGradient(NamedTuple):
@@ -71,7 +54,12 @@ class ContinuousGradient(NamedTuple):
         ``dL/dy0``.
     params_bar : ndarray, shape (n_params,)
         ``dL/dparams`` (length 0 for a parameter-free field).
-    stats : AdjointStats
+    stats : solvers.Work
+        ``forward_nfe``, ``n_accepted``, ``n_rejected`` of the forward solve (that of
+        ``forward_solution`` if given); ``backward_nfe`` (= ``vjps``: each evaluation of the
+        augmented system is one field evaluation and one VJP), ``backward_accepted``,
+        ``backward_rejected`` and ``n_intervals`` of the backward solves; ``dense_evals``: the
+        interpolated variant's reads of the forward dense output (one per evaluation).
     y0_reconstructed : ndarray or None
         Backsolve only: the state the backward solve reconstructed at ``t0`` (compare with
         ``y0`` to measure the reconstruction error); None for the interpolated variant.
@@ -79,14 +67,18 @@ class ContinuousGradient(NamedTuple):
 
     y0_bar: Any
     params_bar: Any
-    stats: AdjointStats
+    stats: Work
     y0_reconstructed: Any = None
 
 
-def _stat(solution, name: str) -> int:
+def _forward_work(solution) -> Work:
+    """The forward solve's work (a duck-typed solution's stats may be a mapping)."""
     stats = solution.stats
-    value = stats[name] if isinstance(stats, dict) else getattr(stats, name)
-    return int(value)
+    if isinstance(stats, Work):
+        return stats
+    get = stats.get if isinstance(stats, dict) else lambda k, d: getattr(stats, k, d)
+    return Work(forward_nfe=int(get("nfe", 0)), n_accepted=int(get("n_accepted", 0)),
+                n_rejected=int(get("n_rejected", 0)))
 
 
 def _check_times(t_obs, t0):
@@ -307,7 +299,7 @@ def continuous_adjoint(field, y0, params, t_obs, y_bars, *, t0=None, variant="in
     y = y_obs[-1]
     a = xp.array(y_bars[-1], copy=True)
     a_params = xp.zeros(n_params, dtype=y0.dtype)
-    nfe = accepted = rejected = 0
+    work = _forward_work(forward_solution)
     for k in range(len(knots) - 1, 0, -1):
         z1 = pack_augmented(layout, y, a, a_params)
         # Only the end state is kept (t_eval at the knot, no dense output): memory does not
@@ -316,16 +308,18 @@ def continuous_adjoint(field, y0, params, t_obs, y_bars, *, t0=None, variant="in
                              method=adjoint_method or method, max_steps=max_steps,
                              t_eval=np.array([float(knots[k - 1])]), dense_output=False,
                              **options)
-        nfe += _stat(back, "nfe")
-        accepted += _stat(back, "n_accepted")
-        rejected += _stat(back, "n_rejected")
+        work = work + _forward_work(back).as_backward()
         y, a, a_params = unpack_augmented(layout, back.ys[-1])
         if cotangents[k - 1] is not None:
             a = a + cotangents[k - 1]
         if layout.with_state and reset_state and k - 1 > 0:
             y = y_obs[k - 1 - (len(knots) - n_obs)]
 
-    stats = AdjointStats(_stat(forward_solution, "nfe"), nfe, accepted, rejected, len(knots) - 1)
+    # Dense-output reads: the states at t_obs when the forward solve did not sample them, and
+    # (interpolated) one y(t) per augmented evaluation.
+    reads = (0 if _sampled_at(forward_solution, times) else n_obs) + \
+        (0 if layout.with_state else work.backward_nfe)
+    work = dataclasses.replace(work, dense_evals=work.dense_evals + reads)
     params_bar = xp.array(a_params, copy=True)
-    return ContinuousGradient(xp.array(a, copy=True), params_bar, stats,
+    return ContinuousGradient(xp.array(a, copy=True), params_bar, work,
                               xp.array(y, copy=True) if layout.with_state else None)

@@ -17,38 +17,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from solvers import FieldKernel, as_field, field_kernel
+from solvers import FieldKernel, Work, as_field, field_kernel
 
 from ..backend import get_array_module
-from ..checkpointing import CheckpointStats, Taped, begin_adjoint
+from ..checkpointing import Taped, begin_adjoint, checkpoint_work
 from ..errors import check_array
 from ._discrete_inputs import (check_differentiable_field, check_grid, check_obs_steps,
                                check_uniform, cotangents_at, obs_steps_on_grid, stepper_for)
 
-__all__ = ["CountingField", "DiscreteGradient", "DiscreteStats", "DiscreteSweep", "Recording",
+__all__ = ["CountingField", "DiscreteGradient", "DiscreteSweep", "Recording",
            "record_forward", "check_grid", "grid_forward", "discrete_adjoint",
            "begin_discrete_adjoint", "obs_steps_on_grid", "check_differentiable_field"]
-
-
-class DiscreteStats(NamedTuple):
-    """Work of one discrete-adjoint run.
-
-    Attributes
-    ----------
-    forward_nfe : int
-        Field evaluations of the first forward sweep.
-    recompute_nfe : int
-        Field evaluations spent recomputing steps (checkpointing) and stages (step VJPs).
-    backward_vjps : int
-        Field VJPs (one per live stage per step).
-    checkpoint : CheckpointStats
-        Snapshot and recomputation counters of the schedule.
-    """
-
-    forward_nfe: int
-    recompute_nfe: int
-    backward_vjps: int
-    checkpoint: CheckpointStats
 
 
 class DiscreteGradient(NamedTuple):
@@ -60,13 +39,18 @@ class DiscreteGradient(NamedTuple):
     params_bar : array, shape ``params.shape`` (None when not requested or no parameters)
     method_bar : dict
         Gradients with respect to method parameters (``{"k": ...}`` for the LM step).
-    stats : DiscreteStats
+    stats : solvers.Work
+        ``forward_nfe`` (the first forward sweep), ``backward_nfe`` (evaluations recomputing
+        steps and stages in reverse, plus a repeated forward sweep), ``vjps`` (one per live
+        stage per step), ``n_accepted`` (grid steps) and the checkpoint counters
+        (``forward_steps``, ``recomputed_steps``, ``snapshots_written``,
+        ``max_live_snapshots``, ...).
     """
 
     y0_bar: object
     params_bar: object
     method_bar: dict
-    stats: DiscreteStats
+    stats: Work
 
 
 class CountingField(FieldKernel):
@@ -240,10 +224,16 @@ class DiscreteSweep:
         The stepper state at ``grid[-1]``; ``final_state[0]`` is ``y(grid[-1])``.
     forward_nfe : int
         Field evaluations of the forward sweep.
+    obs_steps : ndarray of int or None
+        The grid indices given to :func:`begin_discrete_adjoint`.
+    observed : array, shape ``(len(obs_steps), *y0.shape)``, or None
+        The states at ``obs_steps``, kept from the forward sweep (None without ``obs_steps``).
     """
 
-    def __init__(self, field, y0, params, grid, stepper, schedule, taped, recording):
+    def __init__(self, field, y0, params, grid, stepper, schedule, taped, recording,
+                 obs_steps=None):
         self.grid = grid
+        self.obs_steps = obs_steps
         self._args = (field, y0, params, stepper, schedule, taped, recording)
         self._begin()
 
@@ -252,11 +242,19 @@ class DiscreteSweep:
         grid, n = self.grid, self.grid.size - 1
         counted = CountingField(field)
         tapes = {}
+        watch = set() if self.obs_steps is None else set(self.obs_steps.tolist())
+        seen = {}                    # grid index -> y there (first sweep; a recomputation agrees)
         self._counted, self._bar_at, self._need_params = counted, {}, True
         self._acc = {"params": None, "method": {k: 0.0 for k in stepper.method_params}}
         budget = {"left": schedule.max_bytes if taped else 0, "per_step": None}
 
         def forward_step(i, state):
+            nxt = advance(i, state)
+            if i + 1 in watch and i + 1 not in seen:
+                seen[i + 1] = nxt[0]
+            return nxt
+
+        def advance(i, state):
             h = grid[i + 1] - grid[i]
             if recording is not None:
                 tapes[i] = recording.tapes[i]
@@ -294,6 +292,7 @@ class DiscreteSweep:
             return state_bar
 
         state0 = stepper.init(counted, grid[0], y0, params)
+        seen[0] = state0[0]
         if taped:
             self._pending = _TapedSweep(n, state0, forward_step, reverse_step)
         else:
@@ -301,6 +300,8 @@ class DiscreteSweep:
                                           reverse_step=reverse_step)
         counted.end_forward()
         self.final_state = self._pending.final_state
+        self.observed = None if self.obs_steps is None else \
+            get_array_module(y0).stack([seen[i] for i in self.obs_steps.tolist()])
         self.forward_nfe = counted.nfe_first + (recording.nfe if recording is not None else 0)
 
     def _with_obs(self, i, state_bar):
@@ -317,9 +318,11 @@ class DiscreteSweep:
         Returns
         -------
         DiscreteGradient
-            ``stats.forward_nfe`` is the forward sweep's; ``recompute_nfe`` what the reverse
+            ``stats.forward_nfe`` is the forward sweep's; ``backward_nfe`` what the reverse
             sweep evaluated (plus a repeated forward sweep on a second call).
         """
+        if obs_steps is None:
+            obs_steps = self.obs_steps
         return self.reverse(cotangents_at(y_bars, obs_steps, self._args[1], self.grid.size - 1),
                             need_params)
 
@@ -343,8 +346,9 @@ class DiscreteSweep:
             params_bar = p_init if params_bar is None else params_bar + p_init
         if need_params and params_bar is None and params is not None:
             params_bar = xp.zeros_like(params)
-        stats = DiscreteStats(self.forward_nfe,
-                              counted.nfe - counted.nfe_first + nfe_before, counted.n_vjp, ck)
+        stats = ck + Work(forward_nfe=self.forward_nfe,
+                          backward_nfe=counted.nfe - counted.nfe_first + nfe_before,
+                          vjps=counted.n_vjp)
         return DiscreteGradient(y0_bar, params_bar if need_params else None,
                                 self._acc["method"], stats)
 
@@ -395,17 +399,17 @@ class _TapedSweep:
             bar = self._reverse_step(i, states[i], bar)
             states[i + 1] = None
         n = self._n
-        return bar, CheckpointStats(forward_steps=n, recomputed_steps=0,
-                                    max_live_snapshots=n - 1, reverse_steps=n,
-                                    snapshots_written=n - 1, n_steps=n)
+        return bar, checkpoint_work(n, n, n, n - 1, n - 1)
 
 
 def begin_discrete_adjoint(field, y0, params, grid, *, method="rk4", method_options=None,
-                           schedule=None, recording=None) -> DiscreteSweep:
+                           schedule=None, recording=None, obs_steps=None) -> DiscreteSweep:
     """Run the forward sweep of :func:`discrete_adjoint` now, its reverse sweep later.
 
     Parameters as :func:`discrete_adjoint` (less the cotangents and ``need_params``, which
-    :meth:`DiscreteSweep.gradient` takes).
+    :meth:`DiscreteSweep.gradient` takes). With ``obs_steps`` the sweep keeps the states at
+    those grid indices (``DiscreteSweep.observed``, e.g. to evaluate a loss on them) and
+    :meth:`DiscreteSweep.gradient` takes their cotangents by default.
 
     Returns
     -------
@@ -430,4 +434,5 @@ def begin_discrete_adjoint(field, y0, params, grid, *, method="rk4", method_opti
                              f"({n} steps) and method ({method!r}; recorded: "
                              f"{recording.method!r}), and needs schedule=None or Taped() "
                              f"(taped store-all).")
-    return DiscreteSweep(field, y0, params, grid, stepper, schedule, taped, recording)
+    obs = None if obs_steps is None else check_obs_steps(obs_steps, n)
+    return DiscreteSweep(field, y0, params, grid, stepper, schedule, taped, recording, obs)

@@ -255,7 +255,8 @@ def test_anode_backsolve_of_fixed_step_rk4_map_is_wrong_discrete_gradient_exact(
     field, theta, y0 = ScaledLinear(np.array([[-1.0]])), np.array([lam]), np.array([1.0])
     y_N = lambda lam_, y0_: rk4_R(-lam_ * T / n) ** n * y0_                # noqa: E731
     loss = lambda lam_, y0_: 0.5 * float(y_N(lam_, y0_)[0] ** 2)           # noqa: E731
-    fwd = solvers.solve(field, y0, (0.0, T), theta, method="rk4", steps=n)
+    fwd = solvers.solve(field, y0, (0.0, T), theta, method="rk4", steps=n,
+                        dense_output=True)
     np.testing.assert_allclose(fwd.ys[-1], y_N(lam, y0), rtol=1e-12)     # same map as solvers
     # Discrete adjoint of the map, closed form: dy_N/dlam = N R^(N-1) R'(z) (-h) y0.
     z = -lam * T / n

@@ -107,15 +107,16 @@ def test_adaptive_discrete_block_uses_frozen_grid(rng):
 def test_stats_reported_to_monitor(rng):
     records = []
     block = ODEBlock(mlp_field(3), method="rk4", steps=20, schedule=Revolve(snapshots=4),
-                     monitor=records.append)
+                     monitor=lambda phase, work: records.append((phase, work)))
     params = block.init(rng)
     y, cache = block.forward(params, rng.standard_normal((2, 3)))
     block.vjp(params, cache, np.ones_like(y))
-    fwd, bwd = records
-    assert (fwd.phase, fwd.nfe, fwd.n_steps) == ("forward", 80, 20)
-    assert bwd.phase == "backward" and bwd.n_steps == 20
-    assert 1 <= bwd.live_snapshots <= 4 and bwd.recomputed_steps > 0
+    (p_fwd, fwd), (p_bwd, bwd) = records
+    assert (p_fwd, fwd.nfe, fwd.n_steps) == ("forward", 80, 20)
+    assert p_bwd == "backward" and bwd.reverse_steps == 20 and bwd.forward_nfe == 80
+    assert 1 <= bwd.max_live_snapshots <= 4 and bwd.recomputed_steps > 0
     assert bwd.vjps == 80  # one field VJP per RK4 stage per step
+    assert bwd.backward_nfe == 4 * (bwd.recomputed_steps + 20)
     assert cache.stats == fwd
 
 
@@ -169,8 +170,10 @@ def test_store_all_reuses_forward_stages_bitwise(rng):
     """Store-all RK blocks keep the forward stages: no field evaluation in the backward call,
     and gradients bitwise equal to a Revolve-checkpointed backward call."""
     records, records_r = [], []
-    taped = ODEBlock(mlp_field(3), method="rk4", steps=7, monitor=records.append)
-    revolve = taped.with_config(schedule=Revolve(snapshots=2), monitor=records_r.append)
+    taped = ODEBlock(mlp_field(3), method="rk4", steps=7,
+                     monitor=lambda phase, work: records.append(work))
+    revolve = taped.with_config(schedule=Revolve(snapshots=2),
+                                monitor=lambda phase, work: records_r.append(work))
     params, x = taped.init(rng), rng.standard_normal((2, 3))
     y, cache = taped.forward(params, x)
     y_r, cache_r = revolve.forward(params, x)
@@ -179,12 +182,12 @@ def test_store_all_reuses_forward_stages_bitwise(rng):
     xb, pb = taped.vjp(params, cache, y_bar)
     xb_r, pb_r = revolve.vjp(params, cache_r, y_bar)
     assert np.array_equal(xb, xb_r) and np.array_equal(pb, pb_r)
-    assert records[-1].nfe == 0 and records[-1].vjps == 4 * 7
+    assert records[-1].backward_nfe == 0 and records[-1].vjps == 4 * 7
     # Revolve keeps the forward call's snapshots: the backward call recomputes the steps its
     # schedule asks for and each step's stages (4 evaluations each), never the whole forward.
     back = records_r[-1]
     assert records_r[0].nfe == 4 * 7 and back.vjps == 4 * 7
-    assert back.nfe == 4 * (back.recomputed_steps + 7) and back.live_snapshots <= 2
+    assert back.backward_nfe == 4 * (back.recomputed_steps + 7) and back.max_live_snapshots <= 2
     # A second VJP on the same cache runs the forward sweep again, with the same bits.
     xb_r2, pb_r2 = revolve.vjp(params, cache_r, y_bar)
     assert np.array_equal(xb_r2, xb_r) and np.array_equal(pb_r2, pb_r)

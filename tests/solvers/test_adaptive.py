@@ -77,7 +77,7 @@ def test_nfe_exact(method, first_step):
     fsal = solvers.get_tableau(method).fsal
     assert st.nfe == (1 + (first_step is None) + (s - 1) * (st.n_accepted + st.n_rejected)
                       + (not fsal) * st.n_accepted)
-    assert st.n_steps == st.n_accepted + st.n_rejected and len(st.step_sizes) == st.n_accepted
+    assert st.n_steps == st.n_accepted + st.n_rejected and len(res.step_sizes) == st.n_accepted
 
 
 @pytest.mark.parametrize("method, dense", [("rk4", True), ("rk4", False), ("dopri5", True),
@@ -95,13 +95,27 @@ def test_nfe_exact_fixed_steps(method, dense):
     assert res.stats.n_accepted == n and res.stats.n_rejected == 0
 
 
+@pytest.mark.parametrize("method, per_step", [("rk4", 4), ("midpoint", 2), ("euler", 1)])
+def test_fixed_step_nfe_is_stages_times_steps_by_default(method, per_step):
+    """No dense output unless asked for: N fixed RK4 steps cost 4N evaluations, not 4N + 1
+    (the slope at t1 that a Hermite interpolant of the last step would need)."""
+    prob, n = PROBLEMS["logistic"], 10
+    field = Counting(prob.f)
+    res = solvers.solve(field, prob.y0, prob.t_span, method=method, steps=n)
+    assert res.sol is None and field.n == res.stats.nfe == per_step * n
+    asked = solvers.solve(Counting(prob.f), prob.y0, prob.t_span, method=method, steps=n,
+                          dense_output=True)
+    assert asked.stats.nfe == per_step * n + 1 and callable(asked.sol)
+    np.testing.assert_array_equal(asked.ys, res.ys)
+
+
 @pytest.mark.parametrize("method", ADAPTIVE)
 def test_backward_in_time(method):
     prob = PROBLEMS["rotation_decay"]
     t0, t1 = prob.t_span
     res = solvers.solve(prob.f, prob.exact(t1), (t1, t0), method=method, rtol=1e-8, atol=1e-11)
     assert res.success and res.grid[0] == t1 and res.grid[-1] == t0
-    assert np.all(np.diff(res.grid) < 0) and np.all(res.stats.step_sizes < 0)
+    assert np.all(np.diff(res.grid) < 0) and np.all(res.step_sizes < 0)
     # Measured 3.2e-8 (bosh3), <= 3.5e-9 (5th order); the backward flow of a decaying problem grows.
     np.testing.assert_allclose(res.ys[-1], prob.y0, atol=1e-7)
 
@@ -109,7 +123,7 @@ def test_backward_in_time(method):
 def test_grid_is_consistent_with_step_sizes():
     prob = PROBLEMS["nonautonomous"]
     res = solvers.solve(prob.f, prob.y0, prob.t_span)
-    g, h = res.grid, res.stats.step_sizes
+    g, h = res.grid, res.step_sizes
     assert np.array_equal(g[:-2] + h[:-1], g[1:-1])           # exact, FSAL-stage times
     assert g[-1] == prob.t_span[1] and abs(g[-2] + h[-1] - g[-1]) <= 4 * np.spacing(g[-1])
 

@@ -51,7 +51,8 @@ def test_global_dense_error_order(method, order):
     steps = np.array([40, 80, 160, 320])      # finest mid-step error >= 7e-13 (Tsit5)
     errs = []
     for n in steps:
-        res = solvers.solve(prob.f, prob.y0, prob.t_span, method=method, steps=int(n))
+        res = solvers.solve(prob.f, prob.y0, prob.t_span, method=method, steps=int(n),
+                            dense_output=True)
         mid = 0.5 * (res.grid[1:] + res.grid[:-1])
         errs.append(np.abs(res.sol(mid) - prob.exact(mid)).max())
     slope = np.polyfit(np.log(1.0 / steps), np.log(errs), 1)[0]
@@ -61,7 +62,8 @@ def test_global_dense_error_order(method, order):
 @pytest.mark.parametrize("method", ["dopri5", "rk4", "ab3"])
 def test_sol_hits_grid_values_exactly_and_vectorises(method):
     prob = PROBLEMS["rotation_decay"]
-    res = solvers.solve(prob.f, prob.y0, prob.t_span, method=method, steps=25)
+    res = solvers.solve(prob.f, prob.y0, prob.t_span, method=method, steps=25,
+                        dense_output=True)
     np.testing.assert_array_equal(res.sol(res.grid), res.ys)
     ts = np.linspace(*prob.t_span, 37)
     batch = res.sol(ts)
