@@ -46,8 +46,8 @@ from adjointcore.errors import check_array, check_positive_int
 from adjointcore.fields import LayerField
 from adjointcore.layers.base import Layer
 from adjointcore.layers.shape import ChannelPad
-from adjointcore.sensitivity import GRADIENTS, begin_trajectory_gradient
-from adjointcore.sensitivity.continuous import ADJOINT_OPTIONS
+from adjointcore.sensitivity import (GRADIENTS, begin_trajectory_gradient,
+                                     check_gradient_options)
 
 __all__ = ["ODEBlock", "ODEBlockCache", "GRADIENTS", "as_block_field"]
 
@@ -156,37 +156,17 @@ class ODEBlock(Layer):
     max_steps: int = 10_000
 
     def __post_init__(self):
-        if self.gradient not in GRADIENTS:
-            raise ValueError(f"`gradient` must be one of {GRADIENTS}, got {self.gradient!r}.")
-        as_block_field(self.field_layer)          # a plain function fails here, by name
+        # Bad options fail here, by name, not at the first forward call.
+        as_block_field(self.field_layer)          # a plain function is refused
         if self.steps is not None:
             check_positive_int("steps", self.steps)
         check_positive_int("augment", self.augment, minimum=0)
         _check_t_span(self.t_span)
-        discrete = self.gradient == "discrete"
-        for name in ("method_options", "schedule") if not discrete else ("adjoint_options",):
-            if getattr(self, name):
-                owner = "continuous" if discrete else "discrete"
-                raise ValueError(f"`{name}`={getattr(self, name)!r} applies to the {owner} "
-                                 f"gradient only, but gradient={self.gradient!r}; drop it or "
-                                 f"change `gradient`.")
-        # Unknown names and bad options fail here, not at the first forward call.
-        solvers.get_stepper(self.method, **(self.method_options or {}))
-        if self.steps is None and self.method not in solvers.adaptive_methods():
-            raise ValueError(f"an adaptive solve (steps=None) needs a Runge-Kutta method "
-                             f"with an error estimate {solvers.adaptive_methods()}, got "
-                             f"method={self.method!r}; pass steps=N for fixed steps "
-                             f"(multistep methods always need them).")
+        check_gradient_options(self.gradient, self.method, self.steps, schedule=self.schedule,
+                               method_options=self.method_options,
+                               adjoint_options=self.adjoint_options)
         if self.steps is None or self.gradient != "discrete":
-            solvers.PIController(self.rtol, self.atol)   # bad tolerances fail here, by name
-        if self.schedule is not None and not callable(getattr(self.schedule, "plan", None)):
-            raise TypeError(f"`schedule` must be a checkpoint schedule (StoreAll(), Uniform(k), "
-                            f"Revolve(s), Online(s)), got {self.schedule!r}.")
-        unknown = set(self.adjoint_options or {}) - set(ADJOINT_OPTIONS)
-        if unknown:
-            raise ValueError(f"`adjoint_options` keys {sorted(unknown)} are not options of the "
-                             f"backward solve; allowed: {ADJOINT_OPTIONS} (forward settings are "
-                             f"the block's own fields).")
+            solvers.PIController(self.rtol, self.atol)   # bad tolerances
 
     # -- configuration ----------------------------------------------------------------------
     def with_config(self, **changes) -> "ODEBlock":

@@ -21,7 +21,7 @@ gradient of the discrete solution. It recomputes the forward pass from ``state``
 
 The steps assume a constant ``h`` (``uniform_grid = True``): ``solve(method=..., steps=N)``
 integrates with ``N`` equal steps, and a driver that replays a given grid must refuse a
-non-uniform one; ``check_uniform_grid`` validates such a grid.
+non-uniform one (the discrete adjoints do: ``adjointcore.sensitivity`` checks ``grid``).
 
 References
 ----------
@@ -40,8 +40,7 @@ from ._lmm_adams import AdamsStepper
 from ._lmm_twostep import LeapfrogStepper, LMStepper
 from ._xp import to_host_float64
 
-__all__ = ["AdamsStepper", "LeapfrogStepper", "LMStepper", "LMM_STEPPERS", "get_lmm_stepper",
-           "check_uniform_grid"]
+__all__ = ["AdamsStepper", "LeapfrogStepper", "LMStepper", "LMM_STEPPERS", "get_lmm_stepper"]
 
 
 def _without_options(name, build):
@@ -69,34 +68,3 @@ def get_lmm_stepper(method: str, **options):
         raise ValueError(f"get_lmm_stepper: unknown method {method!r}; choose one of "
                          f"{sorted(LMM_STEPPERS)}.")
     return LMM_STEPPERS[method](**options)
-
-
-def check_uniform_grid(ts, name="ts"):
-    """Validate a uniform, strictly monotone 1-D time grid; return ``(ts_host, h)``.
-
-    Parameters
-    ----------
-    ts : array_like, shape (N+1,)
-        Grid times, ``N >= 1``; may be decreasing (negative ``h``).
-
-    Returns
-    -------
-    ts_host : ndarray of float64, h : float
-        ``h = (ts[-1] - ts[0]) / N``. Spacing must match ``h`` to ``1e-9 |h|`` plus a few ulps of
-        ``max |ts|`` (the rounding of ``np.linspace``).
-    """
-    try:
-        ts_host = to_host_float64(ts)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a 1-D array of times, got {ts!r}.") from None
-    if ts_host.ndim != 1 or ts_host.size < 2 or not np.all(np.isfinite(ts_host)):
-        raise ValueError(f"{name} must be a finite 1-D grid with at least 2 times, got shape "
-                         f"{ts_host.shape}; use np.linspace(t0, t1, n_steps + 1).")
-    h = (ts_host[-1] - ts_host[0]) / (ts_host.size - 1)
-    gaps = np.diff(ts_host)
-    tol = 1e-9 * abs(h) + 16 * np.finfo(np.float64).eps * np.max(np.abs(ts_host))
-    if h == 0.0 or np.max(np.abs(gaps - h)) > tol:
-        raise ValueError(f"{name} must be uniform and strictly monotone for multistep methods: "
-                         f"mean step {h!r}, spacing in [{gaps.min()!r}, {gaps.max()!r}]; use "
-                         f"np.linspace(t0, t1, n_steps + 1) or a Runge-Kutta method.")
-    return ts_host, float(h)

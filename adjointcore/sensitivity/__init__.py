@@ -16,12 +16,13 @@ from ._cotangents import check_cotangents
 from .check import SolveGradientReport, check_solve_gradient
 from .continuous import ContinuousGradient, continuous_adjoint
 from .trajectory import (GRADIENTS, TrajectoryGradient, TrajectorySweep,
-                         begin_trajectory_gradient, trajectory_gradient)
+                         begin_trajectory_gradient, check_gradient_options, trajectory_gradient)
 from .discrete import (CountingField, DiscreteGradient, Recording, check_grid,
                        discrete_adjoint, grid_forward, obs_steps_on_grid, record_forward)
 
 __all__ = ["GRADIENTS", "TrajectoryGradient", "TrajectorySweep", "begin_trajectory_gradient",
-           "trajectory_gradient", "AugmentedField", "AugmentedLayout", "AugmentedState", "SemiNorm", "augmented_layout",
+           "check_gradient_options", "trajectory_gradient", "AugmentedField", "AugmentedLayout",
+           "AugmentedState", "SemiNorm", "augmented_layout",
            "pack_augmented", "unpack_augmented", "ContinuousGradient",
            "continuous_adjoint", "CountingField", "DiscreteGradient",
            "check_grid", "discrete_adjoint", "grid_forward", "obs_steps_on_grid",

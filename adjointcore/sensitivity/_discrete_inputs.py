@@ -68,21 +68,27 @@ def stepper_for(method, method_options):
 #: Relative spread of the step sizes above which a grid is not uniform (linspace grids spread
 #: by ~1e-13 of a step from rounding; adaptive grids by O(1)).
 UNIFORM_RTOL = 1e-9
+#: Plus this many ulps of the largest time: differences of linspace points far from 0 (e.g.
+#: t0 = 1e6, h = 1e-3) carry the rounding of the times themselves.
+UNIFORM_ULPS = 16
 
 
 def check_uniform(stepper, grid, method) -> None:
     """Steppers with ``uniform_grid = True`` (the multistep methods) assume one step size:
     refuse a non-uniform grid (their result on it would be silently wrong) with a ValueError
-    naming ``grid``."""
+    naming ``grid``. Allowed spread: ``UNIFORM_RTOL |h|`` plus ``UNIFORM_ULPS`` ulps of
+    ``max |t|`` (what ``np.linspace`` rounds to)."""
     if not getattr(stepper, "uniform_grid", False):
         return
     d = np.diff(grid)
     spread = float(np.max(np.abs(d - d[0])))
-    if spread > UNIFORM_RTOL * abs(float(d[0])):
-        raise ValueError(f"`grid` is not uniform (step sizes from {d.min()!r} to {d.max()!r}) "
-                         f"but method {method!r} is a multistep method, which assumes equal "
-                         f"steps; use np.linspace(t0, t1, steps + 1), or a Runge-Kutta method "
-                         f"for an adaptive grid.")
+    allowed = UNIFORM_RTOL * abs(float(d[0])) + \
+        UNIFORM_ULPS * np.finfo(np.float64).eps * float(np.max(np.abs(grid)))
+    if spread > allowed:
+        raise ValueError(f"`grid` is not uniform (step sizes from {float(d.min())!r} to "
+                         f"{float(d.max())!r}) but method {method!r} is a multistep method, "
+                         f"which assumes equal steps; use np.linspace(t0, t1, steps + 1), or a "
+                         f"Runge-Kutta method for an adaptive grid.")
 
 
 def check_obs_steps(obs_steps, n: int) -> np.ndarray:

@@ -34,7 +34,7 @@ from .discrete import Recording, begin_discrete_adjoint, obs_steps_on_grid
 from ._discrete_inputs import check_differentiable_field
 
 __all__ = ["GRADIENTS", "TrajectoryGradient", "TrajectorySweep", "begin_trajectory_gradient",
-           "trajectory_gradient"]
+           "check_gradient_options", "trajectory_gradient"]
 
 GRADIENTS = ("discrete", "backsolve", "interpolated")
 
@@ -126,8 +126,22 @@ class TrajectorySweep:
                                   g.y0_reconstructed)
 
 
-def _check_options(gradient, method, steps, t_obs, schedule, method_options,
-                   adjoint_options):
+def check_gradient_options(gradient, method, steps, *, n_obs=1, schedule=None,
+                           method_options=None, adjoint_options=None) -> None:
+    """Raise, naming the option, unless the options of a trajectory gradient fit together.
+
+    Run before any compute by :func:`begin_trajectory_gradient` and by
+    :class:`~nets.ODEBlock`'s constructor: ``gradient`` in :data:`GRADIENTS`; ``schedule`` and
+    ``method_options`` only with the discrete gradient, ``adjoint_options`` (keys in
+    ``ADJOINT_OPTIONS``) only with the continuous ones; an adaptive solve (``steps=None``)
+    needs a method with an error estimate, and its discrete gradient one observation time
+    (``n_obs``). Unknown method names and bad method options raise from
+    :func:`solvers.get_stepper`.
+
+    Raises
+    ------
+    ValueError, TypeError
+    """
     if gradient not in GRADIENTS:
         raise ValueError(f"`gradient` must be one of {GRADIENTS}, got {gradient!r}.")
     discrete = gradient == "discrete"
@@ -140,16 +154,20 @@ def _check_options(gradient, method, steps, t_obs, schedule, method_options,
     unknown = set(adjoint_options or {}) - set(ADJOINT_OPTIONS)
     if unknown:
         raise ValueError(f"`adjoint_options` keys {sorted(unknown)} are not options of the "
-                         f"backward solve; allowed: {ADJOINT_OPTIONS}.")
-    if discrete and steps is None and t_obs.size > 1:
-        raise ValueError(f"the discrete gradient of an adaptive solve (steps=None) observes the "
-                         f"end of the span only, got {t_obs.size} observation times; pass "
-                         f"steps=N (every time in `t_obs` a grid point) or a continuous "
-                         f"`gradient`.")
+                         f"backward solve; allowed: {ADJOINT_OPTIONS} (forward settings are "
+                         f"given directly).")
+    if schedule is not None and not callable(getattr(schedule, "plan", None)):
+        raise TypeError(f"`schedule` must be a checkpoint schedule (StoreAll(), Uniform(k), "
+                        f"Revolve(s), Online(s)) or None, got {schedule!r}.")
+    solvers.get_stepper(method, **(method_options or {}))
     if steps is None and method not in solvers.adaptive_methods():
         raise ValueError(f"an adaptive solve (steps=None) needs a Runge-Kutta method with an "
                          f"error estimate {solvers.adaptive_methods()}, got method={method!r}; "
                          f"pass steps=N for fixed steps (multistep methods always need them).")
+    if discrete and steps is None and n_obs > 1:
+        raise ValueError(f"the discrete gradient of an adaptive solve (steps=None) observes the "
+                         f"end of the span only, got {n_obs} observation times; pass steps=N "
+                         f"(every time in `t_obs` a grid point) or a continuous `gradient`.")
 
 
 def begin_trajectory_gradient(field, y0, params, t_obs, *, t0=None, gradient="discrete",
@@ -204,7 +222,8 @@ def begin_trajectory_gradient(field, y0, params, t_obs, *, t0=None, gradient="di
     check_differentiable_field(field)
     check_array("y0", y0)
     start, times = _check_times(t_obs, t0)
-    _check_options(gradient, method, steps, times, schedule, method_options, adjoint_options)
+    check_gradient_options(gradient, method, steps, n_obs=times.size, schedule=schedule,
+                           method_options=method_options, adjoint_options=adjoint_options)
     if params is not None:
         check_array("params", params, ndim=1, fix="Pass the flat parameter vector (layer.init).")
     options = {"field": field, "gradient": gradient, "method": method, "steps": steps,

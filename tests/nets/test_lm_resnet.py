@@ -341,3 +341,16 @@ def test_backend_matches_numpy(xp):
         outs.append(to_host((y,) + stack.vjp(p, cache, v)))
     for a, b in zip(*outs):      # same float64 arithmetic up to reduction order
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("stack_cls", [LMStack, ResNetStack])
+def test_stack_composes_in_sequential_and_passes_check_layer(stack_cls):
+    """The stacks follow the layer protocol: a Linear stem, the stack and a Linear head in one
+    Sequential pass check_layer (issue 9, point 2)."""
+    stack = stack_cls([smooth_block(3, i) for i in range(3)])
+    model = Sequential(Linear(2, 3), stack, Linear(3, 2))
+    rng = np.random.default_rng(11)
+    params = model.init(rng)
+    model.slices(params)[1][:] = make_params(stack, 12)      # k_n away from the init value
+    report = check_layer(model, x=rng.standard_normal((4, 2)), params=params)
+    assert report.passed, str(report)
