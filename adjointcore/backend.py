@@ -51,6 +51,9 @@ def is_cupy_array(x) -> bool:
 def get_array_module(*arrays):
     """Return ``cupy`` if any argument is a CuPy array, else ``numpy``.
 
+    An array type may name its module in the class attribute ``__xp__`` (the device emulation
+    of :mod:`adjointcore.device_emulation` does); it is returned for such arrays.
+
     Parameters
     ----------
     *arrays : array_like or None
@@ -64,7 +67,12 @@ def get_array_module(*arrays):
     if len(arrays) == 1 and type(arrays[0]) is np.ndarray:   # the common case, no probing
         return np
     for x in arrays:
-        if x is not None and is_cupy_array(x):
+        if x is None:
+            continue
+        module = getattr(type(x), "__xp__", None)     # an array type naming its module
+        if module is not None:
+            return module
+        if is_cupy_array(x):
             import cupy
             return cupy
     return np
@@ -106,7 +114,7 @@ def to_host(x):
         return type(x)(to_host(v) for v in x)
     if x is None:
         return None
-    if is_cupy_array(x):
+    if is_cupy_array(x) or hasattr(type(x), "__xp__"):
         return x.get()
     return np.asarray(x)
 

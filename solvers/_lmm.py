@@ -34,11 +34,8 @@ from __future__ import annotations
 
 from functools import partial
 
-import numpy as np
-
 from ._lmm_adams import AdamsStepper
 from ._lmm_twostep import LeapfrogStepper, LMStepper
-from ._xp import to_host_float64
 
 __all__ = ["AdamsStepper", "LeapfrogStepper", "LMStepper", "LMM_STEPPERS", "get_lmm_stepper"]
 

@@ -3,11 +3,17 @@ import numpy as np
 
 
 def get_array_module(*arrays):
-    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    """Return ``cupy`` if any argument is a CuPy array, the module an array type names in its
+    class attribute ``__xp__`` (a device emulation), else ``numpy``."""
     if len(arrays) == 1 and type(arrays[0]) is np.ndarray:   # the common case, no probing
         return np
     for x in arrays:
-        if x is not None and type(x).__module__.split(".")[0] == "cupy":
+        if x is None:
+            continue
+        module = getattr(type(x), "__xp__", None)
+        if module is not None:
+            return module
+        if type(x).__module__.split(".")[0] == "cupy":
             import cupy
             return cupy
     return np

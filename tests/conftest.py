@@ -1,4 +1,5 @@
-"""Shared fixtures: array backends (NumPy always, CuPy when a GPU is present) and dtypes."""
+"""Shared fixtures: array backends (NumPy and the device emulation always, CuPy when a GPU is
+present) and dtypes."""
 import os
 
 import numpy as np
@@ -15,6 +16,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 BACKENDS = [
     pytest.param("numpy", id="numpy"),
+    pytest.param("emulated", id="emulated"),
     pytest.param("cupy", id="cupy", marks=[
         pytest.mark.gpu,
         pytest.mark.skipif(not gpu_available(), reason="CuPy with a CUDA device not available"),
@@ -24,10 +26,14 @@ BACKENDS = [
 
 @pytest.fixture(params=BACKENDS)
 def xp(request):
-    """The array module under test (``numpy`` or ``cupy``)."""
+    """The array module under test: ``numpy``, the CPU device emulation
+    (:mod:`adjointcore.device_emulation`: CuPy's rules, NumPy's arithmetic) or ``cupy``."""
     if request.param == "cupy":
         import cupy
         return cupy
+    if request.param == "emulated":
+        from adjointcore.device_emulation import xp as emulated
+        return emulated
     return np
 
 

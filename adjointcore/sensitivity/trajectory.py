@@ -20,7 +20,7 @@ training loops and NODE-EW's Algorithm 1 all go through it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 
