@@ -10,12 +10,16 @@ Optional fast methods, used by the solvers and adjoints after their first (check
 (see :class:`solvers.FieldKernel`): ``evaluate(t, y, params) -> dy`` (forward only, no cache),
 ``forward_unchecked(t, y, params) -> (dy, cache)`` and ``vjp_into(cache, dy_bar, params_bar)
 -> y_bar`` (parameter cotangent written into ``params_bar`` unless it is None).
+
+Forward mode (optional, :class:`LayerField` has it): ``jvp(cache, y_dot, params_dot=None) ->
+dy_dot``, the directional derivative of ``dy = f(t, y, params)`` along ``(y_dot, params_dot)``
+at fixed ``t``, from the cache of ``forward``.
 """
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .layers.base import call_vjp, layer_kernel
+from .layers.base import call_jvp, call_vjp, layer_kernel
 
 __all__ = ["LayerField", "LayerFieldCache"]
 
@@ -84,6 +88,38 @@ class LayerField:
         y_bar, params_bar = call_vjp(self.layer, cache.params, cache.layer_cache, dy_bar,
                                      need_params)
         return y_bar, params_bar, None
+
+    def jvp(self, cache: LayerFieldCache, y_dot, params_dot=None):
+        """Forward mode of the field at fixed ``t``: ``dy_dot = (df/dy) y_dot + (df/dp)
+        params_dot``, through the layer's (checked) ``jvp``.
+
+        Parameters
+        ----------
+        cache : LayerFieldCache
+            From :meth:`forward` or :meth:`forward_unchecked` at ``(t, y, params)``.
+        y_dot : ndarray, shape of ``y``
+            State tangent.
+        params_dot : ndarray, shape (n_params,), optional
+            Parameter tangent; None means zero.
+
+        Returns
+        -------
+        dy_dot : ndarray, shape of ``y``
+
+        Raises
+        ------
+        TypeError
+            ``cache`` is not a :class:`LayerFieldCache`.
+        NotImplementedError
+            The layer (or one of its children) has no ``jvp``.
+        ShapeError, ParameterError
+            ``y_dot`` / ``params_dot`` of the wrong shape (named as the layer's ``x_dot`` /
+            ``params_dot``).
+        """
+        if not isinstance(cache, LayerFieldCache):
+            raise TypeError(f"`cache` must be the LayerFieldCache returned by "
+                            f"LayerField.forward, got {type(cache).__name__}.")
+        return call_jvp(self.layer, cache.params, cache.layer_cache, y_dot, params_dot, "layer")
 
     def __repr__(self) -> str:
         return f"LayerField({self.layer!r})"

@@ -9,6 +9,8 @@ Checks, from cheapest to strictest:
 - :func:`taylor_test`: remainder rates (1 and 2) of a gradient, pyadjoint style.
 - :func:`check_layer`: all of the above on any object following the layer protocol, returning a
   :class:`LayerReport`.
+- :func:`check_jvp`: a layer's forward mode ``jvp`` against finite differences, the complex step
+  and its own VJP (same :class:`LayerReport`).
 
 Hypothesis strategies live in :mod:`adjointcore.gradcheck.strategies` (imported lazily by the
 user, since ``hypothesis`` is a test dependency); ``python -m adjointcore.gradcheck`` checks
@@ -17,6 +19,7 @@ every built-in layer.
 from ._complex import complex_step
 from ._dot import dot_product_test
 from ._fd import auto_step, central_difference, relative_error, richardson_difference
+from ._jvp import JVP_CHECKS, check_jvp, default_jvp_tolerances
 from ._layer import CHECKS, LayerReport, check_layer, default_tolerances
 from ._taylor import TaylorResult, TaylorTestError, taylor_test
 
@@ -24,4 +27,5 @@ __all__ = [
     "auto_step", "central_difference", "richardson_difference", "relative_error",
     "complex_step", "dot_product_test", "taylor_test", "TaylorResult", "TaylorTestError",
     "check_layer", "LayerReport", "CHECKS", "default_tolerances",
+    "check_jvp", "JVP_CHECKS", "default_jvp_tolerances",
 ]

@@ -11,10 +11,10 @@ from numbers import Number
 import numpy as np
 
 from ..backend import is_cupy_array
-from ..errors import NonFiniteError, ParameterError, ShapeError, check_array
+from ..errors import NonFiniteError, ParameterError, ShapeError, check_array, check_params
 
 __all__ = ["init_child", "prefixed_shapes", "check_child_layer", "check_backends", "check_flag", "check_mode", "check_y_bar", "finite_float",
-           "out_dtype", "time_value"]
+           "out_dtype", "time_value", "check_x_dot", "check_params_dot"]
 
 
 def check_backends(owner, params, x) -> None:
@@ -30,6 +30,20 @@ def check_y_bar(y_bar, shape):
     """``y_bar`` must be a float/complex array of the forward output's ``shape``."""
     return check_array("y_bar", y_bar, shape=tuple(shape),
                        fix="Pass the cotangent of the forward output y (same shape).")
+
+
+def check_x_dot(x_dot, shape):
+    """``x_dot`` must be a float/complex array of the forward input's ``shape`` (forward mode)."""
+    return check_array("x_dot", x_dot, shape=tuple(shape),
+                       fix="Pass the tangent of the forward input x (same shape).")
+
+
+def check_params_dot(params_dot, n_params: int, owner=""):
+    """``params_dot`` must be ``None`` (zero parameter tangent) or a flat array of length
+    ``n_params``; returned unchanged."""
+    if params_dot is None:
+        return None
+    return check_params("params_dot", params_dot, n_params, owner=owner)
 
 
 def check_flag(name: str, value) -> bool:

@@ -203,6 +203,25 @@ class _Elementwise(ParameterFree):
         self._check_y_bar(y_bar, cache[0])
         return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
 
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode ``y_dot = f'(x) * x_dot`` (element-wise) from the forward cache.
+
+        Parameters
+        ----------
+        params : None or ndarray, shape (0,)
+        cache : NamedTuple
+            From :meth:`forward` (taped).
+        x_dot : ndarray, shape of ``x``
+        params_dot : None or ndarray, shape (0,)
+
+        Returns
+        -------
+        y_dot : ndarray, shape of ``x``
+        """
+        self._check_no_params(params)
+        self._check_tangents(x_dot, cache[0].shape, params_dot)
+        return self.apply_jvp(params, cache, x_dot, params_dot)
+
 
 # -- layers ---------------------------------------------------------------------------------------
 class ReLU(_Elementwise):
@@ -216,6 +235,11 @@ class ReLU(_Elementwise):
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
         xp = get_array_module(y_bar)
         return xp.where(cache.positive, y_bar, xp.zeros((), dtype=y_bar.dtype))
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`: ``x_dot`` where ``x > 0``, else 0."""
+        xp = get_array_module(x_dot)
+        return xp.where(cache.positive, x_dot, xp.zeros((), dtype=x_dot.dtype))
 
 
 class LeakyReLU(_Elementwise):
@@ -239,6 +263,11 @@ class LeakyReLU(_Elementwise):
         xp = get_array_module(y_bar)
         return xp.where(cache.positive, y_bar, self.negative_slope * y_bar)
 
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`: ``x_dot`` where ``x > 0``, else ``negative_slope * x_dot``."""
+        xp = get_array_module(x_dot)
+        return xp.where(cache.positive, x_dot, self.negative_slope * x_dot)
+
 
 class Tanh(_Elementwise):
     """Hyperbolic tangent ``y = tanh(x)``; ``dy/dx = 1 - y**2 = sech(x)**2``.
@@ -261,6 +290,10 @@ class Tanh(_Elementwise):
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
         return tanh_derivative(cache.x, y_bar)
 
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`: ``tanh'(x) x_dot`` (:func:`tanh_derivative`)."""
+        return tanh_derivative(cache.x, x_dot)
+
 
 class Sigmoid(_Elementwise):
     """Logistic sigmoid ``y = 1 / (1 + exp(-x))``, stable for large ``|x|``.
@@ -276,6 +309,10 @@ class Sigmoid(_Elementwise):
 
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
         return y_bar * (cache.y * cache.y_c)
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`: ``x_dot * y (1 - y)``."""
+        return x_dot * (cache.y * cache.y_c)
 
 
 class Softplus(_Elementwise):
@@ -300,6 +337,10 @@ class Softplus(_Elementwise):
 
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
         return y_bar * cache.s
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`: ``x_dot * sigmoid(beta x)``."""
+        return x_dot * cache.s
 
 
 class ELU(_Elementwise):
@@ -333,3 +374,7 @@ class ELU(_Elementwise):
 
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
         return y_bar * cache.slope
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`: ``x_dot * slope``."""
+        return x_dot * cache.slope

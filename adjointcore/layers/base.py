@@ -31,6 +31,21 @@ Solvers and adjoints validate their inputs once, at the public entry point, and 
 For the built-in layers, ``forward``/``vjp`` are the checks followed by ``apply``/``apply_vjp``,
 so both paths give bitwise identical results.
 
+Forward mode (optional; every built-in layer has it)
+----------------------------------------------------
+``jvp(params, cache, x_dot, params_dot=None) -> y_dot``
+    The directional derivative of ``y = forward(params, x)`` along ``(x_dot, params_dot)``,
+    evaluated from the forward ``cache`` (no second forward). ``x_dot`` has the shape of ``x``;
+    ``params_dot`` is ``None`` (zero parameter tangent) or a flat array of length ``n_params``;
+    ``y_dot`` has the shape of ``y``. The context (``t``, the dropout mask) is held fixed: time
+    has no tangent. Checked: wrong shapes raise :class:`~adjointcore.errors.ShapeError` /
+    :class:`~adjointcore.errors.ParameterError` naming ``x_dot`` / ``params_dot``.
+``apply_jvp(params, cache, x_dot, params_dot=None) -> y_dot``
+    The same without checks (composites call it on their children); ``jvp`` is the checks
+    followed by ``apply_jvp``, bit for bit. The :class:`Layer` default ``apply_jvp`` calls
+    ``jvp``, so a subclass defining only ``jvp`` works inside composites; one defining neither
+    raises ``NotImplementedError`` naming the class.
+
 Optional attributes read by tools: ``analytic`` (forward is real-analytic and accepts complex
 input, so the complex-step check applies), ``time_dependent``, ``needs_rng``, ``param_shapes``
 (ordered ``{name: shape}``), ``output_shape(input_shape)``.
@@ -48,10 +63,11 @@ import numpy as np
 
 from ..backend import as_dtype, get_array_module
 from ..errors import ParameterError, check_array, check_generator, check_params
-from ._checks import check_child_layer, check_y_bar, init_child, prefixed_shapes
+from ._checks import (check_child_layer, check_params_dot, check_x_dot, check_y_bar, init_child,
+                      prefixed_shapes)
 
 __all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "param_layout",
-           "accepts_need_params", "call_vjp",
+           "accepts_need_params", "call_vjp", "call_jvp", "kernel_jvp", "tangent_sum",
            # helpers for composites built outside this package (nets), defined in ._checks:
            "check_child_layer", "init_child", "prefixed_shapes"]
 
@@ -121,6 +137,50 @@ def _vjp_into(layer, n_params, params, cache, y_bar, params_bar, takes_flag=True
     return x_bar
 
 
+def _no_jvp(layer, where: str = ""):
+    who = f"{where} ({type(layer).__name__})" if where else type(layer).__name__
+    return NotImplementedError(
+        f"{who} has no forward-mode jvp(params, cache, x_dot, params_dot=None) -> y_dot; add "
+        f"one to the layer (see docs/protocols.md, 'Forward mode') or keep it out of "
+        f"forward-mode computations.")
+
+
+def call_jvp(layer, params, cache, x_dot, params_dot=None, where: str = ""):
+    """``layer.jvp(params, cache, x_dot, params_dot)`` (the checked forward-mode method).
+
+    Raises
+    ------
+    NotImplementedError
+        ``layer`` has no ``jvp``; the message names ``where`` (e.g. ``"layers[2]"``) and the
+        layer's class.
+    """
+    jvp = getattr(layer, "jvp", None)
+    if not callable(jvp) or getattr(jvp, "__func__", None) is Layer.jvp:   # the base default
+        raise _no_jvp(layer, where)
+    return jvp(params, cache, x_dot, params_dot)
+
+
+def kernel_jvp(kernel, params, cache, x_dot, params_dot=None, where: str = ""):
+    """Unchecked forward mode of a fast-path ``kernel`` (:func:`layer_kernel`): its
+    ``apply_jvp``, else its ``jvp`` (a duck-typed layer with ``apply``/``apply_vjp`` only)."""
+    if isinstance(kernel, ProtocolKernel):
+        return call_jvp(kernel.layer, params, cache, x_dot, params_dot, where)
+    fn = getattr(kernel, "apply_jvp", None)
+    if not callable(fn) or getattr(fn, "__func__", None) is Layer.apply_jvp:
+        return call_jvp(kernel, params, cache, x_dot, params_dot, where)
+    return fn(params, cache, x_dot, params_dot)
+
+
+def tangent_sum(a, b):
+    """``a + b`` with NumPy promotion; added in place into ``a`` when that keeps ``a``'s dtype
+    (``a`` must then be a fresh array the caller owns, never an input or a cache entry)."""
+    if np.result_type(a.dtype, b.dtype) == a.dtype \
+            and np.broadcast_shapes(a.shape, b.shape) == tuple(a.shape):
+        a += b
+        return a
+    return a + b
+
+
 class ProtocolKernel:
     """Fast-path methods (``apply``/``apply_vjp``) for a layer that only has ``forward``/``vjp``.
 
@@ -142,6 +202,10 @@ class ProtocolKernel:
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
         return _vjp_into(self.layer, self.n_params, params, cache, y_bar, params_bar,
                          self._takes_flag)
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """The layer's own (checked) ``jvp``; ``NotImplementedError`` if it has none."""
+        return call_jvp(self.layer, params, cache, x_dot, params_dot)
 
 
 def layer_kernel(layer):
@@ -224,6 +288,18 @@ class Layer:
         default: :meth:`vjp`."""
         return _vjp_into(self, self.n_params, params, cache, y_bar, params_bar)
 
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode ``y_dot = J_x x_dot + J_p params_dot`` (see the module notes).
+
+        The default raises ``NotImplementedError`` naming the class; built-in layers override
+        it with their checks followed by :meth:`apply_jvp`.
+        """
+        raise _no_jvp(self)
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`; default: :meth:`jvp`."""
+        return self.jvp(params, cache, x_dot, params_dot)
+
     def _vjp_via_apply(self, params, cache, y_bar, need_params, dtype):
         """The checked ``vjp`` of a layer whose ``apply_vjp`` is its implementation: allocate
         ``params_bar`` (of ``dtype``) when needed and delegate."""
@@ -240,6 +316,12 @@ class Layer:
     def _check_y_bar(self, y_bar, like):
         """``y_bar`` must have the shape of the forward output ``like``."""
         return check_y_bar(y_bar, like.shape)
+
+    def _check_tangents(self, x_dot, x_shape, params_dot):
+        """Checks of a forward-mode call: ``x_dot`` shaped like the input, ``params_dot`` None
+        or flat of length ``n_params``."""
+        check_x_dot(x_dot, x_shape)
+        check_params_dot(params_dot, self.n_params, owner=self)
 
     def _check_no_params(self, params) -> None:
         """Parameter-free configurations take a length-0 ``params`` or ``None``."""

@@ -12,9 +12,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import as_dtype, get_array_module
-from ..errors import ParameterError, ShapeError, check_generator, check_params
-from ._checks import check_child_layer, init_child, prefixed_shapes
-from .base import Layer, call_vjp, layer_kernel
+from ..errors import ParameterError, ShapeError, check_array, check_generator, check_params
+from ._checks import check_child_layer, check_params_dot, init_child, prefixed_shapes
+from .base import Layer, call_jvp, call_vjp, kernel_jvp, layer_kernel
 
 __all__ = ["Sequential", "Residual", "ResidualCache"]
 
@@ -57,6 +57,13 @@ def _child_params_bar(p_bar, n: int, where: str, like):
                              f"{getattr(p_bar, 'shape', type(p_bar).__name__)}, expected {n} "
                              f"values (its n_params); fix the child's vjp.")
     return p_bar.reshape(-1)
+
+
+def _child_tangent(params_dot, sl: slice):
+    """A child's block of ``params_dot``; None for a zero tangent or a parameter-free child."""
+    if params_dot is None or sl.start == sl.stop:
+        return None
+    return params_dot[sl]
 
 
 class _Composite(Layer):
@@ -122,6 +129,13 @@ class _Composite(Layer):
         parts = [init_child(c, rng, dtype, o[i + 1] - o[i], self._where(i))
                  for i, c in enumerate(self._children)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+    def _check_jvp_inputs(self, params, x_dot, params_dot):
+        """Checks shared by the composites' ``jvp``: ``params``, ``params_dot`` and ``x_dot``
+        (an array; its shape is checked by the children that read it)."""
+        check_params("params", params, self.n_params, owner=self)
+        check_params_dot(params_dot, self.n_params, owner=self)
+        check_array("x_dot", x_dot, fix="Pass the tangent of the forward input x (same shape).")
 
 
 class Sequential(_Composite):
@@ -216,6 +230,43 @@ class Sequential(_Composite):
                                                None if params_bar is None else params_bar[sl])
         return y_bar
 
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode: the tangent walks the children in order, child ``i`` receiving its block
+        of ``params_dot`` (None for a zero tangent).
+
+        Parameters
+        ----------
+        params : ndarray, shape (n_params,)
+        cache : tuple
+            The children's caches, from :meth:`forward`.
+        x_dot : ndarray, shape of ``x``
+        params_dot : ndarray, shape (n_params,), optional
+
+        Returns
+        -------
+        y_dot : ndarray, shape of the output ``y``
+
+        Raises
+        ------
+        NotImplementedError
+            A child has no ``jvp`` (the message names ``layers[i]``).
+        """
+        if not isinstance(cache, tuple) or len(cache) != len(self.layers):
+            raise TypeError(f"`cache` must be the tuple of {len(self.layers)} child caches "
+                            f"returned by Sequential.forward, got {type(cache).__name__}.")
+        self._check_jvp_inputs(params, x_dot, params_dot)
+        for i, (child, sl) in enumerate(zip(self.layers, self._slices)):
+            x_dot = call_jvp(child, params[sl], cache[i], x_dot, _child_tangent(params_dot, sl),
+                             self._where(i))
+        return x_dot
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp` (children's fast paths)."""
+        for i, (kernel, sl) in enumerate(zip(self._kernels, self._slices)):
+            x_dot = kernel_jvp(kernel, params[sl], cache[i], x_dot,
+                               _child_tangent(params_dot, sl), self._where(i))
+        return x_dot
+
     def __repr__(self) -> str:
         inner = ",\n".join(f"  ({i}) {c!r}" for i, c in enumerate(self.layers))
         return f"Sequential(\n{inner}\n)" if inner else "Sequential()"
@@ -308,6 +359,37 @@ class Residual(Layer):
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
         """Unchecked :meth:`vjp`."""
         return y_bar + self._kernel.apply_vjp(params, cache.inner, y_bar, params_bar)
+
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode ``y_dot = x_dot + inner.jvp(...)``.
+
+        Parameters
+        ----------
+        params : ndarray, shape (n_params,)
+        cache : ResidualCache
+        x_dot : ndarray, shape of ``x``
+        params_dot : ndarray, shape (n_params,), optional
+
+        Returns
+        -------
+        y_dot : ndarray, shape of ``x``
+        """
+        if not isinstance(cache, ResidualCache):
+            raise TypeError(f"`cache` must be the ResidualCache returned by Residual.forward, "
+                            f"got {type(cache).__name__}.")
+        check_params("params", params, self._n, owner="Residual")
+        check_params_dot(params_dot, self._n, owner="Residual")
+        check_array("x_dot", x_dot, fix="Pass the tangent of the forward input x (same shape).")
+        z_dot = call_jvp(self.inner, params, cache.inner, x_dot, params_dot, "inner")
+        if tuple(getattr(z_dot, "shape", ())) != tuple(x_dot.shape):
+            raise ShapeError(f"Residual: inner.jvp returned y_dot of shape "
+                             f"{tuple(getattr(z_dot, 'shape', ()))} for `x_dot` of shape "
+                             f"{tuple(x_dot.shape)}; the inner layer must preserve the shape.")
+        return x_dot + z_dot
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`."""
+        return x_dot + kernel_jvp(self._kernel, params, cache.inner, x_dot, params_dot, "inner")
 
     def __repr__(self) -> str:
         return f"Residual({self.inner!r})"

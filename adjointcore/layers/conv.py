@@ -45,7 +45,7 @@ from ._im2col import (Geometry, accumulate_windows, columns_are_view, crop_hw, m
                       output_hw, pad_channel_major, phase_accumulate, phase_columns,
                       window_counts, windows)
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
-from .base import Layer, param_layout
+from .base import Layer, param_layout, tangent_sum
 
 __all__ = ["Conv2d", "ConcatConv2d", "ConvCache"]
 
@@ -174,6 +174,10 @@ class Conv2d(Layer):
     Parameters: ``"weight"`` (O, C/groups, kh, kw), ``"bias"`` (O,).
     ``y[n, o, i, j] = b[o] + sum_{c, a, b} W[o, c, a, b] x_pad[n, g(o)*C/groups + c, i sh + a,
     j sw + b]``.
+
+    JVP (bilinear in ``(W, x)``): ``y_dot = conv(x_dot; W) + conv(x; W_dot) + b_dot``; the second
+    term reuses the cached columns (or padded input), the first builds the columns of ``x_dot``
+    (for :class:`ConcatConv2d` with a zero time channel: ``t`` is a constant).
     """
 
     analytic = True
@@ -312,6 +316,48 @@ class Conv2d(Layer):
         if bs is not None:
             params_bar[bs] = y_mat.reshape(self.out_channels, -1).sum(axis=1)
         return x_bar
+
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode ``y_dot = conv(x_dot; W) + conv(x; W_dot) + b_dot``.
+
+        Parameters
+        ----------
+        params : ndarray, shape (n_params,)
+        cache : ConvCache
+            From :meth:`forward` at the point of differentiation.
+        x_dot : ndarray, shape (N, C, H, W)
+            Input tangent (``t`` of :class:`ConcatConv2d` has none).
+        params_dot : ndarray, shape (n_params,), optional
+            None means zero.
+
+        Returns
+        -------
+        y_dot : ndarray, shape (N, O, Ho, Wo)
+        """
+        self.views(params)
+        self._check_tangents(x_dot, cache.x_shape, params_dot)
+        return self.apply_jvp(params, cache, x_dot, params_dot)
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`."""
+        ws, wshape, bs = self._layout
+        n, _, h, w_ = cache.x_shape
+        geom, g, o = self._geometry, self.groups, self.out_channels
+        out_hw = window_counts(geom, (h, w_))
+        xp = get_array_module(x_dot)
+        zero_time = 0.0 if self._extra_channels else None      # the time channel is constant
+        cols_dot = _columns(pad_channel_major(x_dot, self.padding, extra=zero_time), geom, g,
+                            out_hw)
+        y_dot = xp.matmul(params[ws].reshape(g, o // g, -1), cols_dot)   # (g, O/g, N*Ho*Wo)
+        if params_dot is not None:
+            cols = cache.cols
+            if cols is None:
+                cols = _columns(cache.x_padded, geom, g, out_hw)
+            y_dot = tangent_sum(y_dot, xp.matmul(params_dot[ws].reshape(g, o // g, -1), cols))
+        y_dot = y_dot.reshape(o, -1)
+        if params_dot is not None and bs is not None:
+            y_dot = tangent_sum(y_dot, params_dot[bs][:, None])
+        return xp.ascontiguousarray(y_dot.reshape(o, n, *out_hw).transpose(1, 0, 2, 3))
 
 
 class ConcatConv2d(Conv2d):

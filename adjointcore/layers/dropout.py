@@ -87,5 +87,30 @@ class Dropout(ParameterFree):
         """Unchecked :meth:`vjp`."""
         return y_bar if cache.mask is None else y_bar * cache.mask
 
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode with the cached mask held fixed: ``y_dot = x_dot * mask``.
+
+        Parameters
+        ----------
+        params : None or ndarray, shape (0,)
+        cache : DropoutCache
+        x_dot : ndarray, shape of ``x`` (any shape when no mask was drawn)
+        params_dot : None or ndarray, shape (0,)
+
+        Returns
+        -------
+        y_dot : ndarray, shape of ``x`` (``x_dot`` itself in eval mode or with p = 0)
+        """
+        self._check_no_params(params)
+        if cache.mask is not None:
+            self._check_tangents(x_dot, cache.mask.shape, params_dot)
+        else:
+            self._check_tangents(x_dot, (None,) * getattr(x_dot, "ndim", 0), params_dot)
+        return self.apply_jvp(params, cache, x_dot, params_dot)
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`."""
+        return x_dot if cache.mask is None else x_dot * cache.mask
+
     def __repr__(self) -> str:
         return f"Dropout(p={self.p}, mode={self.mode!r})"

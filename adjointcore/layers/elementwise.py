@@ -13,8 +13,8 @@ import numpy as np
 
 from ..errors import ShapeError, check_array, check_params, check_positive_int
 from ._checks import check_y_bar, out_dtype
-from .base import Layer, param_layout
-from .compose import _Composite
+from .base import Layer, call_jvp, kernel_jvp, param_layout, tangent_sum
+from .compose import _child_tangent, _Composite
 
 __all__ = ["Scale", "Parallel", "ScaleCache", "ParallelCache"]
 
@@ -91,6 +91,32 @@ class Scale(Layer):
             axes = (0,) + tuple(range(2, y_bar.ndim))
             params_bar[...] = (y_bar * cache.x).sum(axis=axes)
         return y_bar * self._weight(params, y_bar.ndim)
+
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode ``y_dot = x_dot * w + x * w_dot`` (``w`` on axis 1).
+
+        Parameters
+        ----------
+        params : ndarray, shape (num_features,)
+        cache : ScaleCache
+        x_dot : ndarray, shape of ``x`` (N, num_features, ...)
+        params_dot : ndarray, shape (num_features,), optional
+            None means zero.
+
+        Returns
+        -------
+        y_dot : ndarray, shape of ``x``
+        """
+        self.views(params)
+        self._check_tangents(x_dot, cache.x.shape, params_dot)
+        return self.apply_jvp(params, cache, x_dot, params_dot)
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`."""
+        y_dot = x_dot * self._weight(params, x_dot.ndim)
+        if params_dot is None:
+            return y_dot
+        return tangent_sum(y_dot, cache.x * self._weight(params_dot, x_dot.ndim))
 
 
 class ParallelCache(NamedTuple):
@@ -175,6 +201,46 @@ class Parallel(_Composite):
                                   None if params_bar is None else params_bar[sl])
             x_bar = xb if x_bar is None else x_bar + xb
         return x_bar
+
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode: the sum of the branches' tangents, branch ``i`` receiving its block of
+        ``params_dot`` (None for a zero tangent).
+
+        Parameters
+        ----------
+        params : ndarray, shape (n_params,)
+        cache : ParallelCache
+        x_dot : ndarray, shape of ``x``
+        params_dot : ndarray, shape (n_params,), optional
+
+        Returns
+        -------
+        y_dot : ndarray, shape of the output ``y``
+        """
+        if not isinstance(cache, ParallelCache) or len(cache.branches) != len(self.branches):
+            raise TypeError(f"`cache` must be the ParallelCache of {len(self.branches)} "
+                            f"branches returned by Parallel.forward, got "
+                            f"{type(cache).__name__}.")
+        self._check_jvp_inputs(params, x_dot, params_dot)
+        y_dot = None
+        for i, (branch, sl, c) in enumerate(zip(self.branches, self._slices, cache.branches)):
+            out = call_jvp(branch, params[sl], c, x_dot, _child_tangent(params_dot, sl),
+                           self._where(i))
+            if y_dot is not None and tuple(getattr(out, "shape", ())) != tuple(y_dot.shape):
+                raise ShapeError(f"branches[{i}] ({type(branch).__name__}).jvp returned shape "
+                                 f"{tuple(getattr(out, 'shape', ()))}, but branches[0] returned "
+                                 f"{tuple(y_dot.shape)}; every branch must give the same shape.")
+            y_dot = out if y_dot is None else y_dot + out
+        return y_dot
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`."""
+        y_dot = None
+        for i, (kernel, sl, c) in enumerate(zip(self._kernels, self._slices, cache.branches)):
+            out = kernel_jvp(kernel, params[sl], c, x_dot, _child_tangent(params_dot, sl),
+                             self._where(i))
+            y_dot = out if y_dot is None else y_dot + out
+        return y_dot
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(b) for b in self.branches)

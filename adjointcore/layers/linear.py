@@ -19,7 +19,7 @@ from .. import init as initmod
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
-from .base import Layer, param_layout
+from .base import Layer, param_layout, tangent_sum
 
 __all__ = ["Linear", "ConcatLinear", "LinearCache", "ConcatLinearCache"]
 
@@ -55,6 +55,7 @@ class Linear(Layer):
     ``"weight"`` (out_features, in_features), ``"bias"`` (out_features,).
 
     VJP: ``x_bar = y_bar @ W``, ``W_bar = y_bar.T @ x``, ``b_bar = y_bar.sum(0)``.
+    JVP: ``y_dot = x_dot @ W.T + x @ W_dot.T + b_dot``.
     """
 
     analytic = True
@@ -144,6 +145,38 @@ class Linear(Layer):
                 y_bar.sum(axis=0, out=params_bar[bs])
         return x_bar
 
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode: ``y_dot = x_dot @ W.T + x @ W_dot.T + b_dot``.
+
+        Parameters
+        ----------
+        params : ndarray, shape (n_params,)
+        cache : LinearCache
+            From :meth:`forward` at the point of differentiation.
+        x_dot : ndarray, shape (N, in_features)
+            Input tangent.
+        params_dot : ndarray, shape (n_params,), optional
+            Parameter tangent (``"weight"`` then ``"bias"``); None means zero.
+
+        Returns
+        -------
+        y_dot : ndarray, shape (N, out_features)
+        """
+        self.views(params)
+        self._check_tangents(x_dot, cache.x.shape, params_dot)
+        return self.apply_jvp(params, cache, x_dot, params_dot)
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`."""
+        ws, wshape, bs = self._layout
+        y_dot = x_dot @ params[ws].reshape(wshape).T
+        if params_dot is None:
+            return y_dot
+        y_dot = tangent_sum(y_dot, cache.x @ params_dot[ws].reshape(wshape).T)
+        if bs is not None:
+            y_dot = tangent_sum(y_dot, params_dot[bs])
+        return y_dot
+
 
 class ConcatLinear(Linear):
     """Time-conditioned dense layer ``y = [x, t] @ W.T + b`` (Chen et al. ``ConcatLinear`` [1]_).
@@ -153,7 +186,10 @@ class ConcatLinear(Linear):
     building the concatenated input: ``y = x @ W[:, :-1].T + t * W[:, -1] + b``.
 
     Parameters and init as :class:`Linear` (``fan_in = in_features + 1``).
-    ``forward(params, x, t=t)`` requires ``t`` (float or 0-d array); ``t`` receives no gradient.
+    ``forward(params, x, t=t)`` requires ``t`` (float or 0-d array); ``t`` receives no gradient,
+    and in forward mode it is a constant (no ``t_dot``): ``jvp`` is the partial derivative in
+    ``(x, params)`` at the cached ``t``, ``y_dot = x_dot @ W[:, :-1].T + x @ W_dot[:, :-1].T +
+    t W_dot[:, -1] + b_dot``.
     """
 
     time_dependent = True
@@ -200,3 +236,37 @@ class ConcatLinear(Linear):
             if g_b is not None:
                 g_b[...] = column_sum
         return x_bar
+
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode at the cached time ``t`` (a constant: no ``t_dot``).
+
+        Parameters
+        ----------
+        params : ndarray, shape (n_params,)
+        cache : ConcatLinearCache
+        x_dot : ndarray, shape (N, in_features)
+        params_dot : ndarray, shape (n_params,), optional
+            None means zero.
+
+        Returns
+        -------
+        y_dot : ndarray, shape (N, out_features)
+            ``x_dot @ W[:, :-1].T + x @ W_dot[:, :-1].T + t W_dot[:, -1] + b_dot``.
+        """
+        self.views(params)
+        self._check_tangents(x_dot, cache.x.shape, params_dot)
+        return self.apply_jvp(params, cache, x_dot, params_dot)
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`."""
+        w, _ = self._weights(params)
+        x, t = cache
+        y_dot = x_dot @ w[:, :-1].T
+        if params_dot is None:
+            return y_dot
+        w_dot, b_dot = self._weights(params_dot)
+        term = x @ w_dot[:, :-1].T
+        term = tangent_sum(term, t * w_dot[:, -1])
+        if b_dot is not None:
+            term = tangent_sum(term, b_dot)
+        return tangent_sum(y_dot, term)

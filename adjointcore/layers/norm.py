@@ -6,7 +6,12 @@ normalisation, with ``g = weight * y_bar`` and ``m`` the number of reduced entri
 
     x_bar = inv_std * (g - mean(g) - xhat * mean(g * xhat)),
 
-which contains the terms through the batch mean and variance. Everything uses ``x * x`` (never
+which contains the terms through the batch mean and variance. Its forward-mode counterpart
+(the same symmetric projection), with ``u = x_dot - mean(x_dot)``, is
+
+    xhat_dot = inv_std * (u - xhat * mean(xhat * u)),
+
+and ``y_dot = weight * xhat_dot + weight_dot * xhat + bias_dot``. Everything uses ``x * x`` (never
 ``abs``) and ``sqrt``, so the forward is analytic and accepts complex input (complex step).
 
 References
@@ -22,7 +27,7 @@ from typing import Any, NamedTuple
 from ..backend import get_array_module, real_dtype
 from ..errors import ShapeError, check_array, check_positive_int, check_probability
 from ._checks import check_flag, check_mode, finite_float
-from .base import Layer
+from .base import Layer, tangent_sum
 
 __all__ = ["BatchNorm", "GroupNorm", "BatchNormCache", "BatchNormEvalCache", "GroupNormCache",
            "update_running_stats"]
@@ -77,6 +82,30 @@ def _normalise_vjp(g, xhat, inv_std, axes):
     g_mean = g.mean(axis=axes, keepdims=True)
     gx_mean = (g * xhat).mean(axis=axes, keepdims=True)
     return inv_std * (g - g_mean - xhat * gx_mean)
+
+
+def _normalise_jvp(x_dot, xhat, inv_std, axes):
+    """Tangent of ``xhat = (x - mean) * inv_std`` over ``axes`` along ``x_dot``:
+    ``inv_std * (u - xhat * mean(xhat * u))`` with ``u = x_dot - mean(x_dot)`` (the mean
+    term is the derivative of the mean, the second one that of ``inv_std``)."""
+    u = x_dot - x_dot.mean(axis=axes, keepdims=True)
+    return inv_std * (u - xhat * (xhat * u).mean(axis=axes, keepdims=True))
+
+
+def _affine_jvp(xhat_dot, xhat, weight, params_dot):
+    """Tangent of ``y = weight * xhat + bias`` (per channel, axis 1): ``weight * xhat_dot``
+    plus ``weight_dot * xhat + bias_dot`` when ``params_dot`` (``[weight_dot, bias_dot]``)
+    is given; ``xhat_dot`` itself without affine parameters."""
+    if weight is None:
+        return xhat_dot
+    ndim = xhat_dot.ndim
+    y_dot = xhat_dot * _channel(weight, ndim)
+    if params_dot is None:
+        return y_dot
+    c = weight.shape[0]
+    term = xhat * _channel(params_dot[:c], ndim)
+    term = tangent_sum(term, _channel(params_dot[c:2 * c], ndim))
+    return tangent_sum(y_dot, term)
 
 
 def _affine_param_bar(y_bar, xhat, weight, axes, params_bar):
@@ -156,6 +185,27 @@ class _AffineNorm(Layer):
             return self.apply_vjp(params, cache, y_bar), xp.zeros(0, dtype=y_bar.dtype)
         return self._vjp_via_apply(params, cache, y_bar, True,
                                    get_array_module(y_bar).result_type(y_bar, cache.xhat))
+
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode from the cached ``xhat`` and ``inv_std`` (see the module notes).
+
+        Parameters
+        ----------
+        params : ndarray, shape (n_params,)
+            ``[weight (C,), bias (C,)]``, or empty without affine parameters.
+        cache : NamedTuple
+            From :meth:`forward` (taped).
+        x_dot : ndarray, shape of ``x``
+        params_dot : ndarray, shape (n_params,), optional
+            None means zero.
+
+        Returns
+        -------
+        y_dot : ndarray, shape of ``x``
+        """
+        self._affine(params)
+        self._check_tangents(x_dot, cache.xhat.shape, params_dot)
+        return self.apply_jvp(params, cache, x_dot, params_dot)
 
 
 # -- batch norm -----------------------------------------------------------------------------------
@@ -263,6 +313,17 @@ class BatchNorm(_AffineNorm):
             return g * inv_std
         return _normalise_vjp(g, cache.xhat, inv_std, axes)
 
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp` (eval mode: ``xhat_dot = x_dot * inv_std``)."""
+        weight, _ = self._affine_unchecked(params)
+        inv_std = _channel(cache.inv_std, x_dot.ndim)
+        if isinstance(cache, BatchNormEvalCache):
+            xhat_dot = x_dot * inv_std
+        else:
+            xhat_dot = _normalise_jvp(x_dot, cache.xhat, inv_std,
+                                      (0,) + tuple(range(2, x_dot.ndim)))
+        return _affine_jvp(xhat_dot, cache.xhat, weight, params_dot)
+
     def __repr__(self) -> str:
         return (f"BatchNorm(num_features={self.num_features}, eps={self.eps}, mode={self.mode!r}, "
                 f"affine={self.affine})")
@@ -360,6 +421,13 @@ class GroupNorm(_AffineNorm):
         gg, xh = self._grouped(g), self._grouped(cache.xhat)
         x_bar = _normalise_vjp(gg, xh, cache.inv_std, tuple(range(2, gg.ndim)))
         return x_bar.reshape(y_bar.shape)
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`."""
+        weight, _ = self._affine_unchecked(params)
+        xd, xh = self._grouped(x_dot), self._grouped(cache.xhat)
+        xhat_dot = _normalise_jvp(xd, xh, cache.inv_std, tuple(range(2, xd.ndim)))
+        return _affine_jvp(xhat_dot.reshape(x_dot.shape), cache.xhat, weight, params_dot)
 
     def __repr__(self) -> str:
         return (f"GroupNorm(num_groups={self.num_groups}, num_channels={self.num_channels}, "

@@ -78,6 +78,12 @@ class _Pool2d(ParameterFree):
         self._check_cotangent(y_bar, cache.x_shape)
         return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
 
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode; returns ``y_dot (N, C, Ho, Wo)`` for ``x_dot (N, C, H, W)``."""
+        self._check_no_params(params)
+        self._check_tangents(x_dot, cache.x_shape, params_dot)
+        return self.apply_jvp(params, cache, x_dot, params_dot)
+
 
 class MaxPool2d(_Pool2d):
     """Maximum over each ``kh x kw`` window.
@@ -126,6 +132,17 @@ class MaxPool2d(_Pool2d):
             x_bar = xp.ascontiguousarray(x_bar)
         return x_bar
 
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked JVP: each window's ``x_dot`` at the cached position of its maximum."""
+        xp = get_array_module(x_dot)
+        n, c = cache.x_shape[:2]
+        kh, kw = self.kernel_size
+        out_hw = tuple(cache.argmax.shape[2:])
+        flat = windows(pad_hw(x_dot, self.padding), self._geometry, out_hw).reshape(
+            n, c, kh * kw, *out_hw)
+        index = cache.argmax.astype(np.intp)[:, :, None]
+        return xp.take_along_axis(flat, index, axis=2)[:, :, 0]
+
 
 class AvgPool2d(_Pool2d):
     """Mean over each ``kh x kw`` window (zero padding counted, divisor always ``kh * kw``).
@@ -161,6 +178,10 @@ class AvgPool2d(_Pool2d):
             x_bar = xp.ascontiguousarray(x_bar)
         return x_bar
 
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked JVP: the layer is linear, so the window means of ``x_dot``."""
+        return self.apply(params, x_dot, tape=False)[0]
+
 
 class GlobalAvgPool2d(ParameterFree):
     """Spatial mean ``(N, C, H, W) -> (N, C)``. Linear, hence analytic."""
@@ -187,6 +208,16 @@ class GlobalAvgPool2d(ParameterFree):
         """Returns ``(x_bar (N, C, H, W), empty params_bar or None)``."""
         check_y_bar(y_bar, cache.x_shape[:2])
         return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
+
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode: ``y_dot (N, C)`` is the spatial mean of ``x_dot (N, C, H, W)``."""
+        self._check_no_params(params)
+        self._check_tangents(x_dot, cache.x_shape, params_dot)
+        return self.apply_jvp(params, cache, x_dot, params_dot)
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`."""
+        return x_dot.mean(axis=(2, 3))
 
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
         """Unchecked VJP: the mean's cotangent spread evenly."""

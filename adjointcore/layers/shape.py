@@ -55,6 +55,29 @@ class _ShapeLayer(ParameterFree):
         """Unchecked :meth:`vjp` (no parameters)."""
         return self._backward(y_bar, cache.x_shape)
 
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        """Forward mode: the layer is linear, so ``y_dot`` is the layer applied to ``x_dot``.
+
+        Parameters
+        ----------
+        params : None or ndarray, shape (0,)
+        cache : ShapeCache
+        x_dot : ndarray, shape of ``x``
+        params_dot : None or ndarray, shape (0,)
+
+        Returns
+        -------
+        y_dot : ndarray, shape ``output_shape(x.shape)`` (a view of ``x_dot`` for
+            :class:`Flatten`/:class:`Reshape` of a contiguous tangent, as their forward)
+        """
+        self._check_no_params(params)
+        self._check_tangents(x_dot, cache.x_shape, params_dot)
+        return self.apply_jvp(params, cache, x_dot, params_dot)
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        """Unchecked :meth:`jvp`."""
+        return self.apply(params, x_dot, tape=False)[0]
+
 
 class Flatten(_ShapeLayer):
     """``(N, d1, d2, ...) -> (N, d1*d2*...)``."""
