@@ -65,27 +65,41 @@ def rms_norm(scaled):
 
     Computed as ``m * rms(scaled / m)`` with ``m = max|scaled|``, so huge entries give a large
     finite norm instead of overflowing to inf in the squares; inf if an entry is inf, nan if
-    one is nan. One device-to-host transfer (the returned float).
+    one is nan. One device-to-host transfer (the returned float); ``rms_norm.on_device`` gives
+    the same value as a 0-d array on the device (no transfer).
     """
+    return float(_rms_on_device(scaled))
+
+
+def _rms_on_device(scaled):
     xp = get_array_module(scaled)
     mag = xp.abs(scaled)
     return _scaled_rms(xp, mag, mag.max(), xp.mean)
 
 
 def per_sample_rms_norm(scaled):
-    """Largest per-sample RMS, samples along axis 0 (a batch never hides a bad sample)."""
+    """Largest per-sample RMS, samples along axis 0 (a batch never hides a bad sample);
+    ``per_sample_rms_norm.on_device`` keeps it on the device."""
+    return float(_per_sample_on_device(scaled))
+
+
+def _per_sample_on_device(scaled):
     xp = get_array_module(scaled)
     mag = xp.abs(scaled.reshape(scaled.shape[0], -1))
     return _scaled_rms(xp, mag, mag.max(), lambda sq: sq.mean(axis=1).max())
 
 
+rms_norm.on_device = _rms_on_device
+per_sample_rms_norm.on_device = _per_sample_on_device
+
+
 def _scaled_rms(xp, mag, peak, mean):
-    """``peak * sqrt(mean((mag / peak)**2))`` on the device, read back once. The divisor is 1
+    """``peak * sqrt(mean((mag / peak)**2))`` as a 0-d array on the device. The divisor is 1
     when ``peak`` is 0 or non-finite, so the result is then 0, inf or nan without 0/0 or
     inf/inf (no floating-point warnings)."""
     ok = xp.isfinite(peak) & (peak > 0)
     scale = xp.where(ok, peak, xp.ones_like(peak))
-    return float(scale * xp.sqrt(mean((mag / scale) ** 2)))
+    return scale * xp.sqrt(mean((mag / scale) ** 2))
 
 
 def block_tolerance(sizes, values):

@@ -114,6 +114,9 @@ class DenseOutput:
         theta = (times - self.grid[idx]) / self.h[idx]
         m = self.coeffs.shape[1]
         weights = self.h[idx, None] * theta[:, None] ** np.arange(1, m + 1)      # (T, m)
+        if len(tt) == 1 and xp is not np:
+            return self._evaluate_one(int(hit[0]) if on_grid[0] else None, int(idx[0]),
+                                      weights[0])[None]
         w = xp.asarray(weights, dtype=real_dtype(self.ys.dtype))
         w = w.reshape(w.shape + (1,) * (self.ys.ndim - 1))
         idx_x = xp.asarray(idx)
@@ -122,3 +125,16 @@ class DenseOutput:
             rows = np.nonzero(on_grid)[0]
             out[xp.asarray(rows)] = self.ys[xp.asarray(hit[rows])]
         return out
+
+    def _evaluate_one(self, grid_index, step, weights):
+        """One time on a device (the interpolated adjoint reads one ``y(t)`` per stage): host
+        scalars and Python indices only, so nothing is copied host to device. The same
+        products and left-to-right sum over the coefficients as the batched path."""
+        if grid_index is not None:
+            return self.ys[grid_index]
+        scalar = real_dtype(self.ys.dtype).type
+        coeffs = self.coeffs[step]
+        acc = scalar(weights[0]) * coeffs[0]
+        for j in range(1, coeffs.shape[0]):
+            acc = acc + scalar(weights[j]) * coeffs[j]
+        return self.ys[step] + acc

@@ -146,8 +146,10 @@ class LMStepper(_TwoStepStepper):
         return 1.0 - self.k, self.k, 1.0
 
     def _extra_bar(self, y, y_prev, y1_bar):
+        """``{"k": dL/dk}`` of the step, a 0-d array on the state's device (not read back: a
+        reverse sweep accumulates it there)."""
         xp = get_array_module(y)
-        return {"k": float(xp.sum(y1_bar * (y_prev - y)).real)}
+        return {"k": xp.sum(y1_bar * (y_prev - y)).real}
 
     def __repr__(self):
         return f"LMStepper(k={self.k!r})"

@@ -23,16 +23,19 @@ the outputs are streamed: each step's interpolant is built only when an output t
 strictly inside it (times on the grid are the states themselves) and then dropped, so that
 slope is computed only when the last step has an interior output time.
 
-Device reads (CuPy): an adaptive step reads two scalars back to the host, whether ``y1`` is
-finite and the error norm (the accept decision needs both); a fixed step reads one (finiteness,
-so a failed solve stops at once and keeps its finite prefix). Tolerance arrays and dense-output
-coefficients are moved to the device once per solve.
+Device reads (CuPy, and the emulation of :mod:`adjointcore.device_emulation`): an adaptive
+step reads one scalar back to the host, its error norm with the finiteness of ``y1`` folded in
+(inf when not finite); fixed steps read nothing: their finiteness is computed on the device and
+read once at the end of the solve (streaming solves: once per ``FINITE_CHECK_EVERY`` steps),
+and a failed solve is then cut at its first non-finite step, keeping the same finite prefix as
+a host solve. A solve adds a few reads of its own (``y0`` and ``f(t0, y0)`` finite, the initial
+step). Tolerance arrays and dense-output coefficients are moved to the device once per solve.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ._controller import PIController, initial_step
+from ._controller import PIController, initial_step, rms_norm
 from ._dense import DenseOutput, hermite_coefficients, tableau_coefficients
 from ._field import field_kernel
 from ._inputs import (check_first_step, check_positive_int, check_t_eval, check_t_span,
@@ -97,6 +100,18 @@ class _Record:
             self.dense_evals += todo.size
         self.ys[-1] = y_new
 
+    def truncate(self, n_good, last_state, direction):
+        """Keep the first ``n_good`` accepted steps (a device solve found a later one
+        non-finite): ``last_state`` is the state after them when streaming (only the latest is
+        kept then), and streamed outputs past the new end are dropped."""
+        del self.grid[n_good + 1:], self.hs[n_good:], self.coeffs[n_good:]
+        if self.stream is None:
+            del self.ys[n_good + 1:]
+            return
+        self.ys[-1] = last_state
+        reached = int(np.sum(direction * self.stream <= direction * self.grid[-1]))
+        del self.out[reached:]
+
     def interior_pending(self, t, t_new) -> bool:
         """Streaming: whether an output time lies strictly inside the step ``(t, t_new)``, so
         the step's interpolant is needed (times on the grid take the states themselves)."""
@@ -107,6 +122,62 @@ class _Record:
 
 def _finite(x):
     return bool(get_array_module(x).isfinite(x).all())
+
+
+#: Streaming device solves read the finiteness of their fixed steps back once per this many
+#: steps (they keep only the states of the window); others once, at the end.
+FINITE_CHECK_EVERY = 16
+
+
+class _FiniteWatch:
+    """Finiteness of a device solve's fixed steps, computed on the device each step and read
+    back once at the end of the solve (one synchronisation; streaming solves, which keep no
+    trajectory, once per ``FINITE_CHECK_EVERY`` steps). A local accumulator, never stored. On
+    failure the first non-finite step is found (one more read) and the record is cut there, so
+    the partial trajectory ends at the last finite state, as a host solve's does."""
+
+    def __init__(self, xp, stream, y0):
+        self.xp, self.stream, self.flags, self.states, self.before = xp, stream, [], [], y0
+
+    def add(self, y1):
+        self.flags.append(self.xp.isfinite(y1).all())
+        if self.stream:
+            self.states.append(y1)
+
+    def due(self, done: bool) -> bool:
+        return bool(self.flags) and (done or (self.stream and
+                                              len(self.flags) >= FINITE_CHECK_EVERY))
+
+    def first_bad(self):
+        """Index in the window of the first non-finite step; None (window cleared) if none."""
+        ok = self.xp.stack(self.flags)
+        if bool(ok.all()):
+            if self.stream:
+                self.before = self.states[-1]
+            self.flags, self.states = [], []
+            return None
+        return int(np.argmin(ok.get()))
+
+    def cut(self, rec, n_acc, bad, direction):
+        """Cut ``rec`` (``n_acc`` steps accepted) before the window's step ``bad``."""
+        n_good = n_acc - len(self.flags) + bad
+        last = None if not self.stream else (self.states[bad - 1] if bad else self.before)
+        rec.truncate(n_good, last, direction)
+        rec.status, rec.n_rejected = Status.NON_FINITE, 1
+
+
+def _device_error_norm(ctrl, y_err, y, y1, norm):
+    """The error norm of a device step with its finiteness in one read: inf when ``y1`` is not
+    finite (the step is then rejected as non-finite). The norm is the controller's, evaluated
+    on the device (``norm.on_device``, which ``rms_norm`` and the seminorm have); a norm without
+    it, or a controller without ``scaled_error``, costs a second read."""
+    measure = rms_norm if norm is None else norm
+    on_device = getattr(measure, "on_device", None)
+    if on_device is None or not callable(getattr(ctrl, "scaled_error", None)):
+        return ctrl.error_norm(y_err, y, y1, norm) if _finite(y1) else np.inf
+    xp = get_array_module(y1)
+    scaled = ctrl.scaled_error(y_err, y, y1)
+    return float(xp.where(xp.isfinite(y1).all(), on_device(scaled), xp.inf))
 
 
 def _too_small(h_abs, t, t0, t1, direction):
@@ -127,6 +198,9 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
     first step or None for Hairer's guess), else ``n_fixed`` steps of size ``h_abs``."""
     direction = 1.0 if t1 > t0 else -1.0
     taped = rec.stages is not None
+    xp = get_array_module(y0)
+    watch = _FiniteWatch(xp, rec.stream is not None, y0) if xp is not np and ctrl is None \
+        else None
     f = field.forward(t0, y0, params) if taped else field.evaluate(t0, y0, params)
     rec.nfe += 1
     if not _finite(f[0] if taped else f):
@@ -162,13 +236,20 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
             h = t_new - t
         y1, y_err, stages = rk_step(field, tab, t, y, h, params, f0=f, tape=taped)
         rec.nfe += len(stages.k) - 1
-        finite = _finite(y1)
-        if ctrl is None:
-            accept = finite
-            if not finite:
+        if watch is not None:                 # device, fixed steps: read back per window
+            accept = True
+            watch.add(y1)
+        elif ctrl is None:
+            accept = _finite(y1)
+            if not accept:
                 rec.status = Status.NON_FINITE
         else:
-            err = ctrl.error_norm(y_err, y, y1, norm) if finite else np.inf
+            if xp is np:
+                finite = _finite(y1)
+                err = ctrl.error_norm(y_err, y, y1, norm) if finite else np.inf
+            else:                             # device: one read per step
+                err = _device_error_norm(ctrl, y_err, y, y1, norm)
+                finite = bool(np.isfinite(err))
             accept, h_next, state = ctrl.propose(h, err, state)
             h_abs, last_nonfinite = abs(h_next), not finite
         if not accept:
@@ -193,6 +274,11 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
             rec.keep(stages, tab.n_live)
             f1 = (f1, stages.caches[-1])
         t, y, f, n_acc = t_new, y1, f1, n_acc + 1
+        if watch is not None and watch.due(done):
+            bad = watch.first_bad()
+            if bad is not None:
+                watch.cut(rec, n_acc, bad, direction)
+                break
     return rec
 
 
@@ -200,6 +286,8 @@ def _stepper_loop(field, stepper, t0, t1, y0, params, n_fixed, max_steps, dense,
     """``n_fixed`` equal steps of a protocol stepper (linear multistep methods)."""
     h = (t1 - t0) / n_fixed
     state = stepper.init(field, t0, y0, params)
+    xp = get_array_module(y0)
+    watch = _FiniteWatch(xp, rec.stream is not None, y0) if xp is not np else None
     t = t0
     for n in range(n_fixed):
         if n >= max_steps:
@@ -207,12 +295,19 @@ def _stepper_loop(field, stepper, t0, t1, y0, params, n_fixed, max_steps, dense,
             break
         state_next, nfe = stepper.step(field, n, t, h, state, params)
         rec.nfe += nfe
-        if not _finite(state_next[0]):
+        if watch is not None:
+            watch.add(state_next[0])
+        elif not _finite(state_next[0]):
             rec.status, rec.n_rejected = Status.NON_FINITE, 1
             break
         t_new = t1 if n == n_fixed - 1 else t + h
         rec.accept(t_new, state_next[0], h, None)
         t, state = t_new, state_next
+        if watch is not None and watch.due(n == n_fixed - 1):
+            bad = watch.first_bad()
+            if bad is not None:
+                watch.cut(rec, n + 1, bad, 1.0 if t1 > t0 else -1.0)
+                break
     if dense and len(rec.hs):
         fs = [field.forward(ti, yi, params)[0] for ti, yi in zip(rec.grid, rec.ys)]
         rec.nfe += len(fs)

@@ -259,5 +259,10 @@ class SemiNorm:
         xp = get_array_module(scaled_err)
         return rms_norm(xp.reshape(scaled_err, (-1,))[:self.n_error])
 
+    def on_device(self, scaled_err):
+        """The same norm as a 0-d device array (no transfer; see ``solvers.rms_norm``)."""
+        xp = get_array_module(scaled_err)
+        return rms_norm.on_device(xp.reshape(scaled_err, (-1,))[:self.n_error])
+
     def __repr__(self) -> str:
         return f"SemiNorm(n_error={self.n_error})"
