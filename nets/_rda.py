@@ -63,6 +63,7 @@ References
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -139,7 +140,14 @@ def wavenumbers(shape, spacing: float = 1.0, xp=np, dtype=np.float64):
     k1 : ndarray, shape (1, kw)
     """
     spacing = _check_spacing(spacing)
-    kh, kw = (int(n) for n in shape)
+    return _wavenumbers(tuple(int(n) for n in shape), spacing, xp, np.dtype(dtype))
+
+
+@lru_cache(maxsize=64)
+def _wavenumbers(shape, spacing, xp, dtype):
+    """:func:`wavenumbers`, built on the host and moved to the device once per kernel size,
+    spacing, array module and dtype (not once per step). Read-only by convention."""
+    kh, kw = shape
     k0 = 2.0 * np.pi * np.fft.fftfreq(kh, d=spacing)
     k1 = 2.0 * np.pi * np.fft.fftfreq(kw, d=spacing)
     return (xp.asarray(k0.reshape(kh, 1), dtype=dtype),
@@ -164,7 +172,8 @@ def rda_multiplier(shape, dt, tau, v, rho, spacing: float = 1.0, xp=np, dtype=np
     return xp.exp(dt * symbol(k0, k1, tau, v, rho))
 
 
-def rda_step(w, dt, tau, v, rho, sigma: str = "identity", spacing: float = 1.0):
+def rda_step(w, dt, tau, v, rho, sigma: str = "identity", spacing: float = 1.0,
+             check_values: bool = True):
     """One ANODEV2 RDA step ``w_next = sigma(Re F^{-1}[exp(dt s(k)) F[w]])`` (eq. (13)).
 
     Parameters
@@ -185,6 +194,10 @@ def rda_step(w, dt, tau, v, rho, sigma: str = "identity", spacing: float = 1.0):
         Name in :data:`SIGMAS` (``"identity"``, ``"tanh"``, ``"sigmoid"``, ``"relu"``, ...).
     spacing : float
         Grid spacing ``d`` of the wavenumber convention (module notes).
+    check_values : bool
+        Check that ``tau``, ``v``, ``rho`` are finite and ``tau >= 0`` (one device read for
+        device arrays). False when the caller has checked them already (shapes are always
+        checked): :class:`RDAEvolution` checks its parameters once per block call.
 
     Returns
     -------
@@ -199,7 +212,8 @@ def rda_step(w, dt, tau, v, rho, sigma: str = "identity", spacing: float = 1.0):
     dtype = real_dtype(w.dtype)
     shapes = (np.shape(tau), np.shape(v), np.shape(rho))
     k0, k1 = wavenumbers(w.shape[-2:], spacing, xp, dtype)
-    tau_a, v_a, rho_a = _coefficients(tau, v, rho, xp, dtype, batch=w.shape[:-2])
+    tau_a, v_a, rho_a = _coefficients(tau, v, rho, xp, dtype, batch=w.shape[:-2],
+                                      check_values=check_values)
     multiplier = xp.exp(dt * symbol(k0, k1, tau_a, v_a, rho_a))
     w_hat = xp.fft.fft2(w, axes=(-2, -1))
     u = xp.fft.ifft2(multiplier * w_hat, axes=(-2, -1)).real.astype(w.dtype, copy=False)
@@ -268,27 +282,61 @@ def _check_spacing(spacing) -> float:
     return float(spacing)
 
 
-def _coefficients(tau, v, rho, xp, dtype, batch):
-    """Validate ``tau``, ``v``, ``rho``; return them as backend arrays (``v`` last axis 2)."""
-    arrays = []
-    for name, value in (("tau", tau), ("v", v), ("rho", rho)):
-        host = np.asarray(to_host(value))
-        if host.dtype.kind not in "fiu":
-            raise ParameterError(f"`{name}` must be real, got dtype {host.dtype} ({value!r}).")
+def _coefficients(tau, v, rho, xp, dtype, batch, check_values=True):
+    """Validate ``tau``, ``v``, ``rho``; return them as backend arrays (``v`` last axis 2).
+
+    Shapes are checked from metadata. Values (real, finite, ``tau >= 0``) are checked on the
+    host for host inputs, and with one read for device arrays, which stay on the device;
+    ``check_values=False`` skips the value checks (already done by the caller).
+    """
+    on_device = [getattr(value, "dtype", None) is not None and type(value) is not np.ndarray
+                 and not np.isscalar(value) for value in (tau, v, rho)]
+    if any(on_device):
+        arrays = tuple(xp.asarray(a, dtype=dtype) for a in (tau, v, rho))
+        for name, value in zip(("tau", "v", "rho"), (tau, v, rho)):
+            if getattr(value, "dtype", np.dtype(float)).kind not in "fiu":
+                raise ParameterError(f"`{name}` must be real, got dtype {value.dtype}.")
+        if check_values:
+            tau_a, v_a, rho_a = arrays
+            ok = xp.isfinite(tau_a).all() & xp.isfinite(v_a).all() & \
+                xp.isfinite(rho_a).all() & (tau_a >= 0).all()
+            if not bool(ok):                  # one read; the message may read more
+                _check_host_values(*(to_host(a) for a in arrays))
+        hosts = tuple(_ShapeOnly(a.shape) for a in arrays)
+    else:
+        hosts = tuple(np.asarray(to_host(value)) for value in (tau, v, rho))
+        for name, host, value in zip(("tau", "v", "rho"), hosts, (tau, v, rho)):
+            if host.dtype.kind not in "fiu":
+                raise ParameterError(f"`{name}` must be real, got dtype {host.dtype} "
+                                     f"({value!r}).")
+        if check_values:
+            _check_host_values(*hosts)
+        arrays = None
+    _check_coefficient_shapes(*(h.shape for h in hosts), batch)
+    return arrays if arrays is not None else tuple(xp.asarray(a, dtype=dtype) for a in hosts)
+
+
+class _ShapeOnly(NamedTuple):
+    shape: tuple
+
+
+def _check_host_values(tau_h, v_h, rho_h):
+    for name, host in (("tau", tau_h), ("v", v_h), ("rho", rho_h)):
         if not np.all(np.isfinite(host)):
-            raise ParameterError(f"`{name}` must be finite, got {value!r}.")
-        arrays.append(host)
-    tau_h, v_h, rho_h = arrays
+            raise ParameterError(f"`{name}` must be finite, got {host!r}.")
     if np.any(tau_h < 0):
         raise ParameterError(f"`tau` (diffusion) must be >= 0, got min {tau_h.min():.3g}; "
                              f"negative diffusion is the ill-posed backward heat equation. "
                              f"Project it with np.maximum(tau, 0) or parameterise tau = "
                              f"softplus(theta).")
-    if v_h.ndim == 0 or v_h.shape[-1] != 2:
+
+
+def _check_coefficient_shapes(s_tau, s_v, s_rho, batch):
+    if len(s_v) == 0 or s_v[-1] != 2:
         raise ShapeError(f"`v` must have a last axis of length 2 (v0 along axis -2, v1 along "
-                         f"axis -1), got shape {v_h.shape}; e.g. v=(0.5, -1.0).")
+                         f"axis -1), got shape {s_v}; e.g. v=(0.5, -1.0).")
     if batch is not None:
-        for name, shape in (("tau", tau_h.shape), ("v", v_h.shape[:-1]), ("rho", rho_h.shape)):
+        for name, shape in (("tau", s_tau), ("v", s_v[:-1]), ("rho", s_rho)):
             try:
                 if np.broadcast_shapes(shape, tuple(batch)) != tuple(batch):
                     raise ValueError
@@ -297,7 +345,6 @@ def _coefficients(tau, v, rho, xp, dtype, batch):
                                  f"shape {tuple(batch)} of w (its axes before the last two); "
                                  f"use a scalar or e.g. shape (out, 1) per output channel.") \
                     from None
-    return tuple(xp.asarray(a, dtype=dtype) for a in arrays)
 
 
 def _sum_to_shape(g, shape):
@@ -447,14 +494,26 @@ class RDAEvolution:
         check_array("w", w, shape=(self.n_weights,), allow_complex=False,
                     fix="Pass the flat weight vector of the activation network.")
 
-    def step(self, p, w, t=0.0, dt=1.0):
-        """``w_next``: kernels advanced by one RDA step, other entries copied."""
+    def check_params(self, p) -> None:
+        """Check ``p``'s values once (finite, ``tau >= 0``; one read on a device), so that a
+        caller stepping many times can pass ``checked=True`` to :meth:`step`."""
+        xp = get_array_module(p)
+        dtype = real_dtype(p.dtype)
+        for tau, v, rho in self.coefficients(p):
+            _coefficients(tau, v, rho, xp, dtype, batch=None)
+
+    def step(self, p, w, t=0.0, dt=1.0, checked=False):
+        """``w_next``: kernels advanced by one RDA step, other entries copied.
+
+        ``checked=True``: ``p``'s values were checked by :meth:`check_params` (shapes are
+        always checked), so a device step reads nothing back.
+        """
         self._check_w(w)
         w_next, caches = w.copy(), []
         for (_, o, shape), (tau, v, rho) in zip(self._kernels, self.coefficients(p)):
             n = math.prod(shape)
             y, c = rda_step(w[o:o + n].reshape(shape), dt, tau, v, rho, self.sigma,
-                            self.spacing)
+                            self.spacing, check_values=not checked)
             w_next[o:o + n] = y.reshape(-1)
             caches.append(c)
         return w_next, RDAEvolutionCache(tuple(caches))

@@ -138,6 +138,18 @@ class LayerEvolution:
 
 
 # -- the coupled block -----------------------------------------------------------------------------
+def evolution_step(evolution, p):
+    """``step(w, t, dt) -> (w_next, cache)`` of ``evolution`` with its parameters ``p`` fixed.
+
+    An evolution with ``check_params`` (:class:`RDAEvolution`) has ``p``'s values checked here,
+    once, and then steps with ``checked=True``: on a device no step reads anything back.
+    """
+    if callable(getattr(evolution, "check_params", None)):
+        evolution.check_params(p)
+        return lambda w, t, dt: evolution.step(p, w, t, dt, checked=True)
+    return lambda w, t, dt: evolution.step(p, w, t, dt)
+
+
 def apply_indices(n_z: int, n_w: int, apply: str = "euler") -> tuple:
     """Evolution-step index ``a_i`` of the weights applied at activation step ``i``.
 
@@ -358,9 +370,10 @@ class ANODEV2Block(Layer):
             ``weights(w0, p)[-1]`` is bitwise ``forward(...)[1].w_final``.
         """
         n = self.n_w if n_steps is None else check_positive_int("n_steps", n_steps, minimum=0)
+        step = evolution_step(self.evolution, p)
         out = [w0]
         for j in range(n):
-            out.append(self.evolution.step(p, out[-1], j * self.dt_w, self.dt_w)[0])
+            out.append(step(out[-1], j * self.dt_w, self.dt_w)[0])
         return out
 
     def forward(self, params, x, **context):
@@ -390,10 +403,11 @@ class ANODEV2Block(Layer):
         check_array("x", x, allow_complex=False,
                     fix="x is the initial activation z0, a real array f accepts.")
         w0, p = params[self._w0_slice], params[self._p_slice]
+        step = evolution_step(self.evolution, p)
         z, w, j, zs, thetas = x, w0, 0, [], []
         for i, a in enumerate(self.apply_at):
             while j < a:
-                w = self.evolution.step(p, w, j * self.dt_w, self.dt_w)[0]
+                w = step(w, j * self.dt_w, self.dt_w)[0]
                 j += 1
             zs.append(z)
             thetas.append(w)
@@ -403,7 +417,7 @@ class ANODEV2Block(Layer):
                                  f"{tuple(dz.shape)}; pad the convolutions (padding=k//2).")
             z = z + self.dt_z * dz
         while j < self.n_w:          # to w(t1): no influence on z, exposed as cache.w_final
-            w = self.evolution.step(p, w, j * self.dt_w, self.dt_w)[0]
+            w = step(w, j * self.dt_w, self.dt_w)[0]
             j += 1
         return z, ANODEV2Cache(tuple(zs), tuple(thetas), w)
 
@@ -452,13 +466,14 @@ class ANODEV2Block(Layer):
         if m == 0:
             return z_bar, xp.concatenate([inject[0], p_bar])
         evo, dt = self.evolution, self.dt_w
+        step = evolution_step(evo, p)
         acc = [p_bar]
 
         def forward_step(j, w):
-            return evo.step(p, w, j * dt, dt)[0]
+            return step(w, j * dt, dt)[0]
 
         def reverse_step(j, w, w_next_bar):
-            _, step_cache = evo.step(p, w, j * dt, dt)
+            _, step_cache = step(w, j * dt, dt)
             w_bar, pb = evo.step_vjp(p, step_cache, w_next_bar)
             acc[0] = acc[0] + pb
             return w_bar + inject[j] if j in inject else w_bar

@@ -188,3 +188,22 @@ def test_extra_read_per_step_is_caught(monkeypatch):
     p, y = xp.asarray(params), xp.asarray(y0)
     assert _per_fixed_step(lambda n: solvers.solve(field, y, (0.0, 1.0), p, method="rk4",
                                                    steps=n)) == 1
+
+
+def test_anodev2_rda_weight_steps_stay_on_the_device():
+    """ANODEV2 with RDA weights: the parameters are checked once per call, the wavenumbers
+    are moved to the device once, so more weight steps add no read and no copy."""
+    from adjointcore.layers import Conv2d
+    from nets import ANODEV2Block, RDAEvolution
+    conv = Sequential(Conv2d(2, 2, 3, padding=1), Tanh(), Conv2d(2, 2, 3, padding=1))
+    counts = []
+    for n_w in (4, 12):
+        block = ANODEV2Block(conv, RDAEvolution(conv, sigma="tanh"), n_z=2, n_w=n_w)
+        params = xp.asarray(block.init(np.random.default_rng(0)))
+        x = xp.asarray(np.random.default_rng(1).standard_normal((2, 2, 5, 5)))
+        block.forward(params, x)                        # first call: wavenumbers uploaded
+        with dev.count_syncs() as counter:
+            y, cache = block.forward(params, x)
+            block.vjp(params, cache, xp.ones_like(y))
+        counts.append((counter.total, counter.uploads))
+    assert counts[0] == counts[1] and counts[1][1] == 0
