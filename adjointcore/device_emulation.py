@@ -38,7 +38,7 @@ from collections import Counter
 
 import numpy as np
 
-__all__ = ["DeviceArray", "xp", "count_syncs", "SyncCounter", "to_device"]
+__all__ = ["DeviceArray", "DeviceGenerator", "xp", "count_syncs", "SyncCounter", "to_device"]
 
 _COUNTERS: list = []          # active SyncCounter objects (nested contexts all count)
 
@@ -350,6 +350,36 @@ xp.array = _asarray
 xp.asnumpy = _asnumpy
 xp.get_array_module = lambda *arrays: xp
 DeviceArray.__xp__ = xp
+
+
+class DeviceGenerator:
+    """A random generator "on the emulated device" (``xp.random.default_rng(seed)``, as
+    ``cupy.random.default_rng``): draws are device arrays, made without a host copy. A NumPy
+    ``Generator`` underneath, so draws are reproducible from the seed.
+
+    Parameters
+    ----------
+    seed : int or None
+    """
+
+    def __init__(self, seed=None):
+        self._generator = np.random.default_rng(seed)
+
+    def random(self, size=None, dtype=np.float64):
+        return DeviceArray(np.asarray(self._generator.random(size, dtype=dtype)))
+
+    def standard_normal(self, size=None, dtype=np.float64):
+        return DeviceArray(np.asarray(self._generator.standard_normal(size, dtype=dtype)))
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        return DeviceArray(np.asarray(self._generator.uniform(low, high, size)))
+
+    def __repr__(self) -> str:
+        return "DeviceGenerator(emulated device)"
+
+
+xp.random = _Module("adjointcore.device_emulation.xp.random", np.random)
+xp.random.default_rng = DeviceGenerator
 
 
 def to_device(x):

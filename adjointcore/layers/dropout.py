@@ -19,6 +19,15 @@ from .base import ParameterFree
 __all__ = ["Dropout", "DropoutCache"]
 
 
+def _device_generator(rng, x) -> bool:
+    """True when ``rng`` is a generator of ``x``'s (non-NumPy) array module: CuPy's, or one
+    whose module names itself (the device emulation's)."""
+    if get_array_module(x) is np or not callable(getattr(rng, "random", None)):
+        return False
+    root = type(rng).__module__.split(".")[0]
+    return root == "cupy" or type(rng).__module__ == "adjointcore.device_emulation"
+
+
 class DropoutCache(NamedTuple):
     """Cache of :class:`Dropout`: ``mask`` (shape of x, entries 0 or ``1/(1-p)``) or None."""
     mask: Any
@@ -36,12 +45,18 @@ class Dropout(ParameterFree):
 
     Notes
     -----
-    The mask is drawn on the host from the ``numpy.random.Generator`` passed as ``rng=`` (one
-    ``rng.random(x.shape)`` call) and moved to the input's device, so the same seed gives the
-    same mask on NumPy and CuPy. Given the mask the layer is linear, so its VJP is exact and the
-    complex step applies; a finite-difference check must pass identically seeded Generators to
-    each forward call. ``needs_rng`` is true only when a mask is drawn (``mode="train"`` and
-    ``p > 0``).
+    The mask comes from one ``rng.random(x.shape)`` call on the generator passed as ``rng=``:
+
+    * a ``numpy.random.Generator`` draws it on the host, and it is copied to the input's device,
+      so the same seed gives the same mask on NumPy and CuPy (one host-to-device copy per call
+      for device inputs);
+    * a generator of the input's device (``cupy.random.default_rng(seed)``, or
+      ``adjointcore.device_emulation.xp.random.default_rng(seed)``) draws it there, with no
+      copy: reproducible from its seed on that device, but not the NumPy generator's mask.
+
+    Given the mask the layer is linear, so its VJP is exact and the complex step applies; a
+    finite-difference check must pass identically seeded generators to each forward call.
+    ``needs_rng`` is true only when a mask is drawn (``mode="train"`` and ``p > 0``).
     """
 
     analytic = True
@@ -61,8 +76,10 @@ class Dropout(ParameterFree):
         """``(x * mask, DropoutCache(mask))``; identity with ``mask=None`` in eval mode or p=0."""
         self._check_no_params(params)
         check_array("x", x)
-        if self.needs_rng and not isinstance(rng, np.random.Generator):
-            raise TypeError(f"`rng` must be a numpy.random.Generator in mode='train' with "
+        if self.needs_rng and not (isinstance(rng, np.random.Generator)
+                                   or _device_generator(rng, x)):
+            raise TypeError(f"`rng` must be a numpy.random.Generator (or a generator of x's "
+                            f"device, e.g. cupy.random.default_rng(seed)) in mode='train' with "
                             f"p={self.p}, got {rng!r}; call forward(params, x, "
                             f"rng=np.random.default_rng(seed)), or use Dropout(p, mode='eval').")
         return self.apply(params, x, rng=rng)
@@ -73,9 +90,13 @@ class Dropout(ParameterFree):
         if not self.needs_rng:
             return x, DropoutCache(None)
         xp = get_array_module(x)
-        keep = rng.random(tuple(x.shape)) >= self.p
-        mask = xp.asarray(keep.astype(real_dtype(x.dtype)) / np.asarray(1 - self.p,
-                                                                          real_dtype(x.dtype)))
+        dtype = real_dtype(x.dtype)
+        keep = rng.random(tuple(x.shape)) >= self.p       # on the generator's side
+        scale = np.asarray(1 - self.p, dtype)
+        if isinstance(rng, np.random.Generator):
+            mask = xp.asarray(keep.astype(dtype) / scale)
+        else:                                             # drawn on the device: no copy
+            mask = keep.astype(dtype) / dtype.type(scale)
         return x * mask, (DropoutCache(mask) if tape else None)
 
     def vjp(self, params, cache, y_bar, need_params=True):

@@ -207,3 +207,22 @@ def test_anodev2_rda_weight_steps_stay_on_the_device():
             block.vjp(params, cache, xp.ones_like(y))
         counts.append((counter.total, counter.uploads))
     assert counts[0] == counts[1] and counts[1][1] == 0
+
+
+def test_dropout_draws_its_mask_on_the_device():
+    """A device generator: no copy, reproducible from its seed; a NumPy Generator still gives
+    the host mask (one copy), equal to the NumPy backend's."""
+    from adjointcore.layers import Dropout
+    layer, x = Dropout(0.5), xp.asarray(np.ones((3, 4)))
+    with dev.count_syncs() as counter:
+        y1, cache = layer.forward(None, x, rng=xp.random.default_rng(3))
+        y2, _ = layer.forward(None, x, rng=xp.random.default_rng(3))
+        x_bar, _ = layer.vjp(None, cache, xp.ones_like(y1))
+    assert counter.total == counter.uploads == 0
+    assert np.array_equal(y1.get(), y2.get()) and np.array_equal(x_bar.get(), y1.get())
+    with dev.count_syncs() as counter:
+        y_host_rng, _ = layer.forward(None, x, rng=np.random.default_rng(3))
+    reference, _ = layer.forward(None, np.ones((3, 4)), rng=np.random.default_rng(3))
+    assert counter.uploads == 1 and np.array_equal(y_host_rng.get(), reference)
+    with pytest.raises(TypeError, match="`rng`"):
+        layer.forward(None, np.ones((3, 4)), rng=xp.random.default_rng(3))   # host x
