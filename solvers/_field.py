@@ -177,21 +177,24 @@ class FieldKernel:
             self._stage_buffer = (key, self._xp.empty(shape, dtype=dtype))
         return self._stage_buffer[1]
 
-    def param_buffers(self, y_dtype):
-        """Two reusable parameter-cotangent buffers ``(step, stage)`` of length ``n_params``,
-        or None when the field declares no ``n_params`` (then callers allocate per VJP).
+    def param_buffers(self, like):
+        """Two reusable parameter-cotangent buffers ``(step, stage)`` of length ``n_params``
+        on the device of ``like`` (a state cotangent), or None when the field declares no
+        ``n_params`` (then callers allocate per VJP).
 
         The dtype is that of combining the state and the parameters (what each layer's VJP
         would return), so accumulating in place gives the same numbers as adding fresh arrays.
+        ``like`` decides the device: a taped sweep may reach its first VJP without a forward
+        evaluation through this kernel (the stages came from the solve).
         """
         n = self.n_params
         if n is None:
             return None
         if self._buffers is None:
-            dtype = (np.result_type(y_dtype) if self._params_dtype is None
-                     else np.result_type(y_dtype, self._params_dtype))
-            self._buffers = (self._xp.empty(int(n), dtype=dtype),
-                             self._xp.empty(int(n), dtype=dtype))
+            dtype = (np.result_type(like.dtype) if self._params_dtype is None
+                     else np.result_type(like.dtype, self._params_dtype))
+            xp = get_array_module(like)
+            self._buffers = (xp.empty(int(n), dtype=dtype), xp.empty(int(n), dtype=dtype))
         return self._buffers
 
 

@@ -187,7 +187,7 @@ def rk_step_vjp(field, tab, stages, y1_bar, need_params=True):
     n = stages.k.shape[0]
     a, b, _ = _coefficients(tab, xp, real_dtype(stages.k.dtype))
     h = stages.h
-    buffers = kernel.param_buffers(y1_bar.dtype) if need_params else None
+    buffers = kernel.param_buffers(y1_bar) if need_params else None
     w = None
     params_bar = None
     for i in range(n - 1, -1, -1):
