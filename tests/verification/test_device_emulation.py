@@ -226,3 +226,15 @@ def test_dropout_draws_its_mask_on_the_device():
     assert counter.uploads == 1 and np.array_equal(y_host_rng.get(), reference)
     with pytest.raises(TypeError, match="`rng`"):
         layer.forward(None, np.ones((3, 4)), rng=xp.random.default_rng(3))   # host x
+
+
+def test_cross_entropy_reads_once():
+    """Finite logits and labels in range are checked with one read (not three)."""
+    from adjointcore.losses import softmax_cross_entropy
+    logits = xp.asarray(np.random.default_rng(0).standard_normal((5, 3)))
+    labels = xp.asarray(np.array([0, 1, 2, 1, 0]))
+    with dev.count_syncs() as counter:
+        value, grad = softmax_cross_entropy(logits, labels)
+    assert counter.total == 1 and counter.uploads == 0
+    with pytest.raises(ValueError, match="`labels` must lie in"):
+        softmax_cross_entropy(logits, xp.asarray(np.array([0, 1, 3, 1, 0])))
