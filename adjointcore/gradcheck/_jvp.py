@@ -40,13 +40,13 @@ import difflib
 
 import numpy as np
 
-from ..backend import FLOAT_DTYPES, get_array_module, real_dtype
+from ..backend import get_array_module, real_dtype
 from ..errors import check_array
 from ._complex import complex_step
 from ._dot import dot_product_test
 from ._fd import central_difference, relative_error
 from ._layer import (LayerReport, _call_vjp, _check_output, _layer_name, _make_forward,
-                     _protocol_failures, _tol_key, _unit, _what)
+                     _protocol_failures, _tol_key, _unit, _what, resolve_params)
 
 __all__ = ["check_jvp", "JVP_CHECKS", "default_jvp_tolerances"]
 
@@ -189,17 +189,8 @@ def check_jvp(layer, x, params=None, rng=None, t=None, checks=None, tol=None, se
             raise TypeError(f"`layer` ({type(layer).__name__}) lacks `{attr}`; check_jvp needs "
                             f"{', '.join(needed)} (see docs/protocols.md, 'Forward mode').")
     draw = np.random.default_rng(seed)
-    if params is None:
-        params = xp.asarray(layer.init(np.random.default_rng(seed), dtype=dtype))
-    if not hasattr(params, "shape") or getattr(params, "ndim", None) != 1 \
-            or getattr(params, "dtype", None) not in FLOAT_DTYPES:
-        raise TypeError(f"`params` must be a flat 1-D float32/float64 array, got "
-                        f"{_what(params)}; use layer.init(rng).")
+    params = resolve_params(layer, params, xp, dtype, seed)
     n_params = int(params.shape[0])
-    declared = getattr(layer, "n_params", None)
-    if declared is not None and not callable(declared) and int(declared) != n_params:
-        raise ValueError(f"`params` has {n_params} entries but {_layer_name(layer)}.n_params is "
-                         f"{int(declared)}; pass parameters from layer.init(rng).")
     name = f"{_layer_name(layer)} (jvp)"
     inexact = getattr(layer, "exact_vjp", True)
     if inexact is not True:

@@ -265,6 +265,29 @@ def _call_vjp(layer, params, cache, y_bar):
     return out
 
 
+def resolve_params(layer, params, xp, dtype, seed):
+    """``params`` checked (a flat float array agreeing with a declared ``n_params``), or the
+    layer's ``init`` with ``seed`` when None.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming ``params`` and saying how to build it.
+    """
+    if params is None:
+        params = xp.asarray(layer.init(np.random.default_rng(seed), dtype=dtype))
+    if not hasattr(params, "shape") or getattr(params, "ndim", None) != 1 \
+            or getattr(params, "dtype", None) not in FLOAT_DTYPES:
+        raise TypeError(f"`params` must be a flat 1-D float32/float64 array, got "
+                        f"{_what(params)}; use layer.init(rng).")
+    declared = getattr(layer, "n_params", None)
+    if declared is not None and not callable(declared) and int(declared) != params.shape[0]:
+        raise ValueError(f"`params` has {int(params.shape[0])} entries but "
+                         f"{_layer_name(layer)}.n_params is {int(declared)}; pass parameters "
+                         f"from layer.init(rng).")
+    return params
+
+
 def check_layer(layer, x, params=None, rng=None, t=None, checks=None, tol=None, seed=0):
     """Run the gradient checks on one layer (anything following the layer protocol).
 
@@ -332,17 +355,8 @@ def check_layer(layer, x, params=None, rng=None, t=None, checks=None, tol=None, 
     dtype = np.dtype(x.dtype)
     wanted, tolerances = _resolve_checks(checks, tol, dtype)
     draw = np.random.default_rng(seed)
-    if params is None:
-        params = xp.asarray(layer.init(np.random.default_rng(seed), dtype=dtype))
-    if not hasattr(params, "shape") or getattr(params, "ndim", None) != 1 \
-            or getattr(params, "dtype", None) not in FLOAT_DTYPES:
-        raise TypeError(f"`params` must be a flat 1-D float32/float64 array, got "
-                        f"{_what(params)}; use layer.init(rng).")
+    params = resolve_params(layer, params, xp, dtype, seed)
     n_params = int(params.shape[0])
-    declared = getattr(layer, "n_params", None)
-    if declared is not None and not callable(declared) and int(declared) != n_params:
-        raise ValueError(f"`params` has {n_params} entries but {_layer_name(layer)}.n_params is "
-                         f"{int(declared)}; pass parameters from layer.init(rng).")
     inexact = getattr(layer, "exact_vjp", True)
     if inexact is not True:
         return LayerReport(_layer_name(layer), True, {}, [], tolerances,
