@@ -11,6 +11,8 @@ Checks, from cheapest to strictest:
   :class:`LayerReport`.
 - :func:`check_jvp`: a layer's forward mode ``jvp`` against finite differences, the complex step
   and its own VJP (same :class:`LayerReport`).
+- :func:`check_jvp_vjp`: a layer's second-order VJP ``jvp_vjp`` (finite differences, complex step,
+  Taylor test of the tangent-lifted scalar).
 
 Hypothesis strategies live in :mod:`adjointcore.gradcheck.strategies` (imported lazily by the
 user, since ``hypothesis`` is a test dependency); ``python -m adjointcore.gradcheck`` checks
@@ -20,6 +22,7 @@ from ._complex import complex_step
 from ._dot import dot_product_test
 from ._fd import auto_step, central_difference, relative_error, richardson_difference
 from ._jvp import JVP_CHECKS, check_jvp, default_jvp_tolerances
+from ._second import SECOND_ORDER_CHECKS, check_jvp_vjp, default_second_order_tolerances
 from ._layer import CHECKS, LayerReport, check_layer, default_tolerances
 from ._taylor import TaylorResult, TaylorTestError, taylor_test
 
@@ -28,4 +31,5 @@ __all__ = [
     "complex_step", "dot_product_test", "taylor_test", "TaylorResult", "TaylorTestError",
     "check_layer", "LayerReport", "CHECKS", "default_tolerances",
     "check_jvp", "JVP_CHECKS", "default_jvp_tolerances",
+    "check_jvp_vjp", "SECOND_ORDER_CHECKS", "default_second_order_tolerances",
 ]

@@ -25,7 +25,7 @@ from ..backend import get_array_module
 from ..errors import check_array
 from ._checks import finite_float
 from ._parallel import MIN_PARALLEL_SIZE, chunked
-from .base import ParameterFree
+from .base import ParameterFree, SecondOrderBars
 
 __all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "ELU", "tanh_derivative",
            "MaskCache", "TanhCache", "SigmoidCache", "LogisticCache", "ELUCache",
@@ -223,6 +223,42 @@ class _Elementwise(ParameterFree):
         return self.apply_jvp(params, cache, x_dot, params_dot)
 
 
+    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Second-order VJP (unchecked :meth:`~adjointcore.layers.Layer.jvp_vjp`).
+
+        For ``y = f(x)`` element-wise, ``y_dot = f'(x) x_dot``; with ``g = y_dot_bar``:
+        ``x_dot_bar = f'(x) g`` and ``x_bar = f''(x) x_dot g (+ f'(x) y_bar)``; no parameters,
+        no ``t``. ``f''`` per layer: tanh ``-2 y f'``; sigmoid ``y (1 - y) (1 - 2 y)``;
+        softplus ``beta s (1 - s)``, ``s = sigmoid(beta x)``; ELU 0 for ``x > 0`` and
+        ``alpha exp(x)`` otherwise; ReLU / leaky ReLU 0 (almost everywhere).
+
+        Parameters
+        ----------
+        params : None or ndarray, shape (0,)
+        cache : NamedTuple
+            From :meth:`forward` (taped).
+        x_dot, y_dot_bar : ndarray, shape of ``x``
+        params_dot : None or ndarray, shape (0,)
+        y_bar : ndarray, shape of ``x``, optional
+
+        Returns
+        -------
+        SecondOrderBars
+            ``(x_bar, empty, x_dot_bar, empty, None)``.
+        """
+        xp = get_array_module(y_dot_bar)
+        x_dot_bar = self.apply_vjp(params, cache, y_dot_bar)
+        x_bar = self._second_term(cache, x_dot * y_dot_bar)
+        if y_bar is not None:
+            x_bar = x_bar + self.apply_vjp(params, cache, y_bar)
+        empty = xp.zeros(0, dtype=x_bar.dtype)
+        return SecondOrderBars(x_bar, empty, x_dot_bar, empty, None)
+
+    def _second_term(self, cache, q):
+        """``f''(x) * q``; default: 0 (piecewise-linear activations)."""
+        return get_array_module(q).zeros_like(q)
+
+
 # -- layers ---------------------------------------------------------------------------------------
 class ReLU(_Elementwise):
     """Rectified linear unit ``y = max(x, 0)``; the derivative at ``x = 0`` is taken as 0."""
@@ -294,6 +330,11 @@ class Tanh(_Elementwise):
         """Unchecked :meth:`jvp`: ``tanh'(x) x_dot`` (:func:`tanh_derivative`)."""
         return tanh_derivative(cache.x, x_dot)
 
+    def _second_term(self, cache, q):
+        """``tanh''(x) q = -2 tanh(x) tanh'(x) q`` (``tanh'`` from :func:`tanh_derivative`)."""
+        xp = get_array_module(cache.x)
+        return -2 * xp.tanh(cache.x) * tanh_derivative(cache.x, q)
+
 
 class Sigmoid(_Elementwise):
     """Logistic sigmoid ``y = 1 / (1 + exp(-x))``, stable for large ``|x|``.
@@ -313,6 +354,10 @@ class Sigmoid(_Elementwise):
     def apply_jvp(self, params, cache, x_dot, params_dot=None):
         """Unchecked :meth:`jvp`: ``x_dot * y (1 - y)``."""
         return x_dot * (cache.y * cache.y_c)
+
+    def _second_term(self, cache, q):
+        """``sigmoid''(x) q = y y_c (y_c - y) q`` with ``y_c = 1 - y`` from the cache."""
+        return q * ((cache.y * cache.y_c) * (cache.y_c - cache.y))
 
 
 class Softplus(_Elementwise):
@@ -341,6 +386,11 @@ class Softplus(_Elementwise):
     def apply_jvp(self, params, cache, x_dot, params_dot=None):
         """Unchecked :meth:`jvp`: ``x_dot * sigmoid(beta x)``."""
         return x_dot * cache.s
+
+    def _second_term(self, cache, q):
+        """``softplus_beta''(x) q = beta s (1 - s) q``, ``s = sigmoid(beta x)`` (cached; ``1 - s``
+        loses relative accuracy where ``s -> 1``, absolute error ``eps``)."""
+        return q * (self.beta * cache.s * (1 - cache.s))
 
 
 class ELU(_Elementwise):
@@ -378,3 +428,15 @@ class ELU(_Elementwise):
     def apply_jvp(self, params, cache, x_dot, params_dot=None):
         """Unchecked :meth:`jvp`: ``x_dot * slope``."""
         return x_dot * cache.slope
+
+    def _second_term(self, cache, q):
+        """``ELU''(x) q``: 0 where ``x > 0``, ``alpha exp(x) q = slope q`` elsewhere.
+
+        The branch is read from the cached slope (``slope == 1`` exactly on ``x > 0``); the
+        measure-zero points ``x <= 0`` with ``alpha exp(x) == 1`` in floating point (``x = -log
+        alpha``; for ``alpha = 1``, ``-1.1e-16 < x <= 0``, where ELU is not twice
+        differentiable anyway) are taken as the right branch.
+        """
+        xp = get_array_module(q)
+        slope = cache.slope
+        return xp.where(slope == 1, xp.zeros((), dtype=slope.dtype), slope) * q

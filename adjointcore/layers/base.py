@@ -46,6 +46,22 @@ Forward mode (optional; every built-in layer has it)
     ``jvp``, so a subclass defining only ``jvp`` works inside composites; one defining neither
     raises ``NotImplementedError`` naming the class.
 
+Second order (optional; the built-in dense, element-wise and composite layers have it)
+--------------------------------------------------------------------------------------
+``jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, y_bar=None)
+-> SecondOrderBars(x_bar, params_bar, x_dot_bar, params_dot_bar, t_bar)``
+    The VJP of the *tangent-lifted* layer ``(x, params, t, x_dot, params_dot) -> (y, y_dot)``
+    (``y_dot = J_x x_dot + J_p params_dot``, ``t`` without tangent) at the forward point, for
+    the cotangents ``(y_bar, y_dot_bar)`` (``y_bar=None``: zero). ``x_bar``/``params_bar``
+    hold the second-order terms ``d<y_dot_bar, y_dot>/d(x, params)`` plus the ordinary VJP of
+    ``y_bar``; ``x_dot_bar = J_x^T y_dot_bar`` and ``params_dot_bar = J_p^T y_dot_bar``;
+    ``t_bar`` (0-d) is ``d(<y_bar, y> + <y_dot_bar, y_dot>)/dt`` for time-dependent layers
+    and ``None`` otherwise. Composites chain it child by child (each child's ``(x_bar,
+    x_dot_bar)`` is the previous child's ``(y_bar, y_dot_bar)``), so ``d(v^T J v)/d(x,
+    params, t)`` is ``jvp_vjp(..., x_dot=v, params_dot=None, y_dot_bar=v)``.
+``apply_jvp_vjp(...)``
+    The same without checks.
+
 Optional attributes read by tools: ``analytic`` (forward is real-analytic and accepts complex
 input, so the complex-step check applies), ``time_dependent``, ``needs_rng``, ``param_shapes``
 (ordered ``{name: shape}``), ``output_shape(input_shape)``.
@@ -58,6 +74,7 @@ from __future__ import annotations
 import inspect
 from functools import lru_cache
 from math import prod
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -68,6 +85,7 @@ from ._checks import (check_child_layer, check_params_dot, check_x_dot, check_y_
 
 __all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "param_layout",
            "accepts_need_params", "call_vjp", "call_jvp", "kernel_jvp", "tangent_sum",
+           "SecondOrderBars", "call_jvp_vjp", "add_time_bar",
            # helpers for composites built outside this package (nets), defined in ._checks:
            "check_child_layer", "init_child", "prefixed_shapes"]
 
@@ -179,6 +197,62 @@ def tangent_sum(a, b):
         a += b
         return a
     return a + b
+
+
+class SecondOrderBars(NamedTuple):
+    """Result of ``jvp_vjp``: the VJP of the tangent-lifted map
+    ``(x, params, t, x_dot, params_dot) -> (y, y_dot)``.
+
+    Attributes
+    ----------
+    x_bar : ndarray, shape of ``x``
+    params_bar : ndarray, shape (n_params,)
+    x_dot_bar : ndarray, shape of ``x``
+    params_dot_bar : ndarray, shape (n_params,)
+    t_bar : 0-d ndarray or None
+        None for a layer that does not depend on ``t``.
+    """
+
+    x_bar: Any
+    params_bar: Any
+    x_dot_bar: Any
+    params_dot_bar: Any
+    t_bar: Any
+
+
+def add_time_bar(a, b):
+    """Sum of two ``t_bar`` values where ``None`` means "no dependence on ``t``"."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def _no_jvp_vjp(layer, where: str = ""):
+    who = f"{where} ({type(layer).__name__})" if where else type(layer).__name__
+    return NotImplementedError(
+        f"{who} has no second-order jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, "
+        f"y_bar=None); add one (see docs/protocols.md, 'Second order') or keep the layer out "
+        f"of divergence gradients.")
+
+
+def call_jvp_vjp(layer, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None,
+                 where: str = ""):
+    """Unchecked second-order VJP of a child: its ``apply_jvp_vjp`` (built-in layers), else its
+    ``jvp_vjp``; ``NotImplementedError`` naming ``where`` and the class if it has neither.
+
+    ``layer`` may be a fast-path kernel (:class:`ProtocolKernel` is unwrapped).
+    """
+    if isinstance(layer, ProtocolKernel):
+        layer = layer.layer
+    fn = getattr(layer, "apply_jvp_vjp", None)
+    if callable(fn) and getattr(fn, "__func__", None) is not Layer.apply_jvp_vjp:
+        return SecondOrderBars(*fn(params, cache, x_dot, params_dot, y_dot_bar, y_bar))
+    fn = getattr(layer, "jvp_vjp", None)
+    if callable(fn) and getattr(fn, "__func__", None) is not Layer.jvp_vjp:
+        return SecondOrderBars(*fn(params, cache, x_dot, params_dot, y_dot_bar, y_bar))
+    raise _no_jvp_vjp(layer, where)
 
 
 class ProtocolKernel:
@@ -299,6 +373,55 @@ class Layer:
     def apply_jvp(self, params, cache, x_dot, params_dot=None):
         """Unchecked :meth:`jvp`; default: :meth:`jvp`."""
         return self.jvp(params, cache, x_dot, params_dot)
+
+    def jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Second-order VJP: the VJP of ``(x, params, t, x_dot, params_dot) -> (y, y_dot)``.
+
+        Parameters
+        ----------
+        params : ndarray, shape (n_params,) (None or length 0 for parameter-free layers)
+        cache : NamedTuple
+            From :meth:`forward` (taped) at the point of differentiation.
+        x_dot : ndarray, shape of ``x``
+            The input tangent of the forward-mode product being differentiated.
+        params_dot : ndarray, shape (n_params,) or None
+            The parameter tangent (None: zero).
+        y_dot_bar : ndarray, shape of ``y``
+            Cotangent of ``y_dot``.
+        y_bar : ndarray, shape of ``y``, optional
+            Cotangent of ``y`` (None: zero); adds the ordinary VJP.
+
+        Returns
+        -------
+        SecondOrderBars
+            ``(x_bar, params_bar, x_dot_bar, params_dot_bar, t_bar)``; see the module notes.
+
+        Raises
+        ------
+        ShapeError, ParameterError, TypeError
+            Bad shapes of ``x_dot``/``params_dot``/``y_dot_bar``/``y_bar`` (named).
+        NotImplementedError
+            The layer has no second-order VJP.
+        """
+        if type(self).apply_jvp_vjp is Layer.apply_jvp_vjp:
+            raise _no_jvp_vjp(self)
+        if self.n_params or params is not None:
+            check_params("params", params, self.n_params, owner=self)
+        check_params_dot(params_dot, self.n_params, owner=self)
+        x_dot = check_array("x_dot", x_dot, fix="Pass the tangent of the forward input x.")
+        shape = None
+        if callable(getattr(self, "output_shape", None)):
+            shape = tuple(self.output_shape(tuple(x_dot.shape)))
+        check_array("y_dot_bar", y_dot_bar, shape=shape,
+                    fix="Pass the cotangent of the output tangent y_dot (shape of y).")
+        if y_bar is not None:
+            check_y_bar(y_bar, y_dot_bar.shape)
+        return SecondOrderBars(*self.apply_jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar,
+                                                   y_bar))
+
+    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Unchecked :meth:`jvp_vjp`; the default raises ``NotImplementedError``."""
+        raise _no_jvp_vjp(self)
 
     def _vjp_via_apply(self, params, cache, y_bar, need_params, dtype):
         """The checked ``vjp`` of a layer whose ``apply_vjp`` is its implementation: allocate

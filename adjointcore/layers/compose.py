@@ -14,7 +14,8 @@ import numpy as np
 from ..backend import as_dtype, get_array_module
 from ..errors import ParameterError, ShapeError, check_array, check_generator, check_params
 from ._checks import check_child_layer, check_params_dot, init_child, prefixed_shapes
-from .base import Layer, call_jvp, call_vjp, kernel_jvp, layer_kernel
+from .base import (Layer, SecondOrderBars, add_time_bar, call_jvp, call_jvp_vjp, call_vjp,
+                   kernel_jvp, layer_kernel)
 
 __all__ = ["Sequential", "Residual", "ResidualCache"]
 
@@ -267,6 +268,47 @@ class Sequential(_Composite):
                                _child_tangent(params_dot, sl), self._where(i))
         return x_dot
 
+    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Second-order VJP of the chain (unchecked :meth:`~adjointcore.layers.Layer.jvp_vjp`).
+
+        For ``y = f_k(... f_0(x))`` the lifted map is the chain of the children's lifted maps
+        ``(h_i, h_dot_i) -> (h_{i+1}, h_dot_{i+1})``. The intermediate tangents ``h_dot_i`` are
+        recomputed first (one forward-mode sweep, ``apply_jvp``); then the children's
+        ``jvp_vjp`` run backwards, child ``i`` receiving ``(y_bar, y_dot_bar) = (x_bar,
+        x_dot_bar)`` of child ``i + 1``. ``params_bar``/``params_dot_bar`` are the
+        concatenations, ``t_bar`` the sum over the time-dependent children.
+
+        Returns
+        -------
+        SecondOrderBars
+
+        Raises
+        ------
+        NotImplementedError
+            A child has no second-order VJP (named ``layers[i]``).
+        """
+        n = len(self._kernels)
+        tangents = [x_dot]
+        for i in range(n - 1):
+            sl = self._slices[i]
+            tangents.append(kernel_jvp(self._kernels[i], params[sl], cache[i], tangents[-1],
+                                       _child_tangent(params_dot, sl), self._where(i)))
+        p_bars, pd_bars, t_bar = [None] * n, [None] * n, None
+        g, y_b = y_dot_bar, y_bar
+        for i in range(n - 1, -1, -1):
+            sl = self._slices[i]
+            r = call_jvp_vjp(self._kernels[i], params[sl], cache[i], tangents[i],
+                             _child_tangent(params_dot, sl), g, y_b, self._where(i))
+            y_b, g = r.x_bar, r.x_dot_bar
+            t_bar = add_time_bar(t_bar, r.t_bar)
+            p_bars[i], pd_bars[i] = r.params_bar.reshape(-1), r.params_dot_bar.reshape(-1)
+        xp = get_array_module(g)
+        if not n:
+            empty = xp.zeros(0, dtype=g.dtype)
+            return SecondOrderBars(xp.zeros_like(g) if y_b is None else y_b, empty, g, empty,
+                                   None)
+        return SecondOrderBars(y_b, xp.concatenate(p_bars), g, xp.concatenate(pd_bars), t_bar)
+
     def __repr__(self) -> str:
         inner = ",\n".join(f"  ({i}) {c!r}" for i, c in enumerate(self.layers))
         return f"Sequential(\n{inner}\n)" if inner else "Sequential()"
@@ -390,6 +432,20 @@ class Residual(Layer):
     def apply_jvp(self, params, cache, x_dot, params_dot=None):
         """Unchecked :meth:`jvp`."""
         return x_dot + kernel_jvp(self._kernel, params, cache.inner, x_dot, params_dot, "inner")
+
+    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Second-order VJP of ``y = x + g(x)`` (``y_dot = x_dot + g_dot``): the inner layer's,
+        plus ``y_bar`` on ``x_bar`` and ``y_dot_bar`` on ``x_dot_bar`` (the identity has no
+        second derivative).
+
+        Returns
+        -------
+        SecondOrderBars
+        """
+        r = call_jvp_vjp(self._kernel, params, cache.inner, x_dot, params_dot, y_dot_bar, y_bar,
+                         "inner")
+        x_bar = r.x_bar if y_bar is None else r.x_bar + y_bar
+        return r._replace(x_bar=x_bar, x_dot_bar=r.x_dot_bar + y_dot_bar)
 
     def __repr__(self) -> str:
         return f"Residual({self.inner!r})"

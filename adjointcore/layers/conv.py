@@ -45,7 +45,7 @@ from ._im2col import (Geometry, accumulate_windows, columns_are_view, crop_hw, m
                       output_hw, pad_channel_major, phase_accumulate, phase_columns,
                       window_counts, windows)
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
-from .base import Layer, param_layout, tangent_sum
+from .base import Layer, SecondOrderBars, param_layout, tangent_sum
 
 __all__ = ["Conv2d", "ConcatConv2d", "ConvCache"]
 
@@ -358,6 +358,73 @@ class Conv2d(Layer):
         if params_dot is not None and bs is not None:
             y_dot = tangent_sum(y_dot, params_dot[bs][:, None])
         return xp.ascontiguousarray(y_dot.reshape(o, n, *out_hw).transpose(1, 0, 2, 3))
+
+
+    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Second-order VJP (unchecked :meth:`~adjointcore.layers.Layer.jvp_vjp`).
+
+        Write ``C(x, W)`` for the bilinear convolution (``[x, t]`` for
+        :class:`ConcatConv2d`, the time channel constant). ``y_dot = C([x_dot, 0], W) +
+        C([x, t], W_dot) + b_dot``; with ``g = y_dot_bar``:
+
+        * ``(x_dot_bar, W_dot_bar, b_dot_bar)`` = the ordinary VJP of ``g`` (:meth:`apply_vjp`);
+        * second order (the weight-product terms): ``x_bar = C_x^T(g; W_dot)`` (the input
+          gradient with the kernel ``W_dot``) and ``W_bar = g (x) cols([x_dot, 0])`` (the weight
+          gradient with the tangent's columns; the time channel gets none);
+        * ``t_bar = <g, C([0, 1], W_dot)> + <y_bar, C([0, 1], W)>`` (``ConcatConv2d``);
+        * plus the ordinary VJP of ``y_bar``.
+
+        Parameters
+        ----------
+        params : ndarray, shape (n_params,)
+        cache : ConvCache
+        x_dot : ndarray, shape (N, C, H, W)
+        params_dot : ndarray, shape (n_params,) or None
+        y_dot_bar : ndarray, shape (N, O, Ho, Wo)
+        y_bar : ndarray, shape (N, O, Ho, Wo), optional
+
+        Returns
+        -------
+        SecondOrderBars
+        """
+        ws, wshape, bs = self._layout
+        n, c, h, w_ = cache.x_shape
+        geom, g_, o = self._geometry, self.groups, self.out_channels
+        out_hw = window_counts(geom, (h, w_))
+        xp = get_array_module(y_dot_bar)
+        inputs = cache.cols if cache.cols is not None else cache.x_padded
+        dtype = out_dtype(y_dot_bar, x_dot, params, inputs,
+                          *(() if params_dot is None else (params_dot,)),
+                          *(() if y_bar is None else (y_bar,)))
+        params_dot_bar = xp.zeros(self.n_params, dtype=dtype)
+        x_dot_bar = self.apply_vjp(params, cache, y_dot_bar, params_dot_bar)
+        timed = bool(self._extra_channels)
+        zero_time = 0.0 if timed else None
+        cols_dot = _columns(pad_channel_major(x_dot, self.padding, extra=zero_time), geom, g_,
+                            out_hw)
+        g_mat = _channel_major(y_dot_bar, g_)
+        params_bar = xp.zeros(self.n_params, dtype=dtype)
+        params_bar[ws] = xp.matmul(g_mat, cols_dot.transpose(0, 2, 1)).reshape(-1)
+        if params_dot is not None:
+            x_bar = self.apply_vjp(params_dot, cache, y_dot_bar).astype(dtype, copy=False)
+        else:
+            x_bar = xp.zeros((n, c, h, w_), dtype=dtype)
+        t_bar = None
+        if timed:
+            cols_t = _columns(pad_channel_major(xp.zeros((n, c, h, w_), dtype=dtype),
+                                                self.padding, extra=1.0), geom, g_, out_hw)
+            t_bar = xp.zeros((), dtype=dtype)
+            if params_dot is not None:
+                t_bar = t_bar + (g_mat * xp.matmul(params_dot[ws].reshape(g_, o // g_, -1),
+                                                   cols_t)).sum()
+            if y_bar is not None:
+                t_bar = t_bar + (_channel_major(y_bar, g_) * xp.matmul(
+                    params[ws].reshape(g_, o // g_, -1), cols_t)).sum()
+        if y_bar is not None:
+            ordinary = xp.zeros(self.n_params, dtype=dtype)
+            x_bar = x_bar + self.apply_vjp(params, cache, y_bar, ordinary)
+            params_bar = params_bar + ordinary
+        return SecondOrderBars(x_bar, params_bar, x_dot_bar, params_dot_bar, t_bar)
 
 
 class ConcatConv2d(Conv2d):

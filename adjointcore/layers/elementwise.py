@@ -11,9 +11,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..backend import get_array_module
 from ..errors import ShapeError, check_array, check_params, check_positive_int
 from ._checks import check_y_bar, out_dtype
-from .base import Layer, call_jvp, kernel_jvp, param_layout, tangent_sum
+from .base import (Layer, SecondOrderBars, add_time_bar, call_jvp, call_jvp_vjp, kernel_jvp,
+                   param_layout, tangent_sum)
 from .compose import _child_tangent, _Composite
 
 __all__ = ["Scale", "Parallel", "ScaleCache", "ParallelCache"]
@@ -117,6 +119,41 @@ class Scale(Layer):
         if params_dot is None:
             return y_dot
         return tangent_sum(y_dot, cache.x * self._weight(params_dot, x_dot.ndim))
+
+    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Second-order VJP (unchecked :meth:`~adjointcore.layers.Layer.jvp_vjp`).
+
+        ``y_dot = x_dot w + x w_dot``; with ``g = y_dot_bar`` and ``S`` the sum over every axis
+        but 1: ``x_dot_bar = g w``, ``w_dot_bar = S(g x)``; second order ``x_bar = g w_dot``,
+        ``w_bar = S(g x_dot)``; plus the ordinary VJP of ``y_bar`` (``x_bar += y_bar w``,
+        ``w_bar += S(y_bar x)``). No ``t``.
+
+        Parameters
+        ----------
+        params : ndarray, shape (num_features,)
+        cache : ScaleCache
+        x_dot, y_dot_bar : ndarray, shape of ``x`` (N, num_features, ...)
+        params_dot : ndarray, shape (num_features,) or None
+        y_bar : ndarray, shape of ``x``, optional
+
+        Returns
+        -------
+        SecondOrderBars
+            ``(x_bar, w_bar, x_dot_bar, w_dot_bar, None)``.
+        """
+        g, x, nd = y_dot_bar, cache.x, y_dot_bar.ndim
+        axes = (0,) + tuple(range(2, nd))
+        x_dot_bar = g * self._weight(params, nd)
+        params_dot_bar = (g * x).sum(axis=axes)
+        params_bar = (g * x_dot).sum(axis=axes)
+        if params_dot is not None:
+            x_bar = g * self._weight(params_dot, nd)
+        else:
+            x_bar = get_array_module(g).zeros(x.shape, dtype=params_bar.dtype)
+        if y_bar is not None:
+            x_bar = x_bar + y_bar * self._weight(params, nd)
+            params_bar = params_bar + (y_bar * x).sum(axis=axes)
+        return SecondOrderBars(x_bar, params_bar, x_dot_bar, params_dot_bar, None)
 
 
 class ParallelCache(NamedTuple):
@@ -241,6 +278,29 @@ class Parallel(_Composite):
                              self._where(i))
             y_dot = out if y_dot is None else y_dot + out
         return y_dot
+
+    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Second-order VJP: every branch gets the same ``(y_bar, y_dot_bar)``; ``x_bar``,
+        ``x_dot_bar`` and ``t_bar`` are the sums over the branches, the parameter cotangents
+        their concatenation (``y = sum_i f_i(x)`` is linear in the branch outputs).
+
+        Returns
+        -------
+        SecondOrderBars
+        """
+        x_bar = x_dot_bar = t_bar = None
+        p_bars, pd_bars = [], []
+        for i, (kernel, sl, c) in enumerate(zip(self._kernels, self._slices, cache.branches)):
+            r = call_jvp_vjp(kernel, params[sl], c, x_dot, _child_tangent(params_dot, sl),
+                             y_dot_bar, y_bar, self._where(i))
+            x_bar = r.x_bar if x_bar is None else x_bar + r.x_bar
+            x_dot_bar = r.x_dot_bar if x_dot_bar is None else x_dot_bar + r.x_dot_bar
+            t_bar = add_time_bar(t_bar, r.t_bar)
+            p_bars.append(r.params_bar.reshape(-1))
+            pd_bars.append(r.params_dot_bar.reshape(-1))
+        xp = get_array_module(x_bar)
+        return SecondOrderBars(x_bar, xp.concatenate(p_bars), x_dot_bar,
+                               xp.concatenate(pd_bars), t_bar)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(b) for b in self.branches)

@@ -19,7 +19,7 @@ from .. import init as initmod
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
-from .base import Layer, param_layout, tangent_sum
+from .base import Layer, SecondOrderBars, param_layout, tangent_sum
 
 __all__ = ["Linear", "ConcatLinear", "LinearCache", "ConcatLinearCache"]
 
@@ -176,6 +176,83 @@ class Linear(Layer):
         if bs is not None:
             y_dot = tangent_sum(y_dot, params_dot[bs])
         return y_dot
+
+
+    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Second-order VJP (unchecked :meth:`~adjointcore.layers.Layer.jvp_vjp`).
+
+        The tangent map ``y_dot = x_dot @ Wx.T + x @ Wx_dot.T (+ t w_t_dot) + b_dot`` is
+        bilinear in ``(x, W)`` and ``(x_dot, W_dot)``; with ``g = y_dot_bar`` (N, out):
+
+        * ``x_dot_bar = g @ Wx``, ``Wx_dot_bar = g.T @ x``, ``w_t_dot_bar = t g.sum(0)``,
+          ``b_dot_bar = g.sum(0)`` (the ordinary VJP of ``g``);
+        * second order, the weight-product terms: ``x_bar = g @ Wx_dot`` and
+          ``Wx_bar = g.T @ x_dot``; ``b`` and ``w_t`` get none (``y_dot`` does not depend on
+          them); ``t_bar = <g, 1 w_t_dot>`` (``ConcatLinear``);
+        * plus the ordinary VJP of ``y_bar``: ``x_bar += y_bar @ Wx``, ``Wx_bar += y_bar.T @ x``,
+          ``w_t_bar = t y_bar.sum(0)``, ``b_bar = y_bar.sum(0)``, ``t_bar += <y_bar, 1 w_t>``.
+
+        ``Wx = W[:, :in_features]`` and ``w_t = W[:, -1]`` (``ConcatLinear`` only).
+
+        Parameters
+        ----------
+        params : ndarray, shape (n_params,)
+        cache : LinearCache or ConcatLinearCache
+        x_dot : ndarray, shape (N, in_features)
+        params_dot : ndarray, shape (n_params,) or None
+        y_dot_bar : ndarray, shape (N, out_features)
+        y_bar : ndarray, shape (N, out_features), optional
+
+        Returns
+        -------
+        SecondOrderBars
+            ``x_bar``, ``x_dot_bar`` (N, in_features); ``params_bar``, ``params_dot_bar``
+            (n_params,); ``t_bar`` (0-d, ``ConcatLinear``) or None.
+        """
+        xp = get_array_module(y_dot_bar)
+        n_in, timed = self.in_features, bool(self._extra_inputs)
+        x = cache.x
+        t = cache.t if timed else None
+        g = y_dot_bar
+        w, _ = self._weights(params)
+        wx = w[:, :n_in]
+        dtype = out_dtype(g, x, x_dot, params, *(() if params_dot is None else (params_dot,)),
+                          *(() if y_bar is None else (y_bar,)), *(() if t is None else (t,)))
+        g_sum = g.sum(axis=0)
+        # ordinary VJP of g: the tangent cotangents
+        x_dot_bar = g @ wx
+        params_dot_bar = xp.zeros(self.n_params, dtype=dtype)
+        gw, gb = self._weights(params_dot_bar)
+        gw[:, :n_in] = g.T @ x
+        if timed:
+            gw[:, -1] = t * g_sum
+        if gb is not None:
+            gb[...] = g_sum
+        # second order: the weight-product terms
+        params_bar = xp.zeros(self.n_params, dtype=dtype)
+        hw, hb = self._weights(params_bar)
+        hw[:, :n_in] = g.T @ x_dot
+        t_bar = None
+        if params_dot is not None:
+            wd, _ = self._weights(params_dot)
+            x_bar = g @ wd[:, :n_in]
+            if timed:
+                t_bar = (g * wd[:, -1]).sum()
+        else:
+            x_bar = xp.zeros(x.shape, dtype=dtype)
+        if timed and t_bar is None:
+            t_bar = xp.zeros((), dtype=dtype)
+        # ordinary VJP of y_bar
+        if y_bar is not None:
+            x_bar = x_bar + y_bar @ wx
+            hw[:, :n_in] += y_bar.T @ x
+            y_sum = y_bar.sum(axis=0)
+            if timed:
+                hw[:, -1] = t * y_sum
+                t_bar = t_bar + (y_bar * w[:, -1]).sum()
+            if hb is not None:
+                hb[...] = y_sum
+        return SecondOrderBars(x_bar, params_bar, x_dot_bar, params_dot_bar, t_bar)
 
 
 class ConcatLinear(Linear):
