@@ -10,6 +10,7 @@
   :class:`ShakeShake`.
 """
 from ._rda import rda_step, rda_step_vjp, wavenumbers
+from .cnf import CNF, CoupledCNF, cnf_nll
 from .anodev2 import ANODEV2Block, ANODEV2Cache, LayerEvolution, RDAEvolution
 from .lm_resnet import LMStack, ResNetStack, ShakeShake, linear_survival
 from .node_ew import CoupledField, node_ew_gradient
@@ -17,4 +18,5 @@ from .odeblock import ODEBlock, ODEBlockCache
 
 __all__ = ["ODEBlock", "ODEBlockCache", "CoupledField", "node_ew_gradient", "ANODEV2Block",
            "ANODEV2Cache", "RDAEvolution", "LayerEvolution", "rda_step", "rda_step_vjp",
-           "wavenumbers", "LMStack", "ResNetStack", "ShakeShake", "linear_survival"]
+           "wavenumbers", "LMStack", "ResNetStack", "ShakeShake", "linear_survival", "CNF",
+           "CoupledCNF", "cnf_nll"]
