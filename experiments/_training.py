@@ -24,9 +24,9 @@ import numpy as np
 import solvers
 from adjointcore.sensitivity import GRADIENTS, begin_trajectory_gradient
 
-__all__ = ["GradientConfig", "TrajectoryProblem", "StepInfo", "History", "loss_and_grad",
-           "evaluate", "train", "train_bp_then_adjoint", "split_vars", "join_vars",
-           "check_loss"]
+__all__ = ["GradientConfig", "TrajectoryProblem", "StepInfo", "History", "TrainPosition",
+           "loss_and_grad", "evaluate", "train", "train_bp_then_adjoint", "split_vars",
+           "join_vars", "check_loss"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,10 +198,44 @@ class History:
         return {f"{prefix}{k}": np.asarray(v) for k, v in dataclasses.asdict(self).items()}
 
 
+class TrainPosition(NamedTuple):
+    """Where a training loop stands after an iteration: what a checkpoint must hold to continue.
+
+    Attributes
+    ----------
+    phase : int
+        0 (BP) or 1 (fine-tuning) in :func:`train_bp_then_adjoint`; the ``phase`` given to
+        :func:`train` otherwise.
+    iteration : int
+        Iterations done in this phase.
+    z : ndarray
+        The trained vector after them.
+    opt_state : optimiser state or None
+        None only before the first iteration (the optimiser's initial state is used).
+    history : History
+        Every row so far (all phases).
+    """
+
+    phase: int
+    iteration: int
+    z: Any
+    opt_state: Any
+    history: "History"
+
+
 def train(problem: TrajectoryProblem, z, n_params: int, config: GradientConfig, iterations: int,
           optimizer, opt_state=None, history: Optional[History] = None, phase: int = 0,
-          lr: Optional[float] = None, progress: Optional[Callable] = None):
-    """Run ``iterations`` optimiser steps with gradients from ``config``.
+          lr: Optional[float] = None, progress: Optional[Callable] = None, start: int = 0,
+          on_step: Optional[Callable] = None):
+    """Run optimiser steps ``start, ..., iterations - 1`` with gradients from ``config``.
+
+    Parameters
+    ----------
+    start : int
+        Iterations already done (a resumed loop: ``z``, ``opt_state`` and ``history`` are the
+        state after them).
+    on_step : callable, optional
+        ``on_step(TrainPosition)`` after every iteration (e.g. to write a checkpoint).
 
     Returns
     -------
@@ -211,14 +245,16 @@ def train(problem: TrajectoryProblem, z, n_params: int, config: GradientConfig, 
     """
     history = History() if history is None else history
     opt_state = optimizer.init_state(z) if opt_state is None else opt_state
-    for it in range(int(iterations)):
-        start = time.perf_counter()
+    for it in range(int(start), int(iterations)):
+        start_time = time.perf_counter()
         _, grad, info = loss_and_grad(problem, z, n_params, config)
         check_loss(info.loss, f"iteration {it} with {config}")
         z, opt_state = optimizer.step(z, grad, opt_state, lr=lr)
-        history.append(info, time.perf_counter() - start, phase)
+        history.append(info, time.perf_counter() - start_time, phase)
         if progress is not None:
             progress(phase, it, info)
+        if on_step is not None:
+            on_step(TrainPosition(phase, it + 1, z, opt_state, history))
     return z, opt_state, history
 
 
@@ -226,7 +262,9 @@ def train_bp_then_adjoint(problem: TrajectoryProblem, z, n_params: int, optimize
                           bp_iterations: int, ft_iterations: int,
                           bp_config: GradientConfig = GradientConfig(),
                           ft_config: Optional[GradientConfig] = None, ft_lr=None,
-                          progress=None, on_switch: Optional[Callable] = None):
+                          progress=None, on_switch: Optional[Callable] = None,
+                          position: Optional[TrainPosition] = None,
+                          on_step: Optional[Callable] = None):
     """NODE-EW's strategy: BP on fixed-step Euler, then adjoint fine-tuning (one switch).
 
     Parameters
@@ -241,7 +279,12 @@ def train_bp_then_adjoint(problem: TrajectoryProblem, z, n_params: int, optimize
     progress : callable, optional
         ``progress(phase, iteration, StepInfo)`` after every iteration.
     on_switch : callable, optional
-        Called with ``z`` (a copy) at the switch, e.g. to evaluate the BP-only model.
+        Called with ``z`` (a copy) at the switch, e.g. to evaluate the BP-only model. Not called
+        again when resuming from a ``position`` in phase 1.
+    position : TrainPosition, optional
+        Continue from here (a checkpoint); ``z`` is then ignored.
+    on_step : callable, optional
+        ``on_step(TrainPosition)`` after every iteration of either phase.
 
     Returns
     -------
@@ -250,10 +293,15 @@ def train_bp_then_adjoint(problem: TrajectoryProblem, z, n_params: int, optimize
     """
     if ft_config is None:
         ft_config = bp_config.with_config(gradient="backsolve", method="dopri5", steps=None)
-    z, state, hist = train(problem, z, n_params, bp_config, bp_iterations, optimizer,
-                           phase=0, progress=progress)
-    if on_switch is not None:
-        on_switch(np.array(z, copy=True))
-    z, _, hist = train(problem, z, n_params, ft_config, ft_iterations, optimizer, state, hist,
-                       phase=1, lr=ft_lr, progress=progress)
+    pos = position if position is not None else TrainPosition(0, 0, z, None, History())
+    if pos.phase == 0:
+        z, state, hist = train(problem, pos.z, n_params, bp_config, bp_iterations, optimizer,
+                               pos.opt_state, pos.history, phase=0, progress=progress,
+                               start=pos.iteration, on_step=on_step)
+        if on_switch is not None:
+            on_switch(np.array(z, copy=True))
+        pos = TrainPosition(1, 0, z, state, hist)
+    z, _, hist = train(problem, pos.z, n_params, ft_config, ft_iterations, optimizer,
+                       pos.opt_state, pos.history, phase=1, lr=ft_lr, progress=progress,
+                       start=pos.iteration, on_step=on_step)
     return z, hist

@@ -19,6 +19,7 @@ forward and backward NFE, wall time. Output: HDF5 (table + metrics) and a PNG of
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -28,10 +29,11 @@ from adjointcore.sensitivity import continuous_adjoint, discrete_adjoint, trajec
 from nets.anodev2 import ANODEV2Block, LayerEvolution
 from nets.node_ew import CoupledField
 
-from ._plotting import new_figure, save_figure
-from .results import output_path, run_metadata, save
+from . import durable
+from ._plotting import PLOT_MODULES, caption, draw, new_figure, save_figure
+from ._progress import log
 
-__all__ = ["run", "build_systems", "CONFIGS"]
+__all__ = ["run", "make_config", "build_systems", "CONFIGS"]
 
 CONFIGS = {
     True: dict(euler=[4, 16], rk4=[2, 8], dopri5_rtol=[1e-4], cont_rtol=[1e-4, 1e-7],
@@ -193,55 +195,97 @@ def _anodev2_rows(sys_, ref, cfg):
     return rows, mismatch
 
 
-def _plot(path, rows, systems):
-    fig = new_figure((5.5 * len(systems), 4.5))
+#: One marker per family, so overlapping curves stay distinguishable.
+MARKERS = "osD^v<>p*hX"
+
+
+def _plot(path, rows, systems, cfg, stem):
+    """Error against NFE per system: DTO solid, OTD dashed, one marker per family; one legend
+    (9 pt) under the panels instead of one small legend inside each."""
+    fig = new_figure((5.2 * len(systems), 5.6))
     axes = fig.subplots(1, len(systems), squeeze=False)
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    handles = {}
     for ax, system in zip(axes[0], systems):
         sub = [r for r in rows if r["system"] == system]
-        for k, family in enumerate(dict.fromkeys(r["family"] for r in sub)):
+        for family in dict.fromkeys(r["family"] for r in sub):
+            k = families.index(family)
             fam = [r for r in sub if r["family"] == family]
             nfe = [r["forward_nfe"] + r["backward_nfe"] for r in fam]
             err = [max(r["rel_error"], 1e-17) for r in fam]
-            style = "-o" if family.startswith("DTO") else "--s"
-            ax.loglog(nfe, err, style, color=f"C{k}", label=family, ms=4)
+            dto = family.startswith("DTO")
+            (line,) = ax.loglog(nfe, err, "-" if dto else "--", color=f"C{k % 10}",
+                                marker=MARKERS[k % len(MARKERS)], ms=5 if dto else 6,
+                                mfc="none" if not dto else None, lw=1.6 if dto else 1.2,
+                                alpha=0.9, label=family)
+            handles.setdefault(family, line)
         ax.set_title(system)
         ax.set_xlabel("forward + backward NFE")
         ax.set_ylabel("relative gradient error")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6)
-    save_figure(fig, path, dpi=110)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", fontsize=9,
+               ncol=min(4, len(handles)), frameon=False, bbox_to_anchor=(0.5, 0.06))
+    fig.suptitle("Gradient error vs work: discretise-then-optimise (solid) vs "
+                 "optimise-then-discretise (dashed)", fontsize=11)
+    lines = caption(fig, stem, cfg, ("euler", "rk4", "dopri5_rtol", "cont_rtol", "ref_rtol",
+                                     "ref_rk4_steps", "anodev2_steps", "width", "seed",
+                                     "quick"))
+    legend_rows = -(-len(handles) // 4)
+    save_figure(fig, path, dpi=110, caption_lines=lines + 2 * legend_rows + 1)
+    return path
 
 
-def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:
+def make_config(quick: bool = False, seed: int = 0, overrides: Optional[dict] = None) -> dict:
+    """Step counts and tolerances of the mode, with ``--set`` overrides (checked)."""
+    base = dict(CONFIGS[bool(quick)], seed=int(seed), quick=bool(quick), t1=T1,
+                loss="<w, x(1)>", reference="interpolated continuous adjoint")
+    cfg = durable.apply_overrides("gradient_accuracy", base, overrides)
+    bad = [k for k in ("euler", "rk4", "anodev2_steps") if any(
+        not isinstance(v, int) or v < 1 for v in cfg[k])]
+    bad += [k for k in ("dopri5_rtol", "cont_rtol") if any(v <= 0 for v in cfg[k])]
+    if bad or cfg["width"] < 1 or cfg["ref_rtol"] <= 0:
+        raise durable.ConfigError(f"gradient_accuracy settings {bad or ['width/ref_rtol']} are "
+                                  f"out of range: step lists of integers >= 1, tolerances > 0.")
+    return cfg
+
+
+def run(quick: bool = False, out: str = "results", seed: int = 0, *,
+        overrides: Optional[dict] = None, options: Optional[durable.RunOptions] = None) -> int:
     """DTO vs OTD gradient errors against a converged reference (NODE-EW, NODE, ANODEV2)."""
-    cfg = dict(CONFIGS[bool(quick)], seed=seed, quick=bool(quick))
-    t_start = time.perf_counter()
-    sys_ = build_systems(cfg["width"], seed)
-    rows, metrics, refs = [], {}, {}
-    for system in ("node_ew", "node"):
-        field, y0, params, y_bar, split = _problem(sys_, system)
-        ref, agreement = _reference(field, y0, params, y_bar, split, cfg)
-        refs[system] = ref
-        metrics[f"reference_agreement.{system}"] = agreement
-        rows += _discrete_rows(system, field, y0, params, y_bar, split, ref, cfg)
-        rows += _continuous_rows(system, field, y0, params, y_bar, split, ref, cfg)
-        print(f"  {system}: reference (interpolated rtol {cfg['ref_rtol']:.0e}) vs RK4 "
-              f"{cfg['ref_rk4_steps']} steps: {agreement:.1e}", flush=True)
-    systems = ["node_ew", "node", "anodev2"]
-    a_rows, mismatch = _anodev2_rows(sys_, refs["node_ew"], cfg)
-    rows += a_rows
-    metrics["anodev2_vs_coupled_euler_max_rel"] = mismatch
-    print(f"  anodev2 (n_z = n_w = N) vs discrete adjoint of coupled Euler: {mismatch:.1e}")
-    for key in ("rel_error", "forward_nfe", "backward_nfe", "wall_s"):
-        metrics[key] = np.array([r[key] for r in rows])
-    metrics["wall_time_s"] = time.perf_counter() - t_start
-    path = save(output_path(out, "gradient_accuracy", quick), "gradient_accuracy", cfg, metrics,
-                tables={"gradients": rows}, meta=run_metadata())
-    _plot(output_path(out, "gradient_accuracy", quick, ".png"), rows, systems)
-    print(f"{'system':8s} {'family':28s} {'setting':16s} {'rel err':>9s} {'fwd':>6s} "
-          f"{'bwd':>6s} {'time s':>7s}")
-    for r in rows:
-        print(f"{r['system']:8s} {r['family']:28s} {r['setting']:16s} {r['rel_error']:9.2e} "
-              f"{r['forward_nfe']:6d} {r['backward_nfe']:6d} {r['wall_s']:7.3f}")
-    print(f"results in {path}")
-    return 0 if np.all(np.isfinite(metrics["rel_error"])) else 1
+    options = options or durable.RunOptions()
+    cfg = make_config(quick, seed, overrides)
+    with durable.claim("gradient_accuracy", cfg, out, options, PLOT_MODULES) as rn:
+        t_start = time.perf_counter()
+        sys_ = build_systems(cfg["width"], seed)
+        rows, metrics, refs = [], {}, {}
+        for system in ("node_ew", "node"):
+            field, y0, params, y_bar, split = _problem(sys_, system)
+            ref, agreement = _reference(field, y0, params, y_bar, split, cfg)
+            refs[system] = ref
+            metrics[f"reference_agreement.{system}"] = agreement
+            rows += _discrete_rows(system, field, y0, params, y_bar, split, ref, cfg)
+            rows += _continuous_rows(system, field, y0, params, y_bar, split, ref, cfg)
+            log(f"  {system}: reference (interpolated rtol {cfg['ref_rtol']:.0e}) vs RK4 "
+                f"{cfg['ref_rk4_steps']} steps: {agreement:.1e}", options.quiet)
+        systems = ["node_ew", "node", "anodev2"]
+        a_rows, mismatch = _anodev2_rows(sys_, refs["node_ew"], cfg)
+        rows += a_rows
+        metrics["anodev2_vs_coupled_euler_max_rel"] = mismatch
+        log(f"  anodev2 (n_z = n_w = N) vs discrete adjoint of coupled Euler: {mismatch:.1e}",
+            options.quiet)
+        for key in ("rel_error", "forward_nfe", "backward_nfe", "wall_s"):
+            metrics[key] = np.array([r[key] for r in rows])
+        metrics["wall_time_s"] = time.perf_counter() - t_start
+        units = {"rel_error": "1 (relative 2-norm)", "reference_agreement.node_ew": "1",
+                 "reference_agreement.node": "1", "anodev2_vs_coupled_euler_max_rel": "1"}
+        path = durable.finish(rn, metrics, {"gradients": rows}, units)
+        log(f"{'system':8s} {'family':28s} {'setting':16s} {'rel err':>9s} {'fwd':>6s} "
+            f"{'bwd':>6s} {'time s':>7s}", options.quiet)
+        for r in rows:
+            log(f"{r['system']:8s} {r['family']:28s} {r['setting']:16s} {r['rel_error']:9.2e} "
+                f"{r['forward_nfe']:6d} {r['backward_nfe']:6d} {r['wall_s']:7.3f}",
+                options.quiet)
+        log(f"results in {path}", False)
+        status = draw(options, lambda: _plot(path.with_suffix(".png"), rows, systems, cfg,
+                                             rn.id.stem))
+    return status or (0 if np.all(np.isfinite(metrics["rel_error"])) else 1)

@@ -12,24 +12,28 @@ periodic images)::
 that the Gaussian is resolved to roundoff (``exp(-k_nyq^2 / 2) < 1e-20``), so the measured
 errors are at roundoff level.
 
-Outputs under ``out``: ``rda_evolution.h5`` (metrics ``times``, ``kernels``,
-``kernels_tanh``, ``closed_form_error``, ``peak``, ``rda_steps``, ``wall_time_s``; table
-``cases``), ``rda_evolution.png`` and ``rda_evolution_tanh.png`` (``rda_evolution_quick*`` in
-quick mode). Quick mode: 41x41 grid, 5 columns (about
-1 s, mostly matplotlib); full mode: 65x65 grid, 11 columns (about 2 s). Deterministic; ``seed``
-is recorded only.
+Outputs under ``out`` (``STEM = rda_evolution[_quick]-HASH-seedN``): ``STEM.h5`` (metrics
+``times``, ``kernels``, ``kernels_tanh``, ``closed_form_error``, ``peak``, ``rda_steps``,
+``wall_time_s``; table ``cases``), written before the figures ``STEM.png`` and
+``STEM_tanh.png``. Quick mode: 41x41 grid, 5 columns (about 1 s, mostly matplotlib); full mode:
+65x65 grid, 11 columns (about 2 s). Deterministic; ``seed`` is recorded only.
+
+The domain is periodic: a kernel advected across one edge re-enters at the opposite one. On the
+quick grid (side 12.3) the advected rows wrap around by t = 1; the figure says so when it
+happens (:func:`wraps_around`).
 """
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from nets import rda_step
 
-from ._plotting import new_figure, save_figure
-from .results import output_path, save
+from . import durable
+from ._plotting import PLOT_MODULES, caption, draw, new_figure, save_figure
+from ._progress import log
 
 #: (name, tau, v, rho) of the four rows of Figure 3 (physical units, t1 = 1).
 CASES = (("diffusion", 1.0, (0.0, 0.0), 0.0),
@@ -40,12 +44,39 @@ CASES = (("diffusion", 1.0, (0.0, 0.0), 0.0),
 ERROR_TOL = 1e-12   # roundoff of a few FFT steps on O(1) values; exit status 1 above it
 
 
-def _config(quick: bool, seed: int) -> dict:
+def make_config(quick: bool = False, seed: int = 0, overrides: Optional[dict] = None) -> dict:
+    """Grid, steps and recording interval of the mode, with ``--set`` overrides (checked)."""
     if quick:
-        return {"n": 41, "spacing": 0.3, "n_w": 4, "every": 1, "t1": 1.0, "sigma_s": 1.0,
-                "quick": True, "seed": seed}
-    return {"n": 65, "spacing": 0.25, "n_w": 20, "every": 2, "t1": 1.0, "sigma_s": 1.0,
-            "quick": False, "seed": seed}
+        base = {"n": 41, "spacing": 0.3, "n_w": 4, "every": 1, "t1": 1.0, "sigma_s": 1.0}
+    else:
+        base = {"n": 65, "spacing": 0.25, "n_w": 20, "every": 2, "t1": 1.0, "sigma_s": 1.0}
+    base.update(cases=[list(c) for c in CASES], error_tol=ERROR_TOL, sigma_figures=["identity",
+                                                                                  "tanh"])
+    cfg = durable.apply_overrides("rda_evolution", {**base, "quick": bool(quick),
+                                                    "seed": int(seed)}, overrides)
+    if cfg["cases"] != base["cases"]:
+        raise durable.ConfigError("rda_evolution's 'cases' are the four rows of ANODEV2 Figure 3 "
+                                  "and cannot be changed with --set.")
+    bad = [k for k in ("n", "n_w", "every") if cfg[k] < 1]
+    bad += [k for k in ("spacing", "t1", "sigma_s") if cfg[k] <= 0]
+    if cfg["n_w"] % cfg["every"]:
+        bad.append("every (must divide n_w)")
+    if bad:
+        raise durable.ConfigError(f"rda_evolution settings {bad} are out of range: n, n_w, every "
+                                  f">= 1 with every dividing n_w; spacing, t1, sigma_s > 0.")
+    return cfg
+
+
+def wraps_around(cfg) -> list:
+    """Cases whose kernel (3 standard deviations around its moving centre) crosses the edge of
+    the periodic box by ``t1``."""
+    half = cfg["n"] * cfg["spacing"] / 2
+    out = []
+    for name, tau, v, _ in CASES:
+        spread = 3.0 * np.sqrt(cfg["sigma_s"] ** 2 + 2.0 * tau * cfg["t1"])
+        if max(abs(v[0]), abs(v[1])) * cfg["t1"] + spread > half:
+            out.append(name)
+    return out
 
 
 def _grid(cfg):
@@ -92,54 +123,72 @@ def mosaic(kernels, gap: int = 2):
     return tiles
 
 
-def _plot(path, kernels, times, title):
-    """One image of the row-normalised tiles (one ``imshow``: fast), labelled by case and time."""
+def _plot(path, kernels, times, title, cfg, stem):
+    """One image of the row-normalised tiles (one ``imshow``: fast), labelled by case and time,
+    with a colorbar, a wrap-around note when the box is too small, and the configuration."""
     rows, cols, n = kernels.shape[:3]
-    fig = new_figure((1.3 * cols + 1.2, 1.3 * rows + 0.6))
+    fig = new_figure((1.3 * cols + 2.4, 1.3 * rows + 1.5))
     ax = fig.add_subplot()
-    ax.imshow(mosaic(kernels), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    image = ax.imshow(mosaic(kernels), cmap="viridis", vmin=0.0, vmax=1.0,
+                      interpolation="nearest")
+    bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("w / max over the row", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     centres = np.arange(max(rows, cols)) * (n + 2) + (n - 1) / 2
     ax.set_xticks(centres[:cols], [f"t = {t:.2f}" for t in times], fontsize=8)
     ax.set_yticks(centres[:rows], [name for name, *_ in CASES], fontsize=8)
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
-    ax.set_title(title + " (each row scaled to its max)", fontsize=9)
-    save_figure(fig, path, dpi=90)
+    wrapped = wraps_around(cfg)
+    note = (f"\nperiodic box of side {cfg['n'] * cfg['spacing']:.3g}: row(s) "
+            f"{', '.join(repr(w) for w in wrapped)} wrap around the edge" if wrapped else "")
+    ax.set_title(title + " (each row scaled to its max)" + note, fontsize=9)
+    lines = caption(fig, stem, cfg, ("n", "spacing", "n_w", "every", "t1", "sigma_s", "quick"))
+    save_figure(fig, path, dpi=90, caption_lines=lines)
+    return path
 
 
-def run(quick: bool = False, out: str = "results", seed: int = 0) -> int:
-    """ANODEV2 Figure 3: RDA evolution of a unit Gaussian kernel (PNG grids + HDF5)."""
-    t_start = time.perf_counter()
-    cfg = _config(quick, seed)
-    kernels, kernels_tanh, errors, rows = [], [], [], []
-    for name, tau, v, rho in CASES:
-        frames, times = evolve(cfg, tau, v, rho)
-        kernels.append(frames)
-        kernels_tanh.append(evolve(cfg, tau, v, rho, sigma="tanh")[0])
-        err = np.array([np.abs(f - closed_form(cfg, t, tau, v, rho)).max()
-                        for f, t in zip(frames, times)])
-        errors.append(err)
-        rows.append({"case": name, "tau": tau, "v0": v[0], "v1": v[1], "rho": rho,
-                     "max_closed_form_error": float(err.max()),
-                     "peak_t1": float(frames[-1].max())})
-    kernels, kernels_tanh, errors = np.stack(kernels), np.stack(kernels_tanh), np.stack(errors)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = output_path(out_dir, "rda_evolution", quick, "")
-    _plot(f"{stem}.png", kernels, times,
-          "RDA evolution of a unit Gaussian kernel (sigma = identity)")
-    _plot(f"{stem}_tanh.png", kernels_tanh, times,
-          "RDA evolution with sigma = tanh (ANODEV2 eq. (13))")
-    metrics = {"times": times, "kernels": kernels, "kernels_tanh": kernels_tanh,
-               "closed_form_error": errors, "peak": kernels.max(axis=(-2, -1)),
-               # work per case: n_w exact Fourier steps for each sigma (no gradient is taken)
-               "rda_steps": np.full(len(CASES), 2 * cfg["n_w"]),
-               "wall_time_s": time.perf_counter() - t_start}
-    path = save(output_path(out_dir, "rda_evolution", quick), "rda_evolution",
-                {**cfg, "cases": CASES, "error_tol": ERROR_TOL}, metrics, tables={"cases": rows})
-    for row in rows:
-        print(f"{row['case']:10s} max |w - closed form| = {row['max_closed_form_error']:.1e}  "
-              f"peak(t1) = {row['peak_t1']:.4f}")
-    print(f"wrote {path} and the PNG grids in {out_dir}")
-    return 0 if errors.max() <= ERROR_TOL else 1
+def run(quick: bool = False, out: str = "results", seed: int = 0, *,
+        overrides: Optional[dict] = None, options: Optional[durable.RunOptions] = None) -> int:
+    """ANODEV2 Figure 3: RDA evolution of a unit Gaussian kernel (HDF5 + PNG grids)."""
+    options = options or durable.RunOptions()
+    cfg = make_config(quick, seed, overrides)
+    with durable.claim("rda_evolution", cfg, out, options, PLOT_MODULES) as rn:
+        t_start = time.perf_counter()
+        kernels, kernels_tanh, errors, rows = [], [], [], []
+        for name, tau, v, rho in CASES:
+            frames, times = evolve(cfg, tau, v, rho)
+            kernels.append(frames)
+            kernels_tanh.append(evolve(cfg, tau, v, rho, sigma="tanh")[0])
+            err = np.array([np.abs(f - closed_form(cfg, t, tau, v, rho)).max()
+                            for f, t in zip(frames, times)])
+            errors.append(err)
+            rows.append({"case": name, "tau": tau, "v0": v[0], "v1": v[1], "rho": rho,
+                         "max_closed_form_error": float(err.max()),
+                         "peak_t1": float(frames[-1].max()),
+                         "wraps_around": name in wraps_around(cfg)})
+        kernels, kernels_tanh = np.stack(kernels), np.stack(kernels_tanh)
+        errors = np.stack(errors)
+        metrics = {"times": times, "kernels": kernels, "kernels_tanh": kernels_tanh,
+                   "closed_form_error": errors, "peak": kernels.max(axis=(-2, -1)),
+                   # work per case: n_w exact Fourier steps for each sigma (no gradient taken)
+                   "rda_steps": np.full(len(CASES), 2 * cfg["n_w"]),
+                   "wall_time_s": time.perf_counter() - t_start}
+        units = {"times": "1 (time)", "kernels": "1", "kernels_tanh": "1",
+                 "closed_form_error": "1 (max abs)", "peak": "1", "rda_steps": "steps"}
+        path = durable.finish(rn, metrics, {"cases": rows}, units)
+        for row in rows:
+            log(f"{row['case']:10s} max |w - closed form| = {row['max_closed_form_error']:.1e}  "
+                f"peak(t1) = {row['peak_t1']:.4f}", options.quiet)
+        log(f"wrote {path}", False)
+        stem = path.with_suffix("")
+
+        def plots():
+            _plot(f"{stem}.png", kernels, times,
+                  "RDA evolution of a unit Gaussian kernel (sigma = identity)", cfg, rn.id.stem)
+            return _plot(f"{stem}_tanh.png", kernels_tanh, times,
+                         "RDA evolution with sigma = tanh (ANODEV2 eq. (13))", cfg, rn.id.stem)
+
+        status = draw(options, plots)
+    return status or (0 if errors.max() <= ERROR_TOL else 1)

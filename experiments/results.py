@@ -1,35 +1,63 @@
-"""HDF5 results: one file per run, written and read back with the same structure.
+"""HDF5 results: one file per run, written atomically and read back with the same structure.
 
 Layout of a file
 ----------------
 - root attributes: ``experiment``, ``config`` (JSON), ``versions`` (JSON), ``git_commit``,
-  ``backend``, ``device``, ``created``;
-- one dataset per metric under ``metrics/`` (first axis = iteration or row); every experiment
-  stores its total wall time as the scalar metric ``wall_time_s``;
-- optional string tables under ``tables/`` (JSON-encoded rows).
+  ``backend``, ``device``, ``created``; files written since issue 10 add ``status``
+  (``"finished"`` or ``"checkpoint"``), ``run_id`` (see :mod:`experiments.durable`),
+  ``git_dirty`` (bool), ``git_diff_sha256``, ``blas`` (JSON list of threadpoolctl's records),
+  ``blas_library``, ``blas_threads`` and ``data`` (JSON: the data set and its checksum);
+- group ``config`` with one attribute per configuration entry (nested keys joined by ``.``),
+  readable without JSON;
+- one dataset per metric under ``metrics/`` (first axis = iteration or row), each with a
+  ``units`` attribute (``"1"`` when dimensionless) and any further attributes the experiment
+  gives (e.g. ``never_reached`` for a sentinel value); every experiment stores its total wall
+  time as the scalar metric ``wall_time_s``;
+- one compound dataset per table under ``tables/`` (a column per key; ``h5py`` returns a NumPy
+  structured array, ``pandas.DataFrame(f["tables/NAME"][()])`` a data frame). A table whose
+  rows lack some keys has a boolean attribute ``present`` (rows x columns); columns whose values
+  are not numbers, booleans or strings are JSON text, listed in the attribute ``json_columns``;
+- optional group ``checkpoint/`` (:func:`write_checkpoint_group`): the state a training loop
+  needs to continue (parameters, optimiser state, RNG state, loop position).
 
-NumPy scalars and arrays in ``config`` and in table rows are stored as the equivalent JSON
-numbers, booleans and lists, so :func:`load` returns the values that were passed to :func:`save`.
-A full run writes ``NAME.h5``, a quick run ``NAME_quick.h5`` (:func:`output_path`), so a smoke
-run never overwrites a full run's results.
+Files written before issue 10 (tables as JSON attributes of ``tables``, no units) still load.
+:func:`save` writes to a temporary name in the same folder, flushes, fsyncs and renames it over
+``path`` (:func:`atomic_write`), so a kill at any instant leaves the old file or the new one.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
-import scipy
 
-__all__ = ["output_path", "run_metadata", "save", "load", "ResultsFileError"]
+__all__ = ["output_path", "run_metadata", "save", "load", "load_checkpoint", "atomic_write",
+           "write_results", "write_checkpoint_group", "find_runs", "default_unit",
+           "ResultsFileError"]
 
 #: Root attributes every file written by :func:`save` has.
 ROOT_ATTRS = ("experiment", "config", "versions", "git_commit", "backend", "device", "created")
+
+#: Root attributes added by issue 10 (absent from older files; :func:`load` returns None).
+EXTRA_ATTRS = ("status", "run_id", "git_dirty", "git_diff_sha256", "blas_library",
+               "blas_threads")
+
+#: Distributions whose versions every run records (not imported to read them).
+PACKAGES = ("numpy", "scipy", "h5py", "scikit-learn", "matplotlib", "threadpoolctl", "filelock",
+            "tqdm")
+
+#: A run file's name: ``EXPERIMENT[_quick]-CONFIGHASH-seedN[.ckpt].h5`` (experiments.durable).
+RUN_NAME = re.compile(r"^(?P<name>[A-Za-z0-9_]+?)(?P<quick>_quick)?-(?P<hash>[0-9a-f]{10})"
+                      r"-seed(?P<seed>\d+)(?P<ckpt>\.ckpt)?$")
 
 
 class ResultsFileError(ValueError):
@@ -39,8 +67,41 @@ class ResultsFileError(ValueError):
 
 
 def output_path(out, experiment: str, quick: bool, suffix: str = ".h5") -> Path:
-    """``out/EXPERIMENT.h5`` for a full run, ``out/EXPERIMENT_quick.h5`` for a quick one."""
+    """``out/EXPERIMENT.h5`` for a full run, ``out/EXPERIMENT_quick.h5`` for a quick one
+    (the names before issue 10; durable runs are named by :func:`experiments.durable.run_paths`).
+    """
     return Path(out) / f"{experiment}{'_quick' if quick else ''}{suffix}"
+
+
+def find_runs(out, experiment: str | None = None, quick: bool | None = None,
+              seed: int | None = None) -> list:
+    """Finished run files under ``out`` (named ``EXPERIMENT[_quick]-HASH-seedN.h5``), sorted.
+
+    Parameters
+    ----------
+    out : str or Path
+        The ``--out`` folder.
+    experiment, quick, seed : optional
+        Keep only runs of this experiment / mode / seed.
+
+    Returns
+    -------
+    list of Path
+        Checkpoints (``*.ckpt.h5``) and temporary files are not listed.
+    """
+    found = []
+    for path in sorted(Path(out).glob("*.h5")):
+        m = RUN_NAME.match(path.name[:-3])
+        if m is None or m["ckpt"]:
+            continue
+        if experiment is not None and m["name"] != experiment:
+            continue
+        if quick is not None and bool(m["quick"]) != bool(quick):
+            continue
+        if seed is not None and int(m["seed"]) != int(seed):
+            continue
+        found.append(path)
+    return found
 
 
 def _json_default(value):
@@ -53,6 +114,10 @@ def _json_default(value):
     return str(value)
 
 
+def _dumps(value) -> str:
+    return json.dumps(value, sort_keys=True, default=_json_default)
+
+
 def _cpu_description() -> str:
     """``"cpu (<machine>, <n> usable cores)"``: what the timings of a NumPy run ran on."""
     try:
@@ -62,43 +127,207 @@ def _cpu_description() -> str:
     return f"cpu ({platform.machine() or 'unknown'}, {cores} usable cores)"
 
 
-def _git_commit() -> str:
+def _git(*args) -> bytes | None:
+    """Output of ``git ARGS`` run in this package's folder, or None (no git, not a checkout)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=10)
-        return out.stdout.strip() or "unknown"
+        out = subprocess.run(["git", *args], capture_output=True, timeout=20,
+                             cwd=Path(__file__).resolve().parent)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_state() -> dict:
+    """``{"git_commit", "git_dirty", "git_diff_sha256"}`` of the checkout this code runs from.
+
+    ``git_dirty`` is True when tracked files differ from the commit (untracked files, such as
+    results, do not count); ``git_diff_sha256`` is the SHA-256 of ``git diff HEAD --binary``
+    (the hash of the empty diff when clean), so two runs of the same edited tree can be matched.
+    Outside a git checkout: ``"unknown"``, False and ``""``.
+    """
+    head = _git("rev-parse", "HEAD")
+    if head is None:
+        return {"git_commit": "unknown", "git_dirty": False, "git_diff_sha256": ""}
+    diff = _git("diff", "HEAD", "--binary") or b""
+    return {"git_commit": head.decode().strip() or "unknown", "git_dirty": bool(diff),
+            "git_diff_sha256": hashlib.sha256(diff).hexdigest()}
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def blas_info() -> list:
+    """threadpoolctl's record of every BLAS/OpenMP library loaded (library, version, threads)."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return []
+    keys = ("user_api", "internal_api", "version", "num_threads", "threading_layer", "filepath")
+    return [{k: info.get(k) for k in keys} for info in threadpoolctl.threadpool_info()]
 
 
 def run_metadata(backend: str = "numpy", device: str | None = None) -> dict:
-    """Versions, git commit, backend and device of this run (default device: this CPU)."""
-    import adjointcore
-    versions = {"python": platform.python_version(), "numpy": np.__version__,
-                "scipy": scipy.__version__, "h5py": h5py.__version__,
-                "adjointcore": adjointcore.__version__}
-    return {"versions": versions, "git_commit": _git_commit(), "backend": backend,
-            "device": _cpu_description() if device is None else device, "created": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+    """Versions, git state, BLAS, backend and device of this run (default device: this CPU).
 
-
-def save(path, experiment: str, config: dict, metrics: dict, tables: dict | None = None,
-         meta: dict | None = None) -> Path:
-    """Write one run to ``path`` (parents created). Returns the path.
-
-    Parameters
-    ----------
-    path : str or Path
-    experiment : str
-    config : dict
-        JSON-serialisable configuration (stored as an attribute).
-    metrics : dict of str -> array_like
-        Numeric arrays (per-iteration metrics, NFE, timings, ...).
-    tables : dict of str -> list of dict, optional
-        Row tables (JSON-serialisable).
-    meta : dict, optional
-        Output of :func:`run_metadata`; computed when omitted.
+    Returns
+    -------
+    dict
+        ``versions`` (python, adjointcore and :data:`PACKAGES`, plus cupy when imported),
+        ``git_commit``, ``git_dirty``, ``git_diff_sha256``, ``blas`` (list of dict),
+        ``blas_library``, ``blas_threads``, ``backend``, ``device``, ``created``.
     """
-    bad = [k for k in list(metrics) + list(tables or {}) if "/" in k or not k]
+    import adjointcore
+    versions = {"python": platform.python_version(), "adjointcore": adjointcore.__version__}
+    versions.update({dist: _version(dist) for dist in PACKAGES})
+    if "cupy" in sys.modules or backend == "cupy":
+        versions["cupy"] = getattr(sys.modules.get("cupy"), "__version__", "not imported")
+    blas = blas_info()
+    first = next((b for b in blas if b.get("user_api") == "blas"), None)
+    library = (f"{first['internal_api']} {first['version']} ({first['threading_layer']})"
+               if first else "unknown")
+    return {"versions": versions, **git_state(), "blas": blas, "blas_library": library,
+            "blas_threads": int(first["num_threads"]) if first else -1, "backend": backend,
+            "device": _cpu_description() if device is None else device,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+
+
+def default_unit(name: str) -> str:
+    """The unit a metric name implies: seconds for ``*_s``/wall/time, evaluations for NFE,
+    ``"1"`` (dimensionless) otherwise."""
+    leaf = name.rsplit(".", 1)[-1]
+    if name.endswith("_s") or "_s." in name or leaf.startswith("wall") or leaf.endswith("time"):
+        return "s"
+    if "nfe" in name:
+        return "function evaluations"
+    if "acc" in leaf:
+        return "fraction"
+    return "1"
+
+
+# --------------------------------------------------------------------------------- writing
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_replace(tmp: Path, path: Path) -> None:
+    """fsync ``tmp``, rename it over ``path`` (atomic on POSIX) and fsync the folder."""
+    _fsync_path(tmp)
+    os.replace(tmp, path)
+    try:
+        _fsync_path(path.parent)
+    except OSError:  # pragma: no cover - folders cannot be opened on some platforms
+        pass
+
+
+def temporary_name(path: Path) -> Path:
+    """``.NAME.PID.partial`` beside ``path``: where :func:`atomic_write` builds the file."""
+    return path.with_name(f".{path.name}.{os.getpid()}.partial")
+
+
+def atomic_write(path, fill) -> Path:
+    """Build an HDF5 file with ``fill(h5py.File)`` under a temporary name, then replace ``path``.
+
+    The temporary file is closed (flushed), fsynced and renamed over ``path``
+    (:func:`durable_replace`); on any error or interruption it is removed and ``path`` is left
+    as it was. A kill at any instant leaves either the old ``path`` or the new one.
+    """
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            fill(f)
+        durable_replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _flat_config(config: dict, prefix: str = ""):
+    """``(key, value)`` pairs of a nested configuration, keys joined by ``.``."""
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flat_config(value, f"{name}.")
+        else:
+            yield name, value
+
+
+def _attr_value(value):
+    """``value`` as an HDF5 attribute: numbers, booleans, strings and numeric lists as they are,
+    None as ``"None"``, anything else as JSON text."""
+    if isinstance(value, (bool, int, float, str, np.generic)):
+        return value
+    if value is None:
+        return "None"
+    arr = np.asarray(value, dtype=object)
+    if arr.ndim >= 1 and arr.size and all(isinstance(v, (bool, int, float, np.generic))
+                                          for v in arr.ravel()):
+        return np.asarray(value)
+    return _dumps(value)
+
+
+def _column_kind(values) -> str:
+    """``"bool"``, ``"int"``, ``"float"``, ``"str"`` or ``"json"`` for a table column."""
+    if all(isinstance(v, (bool, np.bool_)) for v in values):
+        return "bool"
+    numbers = [isinstance(v, (int, float, np.integer, np.floating))
+               and not isinstance(v, (bool, np.bool_)) for v in values]
+    if all(numbers):
+        ints = all(isinstance(v, (int, np.integer)) for v in values)
+        return "int" if ints else "float"
+    if all(isinstance(v, str) for v in values):
+        return "str"
+    return "json"
+
+
+_KIND_DTYPE = {"bool": np.bool_, "int": np.int64, "float": np.float64}
+_KIND_FILL = {"bool": False, "int": -1, "float": np.nan, "str": "", "json": ""}
+
+
+def _table_array(rows: list):
+    """Rows (dicts) as ``(structured array, kinds, present mask)``; columns in first-seen order."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    present = np.array([[k in row and row[k] is not None for k in columns] for row in rows],
+                       dtype=bool).reshape(len(rows), len(columns))
+    kinds = [_column_kind([row[k] for row in rows if row.get(k) is not None]) for k in columns]
+    dtype = [(k, _KIND_DTYPE.get(kind, h5py.string_dtype())) for k, kind in zip(columns, kinds)]
+    table = np.zeros(len(rows), dtype=dtype)
+    for j, (key, kind) in enumerate(zip(columns, kinds)):
+        cells = [row.get(key) if present[i, j] else _KIND_FILL[kind] for i, row in enumerate(rows)]
+        if kind == "json":
+            cells = [_dumps(c) if present[i, j] else "" for i, c in enumerate(cells)]
+        elif kind == "str":
+            cells = [str(c) for c in cells]
+        table[key] = np.array(cells, dtype=object) if kind in ("str", "json") else cells
+    return table, kinds, present
+
+
+def _write_table(group, name: str, rows: list) -> None:
+    if not rows:
+        ds = group.create_dataset(name, data=np.zeros(0, dtype=[("empty", np.int8)]))
+        ds.attrs["empty"] = True
+        return
+    table, kinds, present = _table_array(rows)
+    ds = group.create_dataset(name, data=table)
+    ds.attrs["kinds"] = np.array(kinds, dtype=h5py.string_dtype())
+    json_cols = [k for k, kind in zip(table.dtype.names, kinds) if kind == "json"]
+    if json_cols:
+        ds.attrs["json_columns"] = np.array(json_cols, dtype=h5py.string_dtype())
+    if not present.all():
+        ds.attrs["present"] = present
+
+
+def _check_names(metrics: dict, tables: dict) -> dict:
+    bad = [k for k in list(metrics) + list(tables) if "/" in k or not k]
     if bad:
         raise ValueError(f"metric/table names {bad} must be non-empty and free of '/' (HDF5 would "
                          f"nest them); use '.' or '_' instead.")
@@ -107,38 +336,127 @@ def save(path, experiment: str, config: dict, metrics: dict, tables: dict | None
     if bad:
         raise ValueError(f"metrics must be numeric or boolean arrays; got dtypes {bad}. Put text "
                          f"and mixed records in `tables` (lists of dicts) instead.")
+    bad = [k for k, rows in tables.items() if not isinstance(rows, list)
+           or not all(isinstance(r, dict) for r in rows)]
+    if bad:
+        raise ValueError(f"tables {bad} must be lists of dicts (one dict per row).")
+    return arrays
+
+
+def write_results(f, experiment: str, config: dict, metrics: dict, tables: dict | None = None,
+                  meta: dict | None = None, units: dict | None = None,
+                  metric_attrs: dict | None = None, status: str = "finished",
+                  run_id: str = "", data: dict | None = None) -> None:
+    """Fill an open, empty ``h5py.File`` with the results layout (see the module docstring).
+
+    Arguments as for :func:`save`; ``status`` is ``"finished"`` or ``"checkpoint"``.
+    """
+    tables = tables or {}
+    arrays = _check_names(metrics, tables)
+    meta = meta or run_metadata()
+    f.attrs["experiment"] = experiment
+    f.attrs["config"] = _dumps(config)
+    f.attrs["versions"] = json.dumps(meta["versions"], sort_keys=True)
+    for key in ("git_commit", "backend", "device", "created"):
+        f.attrs[key] = str(meta[key])
+    f.attrs["status"] = status
+    f.attrs["run_id"] = run_id
+    f.attrs["git_dirty"] = bool(meta.get("git_dirty", False))
+    f.attrs["git_diff_sha256"] = str(meta.get("git_diff_sha256", ""))
+    f.attrs["blas"] = json.dumps(meta.get("blas", []), sort_keys=True)
+    f.attrs["blas_library"] = str(meta.get("blas_library", "unknown"))
+    f.attrs["blas_threads"] = int(meta.get("blas_threads", -1))
+    f.attrs["data"] = _dumps(data or {})
+    cgrp = f.create_group("config")
+    for key, value in _flat_config(config):
+        cgrp.attrs[key] = _attr_value(value)
+    grp = f.create_group("metrics")
+    for name, values in arrays.items():
+        ds = grp.create_dataset(name, data=values)
+        ds.attrs["units"] = (units or {}).get(name, default_unit(name))
+        for key, value in (metric_attrs or {}).get(name, {}).items():
+            ds.attrs[key] = value
+    tgrp = f.create_group("tables")
+    for name, rows in tables.items():
+        _write_table(tgrp, name, rows)
+
+
+def save(path, experiment: str, config: dict, metrics: dict, tables: dict | None = None,
+         meta: dict | None = None, units: dict | None = None, metric_attrs: dict | None = None,
+         checkpoint: dict | None = None, run_id: str = "", data: dict | None = None) -> Path:
+    """Write one run to ``path`` atomically (parents created). Returns the path.
+
+    Parameters
+    ----------
+    path : str or Path
+    experiment : str
+    config : dict
+        JSON-serialisable configuration (a JSON attribute and the ``config`` group).
+    metrics : dict of str -> array_like
+        Numeric arrays (per-iteration metrics, NFE, timings, ...).
+    tables : dict of str -> list of dict, optional
+        Row tables, stored as compound datasets.
+    meta : dict, optional
+        Output of :func:`run_metadata`; computed when omitted.
+    units : dict of str -> str, optional
+        Unit of each metric (default :func:`default_unit`).
+    metric_attrs : dict of str -> dict, optional
+        Further attributes of a metric's dataset (e.g. ``{"never_reached": -1.0}``).
+    checkpoint : dict, optional
+        ``{"arrays": {...}, "position": {...}, "rng_state": {...}}`` stored under
+        ``checkpoint/`` (:func:`write_checkpoint_group`): the final training state.
+    run_id : str, optional
+        The run's identity (file stem) as :mod:`experiments.durable` names it.
+    data : dict, optional
+        The data set: name, sizes and checksum.
+    """
+    _check_names(metrics, tables or {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = meta or run_metadata()
-    with h5py.File(path, "w") as f:
-        f.attrs["experiment"] = experiment
-        f.attrs["config"] = json.dumps(config, sort_keys=True, default=_json_default)
-        f.attrs["versions"] = json.dumps(meta["versions"], sort_keys=True)
-        for key in ("git_commit", "backend", "device", "created"):
-            f.attrs[key] = str(meta[key])
-        grp = f.create_group("metrics")
-        for name, values in arrays.items():
-            grp.create_dataset(name, data=values)
-        tgrp = f.create_group("tables")
-        for name, rows in (tables or {}).items():
-            tgrp.attrs[name] = json.dumps(rows, default=_json_default)
-    return path
+
+    def fill(f):
+        write_results(f, experiment, config, metrics, tables, meta, units, metric_attrs,
+                      "finished", run_id, data)
+        if checkpoint is not None:
+            write_checkpoint_group(f, **checkpoint)
+
+    return atomic_write(path, fill)
 
 
+def write_checkpoint_group(f, arrays: dict, position: dict, rng_state: dict | None = None):
+    """Group ``checkpoint/``: ``arrays/`` (one dataset each, exact dtype), the loop position
+    and the ``numpy.random.Generator`` bit-generator state (JSON attributes)."""
+    grp = f.create_group("checkpoint")
+    agrp = grp.create_group("arrays")
+    for name, value in arrays.items():
+        agrp.create_dataset(name, data=np.asarray(value))
+    grp.attrs["position"] = _dumps(position)
+    grp.attrs["rng_state"] = _dumps(rng_state)
+
+
+# --------------------------------------------------------------------------------- reading
 def _rerun_hint(path: Path) -> str:
-    """How to regenerate ``path``: the exact command when its name is ``NAME.h5`` or
-    ``NAME_quick.h5`` for a registered experiment, else the generic one (with its folder)."""
-    stem = path.stem
-    quick = stem.endswith("_quick")
-    name = stem[:-len("_quick")] if quick else stem
+    """How to regenerate ``path``: the exact command when its name is a run file's
+    (``NAME[_quick]-HASH-seedN[.ckpt].h5``, or the older ``NAME[_quick].h5``) for a registered
+    experiment, else the generic one (with its folder)."""
+    stem = path.name[:-3] if path.name.endswith(".h5") else path.stem
+    run = RUN_NAME.match(stem)
+    if run is not None:
+        name, quick, seed = run["name"], bool(run["quick"]), f" --seed {run['seed']}"
+    else:
+        quick = stem.endswith("_quick")
+        name, seed = (stem[:-len("_quick")] if quick else stem), ""
     out = repr(str(path.parent))
     try:                    # imported only on this error path (it imports every experiment)
         from .registry import EXPERIMENTS
     except Exception:  # noqa: BLE001 - an error message must not fail: use the generic hint
         EXPERIMENTS = {}
     if path.suffix == ".h5" and name in EXPERIMENTS:
+        extra = (" (with the same --set options, if it had any)" if run is not None else "")
+        resume = (" --resume" if run is not None and run["ckpt"] else "")
         return (f"rerun the experiment to regenerate it: python -m experiments {name}"
-                f"{' --quick' if quick else ''} --out {out}")
+                f"{' --quick' if quick else ''}{seed} --out {out}{resume}{extra}")
     return (f"rerun the experiment that wrote it to regenerate it: python -m experiments NAME "
             f"[--quick] --out {out} (`python -m experiments --list` lists the names)")
 
@@ -149,18 +467,19 @@ def _results_path(path) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"`path` must be a str or os.PathLike naming a results file, got "
                         f"{type(path).__name__} {path!r}; e.g. "
-                        f"load(output_path('results', 'digits', quick=False)).")
+                        f"load(find_runs('results', 'digits')[0]).")
     path = Path(path)
     shown = repr(str(path))
     if not path.exists():
         raise FileNotFoundError(f"`path` {shown} does not exist; run the experiment first "
                                 f"(python -m experiments NAME), or check the name "
-                                f"(quick runs write NAME_quick.h5).")
+                                f"(experiments.results.find_runs(DIR) lists the run files).")
     if path.is_dir():
         found = sorted(p.name for p in path.glob("*.h5"))[:8]
         inside = f" it holds {found}" if found else " it holds no .h5 file"
         raise ResultsFileError(f"`path` {shown} is a directory, not a results file;{inside}. "
-                               f"Pass one file, e.g. output_path({str(path)!r}, NAME, quick).")
+                               f"Pass one file, e.g. find_runs({str(path)!r}, NAME)[0] or "
+                               f"output_path({str(path)!r}, NAME, quick).")
     if not path.is_file():
         raise ResultsFileError(f"`path` {shown} is not a regular file (a device, pipe or "
                                f"socket); pass the .h5 file an experiment wrote.")
@@ -193,19 +512,62 @@ def _layout_problems(f) -> list:
     return problems
 
 
+def _cell(value, kind: str):
+    """A table cell as the Python value that was saved."""
+    if kind == "bool":
+        return bool(value)
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return json.loads(text) if kind == "json" else text
+
+
+def _read_table(ds) -> list:
+    """Rows (dicts) of a compound table dataset written by :func:`_write_table`."""
+    if ds.attrs.get("empty", False):
+        return []
+    table = ds[()]
+    columns = table.dtype.names
+    kinds = [k.decode() if isinstance(k, bytes) else str(k) for k in ds.attrs["kinds"]]
+    present = ds.attrs["present"] if "present" in ds.attrs else np.ones(
+        (len(table), len(columns)), dtype=bool)
+    return [{c: _cell(table[i][c], kind) for j, (c, kind) in enumerate(zip(columns, kinds))
+             if present[i, j]} for i in range(len(table))]
+
+
+def _open(path: Path):
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ResultsFileError(
+            f"`path` {str(path)!r} is an HDF5 file that cannot be opened: it is truncated or "
+            f"corrupt (HDF5 says: {err}); if a run is still writing it, wait for it to finish, "
+            f"else {_rerun_hint(path)}.") from err
+
+
+def _attr(f, key):
+    value = f.attrs[key]
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def load(path) -> dict:
-    """Read a file written by :func:`save`.
+    """Read a file written by :func:`save` (or a durable run's checkpoint file).
 
     Parameters
     ----------
     path : str or os.PathLike
-        The ``.h5`` file (see :func:`output_path`).
+        The ``.h5`` file (see :func:`find_runs`).
 
     Returns
     -------
     dict
         ``{"experiment", "config", "versions", "git_commit", "backend", "device", "created",
-        "metrics": {name: ndarray}, "tables": {name: list of dict}}``.
+        "status", "run_id", "git_dirty", "git_diff_sha256", "blas", "blas_library",
+        "blas_threads", "data", "metrics": {name: ndarray}, "units": {name: str},
+        "metric_attrs": {name: dict}, "tables": {name: list of dict}}``; the issue-10 entries
+        are None for older files (whose ``status`` is ``"finished"``).
 
     Raises
     ------
@@ -222,14 +584,7 @@ def load(path) -> dict:
     """
     path = _results_path(path)
     shown = repr(str(path))
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ResultsFileError(
-            f"`path` {shown} is an HDF5 file that cannot be opened: it is truncated or "
-            f"corrupt (HDF5 says: {err}); if a run is still writing it, wait for it to finish, "
-            f"else {_rerun_hint(path)}.") from err
-    with f:
+    with _open(path) as f:
         problems = _layout_problems(f)
         if problems:
             raise ResultsFileError(
@@ -245,18 +600,58 @@ def load(path) -> dict:
             field = "the root attributes"
             for key in ("git_commit", "backend", "device", "created"):
                 out[key] = str(f.attrs[key])
-            out["metrics"] = {}
+            for key in EXTRA_ATTRS:
+                out[key] = _attr(f, key) if key in f.attrs else None
+            out["status"] = out["status"] or "finished"
+            for key in ("blas", "data"):
+                field = f"the attribute {key!r}"
+                out[key] = json.loads(f.attrs[key]) if key in f.attrs else None
+            out["metrics"], out["units"], out["metric_attrs"] = {}, {}, {}
             for name, ds in f["metrics"].items():
                 field = f"the metric 'metrics/{name}'"
                 out["metrics"][name] = ds[()]
+                attrs = {k: _attr(ds, k) for k in ds.attrs}
+                out["units"][name] = attrs.pop("units", None)
+                out["metric_attrs"][name] = attrs
             out["tables"] = {}
             field = "the group 'tables'"
-            tables = f["tables"].attrs.items() if "tables" in f else ()
-            for name, value in tables:
-                field = f"the table {name!r}"
+            tables = f["tables"] if "tables" in f else None
+            for name, value in (tables.attrs.items() if tables is not None else ()):
+                field = f"the table {name!r}"          # files before issue 10: JSON rows
                 out["tables"][name] = json.loads(value)
-        except (OSError, KeyError, ValueError, TypeError, AttributeError) as err:
+            for name, ds in (tables.items() if tables is not None else ()):
+                field = f"the table 'tables/{name}'"
+                out["tables"][name] = _read_table(ds)
+        except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
             raise ResultsFileError(
                 f"`path` {shown} is damaged: {field} cannot be read "
                 f"({type(err).__name__}: {err}); {_rerun_hint(path)}.") from err
     return out
+
+
+def load_checkpoint(path) -> dict:
+    """The ``checkpoint/`` group of a run file: ``{"arrays": {name: ndarray}, "position": dict,
+    "rng_state": dict or None}``.
+
+    Raises
+    ------
+    ResultsFileError
+        The file is not a results file (as :func:`load`), has no checkpoint, or the checkpoint
+        cannot be read; the message names the path and what to do.
+    """
+    path = _results_path(path)
+    shown = repr(str(path))
+    with _open(path) as f:
+        if not isinstance(f.get("checkpoint"), h5py.Group):
+            raise ResultsFileError(
+                f"`path` {shown} holds no checkpoint (group 'checkpoint'): it was written by an "
+                f"experiment without a training loop, or before issue 10; {_rerun_hint(path)}.")
+        try:
+            grp = f["checkpoint"]
+            return {"arrays": {k: ds[()] for k, ds in grp["arrays"].items()},
+                    "position": json.loads(grp.attrs["position"]),
+                    "rng_state": json.loads(grp.attrs["rng_state"])}
+        except (OSError, KeyError, ValueError, TypeError) as err:
+            raise ResultsFileError(
+                f"`path` {shown} is damaged: its checkpoint cannot be read "
+                f"({type(err).__name__}: {err}); {_rerun_hint(path)}.") from err

@@ -10,17 +10,23 @@ from tests.experiments._record import assert_run_record
 
 def test_digits_quick_writes_readable_results(tmp_path, capsys):
     assert main(["digits", "--quick", "--out", str(tmp_path)]) == 0
-    run = results.load(tmp_path / "digits_quick.h5")   # digits.h5 is the full run's
-    assert not (tmp_path / "digits.h5").exists()
+    (path,) = results.find_runs(tmp_path, "digits")   # one file, named by the run's identity
+    assert path.name.startswith("digits_quick-") and path.name.endswith("-seed0.h5")
+    run = results.load(path)
     assert_run_record(run, "digits", 0)
     assert run["config"]["epochs"] == 2
+    cfg = run["config"]                                   # the full configuration (issue 10)
+    assert (cfg["solver"], cfg["gradient"], cfg["schedule"], cfg["quick"]) == (
+        "rk4", "discrete", "revolve", True)
+    assert len(run["data"]["sha256"]) == 64 and run["data"]["n_train"] == 512
     m = run["metrics"]
     assert m["loss"].shape == (2,) and np.all(np.isfinite(m["loss"]))
     assert m["loss"][1] < m["loss"][0]                    # Adam makes progress in 2 epochs
     assert np.all(m["test_acc"] > 0.2)                    # above chance (0.1) after one epoch
     assert np.all(m["nfe_forward"] > 0) and np.all(m["nfe_backward"] > 0)
     assert np.all(m["max_live_snapshots"] <= run["config"]["snapshots"])
-    assert (tmp_path / "digits_quick.png").stat().st_size > 0
+    assert path.with_suffix(".png").stat().st_size > 0
+    assert results.load_checkpoint(path)["arrays"]["params"].ndim == 1   # final parameters
     assert "final test accuracy" in capsys.readouterr().out
 
 

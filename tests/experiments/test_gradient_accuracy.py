@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from experiments import gradient_accuracy
-from experiments.results import load
+from experiments.results import find_runs, load
 from tests.experiments._record import CountedField, assert_run_record
 
 
@@ -11,7 +11,8 @@ from tests.experiments._record import CountedField, assert_run_record
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gradacc")
     assert gradient_accuracy.run(quick=True, out=str(out), seed=1) == 0
-    return out, load(out / "gradient_accuracy_quick.h5")
+    (path,) = find_runs(out, "gradient_accuracy")
+    return path, load(path)
 
 
 def _errors(rows, system, family):
@@ -19,8 +20,8 @@ def _errors(rows, system, family):
 
 
 def test_file_content(quick_run):
-    out, res = quick_run
-    assert (out / "gradient_accuracy_quick.png").stat().st_size > 10_000
+    path, res = quick_run
+    assert path.with_suffix(".png").stat().st_size > 10_000
     assert_run_record(res, "gradient_accuracy", 1)
     rows, m = res["tables"]["gradients"], res["metrics"]
     assert {r["system"] for r in rows} == {"node_ew", "node", "anodev2"}

@@ -45,8 +45,7 @@ def test_cli_rejects_bad_seed(seed, capsys):
 
 def test_cli_rejects_out_that_is_a_file(tmp_path, capsys):
     (tmp_path / "f").write_text("")
-    with pytest.raises(SystemExit):
-        main(["rda_evolution", "--quick", "--out", str(tmp_path / "f")])
+    assert main(["rda_evolution", "--quick", "--out", str(tmp_path / "f")]) == 2
     assert "is an existing file" in capsys.readouterr().err
 
 
@@ -58,8 +57,42 @@ def test_cli_list_names_every_experiment(capsys):
 
 def test_gradcheck_report_quick(tmp_path):
     assert main(["gradcheck", "--quick", "--out", str(tmp_path), "--seed", "2"]) == 0
-    res = results.load(tmp_path / "gradcheck_quick.h5")
+    (path,) = results.find_runs(tmp_path, "gradcheck", seed=2)
+    res = results.load(path)
     assert_run_record(res, "gradcheck", 2)
     rows = res["tables"]["report"]
     assert rows and all(r["passed"] is True for r in rows)
     assert res["metrics"]["wall_s"].shape == (len(rows),) and np.all(res["metrics"]["wall_s"] > 0)
+
+
+def test_files_in_the_format_before_issue_10_still_load(tmp_path):
+    """Tables as JSON attributes, no units, no status: what `save` wrote before issue 10."""
+    import h5py
+    import json
+    path = tmp_path / "digits.h5"
+    with h5py.File(path, "w") as f:
+        for key, value in {"experiment": "digits", "config": '{"seed": 0}',
+                           "versions": '{"numpy": "2.0"}', "git_commit": "abc",
+                           "backend": "numpy", "device": "cpu (x86_64, 2 usable cores)",
+                           "created": "2025-01-01T00:00:00+00:00"}.items():
+            f.attrs[key] = value
+        f.create_group("metrics").create_dataset("loss", data=np.array([2.0, 1.0]))
+        f.create_group("tables").attrs["rows"] = json.dumps([{"a": 1, "b": "x"}])
+    res = results.load(path)
+    assert res["tables"] == {"rows": [{"a": 1, "b": "x"}]} and res["status"] == "finished"
+    assert res["units"] == {"loss": None} and res["git_dirty"] is None
+    assert np.array_equal(res["metrics"]["loss"], [2.0, 1.0])
+
+
+def test_tables_round_trip_as_compound_datasets(tmp_path):
+    import h5py
+    rows = [{"name": "a", "n": 1, "ok": True, "err": 0.5},
+            {"name": "b", "n": 2, "ok": False, "extra": [1, 2]}]        # 'err' missing in row 2
+    path = results.save(tmp_path / "r.h5", "x", {}, {"m": np.zeros(1)}, tables={"t": rows})
+    assert results.load(path)["tables"]["t"] == rows
+    with h5py.File(path, "r") as f:
+        ds = f["tables/t"]
+        assert ds.dtype.names == ("name", "n", "ok", "err", "extra")
+        assert ds["n"].tolist() == [1, 2] and ds.attrs["present"][1].tolist() == [
+            True, True, True, False, True]
+        assert list(ds.attrs["json_columns"]) == ["extra"]

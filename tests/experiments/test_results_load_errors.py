@@ -124,3 +124,16 @@ def test_hint_falls_back_when_the_registry_cannot_be_imported(tmp_path, monkeypa
     msg = _message(path)
     assert "is empty (0 bytes)" in msg
     assert f"python -m experiments NAME [--quick] --out {str(tmp_path)!r}" in msg
+
+
+def test_truncated_run_file_hint_names_seed_and_mode(tmp_path, registry):
+    """Run files are named NAME[_quick]-HASH-seedN[.ckpt].h5 since issue 10: the hint gives the
+    seed, the mode, and --resume for a checkpoint."""
+    path = _saved(tmp_path / "digits_quick-0123456789-seed3.h5")
+    path.write_bytes(path.read_bytes()[:200])
+    msg = _message(path)
+    assert f"python -m experiments digits --quick --seed 3 --out {str(tmp_path)!r}" in msg
+    assert "same --set options" in msg
+    ckpt = tmp_path / "digits-0123456789-seed0.ckpt.h5"
+    ckpt.write_bytes(b"")
+    assert f"digits --seed 0 --out {str(tmp_path)!r} --resume" in _message(ckpt)

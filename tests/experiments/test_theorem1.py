@@ -8,7 +8,7 @@ from adjointcore.optim import Adam
 from experiments import theorem1
 from experiments._training import (GradientConfig, TrajectoryProblem, join_vars, loss_and_grad,
                                    train_bp_then_adjoint)
-from experiments.results import load
+from experiments.results import find_runs, load
 from tests.experiments._record import CountedField, assert_run_record
 from nets.node_ew import CoupledField
 
@@ -17,13 +17,14 @@ from nets.node_ew import CoupledField
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("theorem1")
     assert theorem1.run(quick=True, out=str(out), seed=3) == 0
-    return out, load(out / "theorem1_quick.h5")
+    (path,) = find_runs(out, "theorem1")
+    return path, load(path)
 
 
 def test_quick_run_file_content(quick_run):
-    out, res = quick_run
+    path, res = quick_run
     cfg = theorem1.CONFIGS[True]
-    assert (out / "theorem1_quick.png").stat().st_size > 10_000
+    assert path.with_suffix(".png").stat().st_size > 10_000
     assert_run_record(res, "theorem1", 3)
     assert res["config"]["width"] == cfg["width"]
     m = res["metrics"]
@@ -35,11 +36,16 @@ def test_quick_run_file_content(quick_run):
     assert np.allclose(m["target"], theorem1.target_curve(m["t_obs"]), rtol=0, atol=0)
     for key in ("trajectory.bp_adjoint", "trajectory.adjoint", "trajectory.bp_only"):
         assert m[key].shape == (100, 3) and np.all(np.isfinite(m[key]))
-    reach = m.pop("adjoint_time_to_reach_bp_adjoint_loss_s")  # NaN when never reached
-    assert np.isnan(reach) or reach > 0
+    # "Never reached" is stored explicitly: -1 (named by the dataset attribute) and a flag.
+    reach = m.pop("adjoint_time_to_reach_bp_adjoint_loss_s")
+    assert res["metric_attrs"]["adjoint_time_to_reach_bp_adjoint_loss_s"] == {
+        "never_reached": -1.0}
+    reached = m["adjoint_reached_bp_adjoint_loss"]
+    assert (reach > 0) if reached else (reach == -1.0)
     assert all(np.all(np.isfinite(v)) for v in m.values())
     assert [r["run"] for r in res["tables"]["summary"]] == ["BP + adjoint", "BP only",
                                                             "pure adjoint"]
+    assert {"bp_solver", "ft_solver", "variant", "rtol", "atol", "quick"} <= set(res["config"])
 
 
 def test_quick_run_one_switch_and_loss_decrease(quick_run):
