@@ -1,7 +1,7 @@
 """Vector fields: the protocol the solvers integrate, and adapters from layer stacks.
 
 Protocol (duck-typed; :mod:`solvers` relies on nothing else)
------------------------------------------------------------
+------------------------------------------------------------
 ``forward(t, y, params) -> (dy, cache)``
 ``vjp(cache, dy_bar, need_params=True) -> (y_bar, params_bar, t_bar)``; ``t_bar`` may be ``None``.
 ``n_params`` (int) where parameters exist.

@@ -2,7 +2,8 @@
 
 Every function returns a new float64 host array of the requested ``shape``; layers cast and
 move it. ``fan_in`` is the number of inputs feeding one output unit (``in_features`` for a
-dense layer, ``in_channels/groups * kh * kw`` for a convolution).
+dense layer, ``in_channels/groups * kh * kw`` for a convolution). The Kaiming schemes follow
+He et al. [1]_, the Xavier scheme Glorot and Bengio [2]_.
 
 References
 ----------

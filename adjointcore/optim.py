@@ -4,6 +4,8 @@ An optimiser holds only hyper-parameters. ``state = opt.init_state(params)`` cre
 (a NamedTuple of arrays) and ``params, state = opt.step(params, grad, state)`` returns *new*
 arrays; nothing is modified in place, so a training step can be replayed or checkpointed.
 ``params`` may be any array (normally the flat parameter vector of a network), NumPy or CuPy.
+:class:`SGD` has classical and Nesterov momentum [1]_; :class:`Adam` is Kingma and Ba's method
+[2]_.
 
 References
 ----------

@@ -532,11 +532,11 @@ def cnf_nll(cnf, y1):
     Convention: the data ``x`` is the state at the start ``t0`` of the solve, ``z(t0) = x``,
     ``logp(t0) = 0``, and the solve runs to ``t1`` where the base density ``N(0, I)`` sits.
     ``logp`` integrates ``dlogp/dt = -div f``, so by the instantaneous change of variables
-    ``log p_t1(z(t1)) = log p_t0(x) + logp(t1)``, i.e.
+    ``log p_t1(z(t1)) = log p_t0(x) + logp(t1)``, i.e.::
 
         log p_x(x) = log N(z(t1); 0, I) - logp(t1),
 
-    and for ``N`` samples with ``D`` values each
+    and for ``N`` samples with ``D`` values each::
 
         NLL = -(1/N) sum_n [log N(z_n(t1); 0, I) - logp_n(t1)]
             = (1/N) sum_n [|z_n(t1)|^2 / 2 + (D/2) log(2 pi) + logp_n(t1)].

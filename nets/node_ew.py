@@ -319,7 +319,7 @@ def node_ew_gradient(field: CoupledField, x0, theta0, theta1, t_obs, x_bars, *, 
     field : CoupledField
     x0 : ndarray, shape ``x_shape``;  theta0 : ndarray, (n_theta,);  theta1 : ndarray or None
     t_obs : array_like, shape (K,), increasing, all > ``t0``
-    x_bars : ndarray, shape (K, *x_shape)
+    x_bars : ndarray, shape ``(K, *x_shape)``
         Cotangents ``dl_k/dx(t_obs[k])``.
     method : str
     printed : bool

@@ -30,7 +30,7 @@ def tableau_coefficients(tab, h, k):
     ----------
     tab : ButcherTableau with ``dense`` of shape (s, m)
     h : float
-    k : array, shape (s, *y.shape)
+    k : array, shape ``(s, *y.shape)``
 
     Returns
     -------
@@ -67,9 +67,9 @@ class DenseOutput:
         Accepted step times (monotone; decreasing for backward solves).
     h : ndarray, shape (n,), float64 host
         Step sizes used (``grid[i] + h[i] == grid[i + 1]`` up to rounding).
-    ys : array, shape (n + 1, *y.shape)
+    ys : array, shape ``(n + 1, *y.shape)``
         States on the grid.
-    coeffs : array, shape (n, m, *y.shape)
+    coeffs : array, shape ``(n, m, *y.shape)``
         Per-step polynomial coefficients (see module docstring).
     """
 

@@ -43,7 +43,7 @@ class Solution:
     ----------
     ts : ndarray, shape (T,), float64 host
         Output times: ``t_eval`` (those reached), else ``grid``.
-    ys : array, shape (T, *y0.shape)
+    ys : array, shape ``(T, *y0.shape)``
         States at ``ts`` (first axis time), on the array module of ``y0``.
     grid : ndarray, shape (n + 1,), float64 host
         Accepted step times including ``t0`` (and ``t1`` on success).

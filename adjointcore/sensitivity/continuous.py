@@ -210,7 +210,7 @@ def continuous_adjoint(field, y0, params, t_obs, y_bars, *, t0=None, variant="in
         Flat parameters of ``field``.
     t_obs : array_like, shape (K,)
         Strictly monotone observation times; the last one is the end of the trajectory.
-    y_bars : ndarray, shape (K, *y0.shape)
+    y_bars : ndarray, shape ``(K, *y0.shape)``
         Cotangents ``dl_k/dy(t_obs[k])``; same backend as ``y0``, cast to ``y0.dtype``.
     t0 : float, optional
         Start time; defaults to ``t_obs[0]`` (then ``y_bars[0]`` is the cotangent of ``y0``).
