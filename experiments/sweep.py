@@ -1,0 +1,920 @@
+"""Parameter sweeps on Dask: a grid x seeds of durable runs, an index written as they complete.
+
+``python -m experiments sweep NAME --grid KEY=V1,V2 ... --seeds 0-4 [--quick] [--set KEY=VALUE]
+[--out DIR] [--scheduler ADDRESS] [--workers N]`` expands the grid (values read like ``--set``:
+JSON, else text) and checks every point against the experiment's configuration
+(:data:`experiments.registry.CONFIGS`) before anything runs. Each point is one durable run
+(:mod:`experiments.durable`), submitted as one Dask task that calls
+:data:`experiments.registry.EXPERIMENTS` with ``RunOptions(resume=True)``:
+
+- a run whose file ``DIR/STEM.h5`` exists is not submitted again (re-submission skips it);
+- a run with a checkpoint continues from it. When the worker running a task dies, the Dask
+  scheduler gives the task to another worker, which resumes from the last checkpoint: the
+  run's lock (``filelock``, an OS ``flock``) is released by the kernel when its process dies,
+  so the retry is not refused by it. A lock held by a process that is still alive (a worker
+  the scheduler lost contact with, or a run started by hand) is waited for (``lock_wait``);
+- by default an embedded ``dask.distributed.LocalCluster`` runs the tasks: one worker process
+  per usable core (at most one per pending run), one thread each, one BLAS thread each
+  (environment variables for the worker processes and ``threadpoolctl`` in the task);
+  ``--scheduler tcp://HOST:8786`` (or a scheduler file) submits to an existing cluster whose
+  workers see ``DIR`` at the same path.
+
+The sweep index ``DIR/sweep.h5`` (:func:`experiments.results.sweep_table`) holds one row per run
+(configuration columns, status, final metrics, wall time, NFE), is written before the first
+task and rewritten atomically as runs complete (at most every ``index_every`` seconds, and at
+the end), under a lock so that several sweeps can share a folder: rows of other runs are kept.
+``python -m experiments plot-sweep DIR --x KEY --y METRIC`` (:func:`plot_sweep`) draws a
+metric's mean +- standard deviation over seeds.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import itertools
+import json
+import math
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from . import durable, results
+
+__all__ = ["SweepError", "Point", "Plan", "parse_seeds", "parse_grid", "plan_sweep",
+           "run_point", "run_row", "execute", "summarize", "plot_sweep", "DASK_MODULES"]
+
+#: What a sweep imports, with the pip requirement that provides it.
+DASK_MODULES = {"dask": "adjointcore[sweep]", "distributed": "adjointcore[sweep]"}
+
+#: Exit statuses of :func:`execute`.
+OK, SOME_FAILED, INTERRUPTED = 0, 1, 130
+
+
+class SweepError(durable.ExperimentError):
+    """A sweep refused before any compute: bad ``--grid``/``--seeds``/``--workers``, an
+    unreachable scheduler; the message names the argument and the fix."""
+
+
+# ------------------------------------------------------------------------------- parsing
+def parse_seeds(text: str) -> list:
+    """``"0-4"``, ``"0,3,7"``, ``"0-2,10"`` or ``"5"`` as a list of distinct seeds >= 0.
+
+    Raises
+    ------
+    SweepError
+        Naming ``--seeds``, the bad part and the accepted forms.
+    """
+    forms = "e.g. --seeds 0-4 (0 to 4), --seeds 0,3,7 or --seeds 0-2,10"
+    text = str(text).strip()
+    if not text:
+        raise SweepError(f"--seeds is empty; pass non-negative integers, {forms}.")
+    seeds = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
+        if m is None:
+            raise SweepError(f"--seeds {text!r}: {part!r} is not a non-negative integer or a "
+                             f"range START-END; {forms}.")
+        start, end = int(m[1]), int(m[2]) if m[2] is not None else int(m[1])
+        if end < start:
+            raise SweepError(f"--seeds {text!r}: the range {part!r} runs downwards; write "
+                             f"START-END with START <= END, {forms}.")
+        seeds.extend(range(start, end + 1))
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise SweepError(f"--seeds {text!r} names seeds {repeated} more than once; each seed "
+                         f"is one run.")
+    return seeds
+
+
+def _split_values(text: str) -> list:
+    """Split on commas outside brackets, braces and quotes (so JSON lists stay whole)."""
+    parts, depth, quote, current = [], 0, None, []
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts]
+
+
+def _strip_set(message: str) -> str:
+    """A :class:`durable.ConfigError` message without its leading ``--set KEY=VALUE: ``."""
+    return re.sub(r"^--set [^:]*: ", "", message)
+
+
+def parse_grid(experiment: str, texts, quick: bool = False, fixed: Optional[dict] = None) -> dict:
+    """``["KEY=V1,V2", ...]`` as ``{KEY: [value, ...]}``, each key a setting of ``experiment``
+    and each value accepted by its configuration (checked with the other keys at their
+    defaults and ``fixed``, the ``--set`` overrides).
+
+    Raises
+    ------
+    SweepError
+        Naming the ``--grid`` argument, the key or value, and what is accepted.
+    """
+    from .registry import CONFIGS
+    make = CONFIGS[experiment]
+    fixed = dict(fixed or {})
+    defaults = make(quick, 0, fixed)
+    known = sorted(k for k in defaults if k not in ("seed", "quick"))
+    grid = {}
+    for text in texts:
+        key, sep, values = str(text).partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise SweepError(f"--grid {text!r} must look like KEY=V1,V2,..., e.g. --grid "
+                             f"lr=0.01,0.03 (values read like --set: JSON, else text).")
+        if key == "seed":
+            raise SweepError(f"--grid {text!r}: seeds are given by --seeds (e.g. --seeds 0-4), "
+                             f"not by --grid.")
+        if key == "quick":
+            raise SweepError(f"--grid {text!r}: quick mode is the flag --quick (a sweep runs "
+                             f"one mode).")
+        if key not in defaults:
+            raise SweepError(f"--grid {text!r}: {experiment} has no setting {key!r}; choose "
+                             f"one of {known}.")
+        if key in grid:
+            raise SweepError(f"--grid {key}=... is given twice; list all its values in one "
+                             f"--grid {key}=V1,V2,...")
+        if key in fixed:
+            raise SweepError(f"--grid {key}=... and --set {key}=... both set {key!r}; keep one.")
+        raw = _split_values(values)
+        if any(not r for r in raw):
+            raise SweepError(f"--grid {text!r} has an empty value; separate values by single "
+                             f"commas, e.g. --grid {key}=1,2.")
+        parsed = []
+        seen = {}
+        for r in raw:
+            value = durable.parse_override(f"{key}={r}")[1]
+            try:
+                cfg = make(quick, 0, {**fixed, key: value})
+            except durable.ConfigError as err:
+                raise SweepError(f"--grid {key}={r}: {_strip_set(str(err))}") from None
+            canon = json.dumps(cfg[key], sort_keys=True, default=results._json_default)
+            if canon in seen:
+                raise SweepError(f"--grid {text!r}: the values {seen[canon]!r} and {r!r} are the "
+                                 f"same setting ({key}={cfg[key]!r}); list each value once.")
+            seen[canon] = r
+            parsed.append(value)
+        grid[key] = parsed
+    return grid
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One run of a sweep: its grid values, seed, overrides, configuration and identity."""
+
+    experiment: str
+    quick: bool
+    seed: int
+    grid: dict
+    overrides: dict
+    set_texts: tuple
+    config: dict
+    run_id: durable.RunId
+
+    @property
+    def stem(self) -> str:
+        return self.run_id.stem
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A checked sweep: the points in submission order (seeds outermost) and what was asked."""
+
+    experiment: str
+    quick: bool
+    grid: dict
+    seeds: list
+    fixed: dict
+    points: list
+
+    def describe(self) -> dict:
+        """What the index records about this submission."""
+        return {"experiment": self.experiment, "quick": self.quick, "grid": self.grid,
+                "seeds": self.seeds, "set": self.fixed, "runs": len(self.points)}
+
+
+def plan_sweep(experiment: str, grid=(), seeds="0", quick: bool = False, fixed=()) -> Plan:
+    """Check and expand a sweep before anything runs.
+
+    Parameters
+    ----------
+    experiment : str
+        A name in :data:`experiments.registry.EXPERIMENTS`.
+    grid : iterable of str or dict
+        ``"KEY=V1,V2"`` texts (as ``--grid``) or ``{KEY: [values]}``.
+    seeds : str or iterable of int
+        ``"0-4"`` (as ``--seeds``) or the seeds.
+    quick : bool
+    fixed : iterable of str or dict
+        ``"KEY=VALUE"`` texts (as ``--set``) or ``{KEY: value}``: the same in every run.
+
+    Raises
+    ------
+    SweepError, durable.ConfigError
+        An unknown experiment, key or value, bad seeds, or two points with one identity.
+    """
+    from .registry import CONFIGS
+    if experiment not in CONFIGS:
+        raise SweepError(f"unknown experiment {experiment!r}; choose one of {sorted(CONFIGS)}.")
+    if isinstance(fixed, dict):
+        fixed_texts = tuple(f"{k}={json.dumps(v)}" for k, v in fixed.items())
+        fixed = dict(fixed)
+    else:
+        fixed_texts = tuple(fixed)
+        fixed = dict(durable.parse_override(t) for t in fixed_texts)
+    CONFIGS[experiment](quick, 0, fixed)             # --set checked with its own messages
+    if isinstance(grid, dict):
+        grid = parse_grid(experiment, [f"{k}={','.join(json.dumps(v) for v in vs)}"
+                                       for k, vs in grid.items()], quick, fixed)
+    else:
+        grid = parse_grid(experiment, list(grid), quick, fixed)
+    if isinstance(seeds, str):
+        seeds = parse_seeds(seeds)
+    else:
+        seeds = parse_seeds(",".join(str(int(s)) for s in seeds))
+    keys = list(grid)
+    points, stems = [], {}
+    for seed in seeds:
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            values = dict(zip(keys, combo))
+            overrides = {**fixed, **values}
+            try:
+                cfg = CONFIGS[experiment](quick, seed, overrides)
+            except durable.ConfigError as err:
+                shown = " ".join(f"{k}={v!r}" for k, v in values.items())
+                raise SweepError(f"--grid point {shown}: {_strip_set(str(err))}") from None
+            run_id = durable.run_identity(experiment, cfg)
+            if run_id.stem in stems:
+                raise SweepError(f"--grid points {stems[run_id.stem]} and {values} give the same "
+                                 f"run {run_id.stem}; list each value once.")
+            stems[run_id.stem] = values
+            texts = fixed_texts + tuple(f"{k}={json.dumps(v)}" for k, v in values.items())
+            points.append(Point(experiment, bool(quick), seed, values, overrides, texts, cfg,
+                                run_id))
+    return Plan(experiment, bool(quick), grid, seeds, fixed, points)
+
+
+# ------------------------------------------------------------------------------- rows
+def _base_row(experiment: str, run_id: durable.RunId) -> dict:
+    return {"run_id": run_id.stem, "experiment": experiment, "quick": run_id.quick,
+            "seed": run_id.seed, "config_hash": run_id.config_hash}
+
+
+def _config_columns(config: dict) -> dict:
+    """``config.KEY`` columns (seed and quick have their own columns)."""
+    return {f"config.{k}": v for k, v in results._flat_config(config)
+            if k not in ("seed", "quick")}
+
+
+def _nfe_totals(metrics: dict) -> tuple:
+    """Sums of every integer metric named ``*nfe*`` with ``forward``/``backward`` in its name
+    (per-epoch or per-iteration counts, so the sum is the run's total)."""
+    fwd = bwd = 0
+    for name, value in metrics.items():
+        a = np.asarray(value)
+        if "nfe" not in name.lower() or a.dtype.kind not in "iu":
+            continue
+        if "forward" in name:
+            fwd += int(a.sum())
+        elif "backward" in name:
+            bwd += int(a.sum())
+    return fwd, bwd
+
+
+def _final_values(metrics: dict) -> dict:
+    """``metric.NAME`` -> the final value: a scalar as it is, the last entry of a 1-D array
+    (arrays of more dimensions, empty and complex ones are left out)."""
+    out = {}
+    for name, value in sorted(metrics.items()):
+        a = np.asarray(value)
+        if a.dtype.kind not in "biuf" or a.ndim > 1 or a.size == 0:
+            continue
+        out[f"metric.{name}"] = (a[-1] if a.ndim else a).item()
+    return out
+
+
+def run_row(path, **extra) -> dict:
+    """The index row of a finished run file (configuration, status, final metrics, wall time,
+    NFE); ``extra`` columns (action, worker, task_wall_s, ...) go after the fixed ones."""
+    path = Path(path)
+    r = results.load(path)
+    cfg = r["config"]
+    run_id = durable.run_identity(r["experiment"], cfg)
+    fwd, bwd = _nfe_totals(r["metrics"])
+    wall = r["metrics"].get("wall_time_s")
+    row = {**_base_row(r["experiment"], run_id), "status": "finished", "action": None,
+           "error": None, "file": path.name, "worker": None, "task_wall_s": None,
+           "wall_time_s": float(wall) if wall is not None and np.ndim(wall) == 0 else None,
+           "nfe_forward": fwd, "nfe_backward": bwd, "nfe": fwd + bwd}
+    row.update({k: v for k, v in extra.items() if k in row or v is not None})
+    row.update(_config_columns(cfg))
+    row.update(_final_values(r["metrics"]))
+    return row
+
+
+def _unfinished_row(experiment: str, config: dict, out: Path, status: str = "pending",
+                    **extra) -> dict:
+    """The index row of a run without a finished file (pending, or failed with ``error``)."""
+    run_id = durable.run_identity(experiment, config)
+    row = {**_base_row(experiment, run_id), "status": status, "action": None, "error": None,
+           "file": durable.run_paths(out, run_id).final.name, "worker": None,
+           "task_wall_s": None, "wall_time_s": None, "nfe_forward": None, "nfe_backward": None,
+           "nfe": None}
+    row.update(extra)
+    row.update(_config_columns(config))
+    return row
+
+
+# ------------------------------------------------------------------------------- worker side
+_BLAS_LIMITED = {}
+
+
+def _limit_blas(threads: Optional[int]) -> None:
+    """Pin this worker process's BLAS/OpenMP pools to ``threads`` (once per process)."""
+    if not threads or _BLAS_LIMITED.get("n") == threads:
+        return
+    with contextlib.suppress(ImportError):
+        import threadpoolctl
+        threadpoolctl.threadpool_limits(limits=int(threads))   # kept for the process's life
+    _BLAS_LIMITED["n"] = threads
+
+
+def run_point(spec: dict) -> dict:
+    """Run one point of a sweep (a Dask task); returns its index row.
+
+    ``spec``: ``experiment``, ``quick``, ``seed``, ``overrides``, ``set_texts``, ``out``
+    (absolute), ``checkpoint_every``, ``plot``, ``blas_threads``, ``lock_wait`` (seconds to
+    wait for a lock held by a live process), ``stem``, ``config`` (for the row of a failure).
+
+    The run always resumes (``RunOptions(resume=True)``): from its checkpoint when an earlier
+    attempt (a worker that died) left one, from the start otherwise; a run that finished in the
+    meantime is reported as ``existing``. A refusal (an :class:`durable.ExperimentError`: a
+    damaged or mismatching checkpoint, a missing package, an unwritable folder) is returned as
+    a ``failed`` row, not retried; anything else raises, and Dask retries the task.
+    """
+    from .registry import EXPERIMENTS
+    _limit_blas(spec.get("blas_threads"))
+    out = Path(spec["out"])
+    cfg = spec["config"]
+    run_id = durable.run_identity(spec["experiment"], cfg)
+    paths = durable.run_paths(out, run_id)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    options = durable.RunOptions(resume=True, quiet=True, plot=bool(spec.get("plot", False)),
+                                 checkpoint_every=spec.get("checkpoint_every"),
+                                 overrides=tuple(spec.get("set_texts", ())))
+    start = time.perf_counter()
+    deadline = start + float(spec.get("lock_wait", 60.0))
+
+    def failed(error: str) -> dict:
+        return _unfinished_row(spec["experiment"], cfg, out, "failed", error=error,
+                               worker=worker, task_wall_s=time.perf_counter() - start)
+
+    while True:
+        resumed = paths.checkpoint.exists() and not paths.final.exists()
+        try:
+            status = EXPERIMENTS[spec["experiment"]](
+                quick=spec["quick"], out=str(out), seed=spec["seed"],
+                overrides=dict(spec["overrides"]), options=options)
+            action = "resumed" if resumed else "ran"
+            break
+        except durable.RunFinished:
+            status, action = 0, "existing"
+            break
+        except durable.RunLockedError as err:
+            if time.perf_counter() >= deadline:
+                return failed(f"{type(err).__name__}: {err} (waited {spec.get('lock_wait', 60.0)} "
+                              f"s)")
+            time.sleep(0.5)
+        except durable.ExperimentError as err:
+            return failed(f"{type(err).__name__}: {err}")
+    if not paths.final.exists():
+        return failed(f"the experiment ended with exit status {status} without writing "
+                      f"{paths.final.name}")
+    return run_row(paths.final, status="finished" if status == 0 else "check_failed",
+                   action=action, worker=worker, task_wall_s=time.perf_counter() - start,
+                   error=None if status == 0 else
+                   f"the experiment's own check failed (exit status {status}); its file is "
+                   f"written")
+
+
+# ------------------------------------------------------------------------------- index
+class _Index:
+    """The sweep index of ``out``: this sweep's rows merged into the file's, written under a
+    lock (``.sweep.h5.lock``), atomically, at most every ``every`` seconds unless forced."""
+
+    def __init__(self, out: Path, plan: Plan, every: float):
+        self.path = out / results.SWEEP_INDEX
+        self.lock = out / f".{results.SWEEP_INDEX}.lock"
+        self.plan = plan
+        self.every = every
+        self.rows = {}
+        self.last = -math.inf
+        self.before = {}
+        if self.path.exists():
+            with contextlib.suppress(results.ResultsFileError, OSError):
+                self.before = {r.get("run_id"): r for r in results.read_sweep_rows(self.path)[0]}
+
+    def finished_row(self, point: Point, path: Path) -> dict:
+        """The row of a run finished before this submission: the index's own (which says how
+        and where it ran) when it has one, else one read from the file."""
+        row = self.before.get(point.stem)
+        if row is not None and row.get("status") == "finished" and row.get("file") == path.name:
+            return row
+        return run_row(path, action="existing")
+
+    def set(self, row: dict) -> None:
+        self.rows[row["run_id"]] = row
+
+    def write(self, force: bool = False) -> Optional[Path]:
+        now = time.monotonic()
+        if not force and now - self.last < self.every:
+            return None
+        from filelock import FileLock
+        with FileLock(str(self.lock), timeout=120):
+            old, attrs = [], {}
+            if self.path.exists():
+                with contextlib.suppress(results.ResultsFileError, OSError):
+                    old, attrs = results.read_sweep_rows(self.path)
+            merged = {r.get("run_id"): r for r in old}
+            for run_id, row in self.rows.items():     # another sweep may have finished it
+                if not (row["status"] == "pending" and merged.get(run_id, {}).get("status")
+                        == "finished"):
+                    merged[run_id] = row
+            submissions = list(attrs.get("submissions", []))
+            mine = self.plan.describe()
+            if mine not in submissions:
+                submissions.append(mine)
+            results.write_sweep_index(self.path, list(merged.values()),
+                                      {"submissions": submissions})
+        self.last = now
+        return self.path
+
+
+# ------------------------------------------------------------------------------- client side
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def _blas_env(threads: int) -> dict:
+    n = str(int(threads))
+    return {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n,
+            "VECLIB_MAXIMUM_THREADS": n, "NUMEXPR_NUM_THREADS": n}
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored in this process (main thread only) while the block runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ignore_sigint() -> None:
+    with contextlib.suppress(ValueError):          # not the main thread: nothing to do
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _make_plugin_class():
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class IgnoreSigint(WorkerPlugin):
+        """Worker plugin: the worker process ignores SIGINT (the sweep's client handles
+        Ctrl-C and shuts the local cluster down)."""
+
+        name = "adjointcore-ignore-sigint"
+
+        def setup(self, worker):
+            _ignore_sigint()
+
+    return IgnoreSigint
+
+
+def _ignore_sigint_plugin():
+    """A worker plugin instance that makes each worker process ignore SIGINT."""
+    return _make_plugin_class()()
+
+
+def _register_plugin(client, plugin) -> None:
+    register = getattr(client, "register_plugin", None) or client.register_worker_plugin
+    with contextlib.suppress(Exception):                  # a nicety: never fail the sweep
+        register(plugin, name=plugin.name)
+
+
+@contextlib.contextmanager
+def _connect(scheduler: Optional[str], workers: Optional[int], pending: int, blas_threads: int,
+             say):
+    """A ``distributed.Client``: to ``scheduler`` (an address or a scheduler file), or to an
+    embedded LocalCluster of ``workers`` processes (default: the usable cores, at most one per
+    pending run), one thread each; closed (the LocalCluster shut down) at the end."""
+    from distributed import Client, LocalCluster
+    if scheduler:
+        try:
+            if Path(scheduler).expanduser().is_file():
+                client = Client(scheduler_file=str(Path(scheduler).expanduser()),
+                                timeout="20s")
+            else:
+                client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as err:
+            raise SweepError(f"--scheduler {scheduler!r}: no Dask scheduler answered ({err}); "
+                             f"start one with `dask scheduler` (it prints its address, e.g. "
+                             f"tcp://HOST:8786) and workers with `dask worker tcp://HOST:8786`, "
+                             f"or leave out --scheduler to run on this machine.") from None
+        try:
+            n = len(client.scheduler_info().get("workers", {}))
+            say(f"sweep: scheduler {client.scheduler.address} with {n} worker(s)"
+                + ("; runs start when workers join (dask worker ADDRESS)" if n == 0 else ""))
+            yield client
+        finally:
+            client.close()
+        return
+    n = max(1, min(workers or _usable_cores(), pending))
+    # A free port for the scheduler's HTTP server (its dashboard when bokeh is installed):
+    # the default 8787 would clash with another cluster on this machine. The worker processes
+    # ignore Ctrl-C (this process stops the sweep and shuts them down): spawned while SIGINT is
+    # ignored, and restarted ones through a worker plugin.
+    with _sigint_ignored():
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", env=_blas_env(blas_threads))
+    client = Client(cluster)
+    _register_plugin(client, _ignore_sigint_plugin())
+    link = (f", dashboard {client.dashboard_link}"
+            if importlib.util.find_spec("bokeh") is not None else "")
+    say(f"sweep: local Dask cluster of {n} worker process(es), 1 thread and {blas_threads} BLAS "
+        f"thread(s) each{link}")
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+        with contextlib.suppress(Exception):
+            cluster.close()
+
+
+def _describe_failure(future) -> str:
+    try:
+        err = future.exception(timeout=5)
+    except Exception as exc:  # noqa: BLE001 - the failure is reported, not raised
+        err = exc
+    name = type(err).__name__
+    if name == "KilledWorker":
+        return (f"KilledWorker: the workers running it died repeatedly (more than "
+                f"distributed.scheduler.allowed-failures times; {err}); resubmit the sweep to "
+                f"resume it from its checkpoint, and check the workers' memory")
+    if isinstance(err, ModuleNotFoundError):
+        return (f"{name}: {err}; install this project in the workers' environment "
+                f"(pip install -e .) so that they can import experiments")
+    return f"{name}: {err}"
+
+
+def _checks(plan: Plan, out, plot: bool, scheduler, workers) -> Path:
+    durable.check_modules(DASK_MODULES, "a sweep (Dask)")
+    if plot:
+        from ._plotting import PLOT_MODULES
+        durable.check_modules(PLOT_MODULES, "the runs' figures", "no --plot-runs")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise SweepError(f"--workers must be an integer >= 1, got {workers!r}.")
+    if scheduler and workers is not None:
+        raise SweepError("--workers sizes the local cluster; with --scheduler the cluster's own "
+                         "workers run the sweep (start more with `dask worker ADDRESS`). Pass "
+                         "one of them.")
+    return durable.check_out_dir(out).resolve()
+
+
+def execute(plan: Plan, out="results", *, scheduler: Optional[str] = None,
+            workers: Optional[int] = None, client=None, checkpoint_every: Optional[int] = None,
+            plot: bool = False, retries: int = 1, blas_threads: int = 1,
+            lock_wait: float = 60.0, index_every: float = 1.0, dry_run: bool = False,
+            quiet: bool = False) -> int:
+    """Run the pending points of ``plan`` on Dask and keep ``out/sweep.h5`` up to date.
+
+    Parameters
+    ----------
+    plan : Plan
+        From :func:`plan_sweep`.
+    out : str or Path
+        The results folder: every worker must see it at the same path.
+    scheduler : str, optional
+        A Dask scheduler address (``tcp://HOST:8786``) or scheduler file; default: a local
+        cluster.
+    workers : int, optional
+        Worker processes of the local cluster (default: the usable cores, at most the pending
+        runs).
+    client : distributed.Client, optional
+        Use this client (and its cluster) instead; it is not closed.
+    checkpoint_every : int, optional
+        As ``--checkpoint-every`` for every run.
+    plot : bool
+        Draw each run's figure (needs matplotlib on the workers).
+    retries : int
+        Dask retries of a task that raised (a worker's death is retried by the scheduler
+        regardless, up to ``distributed.scheduler.allowed-failures`` times).
+    blas_threads : int
+        BLAS/OpenMP threads per run.
+    lock_wait : float
+        Seconds a task waits for the lock of a run another live process writes.
+    index_every : float
+        Least seconds between two rewrites of the index (it is always written at the end).
+    dry_run : bool
+        Print the plan and what would run; submit nothing, write nothing.
+    quiet : bool
+        Only the summary line.
+
+    Returns
+    -------
+    int
+        0: every run finished; 1: some failed or failed their own check (the index's
+        ``status`` and ``error`` say which and why);
+        130: interrupted (the index is written; submit again to continue).
+    """
+    say = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
+    out = _checks(plan, out, plot, scheduler if client is None else None,
+                  workers if client is None else None)
+    index = _Index(out, plan, index_every)
+    pending = []
+    for point in plan.points:
+        paths = durable.run_paths(out, point.run_id)
+        if paths.final.exists():
+            try:
+                index.set(index.finished_row(point, paths.final))
+                continue
+            except (results.ResultsFileError, OSError) as err:
+                say(f"sweep: {paths.final} cannot be read ({err}); it is rerun")
+        pending.append(point)
+        index.set(_unfinished_row(point.experiment, point.config, out))
+    n_done = len(plan.points) - len(pending)
+    resumable = sum(durable.run_paths(out, p.run_id).checkpoint.exists() for p in pending)
+    say(f"sweep {plan.experiment}{' --quick' if plan.quick else ''}: {len(plan.points)} runs "
+        f"({' x '.join(str(len(v)) for v in plan.grid.values()) or '1'} grid points x "
+        f"{len(plan.seeds)} seeds) into {str(out)!r}: {n_done} finished already (skipped), "
+        f"{len(pending)} to run ({resumable} from a checkpoint)")
+    if dry_run:
+        for p in plan.points:
+            state = "to run" if p in pending else "finished"
+            say(f"  {p.stem}  seed {p.seed}  {p.grid}  {state}")
+        return OK
+    index.write(force=True)
+    if not pending:
+        print(f"sweep: {len(plan.points)} runs, all finished before: nothing to run; index "
+              f"{index.path}", flush=True)
+        return OK
+    specs = [{"experiment": p.experiment, "quick": p.quick, "seed": p.seed,
+              "overrides": p.overrides, "set_texts": p.set_texts, "out": str(out),
+              "config": p.config, "stem": p.stem, "checkpoint_every": checkpoint_every,
+              "plot": plot, "blas_threads": blas_threads, "lock_wait": lock_wait}
+             for p in pending]
+    start = time.perf_counter()
+    counts = {"ran": 0, "resumed": 0, "existing": 0, "failed": 0}
+    futures = []
+    connection = (contextlib.nullcontext(client) if client is not None else
+                  _connect(scheduler, workers, len(pending), blas_threads, say))
+    try:
+        with connection as dask_client:
+            from distributed import as_completed
+            tag = uuid.uuid4().hex[:8]
+            by_key = {}
+            for spec, point in zip(specs, pending):
+                fut = dask_client.submit(run_point, spec, key=f"adjointcore-{spec['stem']}-{tag}",
+                                         retries=retries, pure=False)
+                futures.append(fut)
+                by_key[fut.key] = point
+            for k, fut in enumerate(as_completed(futures), 1):
+                point = by_key[fut.key]
+                if fut.status == "finished":
+                    row = fut.result()
+                else:
+                    row = _unfinished_row(point.experiment, point.config, out, "failed",
+                                          error=_describe_failure(fut))
+                index.set(row)
+                index.write()
+                if row["status"] != "finished":
+                    counts["failed"] += 1
+                else:
+                    counts[row.get("action") or "ran"] += 1
+                wall = row.get("task_wall_s")
+                took = f" in {wall:.1f} s" if wall is not None else ""
+                detail = (f": {row['error']}" if row["status"] != "finished" and row.get("error")
+                          else f" ({row.get('action')})")
+                say(f"[{k}/{len(pending)}] {point.stem} {point.grid} {row['status']}{took}"
+                    f"{detail}")
+                fut.release()
+    except OSError as err:      # the scheduler went away (CommClosedError), a full disk, ...
+        with contextlib.suppress(OSError):
+            index.write(force=True)
+        print(f"error: the sweep stopped ({type(err).__name__}: {err}); finished runs and "
+              f"checkpoints are kept, the index is {str(index.path)!r}; submit the same "
+              f"command again to continue", file=sys.stderr, flush=True)
+        return SOME_FAILED
+    except KeyboardInterrupt:
+        if client is not None or scheduler:     # a local cluster is shut down instead
+            with contextlib.suppress(Exception):
+                for fut in futures:
+                    fut.cancel()                # queued runs do not start; running ones finish
+        index.write(force=True)
+        print(f"interrupted: the sweep stopped; finished runs and checkpoints are kept, the "
+              f"index is {str(index.path)!r}; submit the same command again to continue "
+              f"(finished runs are skipped, interrupted ones resume)", file=sys.stderr,
+              flush=True)
+        return INTERRUPTED
+    index.write(force=True)
+    elapsed = time.perf_counter() - start
+    print(f"sweep: {len(plan.points)} runs: {counts['ran']} ran, {counts['resumed']} resumed, "
+          f"{n_done + counts['existing']} finished before, {counts['failed']} failed, in "
+          f"{elapsed:.1f} s; index {index.path}", flush=True)
+    return SOME_FAILED if counts["failed"] else OK
+
+
+# ------------------------------------------------------------------------------- plotting
+def _resolve(columns: dict, name: str, prefix: str, what: str) -> str:
+    for candidate in (name, f"{prefix}{name}"):
+        if candidate in columns:
+            return candidate
+    known = sorted(c[len(prefix):] for c in columns if c.startswith(prefix))
+    raise SweepError(f"{what} {name!r} is not a column of the sweep index; choose one of "
+                     f"{known}.")
+
+
+def _label_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def summarize(table: dict, x: str, y: str, experiment: Optional[str] = None) -> list:
+    """Mean and standard deviation (ddof=1; 0 for one seed) of ``y`` over seeds at each ``x``.
+
+    Parameters
+    ----------
+    table : dict of columns
+        :func:`experiments.results.sweep_table`.
+    x : str
+        A configuration key (``lr`` or ``config.lr``) or any column.
+    y : str
+        A metric (``test_acc`` or ``metric.test_acc``) or a numeric column (``wall_time_s``).
+    experiment : str, optional
+        Keep only this experiment's runs.
+
+    Returns
+    -------
+    list of dict
+        One per line: ``label`` (the other configuration values that vary, with experiment
+        and mode when several), ``fixed`` (the settings shared by every run plotted), ``x``,
+        ``mean``, ``std``, ``n`` (arrays, one entry per x value), ``seeds``.
+    """
+    xcol = _resolve(table, x, "config.", "--x")
+    ycol = _resolve(table, y, "metric.", "--y")
+    keep = np.array([s == "finished" for s in table["status"]], dtype=bool)
+    if experiment is not None:
+        keep &= np.array([e == experiment for e in table["experiment"]])
+    yvals = np.asarray(table[ycol], dtype=object)
+    try:
+        ynum = np.array([np.nan if v is None else float(v) for v in yvals])
+    except (TypeError, ValueError):
+        raise SweepError(f"--y {y!r} is not numeric (column {ycol!r}); choose a metric.") from None
+    keep &= np.isfinite(ynum)
+    if not keep.any():
+        raise SweepError(f"no finished run has a value of {ycol!r}"
+                         + (f" for experiment {experiment!r}" if experiment else "") + ".")
+    idx = np.flatnonzero(keep)
+    others = [c for c in table if (c.startswith("config.") and c not in (xcol, "config.seed"))
+              or c in ("experiment", "quick")]
+
+    def cell(col, i):
+        v = table[col][i]
+        return v.item() if isinstance(v, np.generic) else v
+
+    varying = [c for c in others if len({json.dumps(cell(c, i), default=str) for i in idx}) > 1]
+    fixed = {c.removeprefix("config."): cell(c, idx[0]) for c in others if c not in varying}
+    groups = {}
+    for i in idx:
+        key = tuple(json.dumps(cell(c, i), default=str) for c in varying)
+        groups.setdefault(key, []).append(i)
+    lines = []
+    for key, members in groups.items():
+        xs = {}
+        for i in members:
+            xs.setdefault(json.dumps(cell(xcol, i), default=str), []).append(i)
+        numeric = all(isinstance(json.loads(k), (int, float)) and not isinstance(
+            json.loads(k), bool) for k in xs)
+        order = sorted(xs, key=(lambda k: float(json.loads(k))) if numeric else str)
+        xv = [json.loads(k) for k in order]
+        vals = [ynum[xs[k]] for k in order]
+        lines.append({
+            "label": ", ".join(f"{c.removeprefix('config.')}={_label_value(cell(c, members[0]))}"
+                               for c in varying) or ycol.removeprefix("metric."),
+            "x": np.array(xv, dtype=float if numeric else object),
+            "mean": np.array([v.mean() for v in vals]),
+            "std": np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in vals]),
+            "n": np.array([len(v) for v in vals]),
+            "seeds": sorted({int(table["seed"][i]) for i in members}),
+            "fixed": fixed, "xcol": xcol, "ycol": ycol})
+    return sorted(lines, key=lambda line: line["label"])
+
+
+def plot_sweep(folder, x: str, y: str, png=None, experiment: Optional[str] = None,
+               logx: bool = False, logy: bool = False) -> Path:
+    """Draw ``y``'s mean +- std over seeds against ``x`` (one line per combination of the other
+    varied settings) from the sweep index of ``folder``; returns the PNG's path (default
+    ``folder/sweep-Y-vs-X.png``).
+
+    Raises
+    ------
+    MissingDependencyError
+        Without matplotlib (checked first).
+    SweepError
+        An unknown ``x`` or ``y`` (the message lists the choices), or no finished run.
+    """
+    from ._plotting import PLOT_MODULES, new_figure, save_figure
+    durable.check_modules({"matplotlib": PLOT_MODULES["matplotlib"]}, "plot-sweep")
+    folder = Path(folder)
+    table = results.sweep_table(folder)
+    lines = summarize(table, x, y, experiment)
+    xcol, ycol = lines[0]["xcol"], lines[0]["ycol"]
+    xname, yname = xcol.removeprefix("config."), ycol.removeprefix("metric.")
+    categorical = any(line["x"].dtype == object for line in lines)
+    cats = sorted({str(v) for line in lines for v in line["x"]}) if categorical else []
+    fig = new_figure((7, 4.6))
+    ax = fig.add_subplot(1, 1, 1)
+    for k, line in enumerate(lines):
+        xs = (np.array([cats.index(str(v)) for v in line["x"]], dtype=float) if categorical
+              else line["x"].astype(float))
+        color = f"C{k % 10}"
+        ax.errorbar(xs, line["mean"], yerr=line["std"], marker="o", capsize=4, color=color,
+                    label=f"{line['label']} (n={'/'.join(map(str, sorted(set(line['n']))))})")
+        ax.fill_between(xs, line["mean"] - line["std"], line["mean"] + line["std"],
+                        color=color, alpha=0.15, lw=0)
+    if categorical:
+        ax.set_xticks(range(len(cats)), cats)
+    if logx and not categorical:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xname)
+    units = _units_of(folder, table, ycol)
+    ax.set_ylabel(f"{yname}" + (f" [{units}]" if units and units != "1" else ""))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    seeds = sorted({s for line in lines for s in line["seeds"]})
+    ax.set_title(f"{yname} vs {xname}: mean +- std over seeds {seeds}", fontsize=10)
+    n_lines = _caption(fig, folder, lines[0]["fixed"], sum(int(line["n"].sum())
+                                                              for line in lines))
+    png = Path(png) if png else folder / f"sweep-{_safe(yname)}-vs-{_safe(xname)}.png"
+    save_figure(fig, png, dpi=110, caption_lines=n_lines)
+    return png
+
+
+def _caption(fig, folder: Path, fixed: dict, runs: int, fontsize: float = 7) -> int:
+    """The settings every plotted run shares, under the axes; returns its number of lines."""
+    import textwrap
+    width = int(0.9 * fig.get_figwidth() * 72 / (0.65 * fontsize))
+    body = ", ".join(f"{k}={v}" for k, v in fixed.items())
+    text = "\n".join(textwrap.wrap(f"sweep index {folder / results.SWEEP_INDEX} ({runs} "
+                                    f"finished runs); shared settings: {body}", width))
+    fig.text(0.01, 0.005, text, ha="left", va="bottom", fontsize=fontsize, color="0.3",
+             family="monospace")
+    return text.count("\n") + 1
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _units_of(folder: Path, table: dict, ycol: str) -> str:
+    """The ``units`` attribute of the metric in one finished run file (empty if unknown)."""
+    if not ycol.startswith("metric."):
+        return results.default_unit(ycol) if ycol.endswith("_s") or "nfe" in ycol else ""
+    for status, name in zip(table["status"], table["file"]):
+        if status == "finished" and name and (folder / name).exists():
+            with contextlib.suppress(Exception):
+                return results.load(folder / name)["units"].get(ycol[len("metric."):]) or ""
+    return ""
