@@ -13,6 +13,7 @@ complex-step derivative (see :mod:`adjointcore.gradcheck`).
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,10 @@ __all__ = [
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
 DEFAULT_DTYPE = np.dtype(np.float64)
+
+#: Annotation for a NumPy, CuPy or emulated-device array. ``Any``: the array libraries' stubs
+#: disagree and the code is backend-generic (``xp = get_array_module(x)``).
+Array = Any
 
 
 def cupy_available() -> bool:

@@ -72,7 +72,8 @@ def check_array(name: str, x, *, ndim=None, shape=None, allow_complex=True, fini
             raise ShapeError(f"`{name}` must have {' or '.join(map(str, dims))} dimensions, got "
                              f"{_describe(x)}. {fix}".rstrip())
     if shape is not None:
-        if len(shape) != x.ndim or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+        if len(shape) != x.ndim or any(s is not None and s != d
+                                       for s, d in zip(shape, x.shape, strict=True)):
             want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
             raise ShapeError(f"`{name}` must have shape {want}, got {_describe(x)}. {fix}".rstrip())
     if finite:

@@ -23,6 +23,9 @@ from .errors import check_generator as _check_rng
 __all__ = ["kaiming_normal", "kaiming_uniform", "uniform", "xavier_uniform", "zeros",
            "WEIGHT_SCHEMES", "check_scheme", "init_weight", "init_bias"]
 
+_SQRT2 = math.sqrt(2.0)    # default Kaiming-normal gain (ReLU)
+_SQRT5 = math.sqrt(5.0)    # default Kaiming-uniform `a` (PyTorch's Linear/Conv default)
+
 
 # -- argument checks ------------------------------------------------------------------------------
 def _check_shape(shape) -> tuple:
@@ -71,7 +74,7 @@ def uniform(rng, shape, bound):
     return rng.uniform(-bound, bound, size=shape)
 
 
-def kaiming_normal(rng, shape, fan_in, gain=math.sqrt(2.0)):
+def kaiming_normal(rng, shape, fan_in, gain=_SQRT2):
     """Normal with mean 0 and standard deviation ``gain / sqrt(fan_in)`` [1]_.
 
     The default gain ``sqrt(2)`` preserves the second moment through ReLU layers.
@@ -87,7 +90,7 @@ def kaiming_normal(rng, shape, fan_in, gain=math.sqrt(2.0)):
     return rng.normal(0.0, gain / math.sqrt(fan_in), size=shape)
 
 
-def kaiming_uniform(rng, shape, fan_in, a=math.sqrt(5.0)):
+def kaiming_uniform(rng, shape, fan_in, a=_SQRT5):
     """Uniform with the variance of Kaiming-normal for a leaky ReLU of slope ``a`` [1]_.
 
     ``bound = gain * sqrt(3 / fan_in)`` with ``gain = sqrt(2 / (1 + a^2))``. The default

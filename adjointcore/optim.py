@@ -16,6 +16,7 @@ References
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -223,7 +224,7 @@ class StepDecay:
             raise TypeError(f"`milestones` must be a sequence of epochs, got {milestones!r}.") \
                 from exc
         ms = tuple(_int(f"milestones[{i}]", m, 1) for i, m in enumerate(ms))
-        if any(b <= a for a, b in zip(ms, ms[1:])):
+        if any(b <= a for a, b in pairwise(ms)):
             raise ValueError(f"`milestones` must be strictly increasing, got {list(ms)}; "
                              f"e.g. milestones=[30, 60, 90].")
         self.milestones = ms

@@ -5,7 +5,8 @@ pytest).
 the gradient of ``L = <y_bar, y(1)>`` with respect to ``y0`` and the parameters over ``n`` fixed
 RK4 steps of the MLP field of ``_fields.mlp_problem`` (default: batch 64 x 64 features, hidden
 64, tanh), with the taped default (``schedule=None``: backpropagation through the solver),
-StoreAll(), Uniform(every=32), Revolve(10) and Online(10), at ``n = 250`` and ``1000``. Peak memory is ``tracemalloc``'s peak above the level before the call (NumPy) or the
+StoreAll(), Uniform(every=32), Revolve(10) and Online(10), at ``n = 250`` and ``1000``. Peak
+memory is ``tracemalloc``'s peak above the level before the call (NumPy) or the
 CuPy pool's high-water mark (``--gpu``), reported in MiB and in units of one state
 (``batch * d * 8`` bytes).
 
@@ -22,9 +23,9 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from _fields import describe_problem, mlp_problem, peak_memory, run_cli
 
 import solvers
-from _fields import describe_problem, mlp_problem, peak_memory, run_cli
 from adjointcore.backend import get_array_module, to_host
 from adjointcore.checkpointing import Online, Revolve, StoreAll, Uniform
 from adjointcore.sensitivity.discrete import discrete_adjoint
@@ -77,7 +78,7 @@ def run(args):
         ref = None
         for schedule in schedules(args.snapshots, args.every):
             grad, peak, seconds = peak_memory(
-                lambda s=schedule: discrete_adjoint(prob.field, prob.y0, prob.params, grid,
+                lambda s=schedule, g=grid: discrete_adjoint(prob.field, prob.y0, prob.params, g,
                                                     prob.y_bar, method="rk4", schedule=s), xp)
             if ref is None:
                 ref = grad
@@ -87,7 +88,8 @@ def run(args):
             bound = ""
             if isinstance(schedule, (Revolve, Online)):
                 bound = f"{(schedule.snapshots * state_bytes + step_peak) / state_bytes:.1f}"
-            print(f"{n:>5} {'taped (None)' if schedule is None else repr(schedule):<22} {ck.forward_steps:>9} {ck.recomputed_steps:>7} "
+            label = "taped (None)" if schedule is None else repr(schedule)
+            print(f"{n:>5} {label:<22} {ck.forward_steps:>9} {ck.recomputed_steps:>7} "
                   f"{ck.max_live_snapshots:>5} {peak / 2**20:>9.2f} {peak / state_bytes:>10.1f} "
                   f"{bound:>9} {seconds:>8.2f} {str(same):>7}")
 

@@ -34,9 +34,9 @@ import io
 import pstats
 
 import numpy as np
+from _fields import best_time, describe_problem, mlp_problem, run_cli
 
 import solvers
-from _fields import best_time, describe_problem, mlp_problem, run_cli
 from adjointcore.backend import get_array_module
 from adjointcore.checkpointing import Uniform
 from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward

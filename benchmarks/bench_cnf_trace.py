@@ -44,7 +44,7 @@ def median_ms(funs, repeats: int) -> list:
         fun()
     times = [[] for _ in funs]
     for _ in range(repeats):
-        for fun, bucket in zip(funs, times):
+        for fun, bucket in zip(funs, times, strict=True):
             start = time.perf_counter()
             fun()
             bucket.append(time.perf_counter() - start)
@@ -85,7 +85,7 @@ def case(d: int, repeats: int, seed: int = 0) -> dict:
 
     names = ["field", "tiled", "closed", "hutch", "field+vjp", "tiled+vjp", "closed+vjp"]
     ms = dict(zip(names, median_ms([field, tiled, closed, hutch, field_vjp, tiled_vjp,
-                                    closed_vjp], repeats)))
+                                    closed_vjp], repeats), strict=True))
     return ms
 
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from _fields import best_time, describe_problem, mlp_problem, run_cli
 
 import solvers
 from adjointcore.backend import get_array_module
 from adjointcore.sensitivity import continuous_adjoint
-
-from _fields import best_time, describe_problem, mlp_problem, run_cli
 
 
 def main(argv=None):
@@ -50,8 +49,8 @@ def run(args):
     for variant in ("backsolve", "interpolated"):
         for semi in (False, True):
             # Each gradient includes its own forward solve (forward_solution=None), as in training.
-            t, g = best_time(lambda: continuous_adjoint(field, y0, params, t_obs, y_bars,
-                                                        variant=variant, seminorm=semi, **tol),
+            t, g = best_time(lambda v=variant, s=semi: continuous_adjoint(
+                field, y0, params, t_obs, y_bars, variant=v, seminorm=s, **tol),
                              args.repeat, xp)
             name = f"{variant}{' + seminorm' if semi else ''}"
             grads[name] = g

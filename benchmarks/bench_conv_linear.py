@@ -51,7 +51,7 @@ def median_ms(funs, repeats: int) -> list:
         fun()
     times = [[] for _ in funs]
     for _ in range(repeats):
-        for fun, bucket in zip(funs, times):
+        for fun, bucket in zip(funs, times, strict=True):
             start = time.perf_counter()
             fun()
             bucket.append(time.perf_counter() - start)

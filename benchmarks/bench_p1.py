@@ -113,7 +113,6 @@ import time
 from typing import Any, NamedTuple
 
 import numpy as np
-
 from _fields import MLPProblem, blas_threads, describe_problem, peak_memory
 
 SIZES = {"small": (16, 2, 16), "medium": (256, 32, 128), "large": (1024, 128, 512)}
@@ -305,12 +304,12 @@ def reference_rk4_gradient(prob, steps):
         dt = float(grid[i + 1] - grid[i])
         ks, stages = [], []
         for row in RK4_A:
-            yi = y + dt * sum(a * k for a, k in zip(row, ks)) if row else y
+            yi = y + dt * sum(a * k for a, k in zip(row, ks, strict=True)) if row else y
             Hi = np.tanh(yi @ W1.T + b1)
             ks.append(Hi @ W2.T + b2)
             stages.append((yi, Hi))
         tape.append((dt, stages))
-        y = y + dt * sum(b * k for b, k in zip(RK4_B, ks))
+        y = y + dt * sum(b * k for b, k in zip(RK4_B, ks, strict=True))
     a = prob.C
     grads = [np.zeros_like(w) for w in prob.weights]
     for dt, stages in reversed(tape):
@@ -318,7 +317,8 @@ def reference_rk4_gradient(prob, steps):
         for i in reversed(range(len(RK4_B))):
             yi, Hi = stages[i]
             s = (k_bar[i] @ W2) * (1 - Hi * Hi)
-            for g, inc in zip(grads, (s.T @ yi, s.sum(0), k_bar[i].T @ Hi, k_bar[i].sum(0))):
+            incs = (s.T @ yi, s.sum(0), k_bar[i].T @ Hi, k_bar[i].sum(0))
+            for g, inc in zip(grads, incs, strict=True):
                 g += inc
             u = s @ W1
             a = a + u

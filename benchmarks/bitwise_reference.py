@@ -21,8 +21,19 @@ import numpy as np
 from adjointcore.checkpointing import Online, Revolve, StoreAll, Uniform
 from adjointcore.fields import LayerField
 from adjointcore.gradcheck.catalog import builtin_examples
-from adjointcore.layers import (ConcatConv2d, ConcatLinear, Conv2d, ELU, GroupNorm, Linear,
-                                ReLU, Sequential, Sigmoid, Softplus, Tanh)
+from adjointcore.layers import (
+    ELU,
+    ConcatConv2d,
+    ConcatLinear,
+    Conv2d,
+    GroupNorm,
+    Linear,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Softplus,
+    Tanh,
+)
 from adjointcore.sensitivity import continuous_adjoint
 from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward, record_forward
 

@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from adjointcore.checkpointing import Revolve
-from adjointcore.layers import (Conv2d, ConcatConv2d, GroupNorm, Linear, Sequential, Tanh)
+from adjointcore.layers import ConcatConv2d, Conv2d, GroupNorm, Linear, Sequential, Tanh
 
 TOLERANCE = 1e-12
 
@@ -96,7 +96,7 @@ def compare_gradients(xp):
         y_d, cache_d = layer.forward(d_params, d_x)
         dev = (y_d,) + tuple(layer.vjp(d_params, cache_d, d_bar))
         diffs = {key: relative_difference(d, c)
-                 for key, d, c in zip(("y", "x_bar", "params_bar"), dev, cpu)}
+                 for key, d, c in zip(("y", "x_bar", "params_bar"), dev, cpu, strict=True)}
         rows.append({"problem": name, **diffs,
                      "passed": all(v <= TOLERANCE for v in diffs.values())})
     return rows
@@ -125,7 +125,7 @@ def time_rows(xp, sync, repeat, quick):
             z0 = xp.asarray(np.random.default_rng(1).standard_normal((b, d)).astype(dtype))
             weights = xp.asarray(np.random.default_rng(2).standard_normal((b, d)).astype(dtype))
 
-            def run():
+            def run(block=block, params=params, z0=z0, weights=weights):
                 y, cache = block.forward(params, z0)
                 block.vjp(params, cache, weights)
             run()                                         # warm-up (kernels compiled)

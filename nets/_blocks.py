@@ -62,7 +62,7 @@ def block_offsets(blocks, where: str = "blocks[{}]", start: int = 0) -> tuple:
 
 def split_params(params, offsets) -> list:
     """Each block's slice ``params[offsets[i]:offsets[i + 1]]`` (views, in order)."""
-    return [params[lo:hi] for lo, hi in zip(offsets[:-1], offsets[1:])]
+    return [params[lo:hi] for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
 def concat_param_bars(bars, offsets, like, where: str = "blocks[{}]", start: int = 0):
@@ -82,7 +82,7 @@ def concat_param_bars(bars, offsets, like, where: str = "blocks[{}]", start: int
     """
     xp = get_array_module(like)
     parts = []
-    for i, (b, lo, hi) in enumerate(zip(bars, offsets[:-1], offsets[1:])):
+    for i, (b, lo, hi) in enumerate(zip(bars, offsets[:-1], offsets[1:], strict=True)):
         if b is None:
             if hi > lo:
                 raise TypeError(f"{where.format(i + start)}.vjp returned params_bar=None with "

@@ -293,7 +293,7 @@ def _coefficients(tau, v, rho, xp, dtype, batch, check_values=True):
                  and not np.isscalar(value) for value in (tau, v, rho)]
     if any(on_device):
         arrays = tuple(xp.asarray(a, dtype=dtype) for a in (tau, v, rho))
-        for name, value in zip(("tau", "v", "rho"), (tau, v, rho)):
+        for name, value in zip(("tau", "v", "rho"), (tau, v, rho), strict=True):
             if getattr(value, "dtype", np.dtype(float)).kind not in "fiu":
                 raise ParameterError(f"`{name}` must be real, got dtype {value.dtype}.")
         if check_values:
@@ -305,7 +305,7 @@ def _coefficients(tau, v, rho, xp, dtype, batch, check_values=True):
         hosts = tuple(_ShapeOnly(a.shape) for a in arrays)
     else:
         hosts = tuple(np.asarray(to_host(value)) for value in (tau, v, rho))
-        for name, host, value in zip(("tau", "v", "rho"), hosts, (tau, v, rho)):
+        for name, host, value in zip(("tau", "v", "rho"), hosts, (tau, v, rho), strict=True):
             if host.dtype.kind not in "fiu":
                 raise ParameterError(f"`{name}` must be real, got dtype {host.dtype} "
                                      f"({value!r}).")
@@ -353,7 +353,9 @@ def _sum_to_shape(g, shape):
     lead = g.ndim - len(shape)
     if lead:
         g = g.sum(axis=tuple(range(lead)))
-    axes = tuple(i for i, (s, n) in enumerate(zip(shape, g.shape)) if s == 1 and n != 1)
+    # strict=False keeps the historical pairing when g has fewer axes than shape
+    axes = tuple(i for i, (s, n) in enumerate(zip(shape, g.shape, strict=False))
+                 if s == 1 and n != 1)
     if axes:
         g = g.sum(axis=axes, keepdims=True)
     return g.reshape(shape)
@@ -483,7 +485,7 @@ class RDAEvolution:
                                  f"kernel: tau, v0, v1, rho), got "
                                  f"{getattr(p, 'shape', type(p).__name__)}; use init().")
         out, o = [], 0
-        for n, (_, _, shape) in zip(self._tau_sizes, self._kernels):
+        for n, (_, _, shape) in zip(self._tau_sizes, self._kernels, strict=True):
             tau = p[o:o + n].reshape((n,) + (1,) * (len(shape) - 3)) if self.per_channel \
                 else p[o].reshape(())
             out.append((tau, p[o + n:o + n + 2], p[o + n + 2].reshape(())))
@@ -510,7 +512,7 @@ class RDAEvolution:
         """
         self._check_w(w)
         w_next, caches = w.copy(), []
-        for (_, o, shape), (tau, v, rho) in zip(self._kernels, self.coefficients(p)):
+        for (_, o, shape), (tau, v, rho) in zip(self._kernels, self.coefficients(p), strict=True):
             n = math.prod(shape)
             y, c = rda_step(w[o:o + n].reshape(shape), dt, tau, v, rho, self.sigma,
                             self.spacing, check_values=not checked)
@@ -523,7 +525,7 @@ class RDAEvolution:
         self._check_w(w_next_bar)
         xp = get_array_module(w_next_bar)
         w_bar, parts = w_next_bar.copy(), []
-        for (_, o, shape), c in zip(self._kernels, cache.kernels):
+        for (_, o, shape), c in zip(self._kernels, cache.kernels, strict=True):
             n = math.prod(shape)
             wb, g = rda_step_vjp(c, w_next_bar[o:o + n].reshape(shape), need_params)
             w_bar[o:o + n] = wb.reshape(-1)

@@ -43,8 +43,15 @@ from adjointcore.backend import as_dtype, get_array_module, real_dtype
 from adjointcore.errors import check_array, check_params
 from adjointcore.layers.base import Layer, call_vjp
 
-from ._blocks import (block_context, block_offsets, check_residual_shape, concat_param_bars,
-                      init_blocks, prefixed_shapes, split_params)
+from ._blocks import (
+    block_context,
+    block_offsets,
+    check_residual_shape,
+    concat_param_bars,
+    init_blocks,
+    prefixed_shapes,
+    split_params,
+)
 
 __all__ = ["linear_survival", "resolve_survival", "draw_gates", "check_mode", "ShakeShake",
            "ShakeShakeCache", "MODES", "GATE_LEVELS"]
@@ -234,7 +241,8 @@ class ShakeShake(Layer):
             if not self.exact_gradient:
                 beta = rng.random(size)
         outs, caches = [], []
-        for i, (branch, p) in enumerate(zip(self.branches, split_params(params, self._offsets))):
+        parts = split_params(params, self._offsets)
+        for i, (branch, p) in enumerate(zip(self.branches, parts, strict=True)):
             ctx = block_context(branch, f"branch{i + 1}", rng)
             f, cache = branch.forward(p, x, **ctx)
             check_residual_shape(f, x, f"branch{i + 1}")
@@ -254,7 +262,8 @@ class ShakeShake(Layer):
         check_params("params", params, self.n_params, owner="ShakeShake")
         x_bar, bars = None, []
         for branch, p, c, bc in zip(self.branches, split_params(params, self._offsets),
-                                    (cache.c1, cache.c2), (cache.cache1, cache.cache2)):
+                                    (cache.c1, cache.c2), (cache.cache1, cache.cache2),
+                                    strict=True):
             xb, pb = call_vjp(branch, p, bc, c * y_bar, need_params)
             x_bar = xb if x_bar is None else x_bar + xb
             bars.append(pb)

@@ -66,8 +66,14 @@ import numpy as np
 
 from adjointcore.backend import as_dtype, get_array_module
 from adjointcore.checkpointing import StoreAll, run_adjoint
-from adjointcore.errors import (ParameterError, ShapeError, check_array, check_generator,
-                                check_params, check_positive_int)
+from adjointcore.errors import (
+    ParameterError,
+    ShapeError,
+    check_array,
+    check_generator,
+    check_params,
+    check_positive_int,
+)
 from adjointcore.layers.base import Layer, call_vjp, init_child
 
 from ._rda import RDAEvolution, RDAEvolutionCache

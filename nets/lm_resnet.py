@@ -52,10 +52,24 @@ from adjointcore.backend import as_dtype, get_array_module, real_dtype
 from adjointcore.errors import check_array, check_params
 from adjointcore.layers.base import Layer, call_vjp
 
-from ._blocks import (block_context, block_offsets, check_residual_shape, concat_param_bars,
-                      init_blocks, prefixed_shapes, split_params)
-from ._stochastic import (GATE_LEVELS, ShakeShake, ShakeShakeCache, check_mode, draw_gates,
-                          linear_survival, resolve_survival)
+from ._blocks import (
+    block_context,
+    block_offsets,
+    check_residual_shape,
+    concat_param_bars,
+    init_blocks,
+    prefixed_shapes,
+    split_params,
+)
+from ._stochastic import (
+    GATE_LEVELS,
+    ShakeShake,
+    ShakeShakeCache,
+    check_mode,
+    draw_gates,
+    linear_survival,
+    resolve_survival,
+)
 
 __all__ = ["ResNetStack", "LMStack", "StackCache", "zero_stable", "linear_survival",
            "ShakeShake", "ShakeShakeCache", "K_INIT_PAPER"]
@@ -254,7 +268,7 @@ class ResNetStack(Layer):
         k = self.views(params)["k"] if self._has_k else None
         caches, states = [], []
         u_prev, u = None, x
-        for n, (block, p) in enumerate(zip(self.blocks, self.block_params(params))):
+        for n, (block, p) in enumerate(zip(self.blocks, self.block_params(params), strict=True)):
             fu, cache = self._block_forward(n, block, p, u, scales[n], rng)
             caches.append(cache)
             if k is None:

@@ -9,8 +9,9 @@ a state of their own" below).
 
 Gradient methods (:func:`adjointcore.sensitivity.trajectory_gradient`, the one entry point)
 ------------------------------------------------------------------------------------------------
-``"discrete"``      exact gradient of the discrete map (fixed grid, or the frozen accepted grid of an
-                    adaptive solve) under a checkpoint ``schedule`` (default: taped store-all);
+``"discrete"``      exact gradient of the discrete map (fixed grid, or the frozen accepted grid
+                    of an adaptive solve) under a checkpoint ``schedule`` (default: taped
+                    store-all);
 ``"backsolve"``     continuous adjoint, state reconstructed backwards (Chen et al. 2018);
 ``"interpolated"``  continuous adjoint on the forward dense output (CVODES style).
 
@@ -46,8 +47,7 @@ from adjointcore.errors import check_array, check_positive_int
 from adjointcore.fields import LayerField
 from adjointcore.layers.base import Layer
 from adjointcore.layers.shape import ChannelPad
-from adjointcore.sensitivity import (GRADIENTS, begin_trajectory_gradient,
-                                     check_gradient_options)
+from adjointcore.sensitivity import GRADIENTS, begin_trajectory_gradient, check_gradient_options
 
 __all__ = ["ODEBlock", "ODEBlockCache", "GRADIENTS", "as_block_field"]
 

@@ -3,8 +3,15 @@ adjoints, step-size control, dense output and the ``solve`` driver.
 
 Imports no other package of this repository.
 """
-from ._controller import (ControllerState, IController, PIController, block_tolerance,
-                          initial_step, per_sample_rms_norm, rms_norm)
+from ._controller import (
+    ControllerState,
+    IController,
+    PIController,
+    block_tolerance,
+    initial_step,
+    per_sample_rms_norm,
+    rms_norm,
+)
 from ._dense import DenseOutput
 from ._field import CallableField, FieldKernel, as_field, check_field_output, field_kernel, is_field
 from ._result import MESSAGES, Solution, SolveError, Status
@@ -12,8 +19,8 @@ from ._rk import RKStages, rk_step, rk_step_vjp
 from ._solve import adaptive_methods, solve
 from ._stepper import RKStepper, get_stepper
 from ._tableau import ButcherTableau
-from .tableaux import TABLEAUX, get_tableau
 from ._work import Work
+from .tableaux import TABLEAUX, get_tableau
 
 __all__ = [
     "ButcherTableau", "TABLEAUX", "get_tableau",

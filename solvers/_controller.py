@@ -121,7 +121,7 @@ def block_tolerance(sizes, values):
         raise ValueError(f"block_tolerance: got {len(sizes)} sizes but {len(values)} values")
     if any(int(n) != n or n < 0 for n in sizes):
         raise ValueError(f"block_tolerance: `sizes` must be non-negative ints, got {sizes}")
-    return np.concatenate([np.full(int(n), float(v)) for n, v in zip(sizes, values)])
+    return np.concatenate([np.full(int(n), float(v)) for n, v in zip(sizes, values, strict=True)])
 
 
 def _host(tol):

@@ -60,7 +60,8 @@ LMM_STEPPERS = {
 
 
 def get_lmm_stepper(method: str, **options):
-    """Build the linear multistep stepper ``method`` (a key of ``LMM_STEPPERS``) with ``options``."""
+    """Build the linear multistep stepper ``method`` (a key of ``LMM_STEPPERS``) with
+    ``options``."""
     if method not in LMM_STEPPERS:
         raise ValueError(f"get_lmm_stepper: unknown method {method!r}; choose one of "
                          f"{sorted(LMM_STEPPERS)}.")

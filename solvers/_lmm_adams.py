@@ -23,7 +23,8 @@ __all__ = ["AdamsStepper"]
 
 # Start-up Runge-Kutta method per Adams order: an order >= p one-step method keeps global order p
 # (p-1 start-up steps with local error O(h^(q+1)), q >= p). RK4 suffices for order 5 because its
-# local error is O(h^5) and there are only four start-up steps (verified in tests/solvers/test_lmm.py).
+# local error is O(h^5) and there are only four start-up steps (verified in
+# tests/solvers/test_lmm.py).
 _ADAMS_STARTUP = {1: None, 2: "heun", 3: "rk3", 4: "rk4", 5: "rk4"}
 
 
@@ -88,13 +89,14 @@ class AdamsStepper(MultistepStepper):
 
     def _predict(self, y, h, fs):
         out = y
-        for beta_j, f_j in zip(self.beta, fs):
+        for beta_j, f_j in zip(self.beta, fs, strict=True):
             out = out + (h * beta_j) * f_j
         return out
 
     def _correct(self, y, h, f_star, fs):
         out = y + (h * self.beta_corrector[0]) * f_star
-        for beta_j, f_j in zip(self.beta_corrector[1:], fs):
+        # AM p has p coefficients: beta*_1.. pair with f_n..f_{n-p+2}; the oldest f is unused
+        for beta_j, f_j in zip(self.beta_corrector[1:], fs, strict=False):
             out = out + (h * beta_j) * f_j
         return out
 

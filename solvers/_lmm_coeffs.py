@@ -44,7 +44,8 @@ def _integrate_lagrange_basis(nodes, j):
 
 
 def _check_order(name, order, lowest):
-    if isinstance(order, bool) or not isinstance(order, int) or not lowest <= order <= MAX_ADAMS_ORDER:
+    if (isinstance(order, bool) or not isinstance(order, int)
+            or not lowest <= order <= MAX_ADAMS_ORDER):
         raise ValueError(f"{name}: order must be an int in [{lowest}, {MAX_ADAMS_ORDER}], got "
                          f"{order!r}; pick one of {list(range(lowest, MAX_ADAMS_ORDER + 1))}.")
 
@@ -114,8 +115,8 @@ def lmm_error_constants(alpha, beta, n_terms):
     for m in range(n_terms):
         if m > 0:
             factorial *= m
-        c = sum(a * x ** m for a, x in zip(alpha, xs)) / factorial
+        c = sum(a * x ** m for a, x in zip(alpha, xs, strict=True)) / factorial
         if m > 0:
-            c -= sum(b * x ** (m - 1) for b, x in zip(beta, xs)) * m / factorial
+            c -= sum(b * x ** (m - 1) for b, x in zip(beta, xs, strict=True)) * m / factorial
         out.append(c)
     return out

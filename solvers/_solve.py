@@ -38,14 +38,20 @@ import numpy as np
 from ._controller import PIController, initial_step, rms_norm
 from ._dense import DenseOutput, hermite_coefficients, tableau_coefficients
 from ._field import field_kernel
-from ._inputs import (check_first_step, check_positive_int, check_t_eval, check_t_span,
-                      check_tolerance_shape, check_y0)
+from ._inputs import (
+    check_first_step,
+    check_positive_int,
+    check_t_eval,
+    check_t_span,
+    check_tolerance_shape,
+    check_y0,
+)
 from ._result import MESSAGES, Solution, SolveError, Status
 from ._rk import RKStages, rk_step
 from ._stepper import get_stepper, is_rk_method
+from ._work import Work
 from ._xp import get_array_module
 from .tableaux import TABLEAUX, get_tableau
-from ._work import Work
 
 #: Default tolerances of adaptive solves.
 DEFAULT_RTOL = 1e-6
@@ -309,7 +315,7 @@ def _stepper_loop(field, stepper, t0, t1, y0, params, n_fixed, max_steps, dense,
                 watch.cut(rec, n + 1, bad, 1.0 if t1 > t0 else -1.0)
                 break
     if dense and len(rec.hs):
-        fs = [field.forward(ti, yi, params)[0] for ti, yi in zip(rec.grid, rec.ys)]
+        fs = [field.forward(ti, yi, params)[0] for ti, yi in zip(rec.grid, rec.ys, strict=True)]
         rec.nfe += len(fs)
         rec.coeffs = [hermite_coefficients(hi, rec.ys[i], rec.ys[i + 1], fs[i], fs[i + 1])
                       for i, hi in enumerate(rec.hs)]

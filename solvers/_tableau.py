@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ._xp import Array
+
 #: Absolute tolerance for the algebraic checks. Coefficients given as exact fractions satisfy
 #: them to a few ulps; Tsit5's published 16-digit decimals to about 1e-15.
 COEFF_TOL = 1e-12
@@ -133,16 +135,16 @@ class ButcherTableau:
         On any violated invariant, naming it and showing the offending values.
     """
 
-    c: np.ndarray
-    a: np.ndarray
-    b: np.ndarray
-    b_err: np.ndarray | None = None
+    c: Array
+    a: Array
+    b: Array
+    b_err: Array | None = None
     order: int = 0
     err_order: int | None = None
     name: str = ""
-    dense: np.ndarray | None = None
+    dense: Array | None = None
     fsal: bool = field(init=False)
-    live: np.ndarray = field(init=False)
+    live: Array = field(init=False)
     #: ``c`` as Python floats and the number of live stages, derived once (read on every step).
     c_floats: tuple = field(init=False, repr=False, compare=False)
     _n_live: int = field(init=False, repr=False, compare=False)

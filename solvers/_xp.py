@@ -1,5 +1,10 @@
 """Array-module lookup for ``solvers`` (kept local: ``solvers`` imports nothing from this repo)."""
+from typing import Any
+
 import numpy as np
+
+#: Annotation for a NumPy, CuPy or emulated-device array (``Any``: backend-generic code).
+Array = Any
 
 
 def get_array_module(*arrays):

@@ -10,12 +10,10 @@ Schedules: :class:`StoreAll`, :class:`Uniform` (every k-th state), :class:`Revol
 optimal for known ``n``), :class:`Online` (unknown ``n``). Snapshot budgets count the snapshot
 of ``x_0``. See :mod:`._revolve` for the exact counting convention.
 """
-from ._actions import (Action, EndForward, EndReverse, Forward, Free, Restore, Reverse,
-                       Store)
-from ._executor import PendingAdjoint, checkpoint_work, begin_adjoint, replay, run_adjoint
+from ._actions import Action, EndForward, EndReverse, Forward, Free, Restore, Reverse, Store
+from ._executor import PendingAdjoint, begin_adjoint, checkpoint_work, replay, run_adjoint
 from ._online import Online, online_ratio
-from ._revolve import (Revolve, beta, optimal_extra_steps, optimal_forward_steps,
-                       repetition_number)
+from ._revolve import Revolve, beta, optimal_extra_steps, optimal_forward_steps, repetition_number
 from ._schedules import DEFAULT_TAPE_BYTES, Schedule, StoreAll, Taped, Uniform
 from ._store import CheckpointError, SnapshotStore
 

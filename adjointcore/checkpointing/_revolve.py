@@ -113,7 +113,8 @@ def reversal(positions, n: int, slots):
     """
     ends = list(positions[1:]) + [n - 1]
     stack = [EndReverse()]
-    for j, (p, b) in enumerate(zip(positions, ends)):
+    # strict=False: no positions (nothing stored) leaves `ends == [n - 1]` unpaired, as intended
+    for j, (p, b) in enumerate(zip(positions, ends, strict=False)):
         stack.append(Free(p))
         if b > p:
             stack.extend(((_STORED, p, b, slots[j]), Restore(p)))
@@ -151,7 +152,7 @@ def sweep_cost(positions, n: int, slots) -> int:
     """Forward steps of :func:`offline_plan` (closed form, O(len(positions)))."""
     ends = list(positions[1:]) + [n - 1]
     return n + sum(optimal_extra_steps(b - p, slots[j])
-                   for j, (p, b) in enumerate(zip(positions, ends)) if b > p)
+                   for j, (p, b) in enumerate(zip(positions, ends, strict=False)) if b > p)
 
 
 def check_n_steps(n_steps, schedule: str) -> int:

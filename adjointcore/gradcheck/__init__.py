@@ -22,8 +22,8 @@ from ._complex import complex_step
 from ._dot import dot_product_test
 from ._fd import auto_step, central_difference, relative_error, richardson_difference
 from ._jvp import JVP_CHECKS, check_jvp, default_jvp_tolerances
-from ._second import SECOND_ORDER_CHECKS, check_jvp_vjp, default_second_order_tolerances
 from ._layer import CHECKS, LayerReport, check_layer, default_tolerances
+from ._second import SECOND_ORDER_CHECKS, check_jvp_vjp, default_second_order_tolerances
 from ._taylor import TaylorResult, TaylorTestError, taylor_test
 
 __all__ = [

@@ -45,8 +45,18 @@ from ..errors import check_array
 from ._complex import complex_step
 from ._dot import dot_product_test
 from ._fd import central_difference, relative_error
-from ._layer import (LayerReport, _call_vjp, _check_output, _layer_name, _make_forward,
-                     _protocol_failures, _tol_key, _unit, _what, resolve_params)
+from ._layer import (
+    LayerReport,
+    _call_vjp,
+    _check_output,
+    _layer_name,
+    _make_forward,
+    _protocol_failures,
+    _tol_key,
+    _unit,
+    _what,
+    resolve_params,
+)
 
 __all__ = ["check_jvp", "JVP_CHECKS", "default_jvp_tolerances"]
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..layers.activation import ELU, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
 from ..layers.compose import Residual, Sequential
-from ..layers.conv import Conv2d, ConcatConv2d
+from ..layers.conv import ConcatConv2d, Conv2d
 from ..layers.dropout import Dropout
 from ..layers.elementwise import Parallel, Scale
 from ..layers.linear import ConcatLinear, Linear

@@ -13,8 +13,9 @@ import numpy as np
 from ..backend import is_cupy_array
 from ..errors import NonFiniteError, ParameterError, ShapeError, check_array, check_params
 
-__all__ = ["init_child", "prefixed_shapes", "check_child_layer", "check_backends", "check_flag", "check_mode", "check_y_bar", "finite_float",
-           "out_dtype", "time_value", "check_x_dot", "check_params_dot"]
+__all__ = ["init_child", "prefixed_shapes", "check_child_layer", "check_backends", "check_flag",
+           "check_mode", "check_y_bar", "finite_float", "out_dtype", "time_value", "check_x_dot",
+           "check_params_dot"]
 
 
 def check_backends(owner, params, x) -> None:

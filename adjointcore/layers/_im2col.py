@@ -238,7 +238,7 @@ def reshape_is_view(shape, strides, new_shape) -> bool:
     """
     if 0 in tuple(shape):
         return True
-    old = [(int(d), int(s)) for d, s in zip(shape, strides) if d != 1]
+    old = [(int(d), int(s)) for d, s in zip(shape, strides, strict=True) if d != 1]
     new = [int(d) for d in new_shape]
     oi, oj, ni, nj = 0, 1, 0, 1
     while ni < len(new) and oi < len(old):
@@ -344,15 +344,15 @@ def phase_columns(x, geom: Geometry, out_hw):
     homes = set(need_a) <= home_a.keys() and set(need_b) <= home_b.keys()
     planes = None if homes else xp.empty((c, sh, sw, n, ho, wo), dtype=x.dtype)
     hus, wus = _phase_lengths(h, sh), _phase_lengths(w, sw)
+
+    def plane(blocks, cs, py, px):
+        return blocks[:, home_a[py], home_b[px]] if homes else planes[cs, py, px]
+
     for cs in _channel_chunks(xp, c, m * x.dtype.itemsize):    # keep each chunk cache-resident
         blocks = out[cs].reshape(-1, kh, kw, n, ho, wo)
-
-        def plane(py, px):
-            return blocks[:, home_a[py], home_b[px]] if homes else planes[cs, py, px]
-
         for py in need_a:
             for px in need_b:
-                target, hu, wu = plane(py, px), hus[py], wus[px]
+                target, hu, wu = plane(blocks, cs, py, px), hus[py], wus[px]
                 target[:, :, :hu, :wu] = x[cs, :, py::sh, px::sw]
                 target[:, :, hu:, :] = 0                              # pixels beyond the image
                 target[:, :, :hu, wu:] = 0
@@ -365,7 +365,7 @@ def phase_columns(x, geom: Geometry, out_hw):
                     continue
                 delta = da * wo + db
                 lo, hi = max(0, -delta), min(m, m - delta)
-                source = plane(py, px).reshape(-1, m)
+                source = plane(blocks, cs, py, px).reshape(-1, m)
                 out[cs, a, b, lo:hi] = source[:, lo + delta:hi + delta]
                 _zero_outside(blocks[:, a, b], da, db)   # windows that wrapped read padding
     return out

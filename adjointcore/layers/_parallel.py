@@ -107,7 +107,7 @@ def chunked(kernel, out, *arrays) -> None:
         return
     flat = [a.reshape(-1) for a in (out,) + arrays]
     bounds = [size * i // n for i in range(n + 1)]
-    parts = [[f[lo:hi] for f in flat] for lo, hi in zip(bounds[:-1], bounds[1:])]
+    parts = [[f[lo:hi] for f in flat] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     futures = [_pool(n - 1).submit(kernel, *p) for p in parts[1:]]
     kernel(*parts[0])                        # the calling thread takes the first chunk
     for future in futures:

@@ -80,8 +80,14 @@ import numpy as np
 
 from ..backend import as_dtype, get_array_module
 from ..errors import ParameterError, check_array, check_generator, check_params
-from ._checks import (check_child_layer, check_params_dot, check_x_dot, check_y_bar, init_child,
-                      prefixed_shapes)
+from ._checks import (
+    check_child_layer,
+    check_params_dot,
+    check_x_dot,
+    check_y_bar,
+    init_child,
+    prefixed_shapes,
+)
 
 __all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "param_layout",
            "accepts_need_params", "call_vjp", "call_jvp", "kernel_jvp", "tangent_sum",
@@ -319,7 +325,7 @@ class Layer:
         sizes = [prod(s) for s in shapes.values()]
         check_params("params", params, sum(sizes), owner=self)
         out, offset = {}, 0
-        for (name, shape), size in zip(shapes.items(), sizes):
+        for (name, shape), size in zip(shapes.items(), sizes, strict=True):
             out[name] = params[offset:offset + size].reshape(shape)
             offset += size
         return out

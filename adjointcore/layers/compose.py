@@ -14,8 +14,16 @@ import numpy as np
 from ..backend import as_dtype, get_array_module
 from ..errors import ParameterError, ShapeError, check_array, check_generator, check_params
 from ._checks import check_child_layer, check_params_dot, init_child, prefixed_shapes
-from .base import (Layer, SecondOrderBars, add_time_bar, call_jvp, call_jvp_vjp, call_vjp,
-                   kernel_jvp, layer_kernel)
+from .base import (
+    Layer,
+    SecondOrderBars,
+    add_time_bar,
+    call_jvp,
+    call_jvp_vjp,
+    call_vjp,
+    kernel_jvp,
+    layer_kernel,
+)
 
 __all__ = ["Sequential", "Residual", "ResidualCache"]
 
@@ -189,7 +197,7 @@ class Sequential(_Composite):
     def forward(self, params, x, **context):
         """Apply the children in order; returns ``(y, caches)`` with one cache per child."""
         caches = []
-        for i, (child, p) in enumerate(zip(self.layers, self.slices(params))):
+        for i, (child, p) in enumerate(zip(self.layers, self.slices(params), strict=True)):
             kwargs = _child_context(child, f"layers[{i}]", context)
             x, cache = child.forward(p, x, **kwargs)
             caches.append(cache)
@@ -217,7 +225,7 @@ class Sequential(_Composite):
     def apply(self, params, x, t=None, rng=None, tape=True):
         """Unchecked :meth:`forward` (``tape=False``: no caches)."""
         caches = []
-        for kernel, sl in zip(self._kernels, self._slices):
+        for kernel, sl in zip(self._kernels, self._slices, strict=True):
             x, cache = kernel.apply(params[sl], x, t, rng, tape)
             caches.append(cache)
         return x, (tuple(caches) if tape else None)
@@ -256,14 +264,14 @@ class Sequential(_Composite):
             raise TypeError(f"`cache` must be the tuple of {len(self.layers)} child caches "
                             f"returned by Sequential.forward, got {type(cache).__name__}.")
         self._check_jvp_inputs(params, x_dot, params_dot)
-        for i, (child, sl) in enumerate(zip(self.layers, self._slices)):
+        for i, (child, sl) in enumerate(zip(self.layers, self._slices, strict=True)):
             x_dot = call_jvp(child, params[sl], cache[i], x_dot, _child_tangent(params_dot, sl),
                              self._where(i))
         return x_dot
 
     def apply_jvp(self, params, cache, x_dot, params_dot=None):
         """Unchecked :meth:`jvp` (children's fast paths)."""
-        for i, (kernel, sl) in enumerate(zip(self._kernels, self._slices)):
+        for i, (kernel, sl) in enumerate(zip(self._kernels, self._slices, strict=True)):
             x_dot = kernel_jvp(kernel, params[sl], cache[i], x_dot,
                                _child_tangent(params_dot, sl), self._where(i))
         return x_dot

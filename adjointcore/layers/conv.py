@@ -41,10 +41,20 @@ from typing import Any, NamedTuple
 from .. import init as initmod
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
-from ._im2col import (Geometry, accumulate_windows, columns_are_view, crop_hw, make_geometry,
-                      output_hw, pad_channel_major, phase_accumulate, phase_columns,
-                      window_counts, windows)
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
+from ._im2col import (
+    Geometry,
+    accumulate_windows,
+    columns_are_view,
+    crop_hw,
+    make_geometry,
+    output_hw,
+    pad_channel_major,
+    phase_accumulate,
+    phase_columns,
+    window_counts,
+    windows,
+)
 from .base import Layer, SecondOrderBars, param_layout, tangent_sum
 
 __all__ = ["Conv2d", "ConcatConv2d", "ConvCache"]

@@ -14,8 +14,16 @@ import numpy as np
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array, check_params, check_positive_int
 from ._checks import check_y_bar, out_dtype
-from .base import (Layer, SecondOrderBars, add_time_bar, call_jvp, call_jvp_vjp, kernel_jvp,
-                   param_layout, tangent_sum)
+from .base import (
+    Layer,
+    SecondOrderBars,
+    add_time_bar,
+    call_jvp,
+    call_jvp_vjp,
+    kernel_jvp,
+    param_layout,
+    tangent_sum,
+)
 from .compose import _child_tangent, _Composite
 
 __all__ = ["Scale", "Parallel", "ScaleCache", "ParallelCache"]
@@ -197,7 +205,7 @@ class Parallel(_Composite):
         """``(sum of the branches' outputs, ParallelCache)``; checks each branch's output."""
         check_params("params", params, self.n_params, owner=self)
         y, caches = None, []
-        for i, (branch, sl) in enumerate(zip(self.branches, self._slices)):
+        for i, (branch, sl) in enumerate(zip(self.branches, self._slices, strict=True)):
             ctx = {}
             if getattr(branch, "time_dependent", False):
                 ctx["t"] = t
@@ -215,7 +223,7 @@ class Parallel(_Composite):
     def apply(self, params, x, t=None, rng=None, tape=True):
         """Unchecked :meth:`forward`."""
         y, caches = None, []
-        for kernel, sl in zip(self._kernels, self._slices):
+        for kernel, sl in zip(self._kernels, self._slices, strict=True):
             out, cache = kernel.apply(params[sl], x, t, rng, tape)
             y = out if y is None else y + out
             caches.append(cache)
@@ -233,7 +241,7 @@ class Parallel(_Composite):
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
         """Unchecked :meth:`vjp`; each branch writes into its slice of ``params_bar``."""
         x_bar = None
-        for kernel, sl, c in zip(self._kernels, self._slices, cache.branches):
+        for kernel, sl, c in zip(self._kernels, self._slices, cache.branches, strict=True):
             xb = kernel.apply_vjp(params[sl], c, y_bar,
                                   None if params_bar is None else params_bar[sl])
             x_bar = xb if x_bar is None else x_bar + xb
@@ -260,7 +268,8 @@ class Parallel(_Composite):
                             f"{type(cache).__name__}.")
         self._check_jvp_inputs(params, x_dot, params_dot)
         y_dot = None
-        for i, (branch, sl, c) in enumerate(zip(self.branches, self._slices, cache.branches)):
+        for i, (branch, sl, c) in enumerate(zip(self.branches, self._slices, cache.branches,
+                                                strict=True)):
             out = call_jvp(branch, params[sl], c, x_dot, _child_tangent(params_dot, sl),
                            self._where(i))
             if y_dot is not None and tuple(getattr(out, "shape", ())) != tuple(y_dot.shape):
@@ -273,7 +282,8 @@ class Parallel(_Composite):
     def apply_jvp(self, params, cache, x_dot, params_dot=None):
         """Unchecked :meth:`jvp`."""
         y_dot = None
-        for i, (kernel, sl, c) in enumerate(zip(self._kernels, self._slices, cache.branches)):
+        for i, (kernel, sl, c) in enumerate(zip(self._kernels, self._slices, cache.branches,
+                                                strict=True)):
             out = kernel_jvp(kernel, params[sl], c, x_dot, _child_tangent(params_dot, sl),
                              self._where(i))
             y_dot = out if y_dot is None else y_dot + out
@@ -290,7 +300,8 @@ class Parallel(_Composite):
         """
         x_bar = x_dot_bar = t_bar = None
         p_bars, pd_bars = [], []
-        for i, (kernel, sl, c) in enumerate(zip(self._kernels, self._slices, cache.branches)):
+        for i, (kernel, sl, c) in enumerate(zip(self._kernels, self._slices, cache.branches,
+                                                strict=True)):
             r = call_jvp_vjp(kernel, params[sl], c, x_dot, _child_tangent(params_dot, sl),
                              y_dot_bar, y_bar, self._where(i))
             x_bar = r.x_bar if x_bar is None else x_bar + r.x_bar

@@ -14,9 +14,17 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array
-from ._im2col import (Geometry, accumulate_windows, crop_hw, make_geometry, output_hw, pad_hw,
-                      window_counts, windows)
 from ._checks import check_y_bar
+from ._im2col import (
+    Geometry,
+    accumulate_windows,
+    crop_hw,
+    make_geometry,
+    output_hw,
+    pad_hw,
+    window_counts,
+    windows,
+)
 from .base import ParameterFree
 
 __all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "MaxPoolCache", "ShapeCache"]

@@ -10,15 +10,36 @@
   ``"interpolated"`` and ``"backsolve"`` variants and seminorm error control; the augmented
   backward system is the vector field :class:`AugmentedField`.
 """
-from ._augmented import (AugmentedField, AugmentedLayout, AugmentedState, SemiNorm,
-                         augmented_layout, pack_augmented, unpack_augmented)
+from ._augmented import (
+    AugmentedField,
+    AugmentedLayout,
+    AugmentedState,
+    SemiNorm,
+    augmented_layout,
+    pack_augmented,
+    unpack_augmented,
+)
 from ._cotangents import check_cotangents
 from .check import SolveGradientReport, check_solve_gradient
 from .continuous import ContinuousGradient, continuous_adjoint
-from .trajectory import (GRADIENTS, TrajectoryGradient, TrajectorySweep,
-                         begin_trajectory_gradient, check_gradient_options, trajectory_gradient)
-from .discrete import (CountingField, DiscreteGradient, Recording, check_grid,
-                       discrete_adjoint, grid_forward, obs_steps_on_grid, record_forward)
+from .discrete import (
+    CountingField,
+    DiscreteGradient,
+    Recording,
+    check_grid,
+    discrete_adjoint,
+    grid_forward,
+    obs_steps_on_grid,
+    record_forward,
+)
+from .trajectory import (
+    GRADIENTS,
+    TrajectoryGradient,
+    TrajectorySweep,
+    begin_trajectory_gradient,
+    check_gradient_options,
+    trajectory_gradient,
+)
 
 __all__ = ["GRADIENTS", "TrajectoryGradient", "TrajectorySweep", "begin_trajectory_gradient",
            "check_gradient_options", "trajectory_gradient", "AugmentedField", "AugmentedLayout",

@@ -34,9 +34,15 @@ from solvers import Work
 
 from ..backend import get_array_module, to_host
 from ..errors import ShapeError, check_array
+from ._augmented import (
+    VARIANTS,
+    AugmentedField,
+    SemiNorm,
+    augmented_layout,
+    pack_augmented,
+    unpack_augmented,
+)
 from ._cotangents import check_cotangents
-from ._augmented import (VARIANTS, AugmentedField, SemiNorm, augmented_layout, pack_augmented,
-                         unpack_augmented)
 
 __all__ = ["ADJOINT_OPTIONS", "ContinuousGradient", "continuous_adjoint"]
 
@@ -128,9 +134,9 @@ def _check_covers(solution, start, end):
     grid = np.asarray(grid, dtype=np.float64)
     lo, hi = min(grid[0], grid[-1]), max(grid[0], grid[-1])
     if not (lo <= min(start, end) and max(start, end) <= hi):
-        raise ValueError(f"`forward_solution` spans [{float(grid[0])!r}, {float(grid[-1])!r}] but the adjoint "
-                         f"needs [{start!r}, {end!r}] (t0 to the last observation time); solve "
-                         f"over that span or leave forward_solution=None.")
+        raise ValueError(f"`forward_solution` spans [{float(grid[0])!r}, {float(grid[-1])!r}] "
+                         f"but the adjoint needs [{start!r}, {end!r}] (t0 to the last "
+                         f"observation time); solve over that span or leave forward_solution=None.")
 
 
 def _adjoint_atol(adjoint_atol, atol, layout):
@@ -282,7 +288,8 @@ def continuous_adjoint(field, y0, params, t_obs, y_bars, *, t0=None, variant="in
     y_obs = _states_at(forward_solution, times, y0.shape)
 
     layout = augmented_layout(y0.shape, n_params, variant)
-    aug = AugmentedField(field, layout, None if layout.with_state else _trajectory(forward_solution))
+    aug = AugmentedField(field, layout,
+                         None if layout.with_state else _trajectory(forward_solution))
     # Fixed steps are inherited only with the method; forward tolerances only by adaptive solves.
     if adjoint_steps is None and adjoint_method is None:
         adjoint_steps = steps

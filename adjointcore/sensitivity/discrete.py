@@ -22,8 +22,15 @@ from solvers import FieldKernel, Work, as_field, field_kernel
 from ..backend import get_array_module
 from ..checkpointing import Taped, begin_adjoint, checkpoint_work
 from ..errors import check_array
-from ._discrete_inputs import (check_differentiable_field, check_grid, check_obs_steps,
-                               check_uniform, cotangents_at, obs_steps_on_grid, stepper_for)
+from ._discrete_inputs import (
+    check_differentiable_field,
+    check_grid,
+    check_obs_steps,
+    check_uniform,
+    cotangents_at,
+    obs_steps_on_grid,
+    stepper_for,
+)
 
 __all__ = ["CountingField", "DiscreteGradient", "DiscreteSweep", "Recording",
            "record_forward", "check_grid", "grid_forward", "discrete_adjoint",

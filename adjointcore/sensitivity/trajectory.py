@@ -29,9 +29,9 @@ from solvers import Work
 
 from ..errors import check_array
 from ._cotangents import check_cotangents
+from ._discrete_inputs import check_differentiable_field
 from .continuous import ADJOINT_OPTIONS, _check_times, continuous_adjoint
 from .discrete import Recording, begin_discrete_adjoint, obs_steps_on_grid
-from ._discrete_inputs import check_differentiable_field
 
 __all__ = ["GRADIENTS", "TrajectoryGradient", "TrajectorySweep", "begin_trajectory_gradient",
            "check_gradient_options", "trajectory_gradient"]

@@ -6,8 +6,17 @@ from scipy.special import expit
 from adjointcore.backend import to_host
 from adjointcore.errors import ParameterError, ShapeError
 from adjointcore.gradcheck import check_layer
-from adjointcore.layers.activation import (ELU, LeakyReLU, TanhCache, tanh_derivative, ReLU, Sigmoid,
-                                           SigmoidCache, Softplus, Tanh)
+from adjointcore.layers.activation import (
+    ELU,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    SigmoidCache,
+    Softplus,
+    Tanh,
+    TanhCache,
+    tanh_derivative,
+)
 
 ALL = [ReLU(), LeakyReLU(), LeakyReLU(0.2), Tanh(), Sigmoid(), Softplus(), Softplus(beta=3.0),
        ELU(), ELU(alpha=0.5)]

@@ -3,8 +3,15 @@ import numpy as np
 import pytest
 
 from adjointcore import backend
-from adjointcore.errors import (NonFiniteError, ParameterError, ShapeError, check_array,
-                                check_params, check_positive_int, check_probability)
+from adjointcore.errors import (
+    NonFiniteError,
+    ParameterError,
+    ShapeError,
+    check_array,
+    check_params,
+    check_positive_int,
+    check_probability,
+)
 
 
 def test_numpy_is_chosen_for_host_arrays_and_none():

@@ -2,9 +2,22 @@
 import numpy as np
 import pytest
 
-from adjointcore.checkpointing import (CheckpointError, EndForward, Forward, Free, Online,
-                                       Restore, Reverse, Revolve, SnapshotStore, Store, StoreAll,
-                                       Uniform, replay, run_adjoint)
+from adjointcore.checkpointing import (
+    CheckpointError,
+    EndForward,
+    Forward,
+    Free,
+    Online,
+    Restore,
+    Reverse,
+    Revolve,
+    SnapshotStore,
+    Store,
+    StoreAll,
+    Uniform,
+    replay,
+    run_adjoint,
+)
 
 
 def _schedules(n):
@@ -135,7 +148,7 @@ def test_checkpointed_gradients_are_bitwise_store_all(n):
     ref = _gradients(StoreAll(), n, W, b, x0, h, observed)
     for schedule in _schedules(n):
         got = _gradients(schedule, n, W, b, x0, h, observed)
-        for r, g in zip(ref[:3], got[:3]):
+        for r, g in zip(ref[:3], got[:3], strict=True):
             assert np.array_equal(r, g), schedule
 
 
@@ -282,11 +295,11 @@ def test_begin_adjoint_suspends_after_the_forward_sweep(n):
     for schedule in _schedules(n):
         log = []
 
-        def forward_step(i, x):
+        def forward_step(i, x, log=log):
             log.append(("f", i))
             return i + 1
 
-        def reverse_step(i, x, x_next_bar):
+        def reverse_step(i, x, x_next_bar, log=log):
             assert x == i and x_next_bar == ("bar", i + 1)
             log.append(("r", i))
             return ("bar", i)

@@ -7,13 +7,18 @@ import numpy as np
 import pytest
 from scipy.linalg import expm
 
+import solvers
 from adjointcore.backend import to_host
 from adjointcore.errors import ShapeError
-from adjointcore.sensitivity import (AugmentedField, SemiNorm, augmented_layout,
-                                     continuous_adjoint, pack_augmented, unpack_augmented)
-from adjointcore.sensitivity import _augmented
-
-import solvers
+from adjointcore.sensitivity import (
+    AugmentedField,
+    SemiNorm,
+    _augmented,
+    augmented_layout,
+    continuous_adjoint,
+    pack_augmented,
+    unpack_augmented,
+)
 
 
 # --------------------------------------------------------------------------- test fields
@@ -115,7 +120,7 @@ def linear_problem():
 def exact_linear(M, theta, y0, t_obs, weights):
     """Gradient of L = sum_k w_k/2 |y(t_k)|^2 for y' = theta M y (M commutes with expm)."""
     y0_bar, theta_bar = np.zeros_like(y0), 0.0
-    for t, w in zip(t_obs, weights):
+    for t, w in zip(t_obs, weights, strict=True):
         E = expm(theta * M * t)
         y = E @ y0
         y0_bar += w * E.T @ y
@@ -458,7 +463,7 @@ def test_fixed_step_forward_adaptive_backward(linear_problem, variant):
     assert rel(g.params_bar, th_ref) < 1e-7
 
 
-# --------------------------------------------------------------------------- time direction, tolerances
+# ------------------------------------------------------------------- time direction, tolerances
 @pytest.mark.parametrize("variant,reset", [("interpolated", True), ("backsolve", True),
                                            ("backsolve", False)])
 @pytest.mark.parametrize("t_obs,t0", [(np.array([0.0, -0.3, -0.65, -1.2]), None),

@@ -6,8 +6,13 @@ from adjointcore.backend import to_host
 from adjointcore.errors import NonFiniteError, ParameterError, ShapeError
 from adjointcore.gradcheck import check_layer
 from adjointcore.layers._im2col import Geometry
-from adjointcore.layers.conv import (ConcatConv2d, Conv2d, _channel_major, _input_grad_col2im,
-                                     _input_grad_transposed)
+from adjointcore.layers.conv import (
+    ConcatConv2d,
+    Conv2d,
+    _channel_major,
+    _input_grad_col2im,
+    _input_grad_transposed,
+)
 
 from .test_linear import FD_TOL, directional_errors
 
@@ -111,7 +116,7 @@ def test_float32_keeps_dtype_and_agrees_with_float64(rng):
     g32 = layer.vjp(p64.astype(np.float32), c32, y_bar.astype(np.float32))
     assert y32.dtype == g32[0].dtype == g32[1].dtype == np.float32
     # float32 roundoff of sums of <= 60 O(1) terms: ~1e-6 absolute; 1e-4 leaves margin
-    for a, b in zip((y32,) + g32, (y64,) + g64):
+    for a, b in zip((y32,) + g32, (y64,) + g64, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -162,7 +167,7 @@ def test_cached_columns_give_identical_gradients(rng):
     _, c_fat = fat.forward(params, x)
     assert c_lean.cols is None and c_fat.x_padded is None
     y_bar = rng.standard_normal(y.shape)
-    for a, b in zip(lean.vjp(params, c_lean, y_bar), fat.vjp(params, c_fat, y_bar)):
+    for a, b in zip(lean.vjp(params, c_lean, y_bar), fat.vjp(params, c_fat, y_bar), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -178,7 +183,7 @@ def test_need_params_false_skips_params_bar(rng):
 def test_output_shape_matches_forward(rng, name):
     layer, params, x = make(name, rng, n=1)
     ho = [(n + 2 * p - k) // s + 1 for n, k, s, p in
-          zip(x.shape[2:], layer.kernel_size, layer.stride, layer.padding)]
+          zip(x.shape[2:], layer.kernel_size, layer.stride, layer.padding, strict=True)]
     assert layer.output_shape(x.shape) == (1, layer.out_channels, *ho)
     assert layer.forward(params, x)[0].shape == layer.output_shape(x.shape)
 

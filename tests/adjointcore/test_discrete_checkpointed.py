@@ -12,8 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adjointcore.checkpointing import (Online, Revolve, StoreAll, Uniform, optimal_forward_steps,
-                                       replay)
+from adjointcore.checkpointing import (
+    Online,
+    Revolve,
+    StoreAll,
+    Uniform,
+    optimal_forward_steps,
+    replay,
+)
 from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward, record_forward
 from tests.adjointcore.test_discrete_adjoint import adaptive_problem, make_problem
 

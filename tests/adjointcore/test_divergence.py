@@ -21,8 +21,19 @@ from adjointcore.divergence import divergence, divergence_vjp, draw_probes
 from adjointcore.errors import ShapeError
 from adjointcore.fields import LayerField
 from adjointcore.gradcheck import taylor_test
-from adjointcore.layers import (ELU, ConcatConv2d, ConcatLinear, Linear, Parallel, Residual, Scale, Sequential,
-                                Sigmoid, Softplus, Tanh)
+from adjointcore.layers import (
+    ELU,
+    ConcatConv2d,
+    ConcatLinear,
+    Linear,
+    Parallel,
+    Residual,
+    Scale,
+    Sequential,
+    Sigmoid,
+    Softplus,
+    Tanh,
+)
 
 N, D = 4, 3
 
@@ -110,7 +121,7 @@ def test_closed_form_matches_tiled_path(name):
     assert _rel((1 - h ** 2) @ (w1 * w2.T).sum(axis=1), closed) <= 1e-12
     div_bar, dz_bar = np.linspace(-1, 1, N), rng.standard_normal((N, D))
     bars = [divergence_vjp(c, div_bar, dz_bar) for c in (cc, ct)]
-    for u, v in zip(*bars):
+    for u, v in zip(*bars, strict=True):
         if u is None:
             assert v is None
         else:
@@ -285,7 +296,7 @@ def test_float32_keeps_dtype(closed):
     div_bar = rng.standard_normal(N)
     b64 = divergence_vjp(c64, div_bar)
     b32 = divergence_vjp(c32, div_bar.astype(np.float32), np.zeros((N, D), np.float32))
-    for u, v in zip(b32, b64):
+    for u, v in zip(b32, b64, strict=True):
         assert u.dtype == np.float32
         assert _rel(u, v) <= 1e-4
 

@@ -11,9 +11,17 @@ import itertools
 import numpy as np
 import pytest
 
-from adjointcore.layers._im2col import (accumulate_windows, crop_hw, make_geometry, output_hw,
-                                        pad_channel_major, phase_accumulate, phase_columns,
-                                        phase_plan, windows)
+from adjointcore.layers._im2col import (
+    accumulate_windows,
+    crop_hw,
+    make_geometry,
+    output_hw,
+    pad_channel_major,
+    phase_accumulate,
+    phase_columns,
+    phase_plan,
+    windows,
+)
 
 GEOMETRIES = [  # (kernel, stride, padding, H, W)
     ((3, 3), (1, 1), (1, 1), 6, 5), ((3, 3), (2, 2), (1, 1), 8, 8), ((3, 3), (2, 2), (1, 1), 7, 9),

@@ -25,13 +25,39 @@ import pytest
 from adjointcore import layers as layers_module
 from adjointcore.errors import ParameterError, ShapeError
 from adjointcore.fields import LayerField
-from adjointcore.gradcheck import (JVP_CHECKS, central_difference, check_jvp, complex_step,
-                                   default_jvp_tolerances, dot_product_test, relative_error)
+from adjointcore.gradcheck import (
+    JVP_CHECKS,
+    central_difference,
+    check_jvp,
+    complex_step,
+    default_jvp_tolerances,
+    dot_product_test,
+    relative_error,
+)
 from adjointcore.gradcheck.catalog import builtin_examples
-from adjointcore.layers import (AvgPool2d, BatchNorm, ChannelUnpad, ConcatConv2d, ConcatLinear,
-                                Conv2d, Dropout, ELU, Flatten, GroupNorm, Layer, Linear,
-                                MaxPool2d, Parallel, ReLU, Residual, Scale, Sequential, Sigmoid,
-                                Softplus, Tanh)
+from adjointcore.layers import (
+    ELU,
+    AvgPool2d,
+    BatchNorm,
+    ChannelUnpad,
+    ConcatConv2d,
+    ConcatLinear,
+    Conv2d,
+    Dropout,
+    Flatten,
+    GroupNorm,
+    Layer,
+    Linear,
+    MaxPool2d,
+    Parallel,
+    ReLU,
+    Residual,
+    Scale,
+    Sequential,
+    Sigmoid,
+    Softplus,
+    Tanh,
+)
 from adjointcore.layers.activation import tanh_derivative
 from adjointcore.layers.base import tangent_sum
 from adjointcore.layers.norm import _channel
@@ -301,7 +327,7 @@ class SequentialSkipsParams(Sequential):
         self.skip = skip
 
     def jvp(self, params, cache, x_dot, params_dot=None):
-        for i, (child, sl) in enumerate(zip(self.layers, self._slices)):
+        for i, (child, sl) in enumerate(zip(self.layers, self._slices, strict=True)):
             pd = None if params_dot is None or i == self.skip or sl.start == sl.stop \
                 else params_dot[sl]
             x_dot = child.jvp(params[sl], cache[i], x_dot, pd)

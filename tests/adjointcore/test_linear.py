@@ -116,7 +116,7 @@ def test_float32_keeps_dtype_and_agrees_with_float64(rng, dense):
     g64 = layer.vjp(p64, c64, y_bar)
     assert g32[0].dtype == np.float32 and g32[1].dtype == np.float32
     # float32 roundoff of O(1) sums of 5 terms: ~1e-7; 1e-5 is 100 eps_f32
-    for a, b in zip((y32,) + g32, (y64,) + g64):
+    for a, b in zip((y32,) + g32, (y64,) + g64, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 

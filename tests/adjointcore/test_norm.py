@@ -5,8 +5,13 @@ import pytest
 from adjointcore.backend import to_host
 from adjointcore.errors import ParameterError, ShapeError
 from adjointcore.gradcheck import check_layer
-from adjointcore.layers.norm import (BatchNorm, BatchNormCache, BatchNormEvalCache, GroupNorm,
-                                     update_running_stats)
+from adjointcore.layers.norm import (
+    BatchNorm,
+    BatchNormCache,
+    BatchNormEvalCache,
+    GroupNorm,
+    update_running_stats,
+)
 
 ULP = 2.3e-16
 
@@ -128,7 +133,7 @@ def test_norm_float32_agrees_with_float64(make, shape, rng):
     y32, c32 = layer.forward(params.astype(np.float32), x.astype(np.float32))
     out64 = (y64,) + layer.vjp(params, c64, y_bar)
     out32 = (y32,) + layer.vjp(params.astype(np.float32), c32, y_bar.astype(np.float32))
-    for a32, a64 in zip(out32, out64):
+    for a32, a64 in zip(out32, out64, strict=True):
         assert a32.dtype == np.float32
         if a64.size:
             assert np.linalg.norm(a32 - a64) <= 1e-5 * np.linalg.norm(a64)
@@ -245,7 +250,8 @@ def test_bad_inputs(rng):
         GroupNorm(2, 4).forward(None, np.ones((2, 3, 2, 2)))
 
 
-@pytest.mark.parametrize("make", [lambda **kw: BatchNorm(3, **kw), lambda **kw: GroupNorm(1, 3, **kw)],
+@pytest.mark.parametrize("make", [lambda **kw: BatchNorm(3, **kw),
+                                  lambda **kw: GroupNorm(1, 3, **kw)],
                          ids=["batchnorm", "groupnorm"])
 def test_bad_eps_and_affine_named(make):
     # Before: eps=inf was accepted (xhat = 0 everywhere, every gradient silently 0), eps="a"

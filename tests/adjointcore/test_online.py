@@ -2,8 +2,14 @@
 import numpy as np
 import pytest
 
-from adjointcore.checkpointing import (CheckpointError, Online, StoreAll, online_ratio, replay,
-                                       run_adjoint)
+from adjointcore.checkpointing import (
+    CheckpointError,
+    Online,
+    StoreAll,
+    online_ratio,
+    replay,
+    run_adjoint,
+)
 
 
 @pytest.mark.parametrize("n, s", [(100_000, 10), (100_000, 20), (20_000, 2), (3000, 1)])

@@ -55,7 +55,7 @@ def test_steps_are_pure(rng):
         assert p1 is not p0 and new_state is not state
         np.testing.assert_array_equal(p0, p_copy)
         np.testing.assert_array_equal(g, g_copy)
-        for a, b in zip(state, snapshot):
+        for a, b in zip(state, snapshot, strict=True):
             np.testing.assert_array_equal(a, b)
 
 

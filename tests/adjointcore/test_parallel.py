@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adjointcore.layers import Tanh
-from adjointcore.layers import _parallel
+from adjointcore.layers import Tanh, _parallel
 from adjointcore.layers.activation import tanh_derivative
 
 
@@ -30,7 +29,7 @@ def test_threaded_tanh_equals_serial_bitwise(threads, dtype, shape):
         results[n] = (y, tanh_derivative(x), tanh_derivative(x, y_bar),
                       Tanh().apply_vjp(None, cache, y_bar))
     for n in (2, 3):
-        for a, b in zip(results[1], results[n]):
+        for a, b in zip(results[1], results[n], strict=True):
             assert a.dtype == dtype and np.array_equal(a, b)
     assert np.array_equal(results[1][0], np.tanh(x))
 

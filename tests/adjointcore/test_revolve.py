@@ -1,10 +1,20 @@
 """Revolve: exact binomial counts (integers, no tolerances) and snapshot budgets."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from adjointcore.checkpointing import (Forward, Free, Revolve, Store, beta, optimal_extra_steps,
-                                       optimal_forward_steps, replay, repetition_number)
+from adjointcore.checkpointing import (
+    Forward,
+    Free,
+    Revolve,
+    Store,
+    beta,
+    optimal_extra_steps,
+    optimal_forward_steps,
+    repetition_number,
+    replay,
+)
 from adjointcore.checkpointing._revolve import advance, sweep_cost
 
 N_MAX = 200

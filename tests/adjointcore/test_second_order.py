@@ -25,8 +25,23 @@ import pytest
 
 from adjointcore.errors import ParameterError, ShapeError
 from adjointcore.gradcheck import check_jvp_vjp
-from adjointcore.layers import (ELU, ConcatConv2d, ConcatLinear, Conv2d, LeakyReLU, Linear, MaxPool2d, Parallel, ReLU,
-                                Residual, Scale, Sequential, Sigmoid, Softplus, Tanh)
+from adjointcore.layers import (
+    ELU,
+    ConcatConv2d,
+    ConcatLinear,
+    Conv2d,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    Parallel,
+    ReLU,
+    Residual,
+    Scale,
+    Sequential,
+    Sigmoid,
+    Softplus,
+    Tanh,
+)
 from adjointcore.layers.base import SecondOrderBars, call_jvp_vjp, kernel_jvp
 
 GROSS = 1e-3        # a dropped term: >= 1e5 x the FD tolerance
@@ -105,7 +120,7 @@ def test_fast_path_equals_checked_bitwise():
     a = layer.jvp_vjp(params, cache, xd, pd, g, yb)
     b = layer.apply_jvp_vjp(params, cache, xd, pd, g, yb)
     assert isinstance(a, SecondOrderBars)
-    for u, v in zip(a, b):
+    for u, v in zip(a, b, strict=True):
         assert np.array_equal(u, v)
 
 

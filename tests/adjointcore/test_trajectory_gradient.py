@@ -9,8 +9,13 @@ from adjointcore.checkpointing import Revolve, StoreAll, replay
 from adjointcore.fields import LayerField
 from adjointcore.gradcheck import central_difference, relative_error
 from adjointcore.layers import Linear, Sequential, Tanh
-from adjointcore.sensitivity import (begin_trajectory_gradient, continuous_adjoint,
-                                     discrete_adjoint, grid_forward, trajectory_gradient)
+from adjointcore.sensitivity import (
+    begin_trajectory_gradient,
+    continuous_adjoint,
+    discrete_adjoint,
+    grid_forward,
+    trajectory_gradient,
+)
 from solvers import Work
 
 # Central differences of smooth float64 maps reach ~1e-10; 1e-8 is the project's bound for

@@ -10,10 +10,9 @@ import nets._rda as rda
 from adjointcore.checkpointing import Revolve, StoreAll, Uniform, run_adjoint
 from adjointcore.errors import ParameterError, ShapeError
 from adjointcore.gradcheck import central_difference, check_layer, relative_error, taylor_test
-from adjointcore.layers import (ConcatConv2d, Conv2d, Flatten, Linear, Sequential, Tanh)
+from adjointcore.layers import ConcatConv2d, Conv2d, Flatten, Linear, Sequential, Tanh
 from nets._rda import rda_step
-from nets.anodev2 import (ANODEV2Block, ANODEV2Cache, LayerEvolution, RDAEvolution,
-                          apply_indices)
+from nets.anodev2 import ANODEV2Block, ANODEV2Cache, LayerEvolution, RDAEvolution, apply_indices
 
 # Central FD of the same discrete map, float64: ~1e-10 attainable; 1e-8 is the project's bar.
 FD_TOL = 1e-8
@@ -56,7 +55,7 @@ def _gradient_errors(block, rng, z0, w0, p):
     _, *bars = _grads(block, z0, w0, p, c)
     args = {"z0": z0, "w0": w0, "p": p}
     errors = {}
-    for (name, x), bar in zip(args.items(), bars):
+    for (name, x), bar in zip(args.items(), bars, strict=True):
         d = rng.standard_normal(x.shape)
 
         def fun(xx, name=name):
@@ -154,7 +153,7 @@ def test_layer_is_bitwise_the_frozen_pre_layer_arithmetic(n_z, n_w, apply, kind,
     np.testing.assert_array_equal(z_n, z_ref)
     np.testing.assert_array_equal(x_bar, x_ref)
     np.testing.assert_array_equal(params_bar, np.concatenate([w0_ref, p_ref]))
-    for got, ref in zip(cache.thetas, trace[1]):
+    for got, ref in zip(cache.thetas, trace[1], strict=True):
         np.testing.assert_array_equal(got, ref)
     assert z_n.dtype == x_bar.dtype == params_bar.dtype == dtype
     x_only, none = block.vjp(params, cache, c, need_params=False)
@@ -283,7 +282,7 @@ def test_forward_returns_the_final_weights(n_z, n_w, apply):
     assert counts == {"step": n_w, "step_vjp": 0}
     traj = block.weights(w0, p)
     np.testing.assert_array_equal(cache.w_final, traj[-1])
-    for a, theta in zip(block.apply_at, cache.thetas):
+    for a, theta in zip(block.apply_at, cache.thetas, strict=True):
         np.testing.assert_array_equal(theta, traj[a])
     counts.update(step=0)
     block.vjp(params, cache, rng.standard_normal(z0.shape))
@@ -431,7 +430,7 @@ def test_checkpointed_weight_sweep_is_bitwise_store_all(schedule):
     ref = ref_block.vjp(params, cache, c)
     counts.update(step=0, step_vjp=0)
     got = block.vjp(params, cache, c)
-    for a, b in zip(got, ref):
+    for a, b in zip(got, ref, strict=True):
         np.testing.assert_array_equal(a, b)
     assert counts["step_vjp"] == 10
     assert counts["step"] > 2 * 10                 # StoreAll: 10 forward + 10 re-steps
@@ -544,7 +543,7 @@ def test_backend_agrees_with_numpy(xp):
     got = dev.vjp(xp.asarray(params), cache, xp.asarray(c))
     np.testing.assert_allclose(to_host(z_n), z_np, rtol=0, atol=1e-12)   # GEMM/FFT roundoff
     np.testing.assert_allclose(to_host(cache.w_final), cache_np.w_final, rtol=0, atol=1e-12)
-    for a, b in zip(got, ref):
+    for a, b in zip(got, ref, strict=True):
         np.testing.assert_allclose(to_host(a), b, rtol=1e-10, atol=1e-12)
 
 

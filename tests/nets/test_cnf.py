@@ -16,9 +16,9 @@ Measured on this machine (float64; FD errors are ``|fd - <g, v>| / (|g| |v|)``):
   monotone, finest error <= 1e-8);
 * Hutchinson: with fixed probes (2 Rademacher per sample) the discrete gradient matches FD
   (1.7e-11); over K = 256 probe draws the mean value and gradient equal the exact-trace ones
-  within the standard error (largest |z| = 2.1 against the Bonferroni threshold 4.32 for a family-wise false-alarm rate
-  of 1e-3 over the 65 statistics, normal approximation); probes scaled by 1.2 (a 44 % biased
-  trace) are rejected (|z| up to 8.7), so the test has power;
+  within the standard error (largest |z| = 2.1 against the Bonferroni threshold 4.32 for a
+  family-wise false-alarm rate of 1e-3 over the 65 statistics, normal approximation); probes
+  scaled by 1.2 (a 44 % biased trace) are rejected (|z| up to 8.7), so the test has power;
 * NODE-EW CNF (``CoupledCNF``, through an ODEBlock with parameters ``[theta0, theta1]``): FD
   5e-13 .. 1.5e-11 (theta0, theta1, joint, z0; euler and rk4); with ``g = 0`` it reproduces
   the plain CNF;

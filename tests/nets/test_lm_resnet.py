@@ -14,8 +14,17 @@ from hypothesis import strategies as st
 import nets.lm_resnet as lm
 from adjointcore.errors import ParameterError
 from adjointcore.gradcheck import central_difference, check_layer, relative_error, taylor_test
-from adjointcore.layers import (BatchNorm, ConcatLinear, Conv2d, Linear, ReLU, Residual,
-                                Sequential, Softplus, Tanh)
+from adjointcore.layers import (
+    BatchNorm,
+    ConcatLinear,
+    Conv2d,
+    Linear,
+    ReLU,
+    Residual,
+    Sequential,
+    Softplus,
+    Tanh,
+)
 from nets.lm_resnet import K_INIT_PAPER, LMStack, ResNetStack, zero_stable
 
 FD_TOL = 1e-8
@@ -187,7 +196,7 @@ def test_float32_agrees_with_float64():
 # -- forward: recurrence, start-up, ResNet equivalence --------------------------------------------
 def reference_lm(blocks, block_params, k, x):
     """Independent plain loop of Lu et al. eq. (1) with the Euler start-up."""
-    f = [lambda u, b=b, p=p: b.forward(p, u)[0] for b, p in zip(blocks, block_params)]
+    f = [lambda u, b=b, p=p: b.forward(p, u)[0] for b, p in zip(blocks, block_params, strict=True)]
     u_prev, u = x, x + f[0](x)
     for n in range(1, len(blocks)):
         u_prev, u = u, (1 - k[n - 1]) * u + k[n - 1] * u_prev + f[n](u)
@@ -338,7 +347,7 @@ def test_backend_matches_numpy(xp):
     for p, z, v in ((params, x, w), tuple(xp.asarray(a) for a in (params, x, w))):
         y, cache = stack.forward(p, z, rng=np.random.default_rng(4))
         outs.append(to_host((y,) + stack.vjp(p, cache, v)))
-    for a, b in zip(*outs):      # same float64 arithmetic up to reduction order
+    for a, b in zip(*outs, strict=True):      # same float64 arithmetic up to reduction order
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
 
 

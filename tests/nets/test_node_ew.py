@@ -10,8 +10,13 @@ from adjointcore.fields import LayerField
 from adjointcore.gradcheck import central_difference, relative_error, taylor_test
 from adjointcore.layers import ConcatLinear, Linear, Sequential, Softplus, Tanh
 from adjointcore.sensitivity import continuous_adjoint, discrete_adjoint, grid_forward
-from nets.node_ew import (CoupledField, node_ew_adjoint_rhs, node_ew_gradient, pack_state,
-                          unpack_state)
+from nets.node_ew import (
+    CoupledField,
+    node_ew_adjoint_rhs,
+    node_ew_gradient,
+    pack_state,
+    unpack_state,
+)
 from nets.odeblock import ODEBlock
 
 # Central differences of these smooth float64 maps reach ~1e-10; 1e-8 is the project's bound for

@@ -28,7 +28,8 @@ class DiagonalDecay:
         return -rate * dy_bar, params_bar, None
 
 
-def test_user_field_with_a_3d_state_passes_check_layer(rng=np.random.default_rng(0)):
+def test_user_field_with_a_3d_state_passes_check_layer():
+    rng = np.random.default_rng(0)
     block = ODEBlock(DiagonalDecay(), method="rk4", steps=6)
     x = rng.standard_normal((2, 3, 4))
     report = check_layer(block, x=x, params=block.init(rng))
@@ -45,7 +46,8 @@ class WrongDecay(DiagonalDecay):
         return y_bar, params_bar, t_bar
 
 
-def test_user_field_with_a_wrong_vjp_fails_check_layer(rng=np.random.default_rng(1)):
+def test_user_field_with_a_wrong_vjp_fails_check_layer():
+    rng = np.random.default_rng(1)
     block = ODEBlock(WrongDecay(), method="rk4", steps=6)
     report = check_layer(block, x=rng.standard_normal((2, 3)), params=block.init(rng))
     assert not report.passed
@@ -57,7 +59,8 @@ def _node_ew(rng, n=3, d=2):
     return CoupledField(f, g, (n, d))
 
 
-def test_node_ew_in_an_ode_block_passes_check_layer(rng=np.random.default_rng(2)):
+def test_node_ew_in_an_ode_block_passes_check_layer():
+    rng = np.random.default_rng(2)
     field = _node_ew(rng)
     block = ODEBlock(field, method="rk4", steps=5)
     theta0, theta1 = field.init(rng)
@@ -75,7 +78,8 @@ def test_node_ew_in_an_ode_block_passes_check_layer(rng=np.random.default_rng(2)
     assert report.passed, str(report)
 
 
-def test_node_ew_block_backsolve_is_algorithm_1_bitwise(rng=np.random.default_rng(4)):
+def test_node_ew_block_backsolve_is_algorithm_1_bitwise():
+    rng = np.random.default_rng(4)
     """The block's backsolve gradient is node_ew_gradient's (both through one entry point)."""
     field = _node_ew(rng)
     block = ODEBlock(field, method="dopri5", rtol=1e-8, atol=1e-10, gradient="backsolve")

@@ -14,8 +14,14 @@ from hypothesis import strategies as st
 from adjointcore.layers import Linear, Sequential, Tanh
 from nets._stochastic import draw_gates, linear_survival, resolve_survival
 from nets.lm_resnet import LMStack, ResNetStack, ShakeShake
-from tests.nets.test_lm_resnet import (FD_TOL, GROSS, gradient_errors, make_params,
-                                       smooth_block, vjp_vs_fd)
+from tests.nets.test_lm_resnet import (
+    FD_TOL,
+    GROSS,
+    gradient_errors,
+    make_params,
+    smooth_block,
+    vjp_vs_fd,
+)
 
 N_SIGMA = 5.0
 
@@ -66,8 +72,8 @@ def test_eval_mode_deterministic_without_rng(cls):
 def reference_scaled(stack, params, x, scales):
     """Plain loop of the (LM) recurrence with f_n multiplied by ``scales[n]``."""
     k = stack.views(params)["k"] if stack.n_k else None
-    f = [lambda u, b=b, p=p: b.forward(p, u)[0] for b, p in zip(stack.blocks,
-                                                                stack.block_params(params))]
+    f = [lambda u, b=b, p=p: b.forward(p, u)[0]
+         for b, p in zip(stack.blocks, stack.block_params(params), strict=True)]
     u_prev, u = x, x + scales[0] * f[0](x)
     for n in range(1, len(f)):
         step = u if k is None else (1 - k[n - 1]) * u + k[n - 1] * u_prev

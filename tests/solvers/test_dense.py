@@ -176,5 +176,6 @@ def test_dense_coefficient_error_of_1e10_is_caught(name):
     bad[3, 2] += delta
     assert np.allclose(bad.sum(0), tab.dense.sum(0), atol=1e-15, rtol=0)
     assert np.allclose(bad.sum(1), tab.dense.sum(1), atol=1e-15, rtol=0)
-    worst = max(np.max(np.abs(continuous_residuals(bad, tab.a, tab.c, t))) for t in CONDITION_THETAS)
+    worst = max(np.max(np.abs(continuous_residuals(bad, tab.a, tab.c, t)))
+                for t in CONDITION_THETAS)
     assert worst > 10 * CONTINUOUS_TOL

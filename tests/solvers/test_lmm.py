@@ -225,7 +225,7 @@ def test_state_layout_nfe_and_restart(method):
     restart = tuple(s.copy() for s in states[4])
     for n in range(4, n_steps):
         restart, _ = stepper.step(field, n, n * h, h, restart, None)
-    for a, b in zip(restart, states[-1]):
+    for a, b in zip(restart, states[-1], strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -22,7 +22,8 @@ METHODS = sorted(LMM_STEPPERS)
 
 
 class TanhField:
-    """``f(t, y) = tanh(y W^T + b) + t c`` on ``y`` of shape ``(B, d)``; params ``[W, b, c]`` flat."""
+    """``f(t, y) = tanh(y W^T + b) + t c`` on ``y`` of shape ``(B, d)``; params ``[W, b, c]``
+    flat."""
 
     def __init__(self, d):
         self.d = d
@@ -181,16 +182,16 @@ def test_single_step_vjp_on_full_state(method, d, batch, n, seed):
     v_p = unit(rng, params.shape)
     bar_copy = tuple(b.copy() for b in bar)
     state_bar, params_bar, _ = stepper.step_vjp(field, n, T0, H, state, params, bar)
-    for b, b0 in zip(bar, bar_copy):  # inputs are never modified in place
+    for b, b0 in zip(bar, bar_copy, strict=True):  # inputs are never modified in place
         np.testing.assert_array_equal(b, b0)
 
     def pairing(eps_state, eps_params):
-        moved = tuple(s + eps_state * vi for s, vi in zip(state, v))
+        moved = tuple(s + eps_state * vi for s, vi in zip(state, v, strict=True))
         nxt, _ = stepper.step(field, n, T0, H, moved, params + eps_params * v_p)
-        return sum(float(np.sum(b * x)) for b, x in zip(bar, nxt))
+        return sum(float(np.sum(b * x)) for b, x in zip(bar, nxt, strict=True))
 
     fd_state = central_fd(lambda e: pairing(e, 0.0))
-    ad_state = sum(float(np.sum(sb * vi)) for sb, vi in zip(state_bar, v))
+    ad_state = sum(float(np.sum(sb * vi)) for sb, vi in zip(state_bar, v, strict=True))
     fd_params = central_fd(lambda e: pairing(0.0, e))
     ad_params = float(params_bar @ v_p)
     state_norm = np.sqrt(sum(float(np.sum(sb * sb)) for sb in state_bar))
@@ -198,7 +199,7 @@ def test_single_step_vjp_on_full_state(method, d, batch, n, seed):
     assert abs(ad_params - fd_params) <= FD_RTOL * np.linalg.norm(params_bar)
     no_params = stepper.step_vjp(field, n, T0, H, state, params, bar, need_params=False)
     assert no_params[1] is None
-    for a, b in zip(no_params[0], state_bar):
+    for a, b in zip(no_params[0], state_bar, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -3,9 +3,8 @@ basic contracts of ``rk_step`` (FSAL / ``full`` / ``f0`` consistency, dtype, emb
 import numpy as np
 import pytest
 
-from adjointcore.backend import get_array_module
-
 import solvers
+from adjointcore.backend import get_array_module
 from solvers import TABLEAUX, as_field, rk_step
 
 from .problems import PROBLEMS

@@ -276,7 +276,7 @@ def test_solve_trajectory_replays_bitwise_with_stepper():
     field, y0, p, _, _, _ = make_case(8)
     res = solvers.solve(field, y0, (0.0, 2.0), params=p, rtol=1e-8, atol=1e-10)
     stepper, state = get_stepper("dopri5"), (y0,)
-    for n, (t, h) in enumerate(zip(res.grid[:-1], res.step_sizes)):
+    for n, (t, h) in enumerate(zip(res.grid[:-1], res.step_sizes, strict=True)):
         state, _ = stepper.step(field, n, t, h, state, p)
         assert np.array_equal(state[0], res.ys[n + 1]), n
     assert res.stats.n_accepted > 5

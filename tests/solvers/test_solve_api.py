@@ -3,9 +3,8 @@ result fields, plain callables vs fields, multistep dispatch, CuPy."""
 import numpy as np
 import pytest
 
-from adjointcore.backend import get_array_module
-
 import solvers
+from adjointcore.backend import get_array_module
 from solvers import Solution, SolveError, Status, Work, as_field, solve
 
 from .problems import PROBLEMS

@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 
 import solvers
-from solvers import ButcherTableau, TABLEAUX, get_tableau
-from solvers._tableau import (COEFF_TOL, observed_algebraic_order, order_residuals, rooted_trees,
-                              tree_density)
+from solvers import TABLEAUX, ButcherTableau, get_tableau
+from solvers._tableau import (
+    COEFF_TOL,
+    observed_algebraic_order,
+    order_residuals,
+    rooted_trees,
+    tree_density,
+)
 
 EXPECTED = {  # name: (stages, order, err_order, fsal, has dense)
     "euler": (1, 1, None, False, False), "midpoint": (2, 2, None, False, False),

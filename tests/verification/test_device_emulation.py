@@ -126,7 +126,7 @@ def test_dense_output_at_one_time_copies_nothing_to_the_device():
     with dev.count_syncs() as counter:
         values = [sol.sol(t) for t in np.linspace(0.0, 1.0, 13)]
     assert counter.uploads == 0 and counter.total == 0
-    for t, v in zip(np.linspace(0.0, 1.0, 13), values):
+    for t, v in zip(np.linspace(0.0, 1.0, 13), values, strict=True):
         assert np.array_equal(v.get(), host.sol(t))
 
 

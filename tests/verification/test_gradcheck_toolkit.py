@@ -9,15 +9,23 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from adjointcore.gradcheck import (LayerReport, TaylorTestError, auto_step, central_difference,
-                                   check_layer, complex_step, default_tolerances,
-                                   dot_product_test, relative_error, richardson_difference,
-                                   taylor_test)
+from adjointcore.gradcheck import (
+    LayerReport,
+    TaylorTestError,
+    auto_step,
+    central_difference,
+    check_layer,
+    complex_step,
+    default_tolerances,
+    dot_product_test,
+    relative_error,
+    richardson_difference,
+    taylor_test,
+)
 from adjointcore.gradcheck import __main__ as cli
 from adjointcore.gradcheck import strategies as gs
 from adjointcore.gradcheck.catalog import builtin_examples
-from adjointcore.layers import (Layer, activation, compose, conv, dropout, linear, norm, pool,
-                                shape)
+from adjointcore.layers import Layer, activation, compose, conv, dropout, linear, norm, pool, shape
 from adjointcore.layers.activation import Tanh
 from adjointcore.layers.compose import Sequential
 from adjointcore.layers.linear import Linear

@@ -11,7 +11,8 @@ layer; tiny shapes keep each example at a few milliseconds) and asserts, in floa
 
 Kinks are excluded by construction: ReLU-type inputs satisfy ``|x| >= 1e-2`` (the largest
 perturbation, the 4th-order FD's ``2 h max(1, |x|_inf)``, is 3e-3), max-pool inputs are pairwise
-separated by >= 3.75e-2 (``distinct_arrays`` with margin 5e-2 guarantees 0.75 * margin). Norm layers use separated values too, which keeps the variance away from 0
+separated by >= 3.75e-2 (``distinct_arrays`` with margin 5e-2 guarantees 0.75 * margin). Norm
+layers use separated values too, which keeps the variance away from 0
 (well-conditioned normalisation).
 """
 import numpy as np
@@ -266,7 +267,7 @@ ACTIVATIONS = [Tanh, Sigmoid, Softplus, lambda: ELU(1.0)]
        residual=st.booleans(), seed=gs.seeds())
 def test_sequential_and_residual(x, widths, acts, residual, seed):
     layers, f_in = [], x.shape[1]
-    for width, act in zip(widths, acts):
+    for width, act in zip(widths, acts, strict=False):   # acts: one per possible width
         layers += [Linear(f_in, width), ACTIVATIONS[act]()]
         f_in = width
     layers.append(Linear(f_in, x.shape[1]))
