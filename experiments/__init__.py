@@ -1,1 +1,2 @@
-"""Scripted experiments, data loading, HDF5 results and the command line (`python -m experiments`)."""
+"""Scripted experiments, data loading, HDF5 results and the command line
+(`python -m experiments`)."""

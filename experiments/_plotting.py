@@ -15,9 +15,9 @@ PLOT_MODULES = {"matplotlib": "adjointcore[plot]", "mpl_toolkits.mplot3d": "adjo
 
 def new_figure(figsize):
     """A ``matplotlib.figure.Figure`` on the Agg canvas (no display, no pyplot registry)."""
+    import mpl_toolkits.mplot3d  # noqa: F401 - registers the "3d" projection
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    import mpl_toolkits.mplot3d  # noqa: F401 - registers the "3d" projection
 
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)

@@ -731,7 +731,7 @@ def _mnist_bytes_from_pickle(gz_bytes: bytes) -> dict:
         raise IDXFormatError("the MNIST pickle is not a (train, valid, test) tuple of (X, y) "
                              "pairs.")
     images, labels = [], []
-    for which, (x, y) in zip(("train", "valid", "test"), parts):
+    for which, (x, y) in zip(("train", "valid", "test"), parts, strict=False):
         x, y = np.asarray(x), np.asarray(y)
         if x.ndim != 2 or x.shape[1] != 784 or y.shape != (x.shape[0],):
             raise IDXFormatError(f"MNIST pickle, {which} part: X {x.shape}, y {y.shape}; "

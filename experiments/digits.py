@@ -217,13 +217,13 @@ def _train(run, cfg, model, opt, loop: Loop, data, x_train, y_train) -> Loop:
                 bar.set_postfix_str(f"loss {loop.losses[-1]:.3f}  test acc {acc:.3f}  NFE f/b "
                                     f"{work['nfe_forward']}/{work['nfe_backward']}")
                 if loop.batch < n_batches:
-                    since = durable.after_step(run, since + 1, lambda: _checkpoint(
+                    since = durable.after_step(run, since + 1, lambda loop=loop: _checkpoint(
                         loop, cfg, n_batches, session_start))
             start = time.perf_counter()
             loop = _end_epoch(loop, model, data, x_train, y_train)
             loop.hist["epoch_time_s"][-1] += time.perf_counter() - start
             log(_epoch_line(loop, cfg), quiet)
-            since = durable.after_step(run, since + 1, lambda: _checkpoint(
+            since = durable.after_step(run, since + 1, lambda loop=loop: _checkpoint(
                 loop, cfg, n_batches, session_start), force=True)
     return loop._replace(wall=loop.wall + time.perf_counter() - session_start)
 

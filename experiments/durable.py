@@ -96,7 +96,8 @@ class RunId:
     @property
     def stem(self) -> str:
         """``EXPERIMENT[_quick]-HASH-seedN``: the file name of the run without suffix."""
-        return f"{self.experiment}{'_quick' if self.quick else ''}-{self.config_hash}-seed{self.seed}"
+        mode = "_quick" if self.quick else ""
+        return f"{self.experiment}{mode}-{self.config_hash}-seed{self.seed}"
 
 
 class RunPaths(NamedTuple):

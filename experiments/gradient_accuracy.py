@@ -75,10 +75,10 @@ def _row(system, family, setting, blocks, ref, fwd, bwd, wall):
         [b.ravel() for b in ref])
     err = float(np.linalg.norm(flat - ref_flat) / np.linalg.norm(ref_flat))
     per = [float(np.linalg.norm(b - r) / max(np.linalg.norm(r), 1e-300))
-           for b, r in zip(blocks, ref)]
+           for b, r in zip(blocks, ref, strict=False)]
     names = ["x0", "theta0", "theta1"][:len(per)]
     return {"system": system, "family": family, "setting": setting, "rel_error": err,
-            **{f"rel_error_{k}": v for k, v in zip(names, per)},
+            **{f"rel_error_{k}": v for k, v in zip(names, per, strict=False)},
             "forward_nfe": int(fwd), "backward_nfe": int(bwd), "wall_s": float(wall)}
 
 
@@ -206,7 +206,7 @@ def _plot(path, rows, systems, cfg, stem):
     axes = fig.subplots(1, len(systems), squeeze=False)
     families = list(dict.fromkeys(r["family"] for r in rows))
     handles = {}
-    for ax, system in zip(axes[0], systems):
+    for ax, system in zip(axes[0], systems, strict=False):
         sub = [r for r in rows if r["system"] == system]
         for family in dict.fromkeys(r["family"] for r in sub):
             k = families.index(family)

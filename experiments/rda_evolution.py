@@ -162,7 +162,7 @@ def run(quick: bool = False, out: str = "results", seed: int = 0, *,
             kernels.append(frames)
             kernels_tanh.append(evolve(cfg, tau, v, rho, sigma="tanh")[0])
             err = np.array([np.abs(f - closed_form(cfg, t, tau, v, rho)).max()
-                            for f, t in zip(frames, times)])
+                            for f, t in zip(frames, times, strict=False)])
             errors.append(err)
             rows.append({"case": name, "tau": tau, "v0": v[0], "v1": v[1], "rho": rho,
                          "max_closed_form_error": float(err.max()),

@@ -300,9 +300,10 @@ def _table_array(rows: list):
     present = np.array([[k in row and row[k] is not None for k in columns] for row in rows],
                        dtype=bool).reshape(len(rows), len(columns))
     kinds = [_column_kind([row[k] for row in rows if row.get(k) is not None]) for k in columns]
-    dtype = [(k, _KIND_DTYPE.get(kind, h5py.string_dtype())) for k, kind in zip(columns, kinds)]
+    dtype = [(k, _KIND_DTYPE.get(kind, h5py.string_dtype()))
+             for k, kind in zip(columns, kinds, strict=True)]
     table = np.zeros(len(rows), dtype=dtype)
-    for j, (key, kind) in enumerate(zip(columns, kinds)):
+    for j, (key, kind) in enumerate(zip(columns, kinds, strict=False)):
         cells = [row.get(key) if present[i, j] else _KIND_FILL[kind] for i, row in enumerate(rows)]
         if kind == "json":
             cells = [_dumps(c) if present[i, j] else "" for i, c in enumerate(cells)]
@@ -320,7 +321,7 @@ def _write_table(group, name: str, rows: list) -> None:
     table, kinds, present = _table_array(rows)
     ds = group.create_dataset(name, data=table)
     ds.attrs["kinds"] = np.array(kinds, dtype=h5py.string_dtype())
-    json_cols = [k for k, kind in zip(table.dtype.names, kinds) if kind == "json"]
+    json_cols = [k for k, kind in zip(table.dtype.names, kinds, strict=False) if kind == "json"]
     if json_cols:
         ds.attrs["json_columns"] = np.array(json_cols, dtype=h5py.string_dtype())
     if not present.all():
@@ -534,8 +535,9 @@ def _read_table(ds) -> list:
     kinds = [k.decode() if isinstance(k, bytes) else str(k) for k in ds.attrs["kinds"]]
     present = ds.attrs["present"] if "present" in ds.attrs else np.ones(
         (len(table), len(columns)), dtype=bool)
-    return [{c: _cell(table[i][c], kind) for j, (c, kind) in enumerate(zip(columns, kinds))
-             if present[i, j]} for i in range(len(table))]
+    pairs = list(enumerate(zip(columns, kinds, strict=True)))
+    return [{c: _cell(table[i][c], kind) for j, (c, kind) in pairs if present[i, j]}
+            for i in range(len(table))]
 
 
 def _open(path: Path):
@@ -759,7 +761,8 @@ def sweep_table(path, frame: bool = False):
             present = ds.attrs["present"] if "present" in ds.attrs else np.ones(
                 (len(table), len(table.dtype.names)), dtype=bool)
             columns = {name: _sweep_column(table[name], kind, present[:, j])
-                       for j, (name, kind) in enumerate(zip(table.dtype.names, kinds))}
+                       for j, (name, kind) in enumerate(zip(table.dtype.names, kinds,
+                                                            strict=True))}
     if frame:
         try:
             import pandas

@@ -258,7 +258,7 @@ def plan_sweep(experiment: str, grid=(), seeds="0", quick: bool = False, fixed=(
     points, stems = [], {}
     for seed in seeds:
         for combo in itertools.product(*(grid[k] for k in keys)):
-            values = dict(zip(keys, combo))
+            values = dict(zip(keys, combo, strict=False))
             overrides = {**fixed, **values}
             try:
                 cfg = CONFIGS[experiment](quick, seed, overrides)
@@ -703,7 +703,7 @@ def execute(plan: Plan, out="results", *, scheduler: Optional[str] = None,
             from distributed import as_completed
             tag = uuid.uuid4().hex[:8]
             by_key = {}
-            for spec, point in zip(specs, pending):
+            for spec, point in zip(specs, pending, strict=False):
                 fut = dask_client.submit(run_point, spec, key=f"adjointcore-{spec['stem']}-{tag}",
                                          retries=retries, pure=False)
                 futures.append(fut)
@@ -820,7 +820,7 @@ def summarize(table: dict, x: str, y: str, experiment: Optional[str] = None) -> 
         key = tuple(json.dumps(cell(c, i), default=str) for c in varying)
         groups.setdefault(key, []).append(i)
     lines = []
-    for key, members in groups.items():
+    for members in groups.values():
         xs = {}
         for i in members:
             xs.setdefault(json.dumps(cell(xcol, i), default=str), []).append(i)
@@ -913,7 +913,7 @@ def _units_of(folder: Path, table: dict, ycol: str) -> str:
     """The ``units`` attribute of the metric in one finished run file (empty if unknown)."""
     if not ycol.startswith("metric."):
         return results.default_unit(ycol) if ycol.endswith("_s") or "nfe" in ycol else ""
-    for status, name in zip(table["status"], table["file"]):
+    for status, name in zip(table["status"], table["file"], strict=False):
         if status == "finished" and name and (folder / name).exists():
             with contextlib.suppress(Exception):
                 return results.load(folder / name)["units"].get(ycol[len("metric."):]) or ""

@@ -36,8 +36,15 @@ from adjointcore.optim import Adam
 from . import durable
 from ._plotting import PLOT_MODULES, caption, draw, integer_ticks, new_figure, save_figure
 from ._progress import log, progress_bar
-from ._training import (GradientConfig, History, TrainPosition, TrajectoryProblem, evaluate,
-                        train, train_bp_then_adjoint)
+from ._training import (
+    GradientConfig,
+    History,
+    TrainPosition,
+    TrajectoryProblem,
+    evaluate,
+    train,
+    train_bp_then_adjoint,
+)
 
 __all__ = ["run", "make_config", "target_curve", "make_problem", "CONFIGS"]
 

@@ -166,7 +166,7 @@ def test_validation_and_subsets_are_seeded_disjoint_and_ordered(tmp_path):
     a = data.load_mnist(n_train=100, n_val=30, n_test=20, seed=4, **kw)
     b = data.load_mnist(n_train=100, n_val=30, n_test=20, seed=4, **kw)
     c = data.load_mnist(n_train=100, n_val=30, n_test=20, seed=5, **kw)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         assert np.array_equal(x, y)
     assert not np.array_equal(a.x_val, c.x_val)
     train_ids, val_ids = a.x_train[:, 0].astype(int), a.x_val[:, 0].astype(int)

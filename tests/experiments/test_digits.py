@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from experiments import data, results
-from experiments._training import check_loss
 from experiments.__main__ import main
+from experiments._training import check_loss
 from tests.experiments._record import assert_run_record
 
 

@@ -79,6 +79,6 @@ def test_anodev2_nfe_are_measured(quick_run):
     _, res = quick_run
     rows = [r for r in res["tables"]["gradients"] if r["system"] == "anodev2"]
     assert [r["forward_nfe"] for r in rows] == res["config"]["anodev2_steps"]
-    for r, n in zip(rows, res["config"]["anodev2_steps"]):
+    for r, n in zip(rows, res["config"]["anodev2_steps"], strict=False):
         assert (r["backward_nfe"], r["g_forward_nfe"], r["g_backward_nfe"]) == (2 * n, n,
                                                                                 3 * (n - 1))

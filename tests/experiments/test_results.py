@@ -67,8 +67,9 @@ def test_gradcheck_report_quick(tmp_path):
 
 def test_files_in_the_format_before_issue_10_still_load(tmp_path):
     """Tables as JSON attributes, no units, no status: what `save` wrote before issue 10."""
-    import h5py
     import json
+
+    import h5py
     path = tmp_path / "digits.h5"
     with h5py.File(path, "w") as f:
         for key, value in {"experiment": "digits", "config": '{"seed": 0}',

@@ -66,7 +66,8 @@ def test_sweep_on_local_cluster_writes_the_index(swept):
     runs = results.find_runs(out, "digits", quick=True)
     assert len(runs) == 8 and len(table["run_id"]) == 8
     assert set(table["status"]) == {"finished"} and set(table["action"]) == {"ran"}
-    assert sorted(zip(table["config.width"], table["config.lr"], table["seed"])) == sorted(
+    assert sorted(zip(table["config.width"], table["config.lr"], table["seed"],
+                      strict=True)) == sorted(
         (w, lr, s) for w in (8, 16) for lr in (0.01, 0.03) for s in (0, 1))
     assert len({w.rsplit(":", 1)[1] for w in table["worker"]}) <= 2
     for i, stem in enumerate(table["run_id"]):
@@ -112,7 +113,7 @@ def test_resubmission_to_a_scheduler_runs_only_what_is_missing(swept, client, tm
     table = results.sweep_table(out)
     assert gone.exists() and len(table["run_id"]) == 8 and set(table["status"]) == {"finished"}
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
-    actions = dict(zip(table["run_id"], table["action"]))
+    actions = dict(zip(table["run_id"], table["action"], strict=False))
     assert actions.pop(gone.name[:-3]) == "ran" and set(actions.values()) == {"ran"}
     workers = set(client.run(os.getpid).values())
     row = table["run_id"].tolist().index(gone.name[:-3])
@@ -275,7 +276,7 @@ def test_plot_sweep_draws_mean_and_std_over_seeds(swept, tmp_path, capsys):
     assert [line["label"] for line in lines] == ["width=16", "width=8"]
     for line in lines:
         width = int(line["label"].split("=")[1])
-        for x, mean, std, n in zip(line["x"], line["mean"], line["std"], line["n"]):
+        for x, mean, std, n in zip(line["x"], line["mean"], line["std"], line["n"], strict=False):
             pick = (table["config.width"] == width) & (table["config.lr"] == x)
             vals = table["metric.test_acc"][pick]
             assert n == 2 and mean == vals.mean() and std == vals.std(ddof=1)

@@ -6,11 +6,16 @@ from adjointcore.gradcheck import central_difference, relative_error
 from adjointcore.layers import Linear, Sequential, Tanh
 from adjointcore.optim import Adam
 from experiments import theorem1
-from experiments._training import (GradientConfig, TrajectoryProblem, join_vars, loss_and_grad,
-                                   train_bp_then_adjoint)
+from experiments._training import (
+    GradientConfig,
+    TrajectoryProblem,
+    join_vars,
+    loss_and_grad,
+    train_bp_then_adjoint,
+)
 from experiments.results import find_runs, load
-from tests.experiments._record import CountedField, assert_run_record
 from nets.node_ew import CoupledField
+from tests.experiments._record import CountedField, assert_run_record
 
 
 @pytest.fixture(scope="module")
