@@ -5,7 +5,16 @@ one durable run and returns its exit status; ``CONFIGS[name](quick, seed, overri
 the run's full configuration without running it, so a caller (a sweep) can compute its identity
 and files first: ``durable.run_paths(out, durable.run_identity(name, CONFIGS[name](...)))``.
 """
-from . import digits, gradcheck_report, gradient_accuracy, rda_evolution, theorem1
+from . import (
+    cnf2d,
+    digits,
+    gradcheck_report,
+    gradient_accuracy,
+    rda_evolution,
+    theorem1,
+    thesis_efficiency,
+    thesis_eval_solvers,
+)
 
 EXPERIMENTS = {
     "digits": digits.run,
@@ -13,6 +22,9 @@ EXPERIMENTS = {
     "gradient_accuracy": gradient_accuracy.run,
     "rda_evolution": rda_evolution.run,
     "theorem1": theorem1.run,
+    "cnf2d": cnf2d.run,
+    "thesis_efficiency": thesis_efficiency.run,
+    "thesis_eval_solvers": thesis_eval_solvers.run,
 }
 
 CONFIGS = {
@@ -21,7 +33,12 @@ CONFIGS = {
     "gradient_accuracy": gradient_accuracy.make_config,
     "rda_evolution": rda_evolution.make_config,
     "theorem1": theorem1.make_config,
+    "cnf2d": cnf2d.make_config,
+    "thesis_efficiency": thesis_efficiency.make_config,
+    "thesis_eval_solvers": thesis_eval_solvers.make_config,
 }
 
 #: Experiments with a training loop that checkpoints and resumes.
 CHECKPOINTED = frozenset({"digits", "theorem1"})
+CHECKPOINTED |= {"thesis_efficiency", "thesis_eval_solvers"}
+CHECKPOINTED |= {"cnf2d"}

@@ -1,0 +1,697 @@
+"""Image classifiers of the thesis (seed 003: Bijsterbosch, *The Parameter Efficiency of Neural
+ODEs*, sections 7.3 and 8) and their durable training loop.
+
+Models (:func:`build_model`, ``cfg["model"]``)
+----------------------------------------------
+Simple architecture (section 7.3.1, Table 7.4). ``C = width``, ``a = augment``, ``W = C + a``::
+
+    odenet        Conv2d(1, C, 1x1) -> [pre_activation] -> ODEBlock(augment=a, field =
+                  [Conv2d(W, W, 3x3, pad 1), GroupNorm(groups, W), activation])
+                  -> AvgPool2d(pool) -> Flatten -> Linear(., 10)
+    resnet_small  Conv2d(1, W, 1x1) -> [pre_activation] -> 1 x Residual([Conv2d(W, W, 3x3),
+                  GroupNorm, activation]) -> AvgPool2d(pool) -> Flatten -> Linear(., 10)
+    resnet_large  the same with ``blocks_large`` (3) residual blocks of their own weights
+
+(``activation`` ReLU and no ``pre_activation`` unless set: the ablations of Tables 7.1-7.2,
+:data:`ABLATIONS`; the ODE block integrates over ``[0, t1]``, Table 7.3)
+
+so the three match in structure: the ODE block's field *is* the residual block (the thesis'
+ODEnet has 64 + 2 channels, its ResNets 66). ``downsample = d > 1`` (a CPU-scale option; 1 in
+the thesis) makes the stem a ``d x d`` convolution with stride ``d`` (a linear map of each
+``d x d`` patch, so no pixel is dropped) and the block runs on ``28/d x 28/d`` images. With
+``H = 28 / d`` and ``S = (H / pool)^2`` the parameter counts are (:func:`simple_formula`)::
+
+    odenet:        (d^2 + 1) C   +     (9 W^2 + W) + 2 W      + (10 W S + 10)
+    resnet (k):    (d^2 + 1) W   + k [(9 W^2 + W) + 2 W]      + (10 W S + 10)
+
+(with ``time_conv`` the ODE field's convolution also sees a constant time channel: ``+ 9 W``).
+At the thesis' scale (C = 64, a = 2, H = 28, pool 2) this gives
+168,900 / 168,904 / 247,708 parameters of which 39,530 / 39,534 / 118,338 outside the fully
+connected layer; the thesis reports 169,000 / 169,000 / 248,000 and 40,000 / 40,100 / 119,000.
+
+Complex architecture (section 7.3.2, Table 7.5), widths ``c1, c2, c3``, each stage a
+convolution, max pooling (2x2, padded when the size is odd), GroupNorm and ReLU; channels grow by
+zero padding, not by 1x1 convolutions::
+
+    complex_resnet  per stage: ChannelPad(c_i - c_{i-1}) -> Residual([ChannelUnpad,
+                    Conv2d(c_{i-1}, c_i, 3x3)]) (the skip is the zero-padded input, taken before
+                    the pooling) -> MaxPool2d -> GroupNorm -> ReLU; then Flatten -> Linear
+    complex_odenet  ODEBlock(augment = c3 - 1) on (c3, 28, 28) states; field = [ChannelUnpad
+                    (keeps the image channel and one zero channel), the three stages (first
+                    convolution 2 -> c1), SpatialPad back to 28 x 28]; after the block
+                    SpatialCrop to the last stage's size -> Flatten -> Linear
+
+as in the thesis: zero channels in front of the block, removed (all but one) inside the field,
+and zero spatial padding of the field's output so that the state keeps its dimensions. Here
+``downsample = d > 1`` is a ``d x d`` average pool in front of the network.
+
+Training (:func:`train`)
+------------------------
+Adam on softmax cross-entropy (learning rate constant or cosine-annealed to 0 over all steps,
+``lr_schedule``), one pass over a fresh permutation per epoch; after every epoch the
+validation loss and accuracy; early stopping when the validation loss has not improved for
+``patience`` epochs (thesis section 6.2.2); the test set is evaluated with the parameters of the
+best validation loss. Per epoch: forward and backward NFE of the ODE block (sums over the epoch's
+batches and means per batch, from its ``monitor(phase, work)`` :class:`solvers.Work` records),
+field VJPs, training time and evaluation time. A checkpoint every 50 optimiser steps
+(``--checkpoint-every``) and after every epoch holds everything needed to continue bitwise:
+parameters, best parameters, Adam's state, the generator's state, the epoch's permutation,
+position, running sums and the early-stopping state.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
+from adjointcore.layers import (
+    AvgPool2d,
+    ChannelPad,
+    ChannelUnpad,
+    ConcatConv2d,
+    Conv2d,
+    Flatten,
+    GroupNorm,
+    Linear,
+    MaxPool2d,
+    ParameterFree,
+    ReLU,
+    Residual,
+    Sequential,
+    Softplus,
+    Tanh,
+)
+from adjointcore.losses import softmax_cross_entropy
+from adjointcore.optim import Adam
+from nets.odeblock import ODEBlock
+
+from . import durable
+from ._progress import log, progress_bar
+from ._training import check_loss
+from .data import load_fashion_mnist, load_mnist
+
+__all__ = ["SIMPLE_MODELS", "COMPLEX_MODELS", "MODELS", "ODE_MODELS", "THESIS_TABLE_8_1",
+           "THESIS_TABLE_7_4", "THESIS_TABLE_7_5", "THESIS_ABLATIONS", "ABLATIONS",
+           "SpatialPad", "SpatialCrop", "build_model", "simple_formula", "param_counts",
+           "count_table", "split_ablations", "check_model_config", "load_data", "load_test",
+           "data_info", "evaluate", "make_optimizer", "learning_rate", "Loop", "fresh", "restored",
+           "train",
+           "final_checkpoint", "metrics", "HIST_KEYS", "UNITS", "image_size"]
+
+SIMPLE_MODELS = ("odenet", "resnet_small", "resnet_large")
+COMPLEX_MODELS = ("complex_odenet", "complex_resnet")
+MODELS = SIMPLE_MODELS + COMPLEX_MODELS
+ODE_MODELS = ("odenet", "complex_odenet")
+
+#: Table 8.1 of the thesis (FashionMNIST rows): test accuracy (%), test loss, mean epoch time
+#: (one K80 GPU).
+THESIS_TABLE_8_1 = {
+    "odenet": (90.36, 0.2706, "4 min"), "resnet_small": (90.56, 0.2686, "17 s"),
+    "resnet_large": (90.30, 0.2695, "24 s"), "complex_odenet": (90.80, 0.2523, "18 min"),
+    "complex_resnet": (90.73, 0.2552, "23 s"),
+}
+#: Tables 7.4 / 7.5 (FashionMNIST): parameters, and parameters outside the fully connected layer
+#: (the thesis gives one count for both complex models).
+THESIS_TABLE_7_4 = {"odenet": (169_000, 40_000), "resnet_small": (169_000, 40_100),
+                    "resnet_large": (248_000, 119_000)}
+THESIS_TABLE_7_5 = {"complex_odenet": (394_000, 353_000), "complex_resnet": (394_000, 353_000)}
+#: Tables 7.1-7.3 (FashionMNIST, 10k-subset mode): the ablations, as rows (table, setting,
+#: accuracy %, loss, FNFE, BNFE; 0 where not reported). 7.1: activation before the ODE block
+#: (``pre_activation``); 7.2: inside it (``activation``); 7.3: final time ``t1``.
+THESIS_ABLATIONS = [
+    ("7.1", "pre_activation=softplus", 86.06, 0.3520, 0, 0),
+    ("7.1", "pre_activation=relu", 87.06, 0.2920, 0, 0),
+    ("7.1", "pre_activation=tanh", 87.04, 0.2932, 0, 27),
+    ("7.1", "pre_activation=none", 86.90, 0.2953, 0, 27),
+    ("7.2", "activation=softplus", 81.54, 0.5343, 0, 0),
+    ("7.2", "activation=tanh", 87.1, 0.3666, 0, 0),
+    ("7.2", "activation=relu", 88.3, 0.3369, 0, 0),
+    ("7.3", "t1=1", 88.02, 0.3417, 26, 27), ("7.3", "t1=2", 87.86, 0.3506, 32, 39),
+    ("7.3", "t1=5", 86.88, 0.3850, 38, 63), ("7.3", "t1=10", 85.36, 0.4431, 50, 80),
+]   # Table 7.3, t1=10: "the BNFE increased from 75 to 80 during training"; 7.1: only tanh and
+#     no activation have a BNFE in the text (27)
+#: The thesis' widths (simple: 64 + 2 channels; complex: inferred, see experiments README).
+THESIS_SCALE = {"width": 64, "augment": 2, "groups": 2, "blocks_large": 3, "pool": 2,
+                "downsample": 1, "complex_widths": [64, 128, 256], "time_conv": False}
+
+
+# ------------------------------------------------------------------------------- layers
+class _ShapeCache(NamedTuple):
+    x_shape: tuple
+
+
+class SpatialPad(ParameterFree):
+    """Zero padding at the bottom/right of H and W up to ``(height, width)``: the complex
+    ODEnet's way of giving the field's pooled output the state's dimensions (thesis 7.3.2).
+    Linear; the VJP crops the cotangent."""
+
+    analytic = True
+
+    def __init__(self, height: int, width: int):
+        self.height, self.width = int(height), int(width)
+
+    def output_shape(self, input_shape):
+        n, c, h, w = input_shape
+        if h > self.height or w > self.width:
+            raise ValueError(f"SpatialPad to {self.height}x{self.width} got a larger input "
+                             f"{h}x{w}.")
+        return (n, c, self.height, self.width)
+
+    def forward(self, params, x, **context):
+        self.output_shape(x.shape)
+        return self.apply(params, x)
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        n, c, h, w = x.shape
+        y = np.zeros((n, c, self.height, self.width), dtype=x.dtype)
+        y[:, :, :h, :w] = x
+        return y, _ShapeCache(tuple(x.shape))
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        h, w = cache.x_shape[2:]
+        return np.ascontiguousarray(y_bar[:, :, :h, :w])
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        return self.apply(params, x_dot)[0]
+
+    jvp = apply_jvp
+
+
+class SpatialCrop(ParameterFree):
+    """The top-left ``(height, width)`` of H and W (removes :class:`SpatialPad`'s zeros after
+    the block). Linear; the VJP pads the cotangent with zeros."""
+
+    analytic = True
+
+    def __init__(self, height: int, width: int):
+        self.height, self.width = int(height), int(width)
+
+    def output_shape(self, input_shape):
+        n, c, h, w = input_shape
+        if h < self.height or w < self.width:
+            raise ValueError(f"SpatialCrop to {self.height}x{self.width} got a smaller input "
+                             f"{h}x{w}.")
+        return (n, c, self.height, self.width)
+
+    def forward(self, params, x, **context):
+        self.output_shape(x.shape)
+        return self.apply(params, x)
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        return (np.ascontiguousarray(x[:, :, :self.height, :self.width]),
+                _ShapeCache(tuple(x.shape)))
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
+
+    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+        x_bar = np.zeros(cache.x_shape, dtype=y_bar.dtype)
+        x_bar[:, :, :self.height, :self.width] = y_bar
+        return x_bar
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        return self.apply(params, x_dot)[0]
+
+    jvp = apply_jvp
+
+
+# ------------------------------------------------------------------------------- models
+def image_size(cfg) -> int:
+    """Side of the images the network sees (28, or 28 / downsample)."""
+    return 28 // int(cfg.get("downsample", 1))
+
+
+def _pooled(size: int) -> tuple:
+    """``(padding, output size)`` of a 2x2 max pool: padded by one when ``size`` is odd."""
+    pad = size % 2
+    return pad, (size + 2 * pad - 2) // 2 + 1
+
+
+def _ode_block(field, cfg, augment: int, monitor) -> ODEBlock:
+    return ODEBlock(field, t_span=(0.0, float(cfg["t1"])), method=cfg["solver"],
+                    steps=cfg.get("steps"), rtol=cfg["rtol"], atol=cfg["atol"],
+                    gradient=cfg["gradient"], augment=augment, monitor=monitor)
+
+
+def _activation(name: str):
+    return {"relu": ReLU, "tanh": Tanh, "softplus": Softplus}[name]()
+
+
+def _pre(cfg) -> list:
+    """The activation between the stem and the block (Table 7.1; none by default)."""
+    name = cfg.get("pre_activation", "none")
+    return [] if name == "none" else [_activation(name)]
+
+
+def _conv3(cin, cout, time_conv: bool):
+    return (ConcatConv2d if time_conv else Conv2d)(cin, cout, 3, padding=1)
+
+
+def _simple(cfg, kind: str, monitor) -> Sequential:
+    c, a = cfg["width"], cfg["augment"]
+    w, size = c + a, image_size(cfg)
+    d = cfg["downsample"]
+    head = ([AvgPool2d(cfg["pool"])] if cfg["pool"] > 1 else []) + [
+        Flatten(), Linear(w * (size // cfg["pool"]) ** 2, 10)]
+    if kind == "odenet":
+        field = Sequential(_conv3(w, w, cfg["time_conv"]), GroupNorm(cfg["groups"], w),
+                           _activation(cfg.get("activation", "relu")))
+        return Sequential(Conv2d(1, c, d, stride=d), *_pre(cfg),
+                          _ode_block(field, cfg, a, monitor), *head)
+    k = 1 if kind == "resnet_small" else cfg["blocks_large"]
+    blocks = [Residual(Sequential(Conv2d(w, w, 3, padding=1), GroupNorm(cfg["groups"], w),
+                                  _activation(cfg.get("activation", "relu"))))
+              for _ in range(k)]
+    return Sequential(Conv2d(1, w, d, stride=d), *_pre(cfg), *blocks, *head)
+
+
+def _stages(widths, c_in: int, size: int, groups: int, residual: bool, time_conv: bool):
+    """The complex architecture's three conv / max-pool / GroupNorm / ReLU stages."""
+    layers, prev = [], c_in
+    for c in widths:
+        pad, size = _pooled(size)
+        if residual:
+            grow = c - prev
+            conv = Conv2d(prev, c, 3, padding=1)
+            layers += [ChannelPad(grow), Residual(Sequential(ChannelUnpad(grow), conv))]
+        else:
+            layers.append(_conv3(prev, c, time_conv))
+        layers += [MaxPool2d(2, padding=pad), GroupNorm(min(groups, c), c), ReLU()]
+        prev = c
+    return layers, size
+
+
+def _complex(cfg, kind: str, monitor) -> Sequential:
+    widths = [int(c) for c in cfg["complex_widths"]]
+    size0 = image_size(cfg)
+    pre = [AvgPool2d(cfg["downsample"])] if cfg["downsample"] > 1 else []
+    if kind == "complex_resnet":
+        stages, size = _stages(widths, 1, size0, cfg["groups"], True, False)
+        return Sequential(*pre, *stages, Flatten(), Linear(widths[-1] * size * size, 10))
+    c3 = widths[-1]
+    stages, size = _stages(widths, 2, size0, cfg["groups"], False, cfg["time_conv"])
+    field = Sequential(ChannelUnpad(c3 - 2), *stages, SpatialPad(size0, size0))
+    block = _ode_block(field, cfg, c3 - 1, monitor)
+    return Sequential(*pre, block, SpatialCrop(size, size), Flatten(),
+                      Linear(c3 * size * size, 10))
+
+
+def build_model(cfg, monitor: Optional[Callable] = None) -> Sequential:
+    """The network ``cfg["model"]`` (module notes); ``monitor(phase, work)`` goes to its ODE
+    block (if any)."""
+    kind = cfg["model"]
+    if kind in SIMPLE_MODELS:
+        return _simple(cfg, kind, monitor)
+    return _complex(cfg, kind, monitor)
+
+
+def simple_formula(kind: str, width: int, augment: int, size: int = 28, pool: int = 2,
+                   blocks_large: int = 3, time_conv: bool = False) -> dict:
+    """Closed-form parameter counts of the simple models (module notes): ``{"total", "fc",
+    "not_fc"}``."""
+    w = width + augment
+    d = 28 // size
+    fc = 10 * w * (size // pool) ** 2 + 10
+    block = 9 * w * w + w + 2 * w
+    if kind == "odenet":
+        not_fc = (d * d + 1) * width + block + (9 * w if time_conv else 0)
+    else:
+        not_fc = (d * d + 1) * w + (1 if kind == "resnet_small" else blocks_large) * block
+    return {"total": not_fc + fc, "fc": fc, "not_fc": not_fc}
+
+
+def param_counts(model) -> dict:
+    """``{"total", "fc", "not_fc"}`` of a built model (its last layer is the classifier)."""
+    total = int(model.n_params)
+    fc = int(model.layers[-1].n_params)
+    return {"total": total, "fc": fc, "not_fc": total - fc}
+
+
+def count_table(cfg) -> list:
+    """Parameter counts of all five models at this run's widths and at the thesis' (Tables 7.4
+    and 7.5), with the thesis' reported figures."""
+    rows = []
+    for kind in MODELS:
+        ours = param_counts(build_model({**cfg, "model": kind}))
+        thesis_scale = param_counts(build_model({**cfg, **THESIS_SCALE, "model": kind}))
+        reported = {**THESIS_TABLE_7_4, **THESIS_TABLE_7_5}[kind]
+        rows.append({"model": kind, "params": ours["total"], "params_fc": ours["fc"],
+                     "params_not_fc": ours["not_fc"],
+                     "thesis_scale_params": thesis_scale["total"],
+                     "thesis_scale_params_not_fc": thesis_scale["not_fc"],
+                     "thesis_reported_params": reported[0],
+                     "thesis_reported_params_not_fc": reported[1]})
+    return rows
+
+
+# ------------------------------------------------------------------------------- config
+#: Ablation settings of the simple models (thesis Tables 7.1-7.2; Table 7.3's final time is
+#: ``t1``): name -> (default, choices). They enter a run's configuration only when set to
+#: something other than the default, so the identity of default runs does not depend on them.
+ABLATIONS = {"activation": ("relu", ("relu", "tanh", "softplus")),
+             "pre_activation": ("none", ("none", "relu", "tanh", "softplus"))}
+
+
+def split_ablations(name: str, overrides: Optional[dict]) -> tuple:
+    """``(overrides without the ablation keys, {key: value} of the non-default ones)``.
+
+    Raises
+    ------
+    experiments.durable.ConfigError
+        An ablation value that is not one of its choices.
+    """
+    rest, extra = dict(overrides or {}), {}
+    for key, (default, choices) in ABLATIONS.items():
+        if key in rest:
+            value = rest.pop(key)
+            if value not in choices:
+                raise durable.ConfigError(f"--set {key}={value!r}: {name}'s {key!r} must be one "
+                                          f"of {list(choices)} (default {default!r}).")
+            if value != default:
+                extra[key] = value
+    return rest, extra
+
+
+_POSITIVE = ("width", "groups", "blocks_large", "pool", "downsample", "epochs", "patience",
+             "batch", "n_val", "eval_batch")
+
+
+def check_model_config(name: str, cfg: dict) -> dict:
+    """Raise :class:`experiments.durable.ConfigError` naming the bad settings."""
+    bad = [k for k in _POSITIVE if k in cfg and (not isinstance(cfg[k], int) or cfg[k] < 1)]
+    if cfg.get("augment", 0) < 0:
+        bad.append("augment")
+    for key in ("n_train", "n_test"):
+        v = cfg.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            bad.append(key)
+    if cfg["model"] not in MODELS:
+        bad.append("model")
+    for key in ("lr", "rtol", "atol", "t1"):
+        if cfg[key] <= 0:
+            bad.append(key)
+    if cfg.get("weight_decay", 0.0) < 0:
+        bad.append("weight_decay")
+    if cfg.get("lr_schedule", "constant") not in ("constant", "cosine"):
+        bad.append("lr_schedule")
+    if cfg["dataset"] not in ("fashion-mnist", "mnist"):
+        bad.append("dataset")
+    if cfg["dtype"] not in ("float32", "float64"):
+        bad.append("dtype")
+    if cfg["gradient"] not in ("discrete", "backsolve", "interpolated"):
+        bad.append("gradient")
+    widths = cfg.get("complex_widths")
+    if not (isinstance(widths, list) and len(widths) == 3 and all(
+            isinstance(c, int) and c >= 2 for c in widths) and widths == sorted(widths)):
+        bad.append("complex_widths")
+    if not bad:
+        if 28 % cfg["downsample"] or image_size(cfg) % cfg["pool"]:
+            bad += ["downsample/pool (28 / downsample must be divisible by pool)"]
+        if (cfg["width"] + cfg["augment"]) % cfg["groups"]:
+            bad += ["groups (must divide width + augment)"]
+        if any(c % min(cfg["groups"], c) for c in widths):
+            bad += ["groups (must divide each of complex_widths)"]
+    if bad:
+        raise durable.ConfigError(
+            f"{name} settings {bad} are out of range: widths, counts and sizes are integers "
+            f">= 1 (augment >= 0; n_train/n_test null or >= 1), lr/rtol/atol/t1 > 0, model one "
+            f"of {list(MODELS)}, dataset 'fashion-mnist' or 'mnist', dtype 'float32' or "
+            f"'float64', gradient 'discrete'/'backsolve'/'interpolated', complex_widths three "
+            f"non-decreasing integers >= 2; got { {k: cfg.get(k) for k in bad if k in cfg} }.")
+    return cfg
+
+
+# ------------------------------------------------------------------------------- data
+def load_data(cfg):
+    """The ``ImageSplit`` of ``cfg``: pixels scaled to [-1, 1] as in the thesis (section 5.3),
+    ``n_val`` validation images held out of the training set, optional subsets."""
+    loader = load_fashion_mnist if cfg["dataset"] == "fashion-mnist" else load_mnist
+    split = loader("all", cfg.get("data_dir"), dtype=np.dtype(cfg["dtype"]), n_train=cfg["n_train"],
+                   n_val=cfg["n_val"], n_test=cfg["n_test"], seed=cfg["seed"])
+    scaled = []
+    for x in (split.x_train, split.x_test, split.x_val):
+        x *= 2
+        x -= 1
+        scaled.append(x)
+    return split._replace(x_train=scaled[0], x_test=scaled[1], x_val=scaled[2])
+
+
+def load_test(cfg, n_test=None):
+    """The test images of ``cfg``'s data set only (scaled as :func:`load_data`)."""
+    loader = load_fashion_mnist if cfg["dataset"] == "fashion-mnist" else load_mnist
+    split = loader("test", cfg.get("data_dir"), dtype=np.dtype(cfg["dtype"]), n_test=n_test,
+                   seed=cfg["seed"])
+    x = split.x_test
+    x *= 2
+    x -= 1
+    return split._replace(x_test=x)
+
+
+def data_info(cfg, data) -> dict:
+    return {"name": cfg["dataset"], "split_seed": cfg["seed"], "n_train": int(len(data.y_train)),
+            "n_val": int(len(data.y_val)), "n_test": int(len(data.y_test)),
+            "scaling": "pixels / 255 * 2 - 1 (in [-1, 1])",
+            "sha256": durable.array_checksum(data.x_train, data.y_train, data.x_val,
+                                             data.y_val, data.x_test, data.y_test)}
+
+
+# ------------------------------------------------------------------------------- evaluation
+def evaluate(model, params, x, y, batch: int, records: Optional[list] = None) -> dict:
+    """Mean loss, accuracy and mean forward NFE per batch of the ODE block (0 without one) over
+    ``(x, y)`` in batches of ``batch``; ``records`` is the list the model's monitor fills."""
+    loss_sum, correct, nfe, calls = 0.0, 0, 0, 0
+    for i in range(0, len(y), batch):
+        if records is not None:
+            records.clear()
+        logits, _ = model.forward(params, x[i:i + batch])
+        loss, _ = softmax_cross_entropy(logits, y[i:i + batch])
+        n = len(y[i:i + batch])
+        loss_sum += float(loss) * n
+        correct += int(np.sum(np.argmax(logits, axis=1) == y[i:i + batch]))
+        for phase, w in (records or ()):
+            if phase == "forward":
+                nfe += int(w.forward_nfe)
+                calls += 1
+    if records is not None:
+        records.clear()
+    return {"loss": loss_sum / len(y), "acc": correct / len(y),
+            "nfe_forward": nfe / calls if calls else 0.0}
+
+
+# ------------------------------------------------------------------------------- training
+HIST_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "eval_time_s",
+             "nfe_forward", "nfe_backward", "vjps_backward", "nfe_forward_per_batch",
+             "nfe_backward_per_batch", "val_nfe_forward_per_batch")
+_FLOAT_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "eval_time_s",
+               "nfe_forward_per_batch", "nfe_backward_per_batch", "val_nfe_forward_per_batch")
+UNITS = {
+    "train_loss": "nats per example (mean over the epoch's batches)",
+    "train_acc": "fraction (during the epoch's steps)", "val_loss": "nats per example",
+    "val_acc": "fraction", "epoch_time_s": "s (training steps of the epoch)",
+    "eval_time_s": "s (validation after the epoch)",
+    "nfe_forward": "function evaluations (ODE block, forward solves, sum over the epoch)",
+    "nfe_backward": "function evaluations (ODE block, backward phase, sum over the epoch)",
+    "vjps_backward": "field VJPs (ODE block, sum over the epoch)",
+    "nfe_forward_per_batch": "function evaluations per training batch (mean)",
+    "nfe_backward_per_batch": "function evaluations per training batch (mean)",
+    "val_nfe_forward_per_batch": "function evaluations per validation batch (mean)",
+    "test_acc": "fraction (parameters of the best validation loss)",
+    "test_loss": "nats per example (parameters of the best validation loss)",
+    "test_nfe_forward_per_batch": "function evaluations per test batch (mean)",
+    "best_epoch": "epoch (1-based)", "epochs_run": "epochs", "stopped_early": "bool",
+    "mean_epoch_time_s": "s", "test_time_s": "s", "wall_time_s": "s",
+    "params_total": "parameters", "params_fc": "parameters", "params_not_fc": "parameters",
+}
+
+
+#: Optimiser steps between checkpoints inside an epoch (``--checkpoint-every`` overrides).
+CHECKPOINT_EVERY = 50
+
+
+class Loop(NamedTuple):
+    """Where training stands: everything a checkpoint holds."""
+
+    params: np.ndarray
+    opt_state: object
+    rng: np.random.Generator
+    epoch: int                 # current epoch (0-based)
+    batch: int                 # next batch of the current epoch
+    perm: Optional[np.ndarray]
+    acc: dict                  # the current epoch's running sums (loss, correct, count, work)
+    hist: dict                 # per-epoch metrics of the finished epochs
+    stop: dict                 # early stopping: best_val_loss, best_epoch, bad_epochs, stopped
+    best_params: np.ndarray
+    wall: float                # wall time of earlier sessions
+
+
+def _new_acc() -> dict:
+    return {"loss_sum": 0.0, "correct": 0, "count": 0, "batches": 0, "nfe_forward": 0,
+            "nfe_backward": 0, "vjps_backward": 0, "elapsed_s": 0.0}
+
+
+def make_optimizer(cfg) -> Adam:
+    return Adam(lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+
+
+def fresh(cfg, model, opt) -> Loop:
+    rng = np.random.default_rng(cfg["seed"])
+    params = model.init(rng, np.dtype(cfg["dtype"]))
+    stop = {"best_val_loss": None, "best_epoch": 0, "bad_epochs": 0, "stopped": False}
+    return Loop(params, opt.init_state(params), rng, 0, 0, None, _new_acc(),
+                {k: [] for k in HIST_KEYS}, stop, params.copy(), 0.0)
+
+
+def restored(resumed, opt) -> Loop:
+    ck = resumed["checkpoint"]
+    arrays, pos = ck["arrays"], ck["position"]
+    params = arrays["params"]
+    return Loop(params, durable.restore_optimizer(opt.init_state(params), arrays, "opt."),
+                durable.restore_rng(ck["rng_state"]), pos["epoch"], pos["batch"],
+                arrays.get("perm"), pos["acc"], {k: resumed["metrics"][k].tolist()
+                                                 for k in HIST_KEYS}, pos["stop"],
+                arrays["best_params"], pos["wall_s"])
+
+
+def metrics(hist: dict, extra: Optional[dict] = None) -> dict:
+    out = {k: np.asarray(v, dtype=np.float64 if k in _FLOAT_KEYS else np.int64)
+           for k, v in hist.items()}
+    out.update(extra or {})
+    return out
+
+
+def _checkpoint(loop: Loop, cfg, n_batches: int, session_start: float) -> dict:
+    arrays = {"params": loop.params, "best_params": loop.best_params,
+              **durable.optimizer_arrays("opt.", loop.opt_state)}
+    if loop.perm is not None:
+        arrays["perm"] = loop.perm
+    where = (f"epoch {loop.epoch + 1}/{cfg['epochs']}, batch {loop.batch}/{n_batches}"
+             if loop.batch else f"start of epoch {loop.epoch + 1}/{cfg['epochs']}")
+    if loop.stop["stopped"]:
+        where = f"stopped early after epoch {loop.epoch}"
+    position = {"epoch": loop.epoch, "batch": loop.batch, "acc": loop.acc, "stop": loop.stop,
+                "wall_s": loop.wall + time.perf_counter() - session_start, "where": where}
+    return {"arrays": arrays, "position": position, "rng_state": durable.rng_state(loop.rng),
+            "metrics": metrics(loop.hist), "units": UNITS}
+
+
+def final_checkpoint(loop: Loop) -> dict:
+    """The finished run's ``checkpoint/`` group: ``params`` are the best-validation parameters
+    (those tested), ``last_params`` the parameters after the last epoch."""
+    return {"arrays": {"params": loop.best_params, "last_params": loop.params,
+                       **durable.optimizer_arrays("opt.", loop.opt_state)},
+            "position": {"epoch": loop.epoch, "batch": 0, "where": "finished",
+                         "stop": loop.stop},
+            "rng_state": durable.rng_state(loop.rng)}
+
+
+def learning_rate(cfg, epoch: int, batch: int, n_batches: int) -> float:
+    """The step's learning rate: ``lr`` throughout (``lr_schedule="constant"``), or cosine
+    annealing from ``lr`` to 0 over all ``epochs * n_batches`` steps (``"cosine"``)."""
+    if cfg.get("lr_schedule", "constant") == "constant":
+        return cfg["lr"]
+    step, total = epoch * n_batches + batch, cfg["epochs"] * n_batches
+    return cfg["lr"] * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
+def _step(model, opt, loop: Loop, x, y, records, epoch: int, lr: float) -> Loop:
+    logits, cache = model.forward(loop.params, x)
+    loss, g_logits = softmax_cross_entropy(logits, y)
+    _, grad = model.vjp(loop.params, cache, g_logits)
+    params, state = opt.step(loop.params, grad, loop.opt_state, lr=lr)
+    loss = check_loss(float(loss), f"epoch {epoch + 1}",
+                      "lower the learning rate (--set lr=...) or the tolerances")
+    acc = dict(loop.acc)
+    acc["loss_sum"] += loss * len(y)
+    acc["correct"] += int(np.sum(np.argmax(logits, axis=1) == y))
+    acc["count"] += len(y)
+    acc["batches"] += 1
+    for phase, w in records:
+        if phase == "forward":
+            acc["nfe_forward"] += int(w.forward_nfe)
+        else:
+            acc["nfe_backward"] += int(w.backward_nfe)
+            acc["vjps_backward"] += int(w.vjps)
+    records.clear()
+    return loop._replace(params=params, opt_state=state, acc=acc, batch=loop.batch + 1)
+
+
+def _end_epoch(loop: Loop, cfg, model, data, records) -> Loop:
+    start = time.perf_counter()
+    val = evaluate(model, loop.params, data.x_val, data.y_val, cfg["eval_batch"], records)
+    a = loop.acc
+    hist = {k: list(v) for k, v in loop.hist.items()}
+    hist["train_loss"].append(a["loss_sum"] / a["count"])
+    hist["train_acc"].append(a["correct"] / a["count"])
+    hist["val_loss"].append(val["loss"])
+    hist["val_acc"].append(val["acc"])
+    hist["epoch_time_s"].append(a["elapsed_s"])
+    for key in ("nfe_forward", "nfe_backward", "vjps_backward"):
+        hist[key].append(a[key])
+    hist["nfe_forward_per_batch"].append(a["nfe_forward"] / a["batches"])
+    hist["nfe_backward_per_batch"].append(a["nfe_backward"] / a["batches"])
+    hist["val_nfe_forward_per_batch"].append(val["nfe_forward"])
+    stop = dict(loop.stop)
+    best = loop.best_params
+    if stop["best_val_loss"] is None or val["loss"] < stop["best_val_loss"]:
+        stop.update(best_val_loss=val["loss"], best_epoch=loop.epoch + 1, bad_epochs=0)
+        best = loop.params.copy()
+    else:
+        stop["bad_epochs"] += 1
+        stop["stopped"] = stop["bad_epochs"] >= cfg["patience"]
+    hist["eval_time_s"].append(time.perf_counter() - start)
+    return loop._replace(epoch=loop.epoch + 1, batch=0, perm=None, acc=_new_acc(), hist=hist,
+                         stop=stop, best_params=best)
+
+
+def _epoch_line(loop: Loop, cfg, name: str) -> str:
+    h = loop.hist
+    s = loop.stop
+    return (f"{name} epoch {loop.epoch:3d}/{cfg['epochs']}  loss {h['train_loss'][-1]:.4f}  "
+            f"train {h['train_acc'][-1]:.4f}  val loss {h['val_loss'][-1]:.4f} acc "
+            f"{h['val_acc'][-1]:.4f}  NFE f/b per batch {h['nfe_forward_per_batch'][-1]:.1f}/"
+            f"{h['nfe_backward_per_batch'][-1]:.1f}  {h['epoch_time_s'][-1]:.1f}s + "
+            f"{h['eval_time_s'][-1]:.1f}s eval  (best epoch {s['best_epoch']}, "
+            f"{s['bad_epochs']}/{cfg['patience']} without improvement)")
+
+
+def train(run, cfg, model, opt, loop: Loop, data, records: list, name: str) -> Loop:
+    """Epochs from ``loop`` until ``cfg["epochs"]`` or early stopping, checkpointing through
+    :func:`durable.after_step` (``records``: the list the model's monitor appends to)."""
+    x_train, y_train = data.x_train, data.y_train
+    n_batches = max(1, len(y_train) // cfg["batch"])
+    session_start = time.perf_counter()
+    since = 0
+    quiet = run.options.quiet
+    bar = progress_bar(cfg["epochs"] * n_batches, name, quiet,
+                       initial=loop.epoch * n_batches + loop.batch, unit="step")
+    with bar:
+        while loop.epoch < cfg["epochs"] and not loop.stop["stopped"]:
+            if loop.perm is None:
+                loop = loop._replace(perm=loop.rng.permutation(len(y_train)))
+            batches = np.array_split(loop.perm, n_batches)
+            while loop.batch < n_batches:
+                start = time.perf_counter()
+                idx = batches[loop.batch]
+                records.clear()
+                lr = learning_rate(cfg, loop.epoch, loop.batch, n_batches)
+                loop = _step(model, opt, loop, x_train[idx], y_train[idx], records, loop.epoch,
+                             lr)
+                acc = dict(loop.acc, elapsed_s=loop.acc["elapsed_s"] + time.perf_counter()
+                           - start)
+                loop = loop._replace(acc=acc)
+                bar.update(1)
+                bar.set_postfix_str(f"loss {acc['loss_sum'] / acc['count']:.3f}  NFE f/b "
+                                    f"{acc['nfe_forward']}/{acc['nfe_backward']}")
+                if loop.batch < n_batches:
+                    since = durable.after_step(run, since + 1, lambda loop=loop: _checkpoint(
+                        loop, cfg, n_batches, session_start), default_every=CHECKPOINT_EVERY)
+            loop = _end_epoch(loop, cfg, model, data, records)
+            log(_epoch_line(loop, cfg, name), quiet)
+            since = durable.after_step(run, since + 1, lambda loop=loop: _checkpoint(
+                loop, cfg, n_batches, session_start), force=True)
+    return loop._replace(wall=loop.wall + time.perf_counter() - session_start)
