@@ -311,6 +311,8 @@ def _plot(rows, kind, path, cfg, model_cfg, stem, desc):
     keys = ("source", "model", "width", "augment", "downsample", "fixed_solvers", "fixed_steps",
             "adaptive_solvers", "tolerances", "eval_n_test", "eval_dtype", "epochs", "n_train",
             "seed", "quick")
+    if cfg["source"] is not None:                 # nothing trained here
+        keys = tuple(k for k in keys if k not in ("epochs", "n_train"))
     shown = {**cfg, **{k: model_cfg[k] for k in ("model", "width", "augment", "downsample")}}
     lines = caption(fig, stem, shown, keys)
     save_figure(fig, path, caption_lines=lines)

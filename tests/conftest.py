@@ -8,7 +8,8 @@ from hypothesis import settings
 
 from adjointcore.backend import gpu_available
 
-# The default run is derandomized: hypothesis draws the same examples on every machine, so a CI
+# The default run is derandomized: hypothesis draws the same examples on every machine (for a given
+# hypothesis version, which pyproject.toml therefore bounds), so a CI
 # failure reproduces locally. `HYPOTHESIS_PROFILE=explore` searches fresh random examples.
 settings.register_profile("default", derandomize=True, deadline=None)
 settings.register_profile("explore", derandomize=False, deadline=None, max_examples=300)
