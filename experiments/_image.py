@@ -357,6 +357,24 @@ ABLATIONS = {"activation": ("relu", ("relu", "tanh", "softplus")),
              "pre_activation": ("none", ("none", "relu", "tanh", "softplus"))}
 
 
+def image_config(name, modes, quick: bool, seed: int, overrides: Optional[dict]) -> dict:
+    """A run's configuration: ``modes = (full, quick, common)`` defaults, the seed and mode,
+    ``--set`` overrides (checked by :func:`durable.apply_overrides`) and ablation settings,
+    with the model settings checked (:func:`check_model_config`).
+
+    Raises
+    ------
+    experiments.durable.ConfigError
+        An unknown key, a value of the wrong type, or a value out of range.
+    """
+    full, quick_defaults, common = modes
+    base = {**(quick_defaults if quick else full), **common, "seed": int(seed),
+            "quick": bool(quick)}
+    overrides, ablations = split_ablations(name, overrides)
+    return check_model_config(name, {**durable.apply_overrides(name, base, overrides),
+                                     **ablations})
+
+
 def split_ablations(name: str, overrides: Optional[dict]) -> tuple:
     """``(overrides without the ablation keys, {key: value} of the non-default ones)``.
 

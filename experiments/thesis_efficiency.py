@@ -85,10 +85,7 @@ def make_config(quick: bool = False, seed: int = 0, overrides: Optional[dict] = 
     experiments.durable.ConfigError
         An unknown key, a value of the wrong type, or a value out of range.
     """
-    base = {**(QUICK if quick else FULL), **COMMON, "seed": int(seed), "quick": bool(quick)}
-    overrides, ablations = _image.split_ablations(NAME, overrides)
-    cfg = {**durable.apply_overrides(NAME, base, overrides), **ablations}
-    return _image.check_model_config(NAME, cfg)
+    return _image.image_config(NAME, (FULL, QUICK, COMMON), quick, seed, overrides)
 
 
 def run(quick: bool = False, out: str = "results", seed: int = 0, *,

@@ -95,10 +95,7 @@ def make_config(quick: bool = False, seed: int = 0, overrides: Optional[dict] = 
     experiments.durable.ConfigError
         An unknown key, a value of the wrong type, or a value out of range.
     """
-    base = {**(QUICK if quick else FULL), **COMMON, "seed": int(seed), "quick": bool(quick)}
-    overrides, ablations = _image.split_ablations(NAME, overrides)
-    cfg = {**durable.apply_overrides(NAME, base, overrides), **ablations}
-    _image.check_model_config(NAME, cfg)
+    cfg = _image.image_config(NAME, (FULL, QUICK, COMMON), quick, seed, overrides)
     bad = []
     if cfg["model"] not in _image.ODE_MODELS:
         bad.append("model (an ODE model: odenet or complex_odenet)")

@@ -55,6 +55,7 @@ from ._layer import (
     _tol_key,
     _unit,
     _what,
+    checks_to_run,
     resolve_params,
 )
 
@@ -77,18 +78,7 @@ def default_jvp_tolerances(dtype) -> dict:
 def _resolve(checks, tol, dtype):
     """``(checks to run, tolerances in force)``; unknown names and bad values raise, naming the
     argument and listing what is allowed."""
-    if checks is None:
-        wanted = JVP_CHECKS
-    else:
-        try:
-            wanted = (checks,) if isinstance(checks, str) else tuple(checks)
-        except TypeError:
-            raise TypeError(f"`checks` must be a check name or an iterable of them, got "
-                            f"{checks!r}; choose from {JVP_CHECKS}.") from None
-        unknown = [c for c in wanted if c not in JVP_CHECKS]
-        if unknown:
-            raise ValueError(f"`checks` has unknown entries {unknown}; choose from "
-                             f"{JVP_CHECKS}.")
+    wanted = checks_to_run(checks, JVP_CHECKS)
     tolerances = default_jvp_tolerances(dtype)
     if tol is None:
         return wanted, tolerances

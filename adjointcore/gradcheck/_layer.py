@@ -119,6 +119,27 @@ def _tol_key(figure: str) -> str:
 TOL_KEYS = ("fd", "complex", "dot", "taylor_min_rate")
 
 
+def checks_to_run(checks, allowed: tuple) -> tuple:
+    """``checks`` (None: all of ``allowed``; a name; an iterable of names) as a tuple.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not a name or an iterable of names; an unknown name (the message lists ``allowed``).
+    """
+    if checks is None:
+        return allowed
+    try:
+        wanted = (checks,) if isinstance(checks, str) else tuple(checks)
+    except TypeError:
+        raise TypeError(f"`checks` must be a check name or an iterable of them, got "
+                        f"{checks!r}; choose from {allowed}.") from None
+    unknown = [c for c in wanted if c not in allowed]
+    if unknown:
+        raise ValueError(f"`checks` has unknown entries {unknown}; choose from {allowed}.")
+    return wanted
+
+
 def _resolve_checks(checks, tol, dtype):
     """The checks to run and the tolerances in force (defaults updated with ``tol``).
 
@@ -130,18 +151,7 @@ def _resolve_checks(checks, tol, dtype):
         An unknown check name or ``tol`` key, or a ``tol`` value that is not a positive finite
         real number; the message lists the allowed names/keys.
     """
-    if checks is None:
-        wanted = CHECKS
-    else:
-        try:
-            checks = (checks,) if isinstance(checks, str) else tuple(checks)
-        except TypeError:
-            raise TypeError(f"`checks` must be a check name or an iterable of them, got "
-                            f"{checks!r}; choose from {CHECKS}.") from None
-        unknown = [c for c in checks if c not in CHECKS]
-        if unknown:
-            raise ValueError(f"`checks` has unknown entries {unknown}; choose from {CHECKS}.")
-        wanted = checks
+    wanted = checks_to_run(checks, CHECKS)
     tolerances = default_tolerances(dtype)
     if tol is not None:
         allowed = ", ".join(repr(k) for k in TOL_KEYS)

@@ -47,7 +47,7 @@ from ..layers.base import SecondOrderBars, call_jvp_vjp, kernel_jvp, layer_kerne
 from ._complex import complex_step
 from ._dot import _norm, inner
 from ._fd import central_difference, relative_error
-from ._layer import LayerReport, _layer_name, _unit, _what
+from ._layer import LayerReport, _layer_name, _unit, _what, checks_to_run
 from ._taylor import taylor_test
 
 __all__ = ["check_jvp_vjp", "SECOND_ORDER_CHECKS", "default_second_order_tolerances"]
@@ -112,12 +112,7 @@ def check_jvp_vjp(layer, x, params=None, t=None, rng=None, checks=None, tol=None
     check_array("x", x, allow_complex=False, finite=True)
     xp = get_array_module(x)
     dtype = np.dtype(x.dtype)
-    wanted = SECOND_ORDER_CHECKS if checks is None else (
-        (checks,) if isinstance(checks, str) else tuple(checks))
-    unknown = [c for c in wanted if c not in SECOND_ORDER_CHECKS]
-    if unknown:
-        raise ValueError(f"`checks` has unknown entries {unknown}; choose from "
-                         f"{SECOND_ORDER_CHECKS}.")
+    wanted = checks_to_run(checks, SECOND_ORDER_CHECKS)
     tolerances = default_second_order_tolerances(dtype)
     if tol is not None:
         if not isinstance(tol, dict):

@@ -53,8 +53,17 @@ def test_closed_form_densities():
 def test_gaussian_baseline_and_errors():
     x = np.random.default_rng(1).standard_normal((200_000, 2))
     mean, cov = _toy2d.fit_gaussian(x)
+    # Sampling error with n = 2e5: standard error 2.2e-3 for the mean and about 3.2e-3 for the
+    # covariance entries, so 1e-2 is 3-4.5 standard errors (fixed seed: deterministic).
     assert np.allclose(mean, 0, atol=1e-2) and np.allclose(cov, np.eye(2), atol=1e-2)
     assert abs(_toy2d.gaussian_nll(x, mean, cov) - (math.log(2 * math.pi) + 1)) < 1e-2
+    # Exact properties, independent of sampling: the maximum-likelihood covariance divides by
+    # n, and the fitted Gaussian's NLL on its own data is (d/2)(1 + log 2 pi) + logdet / 2.
+    y = x[:50] @ np.array([[2.0, 0.0], [0.7, 0.5]]) + 3.0
+    m_y, c_y = _toy2d.fit_gaussian(y)
+    np.testing.assert_allclose(c_y, np.cov(y.T, bias=True), rtol=1e-12)
+    expected = 1.0 + math.log(2 * math.pi) + 0.5 * np.linalg.slogdet(c_y)[1]
+    assert abs(_toy2d.gaussian_nll(y, m_y, c_y) - expected) < 1e-12
     with pytest.raises(ValueError, match="unknown 2-D data set 'ring'"):
         _toy2d.sample("ring", 3, np.random.default_rng(0))
     with pytest.raises(ValueError, match="integer >= 1"):
