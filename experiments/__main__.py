@@ -13,7 +13,9 @@ Sweeps (:mod:`experiments.sweep`): ``python -m experiments sweep NAME --grid KEY
 --seeds 0-4 [--quick] [--set KEY=VALUE] [--out DIR] [--scheduler ADDRESS | --workers N]`` runs
 every grid point and seed as one durable run on Dask and keeps the index ``DIR/sweep.h5``
 (exit 0 all finished, 1 some failed, 2 refused before any compute, 130 interrupted);
-``python -m experiments plot-sweep DIR --x KEY --y METRIC`` draws mean +- std over seeds.
+``python -m experiments plot-sweep DIR --x KEY --y METRIC`` draws mean +- std over seeds;
+``python -m experiments seed-table DIR --experiment NAME --by KEYS --values NAMES [--table T]``
+prints them as a Markdown table (:mod:`experiments.seedtable`).
 """
 from __future__ import annotations
 
@@ -186,6 +188,37 @@ def _plot_sweep_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seed_table_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments seed-table",
+        description="Mean +- std over seeds of the finished runs of one experiment in DIR, as a "
+                    "Markdown table (experiments.seedtable).")
+    parser.add_argument("dir", help="the --out folder of the runs")
+    parser.add_argument("--experiment", required=True, metavar="NAME")
+    parser.add_argument("--by", required=True, metavar="KEYS",
+                        help="comma-separated configuration keys (or --table columns) to group on")
+    parser.add_argument("--values", required=True, metavar="NAMES",
+                        help="comma-separated scalar metrics (or --table columns) to aggregate")
+    parser.add_argument("--table", metavar="T", help="aggregate the rows of this HDF5 table")
+    parser.add_argument("--quick", action="store_true", help="the quick runs")
+    parser.add_argument("--digits", type=_positive, default=4, metavar="N",
+                        help="significant digits of the means (default 4)")
+    return parser
+
+
+def seed_table_main(argv) -> int:
+    """``python -m experiments seed-table DIR --experiment NAME --by KEYS --values NAMES``."""
+    args = _seed_table_parser().parse_args(argv)
+    from . import seedtable
+
+    def run():
+        print(seedtable.seed_table(args.dir, args.experiment, args.by.split(","),
+                                   args.values.split(","), args.table, args.quick, args.digits),
+              end="", flush=True)
+        return 0
+    return _guarded(run)
+
+
 def _guarded(run) -> int:
     """``run()``'s exit status, with the project's refusals as one line and exit status 2."""
     from . import results
@@ -228,7 +261,8 @@ def plot_sweep_main(argv) -> int:
 
 
 #: Subcommands (checked before the experiment name).
-SUBCOMMANDS = {"sweep": sweep_main, "plot-sweep": plot_sweep_main}
+SUBCOMMANDS = {"sweep": sweep_main, "plot-sweep": plot_sweep_main,
+               "seed-table": seed_table_main}
 
 
 def main(argv=None) -> int:
