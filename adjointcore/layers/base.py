@@ -46,8 +46,8 @@ Forward mode (optional; every built-in layer has it)
     ``jvp``, so a subclass defining only ``jvp`` works inside composites; one defining neither
     raises ``NotImplementedError`` naming the class.
 
-Second order (optional; the built-in dense, element-wise and composite layers have it)
---------------------------------------------------------------------------------------
+Second order (optional; every built-in layer has it)
+----------------------------------------------------
 ``jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, y_bar=None)
 -> SecondOrderBars(x_bar, params_bar, x_dot_bar, params_dot_bar, t_bar)``
     The VJP of the *tangent-lifted* layer ``(x, params, t, x_dot, params_dot) -> (y, y_dot)``
@@ -91,7 +91,8 @@ from ._checks import (
 
 __all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "param_layout",
            "accepts_need_params", "call_vjp", "call_jvp", "kernel_jvp", "tangent_sum",
-           "SecondOrderBars", "call_jvp_vjp", "add_time_bar",
+           "SecondOrderBars", "call_jvp_vjp", "add_time_bar", "linear_jvp_vjp",
+           "LinearSecondOrder",
            # helpers for composites built outside this package (nets), defined in ._checks:
            "check_child_layer", "init_child", "prefixed_shapes"]
 
@@ -470,3 +471,69 @@ class ParameterFree(Layer):
             return None
         xp = get_array_module(x_like)
         return xp.zeros(0, dtype=x_like.dtype)
+
+
+def linear_jvp_vjp(layer, params, cache, x_shape, x_dot, y_dot_bar, y_bar=None):
+    """Second-order VJP of a parameter-free layer that is linear in ``x`` given its cache.
+
+    For ``y = J x`` with ``J`` fixed by the cache (a pooling window's weights, a max-pool's
+    argmax, a dropout mask, a reshape) the tangent map is ``y_dot = J x_dot``, independent of
+    ``x``: the second derivative vanishes, and the VJP of ``(x, x_dot) -> (y, y_dot)`` is the
+    layer's own VJP applied to each cotangent.
+
+    Parameters
+    ----------
+    layer : layer with ``apply_vjp``
+    params : None or ndarray, shape (0,)
+    cache : NamedTuple
+        From the layer's taped forward.
+    x_shape : tuple
+        Shape of the forward input (of ``x_bar``).
+    x_dot : ndarray, shape ``x_shape``
+        Only its dtype is used (the tangent does not enter the cotangents).
+    y_dot_bar : ndarray, shape of ``y``
+    y_bar : ndarray, shape of ``y``, optional
+
+    Returns
+    -------
+    SecondOrderBars
+        ``(J^T y_bar or zeros, empty, J^T y_dot_bar, empty, None)``; ``x_dot_bar`` may be a view
+        of ``y_dot_bar`` (or ``y_dot_bar`` itself) exactly when the layer's VJP returns one.
+    """
+    xp = get_array_module(y_dot_bar)
+    x_dot_bar = layer.apply_vjp(params, cache, y_dot_bar)
+    if y_bar is None:
+        x_bar = xp.zeros(tuple(x_shape), dtype=np.result_type(y_dot_bar.dtype, x_dot.dtype))
+    else:
+        x_bar = layer.apply_vjp(params, cache, y_bar)
+    empty = xp.zeros(0, dtype=x_bar.dtype)
+    return SecondOrderBars(x_bar, empty, x_dot_bar, empty, None)
+
+
+class LinearSecondOrder:
+    """Mixin: ``jvp_vjp`` of a parameter-free layer that is linear given its cache, whose cache
+    records the input shape as ``x_shape``."""
+
+    def jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Second-order VJP (see :func:`linear_jvp_vjp`): the checks of :meth:`jvp`
+        (``params``, ``x_dot`` of the cached input's shape, ``params_dot``), then those of
+        :meth:`Layer.jvp_vjp <adjointcore.layers.Layer.jvp_vjp>` (``y_dot_bar``, ``y_bar``).
+
+        Returns
+        -------
+        SecondOrderBars
+            ``(x_bar, empty, x_dot_bar, empty, None)``.
+
+        Raises
+        ------
+        ShapeError, ParameterError, TypeError
+            Naming ``params``, ``x_dot``, ``params_dot``, ``y_dot_bar`` or ``y_bar``.
+        """
+        self._check_no_params(params)
+        self._check_tangents(x_dot, cache.x_shape, params_dot)
+        return super().jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, y_bar)
+
+    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Unchecked :meth:`jvp_vjp`: ``x_dot_bar = J^T y_dot_bar``, ``x_bar = J^T y_bar``
+        (zero without ``y_bar``); no second-order term (:func:`linear_jvp_vjp`)."""
+        return linear_jvp_vjp(self, params, cache, cache.x_shape, x_dot, y_dot_bar, y_bar)

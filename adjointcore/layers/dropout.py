@@ -14,7 +14,7 @@ import numpy as np
 from ..backend import get_array_module, real_dtype
 from ..errors import check_array, check_probability
 from ._checks import check_mode
-from .base import ParameterFree
+from .base import ParameterFree, linear_jvp_vjp
 
 __all__ = ["Dropout", "DropoutCache"]
 
@@ -132,6 +132,39 @@ class Dropout(ParameterFree):
     def apply_jvp(self, params, cache, x_dot, params_dot=None):
         """Unchecked :meth:`jvp`."""
         return x_dot if cache.mask is None else x_dot * cache.mask
+
+    def jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Second-order VJP with the cached mask held fixed (see :meth:`apply_jvp_vjp`).
+
+        The checks of :meth:`jvp` (``x_dot`` of the mask's shape; any shape without a mask),
+        then those of :meth:`Layer.jvp_vjp <adjointcore.layers.Layer.jvp_vjp>` (``y_dot_bar``,
+        ``y_bar`` of ``x_dot``'s shape).
+
+        Raises
+        ------
+        ShapeError, ParameterError, TypeError
+            Naming ``params``, ``x_dot``, ``params_dot``, ``y_dot_bar`` or ``y_bar``.
+        """
+        self._check_no_params(params)
+        if cache.mask is not None:
+            self._check_tangents(x_dot, cache.mask.shape, params_dot)
+        else:
+            self._check_tangents(x_dot, (None,) * getattr(x_dot, "ndim", 0), params_dot)
+        return super().jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, y_bar)
+
+    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Unchecked second-order VJP. Given the mask, ``y = mask * x`` and ``y_dot = mask *
+        x_dot`` are linear: no second derivative, ``x_dot_bar = mask * y_dot_bar`` and
+        ``x_bar = mask * y_bar`` (zero without ``y_bar``); the identity (eval mode, ``p = 0``)
+        passes both cotangents through (``x_dot_bar`` is then ``y_dot_bar`` itself, as the VJP
+        returns ``y_bar``). See :func:`~adjointcore.layers.base.linear_jvp_vjp`.
+
+        Returns
+        -------
+        SecondOrderBars
+            ``(x_bar, empty, x_dot_bar, empty, None)``.
+        """
+        return linear_jvp_vjp(self, params, cache, tuple(x_dot.shape), x_dot, y_dot_bar, y_bar)
 
     def __repr__(self) -> str:
         return f"Dropout(p={self.p}, mode={self.mode!r})"

@@ -14,6 +14,12 @@ which contains the terms through the batch mean and variance. Its forward-mode c
 and ``y_dot = weight * xhat_dot + weight_dot * xhat + bias_dot``. Everything uses ``x * x`` (never
 ``abs``) and ``sqrt``, so the forward is analytic and accepts complex input (complex step).
 
+Second order (``jvp_vjp``, the VJP of ``(x, params, x_dot, params_dot) -> (y, y_dot)``): the
+tangent cotangents are the ordinary VJP of ``y_dot_bar``; the second-order terms in ``x`` come
+from differentiating ``xhat_dot`` once more (:func:`_normalise_jvp_vjp`: the derivative of
+``inv_std`` and that of the normalised-input product ``xhat * mean(xhat * u)``) and from the
+weight products ``weight * xhat_dot``, ``weight_dot * xhat``.
+
 References
 ----------
 .. [1] S. Ioffe, C. Szegedy, "Batch normalization: accelerating deep network training by
@@ -26,8 +32,8 @@ from typing import Any, NamedTuple
 
 from ..backend import get_array_module, real_dtype
 from ..errors import ShapeError, check_array, check_positive_int, check_probability
-from ._checks import check_flag, check_mode, finite_float
-from .base import Layer, tangent_sum
+from ._checks import check_flag, check_mode, finite_float, out_dtype
+from .base import Layer, SecondOrderBars, tangent_sum
 
 __all__ = ["BatchNorm", "GroupNorm", "BatchNormCache", "BatchNormEvalCache", "GroupNormCache",
            "update_running_stats"]
@@ -90,6 +96,38 @@ def _normalise_jvp(x_dot, xhat, inv_std, axes):
     term is the derivative of the mean, the second one that of ``inv_std``)."""
     u = x_dot - x_dot.mean(axis=axes, keepdims=True)
     return inv_std * (u - xhat * (xhat * u).mean(axis=axes, keepdims=True))
+
+
+def _normalise_jvp_vjp(x_dot, G, K, xhat, inv_std, axes):
+    """Second-order VJP of ``xhat = (x - mean) * inv_std`` over ``axes``.
+
+    Returns ``(x_bar, xhat_dot)``: ``xhat_dot`` (:func:`_normalise_jvp`, recomputed) and the
+    gradient in ``x`` of ``<G, xhat_dot(x; x_dot)> + <K, xhat(x)>`` (``K=None``: zero).
+
+    Derivation (per normalisation set of ``m`` entries, ``M`` the mean over it, ``s =
+    inv_std``): with ``u = x_dot - M(x_dot)`` (independent of ``x``) and ``a = M(xhat u)``,
+    ``xhat_dot = s u - s a xhat``. The differentials in ``x`` are ``ds = -s**2 M(xhat dx)``
+    (``d var = 2 M(xc dx)``, ``ds = -s**3 d var / 2``) and ``d xhat = P(dx) = s (dx - M(dx) -
+    xhat M(xhat dx))``, a symmetric projection (its adjoint is :func:`_normalise_vjp`). Then
+
+        d<G, xhat_dot> = ds <G, u - a xhat>                        (the inv_std term)
+                         - s M(G xhat) <u, d xhat> - s a <G, d xhat>  (the xhat a product:
+                                                                  d a = M(u d xhat), d xhat)
+
+    and ``<G, u - a xhat> = m M(G xhat_dot) / s``, so
+
+        x_bar = -s M(G xhat_dot) xhat + P^T(K - s (M(G xhat) u + a G)).
+
+    Dropping the first term (the variance term) or either part of the second leaves an O(1)
+    error (mutation tests).
+    """
+    u = x_dot - x_dot.mean(axis=axes, keepdims=True)
+    a = (xhat * u).mean(axis=axes, keepdims=True)
+    xhat_dot = inv_std * (u - xhat * a)
+    k = inv_std * ((G * xhat).mean(axis=axes, keepdims=True) * u + a * G)
+    k = -k if K is None else K - k
+    curvature = inv_std * (G * xhat_dot).mean(axis=axes, keepdims=True)
+    return _normalise_vjp(k, xhat, inv_std, axes) - curvature * xhat, xhat_dot
 
 
 def _affine_jvp(xhat_dot, xhat, weight, params_dot):
@@ -206,6 +244,83 @@ class _AffineNorm(Layer):
         self._affine(params)
         self._check_tangents(x_dot, cache.xhat.shape, params_dot)
         return self.apply_jvp(params, cache, x_dot, params_dot)
+
+    def jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Second-order VJP (see :meth:`apply_jvp_vjp`): the checks of :meth:`jvp` (``params``,
+        ``x_dot`` of the cached input's shape, ``params_dot``), then those of
+        :meth:`Layer.jvp_vjp <adjointcore.layers.Layer.jvp_vjp>` (``y_dot_bar``, ``y_bar``).
+
+        Raises
+        ------
+        ShapeError, ParameterError, TypeError
+            Naming ``params``, ``x_dot``, ``params_dot``, ``y_dot_bar`` or ``y_bar``.
+        """
+        self._affine(params)
+        self._check_tangents(x_dot, cache.xhat.shape, params_dot)
+        return super().jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, y_bar)
+
+    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+        """Second-order VJP (unchecked :meth:`~adjointcore.layers.Layer.jvp_vjp`).
+
+        ``y_dot = w xhat_dot + w_dot xhat + b_dot`` (``w``, ``b`` per channel; ``xhat_dot`` as
+        in the module notes). With ``g = y_dot_bar`` and ``S`` the sum over every axis but 1:
+
+        * ``x_dot_bar``, ``params_dot_bar = [S(g xhat), S(g)]``: the ordinary VJP of ``g``
+          (:meth:`apply_vjp`, bit for bit);
+        * ``x_bar``: the gradient of ``<w g, xhat_dot> + <g w_dot + w y_bar, xhat>``, i.e. the
+          normalisation's own second derivative with ``G = w g`` (the ``inv_std`` and the
+          normalised-input-product terms, :func:`_normalise_jvp_vjp`; none in BatchNorm eval
+          mode, where ``xhat`` is affine in ``x``) plus the weight-product term ``g w_dot``
+          and ``y_bar``'s ordinary VJP, both through the first-order map ``P^T``;
+        * ``params_bar = [S(g xhat_dot) + S(y_bar xhat), S(y_bar)]`` (the weight product
+          ``w xhat_dot``; the bias has no second-order term).
+
+        Without affine parameters ``w = 1`` and both parameter bars are empty. No ``t``.
+
+        Parameters
+        ----------
+        params : ndarray, shape (n_params,)
+        cache : NamedTuple
+            From :meth:`forward` (taped).
+        x_dot, y_dot_bar : ndarray, shape of ``x``
+        params_dot : ndarray, shape (n_params,) or None
+        y_bar : ndarray, shape of ``x``, optional
+
+        Returns
+        -------
+        SecondOrderBars
+            ``(x_bar, params_bar, x_dot_bar, params_dot_bar, None)``.
+        """
+        xp = get_array_module(y_dot_bar)
+        weight, _ = self._affine_unchecked(params)
+        g, xhat, nd = y_dot_bar, cache.xhat, y_dot_bar.ndim
+        affine = weight is not None
+        dtype = out_dtype(g, x_dot, xhat, *((weight,) if affine else ()),
+                          *((params_dot,) if affine and params_dot is not None else ()),
+                          *(() if y_bar is None else (y_bar,)))
+        params_dot_bar = xp.zeros(self.n_params, dtype=dtype)
+        x_dot_bar = self.apply_vjp(params, cache, g, params_dot_bar if affine else None)
+        if affine:
+            c = self._channels
+            G = g * _channel(weight, nd)
+            K = None
+            if params_dot is not None:
+                K = g * _channel(params_dot[:c], nd)
+            if y_bar is not None:
+                yw = y_bar * _channel(weight, nd)
+                K = yw if K is None else K + yw
+        else:
+            G, K = g, y_bar
+        x_bar, xhat_dot = self._normalise_second(cache, x_dot, G, K)
+        params_bar = xp.zeros(self.n_params, dtype=dtype)
+        if affine:
+            axes = (0,) + tuple(range(2, nd))
+            params_bar[:c] = (g * xhat_dot).sum(axis=axes)
+            if y_bar is not None:
+                params_bar[:c] += (y_bar * xhat).sum(axis=axes)
+                params_bar[c:2 * c] = y_bar.sum(axis=axes)
+        return SecondOrderBars(x_bar.astype(dtype, copy=False), params_bar, x_dot_bar,
+                               params_dot_bar, None)
 
 
 # -- batch norm -----------------------------------------------------------------------------------
@@ -324,6 +439,18 @@ class BatchNorm(_AffineNorm):
                                       (0,) + tuple(range(2, x_dot.ndim)))
         return _affine_jvp(xhat_dot, cache.xhat, weight, params_dot)
 
+    def _normalise_second(self, cache, x_dot, G, K):
+        """``(x_bar, xhat_dot)`` of :func:`_normalise_jvp_vjp` over the batch (and spatial)
+        axes; eval mode (``xhat`` affine in ``x``): ``(inv_std K, inv_std x_dot)``, no
+        second derivative."""
+        inv_std = _channel(cache.inv_std, x_dot.ndim)
+        if isinstance(cache, BatchNormEvalCache):
+            xp = get_array_module(x_dot)
+            x_bar = xp.zeros(x_dot.shape, dtype=G.dtype) if K is None else K * inv_std
+            return x_bar, x_dot * inv_std
+        return _normalise_jvp_vjp(x_dot, G, K, cache.xhat, inv_std,
+                                  (0,) + tuple(range(2, x_dot.ndim)))
+
     def __repr__(self) -> str:
         return (f"BatchNorm(num_features={self.num_features}, eps={self.eps}, mode={self.mode!r}, "
                 f"affine={self.affine})")
@@ -428,6 +555,15 @@ class GroupNorm(_AffineNorm):
         xd, xh = self._grouped(x_dot), self._grouped(cache.xhat)
         xhat_dot = _normalise_jvp(xd, xh, cache.inv_std, tuple(range(2, xd.ndim)))
         return _affine_jvp(xhat_dot.reshape(x_dot.shape), cache.xhat, weight, params_dot)
+
+    def _normalise_second(self, cache, x_dot, G, K):
+        """``(x_bar, xhat_dot)`` of :func:`_normalise_jvp_vjp` per (sample, group)."""
+        grouped = self._grouped
+        xd = grouped(x_dot)
+        x_bar, xhat_dot = _normalise_jvp_vjp(xd, grouped(G), None if K is None else grouped(K),
+                                             grouped(cache.xhat), cache.inv_std,
+                                             tuple(range(2, xd.ndim)))
+        return x_bar.reshape(x_dot.shape), xhat_dot.reshape(x_dot.shape)
 
     def __repr__(self) -> str:
         return (f"GroupNorm(num_groups={self.num_groups}, num_channels={self.num_channels}, "

@@ -5,6 +5,12 @@ loop over the ``kh * kw`` kernel offsets only, which also handles overlapping wi
 Conventions follow PyTorch: ``stride`` defaults to ``kernel_size``, ``padding <= kernel_size // 2``,
 max pooling pads with ``-inf``, average pooling pads with zeros and always divides by
 ``kh * kw`` (``count_include_pad=True``).
+
+Second order (``jvp_vjp``): every pool is linear in ``x`` given its cache (average pooling
+everywhere; max pooling where the argmax is locally constant, i.e. away from ties), so the
+lifted map ``(x, x_dot) -> (y, y_dot) = (J x, J x_dot)`` has a constant ``J`` and no
+second-derivative term: ``x_bar = J^T y_bar``, ``x_dot_bar = J^T y_dot_bar``
+(:func:`~adjointcore.layers.base.linear_jvp_vjp`, the VJP applied twice).
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from ._im2col import (
     window_counts,
     windows,
 )
-from .base import ParameterFree
+from .base import LinearSecondOrder, ParameterFree
 
 __all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "MaxPoolCache", "ShapeCache"]
 
@@ -45,7 +51,7 @@ class ShapeCache(NamedTuple):
     x_shape: tuple
 
 
-class _Pool2d(ParameterFree):
+class _Pool2d(LinearSecondOrder, ParameterFree):
     """Shared configuration and checks of the windowed pools."""
 
     def __init__(self, kernel_size, stride=None, padding=0):
@@ -98,6 +104,13 @@ class MaxPool2d(_Pool2d):
 
     The VJP routes ``y_bar`` to the position of the maximum; among tied values the first in
     row-major window order wins. Not analytic (no complex input).
+
+    Second order: ``y = x[argmax]`` window by window, so ``y_dot = x_dot[argmax]`` (the JVP
+    routes through the cached argmax) and, the argmax being piecewise constant in ``x``, the
+    second derivative is zero almost everywhere (everywhere but at ties, where the layer is not
+    differentiable): ``x_dot_bar`` is ``y_dot_bar`` routed back to the argmax, ``x_bar`` is
+    ``y_bar`` routed back (zero without it). The complex step does not apply (``max`` is not
+    analytic); checks keep the window values apart.
 
     Parameters
     ----------
@@ -191,7 +204,7 @@ class AvgPool2d(_Pool2d):
         return self.apply(params, x_dot, tape=False)[0]
 
 
-class GlobalAvgPool2d(ParameterFree):
+class GlobalAvgPool2d(LinearSecondOrder, ParameterFree):
     """Spatial mean ``(N, C, H, W) -> (N, C)``. Linear, hence analytic."""
 
     analytic = True

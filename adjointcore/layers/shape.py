@@ -8,6 +8,10 @@ state on the way in and dropped on the way out (Dupont et al. [1]_).
 ``Flatten`` and ``Reshape`` return views of a contiguous input (no copy); the channel layers
 return fresh arrays. No layer writes into its input.
 
+Second order (``jvp_vjp``): linear layers have no second derivative; the tangent cotangent is
+the VJP of ``y_dot_bar`` and ``x_bar`` the VJP of ``y_bar`` (zero without it), see
+:func:`~adjointcore.layers.base.linear_jvp_vjp`.
+
 References
 ----------
 .. [1] E. Dupont, A. Doucet, Y. W. Teh, "Augmented neural ODEs", NeurIPS 2019.
@@ -19,13 +23,13 @@ from math import prod
 from ..backend import get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._checks import check_y_bar
-from .base import ParameterFree
+from .base import LinearSecondOrder, ParameterFree
 from .pool import ShapeCache
 
 __all__ = ["Flatten", "Reshape", "ChannelPad", "ChannelUnpad"]
 
 
-class _ShapeLayer(ParameterFree):
+class _ShapeLayer(LinearSecondOrder, ParameterFree):
     analytic = True
 
     def _check_input(self, params, x):

@@ -30,9 +30,9 @@ from adjointcore.layers import (
     ConcatConv2d,
     ConcatLinear,
     Conv2d,
+    Layer,
     LeakyReLU,
     Linear,
-    MaxPool2d,
     Parallel,
     ReLU,
     Residual,
@@ -311,16 +311,32 @@ def test_mutations_are_caught(make, kwargs):
 
 
 # -- protocol -----------------------------------------------------------------------------------
+class FirstOrderOnly(Layer):
+    """A user layer (``y = 2 x``) with forward, VJP and JVP but no second-order VJP (every
+    built-in layer has one)."""
+
+    def forward(self, params, x, **context):
+        return 2 * x, None
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        return 2 * y_bar, np.zeros(0)
+
+    def jvp(self, params, cache, x_dot, params_dot=None):
+        return 2 * x_dot
+
+
 def test_missing_second_order_raises_naming_the_child():
-    layer = Sequential(Linear(4, 4), MaxPool2d(2))
+    layer = Sequential(Linear(4, 4), FirstOrderOnly())
     params = layer.init(np.random.default_rng(0))
-    with pytest.raises(NotImplementedError, match=r"layers\[1\] \(MaxPool2d\)"):
+    with pytest.raises(NotImplementedError, match=r"layers\[1\] \(FirstOrderOnly\)"):
         layer.apply_jvp_vjp(params, (None, None), np.zeros((2, 4)), None, np.zeros((2, 4)))
-    pool = MaxPool2d(2)
-    x = np.zeros((1, 1, 2, 2))
-    _, cache = pool.forward(None, x)
-    with pytest.raises(NotImplementedError, match="MaxPool2d"):
-        pool.jvp_vjp(None, cache, x, None, np.zeros((1, 1, 1, 1)))
+    user = FirstOrderOnly()
+    x = np.zeros((1, 4))
+    _, cache = user.forward(None, x)
+    with pytest.raises(NotImplementedError, match="FirstOrderOnly has no second-order"):
+        user.jvp_vjp(None, cache, x, None, np.zeros((1, 4)))
+    with pytest.raises(NotImplementedError, match="FirstOrderOnly has no second-order"):
+        user.apply_jvp_vjp(None, cache, x, None, np.zeros((1, 4)))
 
 
 def test_checked_jvp_vjp_rejects_bad_shapes():
