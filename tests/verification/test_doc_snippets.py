@@ -10,7 +10,8 @@ code (issue 14, point 3).
 - Shell blocks (``bash``) are checked without running anything long: ``python -m experiments
   NAME ...`` lines are parsed by the command line's own parser and their configuration is built
   (so an unknown experiment, a bad ``--set`` key or value fails here); ``sweep`` lines are
-  planned (``sweep.plan_sweep``, which checks the grid and seeds); ``pip install -e ".[X]"``
+  planned (``sweep.plan_sweep``, which checks the grid and seeds), ``plot-sweep`` and
+  ``seed-table`` lines parsed; ``pip install -e ".[X]"``
   lines name extras that ``pyproject.toml`` declares; ``python benchmarks/F`` and ``bash
   benchmarks/F`` name files that exist.
 - Blocks without a language (``protocols.md``'s signature listings) are prose, not code.
@@ -119,7 +120,12 @@ def _extras() -> set:
 def check_shell_command(command: str) -> str:
     """Check one documented shell command without running it; returns what kind it was."""
     from experiments import durable, registry, sweep
-    from experiments.__main__ import _parser, _sweep_parser
+    from experiments.__main__ import (
+        _parser,
+        _plot_sweep_parser,
+        _seed_table_parser,
+        _sweep_parser,
+    )
     argv = shlex.split(command)
     if argv[:3] == ["python", "-m", "experiments"]:
         rest = argv[3:]
@@ -127,8 +133,10 @@ def check_shell_command(command: str) -> str:
             args = _sweep_parser().parse_args(rest[1:])
             sweep.plan_sweep(args.name, args.grid, args.seeds, args.quick, args.set)
             return "sweep"
-        if rest and rest[0] == "plot-sweep":
-            return "plot-sweep"
+        if rest and rest[0] in ("plot-sweep", "seed-table"):
+            parser = _plot_sweep_parser() if rest[0] == "plot-sweep" else _seed_table_parser()
+            parser.parse_args(rest[1:])
+            return rest[0]
         args = _parser().parse_args(rest)
         assert args.name in registry.EXPERIMENTS, args.name
         overrides = dict(durable.parse_override(text) for text in args.set)
