@@ -16,6 +16,13 @@ import importlib.util
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
+
+# The annotation for a NumPy, CuPy or emulated-device array, ``Any``: the array libraries' stubs
+# disagree and the code is backend-generic (``xp = get_array_module(x)``). Defined once, in
+# ``solvers`` (the bottom of the package DAG, which imports nothing from this repository), and
+# re-exported here for adjointcore, nets and user layers: ``from adjointcore.backend import Array``.
+from solvers._xp import Array as Array
 
 __all__ = [
     "FLOAT_DTYPES", "COMPLEX_DTYPES", "DEFAULT_DTYPE",
@@ -26,10 +33,6 @@ __all__ = [
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
 DEFAULT_DTYPE = np.dtype(np.float64)
-
-#: Annotation for a NumPy, CuPy or emulated-device array. ``Any``: the array libraries' stubs
-#: disagree and the code is backend-generic (``xp = get_array_module(x)``).
-Array = Any
 
 
 def cupy_available() -> bool:
@@ -48,12 +51,12 @@ def gpu_available() -> bool:
         return False
 
 
-def is_cupy_array(x) -> bool:
+def is_cupy_array(x: object) -> bool:
     """True when ``x`` is a ``cupy.ndarray`` (checked without importing CuPy)."""
     return type(x).__module__.split(".")[0] == "cupy"
 
 
-def get_array_module(*arrays):
+def get_array_module(*arrays: Any) -> Any:
     """Return ``cupy`` if any argument is a CuPy array, else ``numpy``.
 
     An array type may name its module in the class attribute ``__xp__`` (the device emulation
@@ -83,7 +86,7 @@ def get_array_module(*arrays):
     return np
 
 
-def to_device(x, device: str = "gpu"):
+def to_device(x: Any, device: str = "gpu") -> Any:
     """Move an array (or a tuple/list/dict of arrays) to ``device`` ("gpu" or "cpu").
 
     Raises
@@ -111,7 +114,7 @@ def to_device(x, device: str = "gpu"):
     return cupy.asarray(x)
 
 
-def to_host(x):
+def to_host(x: Any) -> Any:
     """Return a NumPy copy/view of ``x`` (CuPy arrays are copied to the host)."""
     if isinstance(x, dict):
         return {k: to_host(v) for k, v in x.items()}
@@ -124,7 +127,7 @@ def to_host(x):
     return np.asarray(x)
 
 
-def as_dtype(dtype) -> np.dtype:
+def as_dtype(dtype: DTypeLike) -> np.dtype:
     """Validate and normalise a floating dtype (float32/float64; complex for complex step).
 
     Raises
@@ -143,6 +146,6 @@ def as_dtype(dtype) -> np.dtype:
     return dt
 
 
-def real_dtype(dtype) -> np.dtype:
+def real_dtype(dtype: DTypeLike) -> np.dtype:
     """Real counterpart of a (possibly complex) dtype: complex128 -> float64."""
     return np.empty(0, dtype=dtype).real.dtype

@@ -35,19 +35,22 @@ import contextlib
 import operator
 import types
 from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, NoReturn
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 __all__ = ["DeviceArray", "DeviceGenerator", "xp", "count_syncs", "SyncCounter", "to_device"]
 
-_COUNTERS: list = []          # active SyncCounter objects (nested contexts all count)
+_COUNTERS: list[SyncCounter] = []          # active SyncCounter objects (nested contexts all count)
 
 
 class SyncCounter:
     """Counts of device-to-host synchronisations (by kind) and host-to-device uploads."""
 
-    def __init__(self):
-        self.kinds = Counter()
+    def __init__(self) -> None:
+        self.kinds: Counter[str] = Counter()
         self.uploads = 0
 
     @property
@@ -60,7 +63,7 @@ class SyncCounter:
 
 
 @contextlib.contextmanager
-def count_syncs():
+def count_syncs() -> Iterator[SyncCounter]:
     """Context manager yielding a :class:`SyncCounter` of what happens inside it."""
     counter = SyncCounter()
     _COUNTERS.append(counter)
@@ -80,14 +83,14 @@ def _upload() -> None:
         counter.uploads += 1
 
 
-def _refuse_host(value, where: str) -> None:
+def _refuse_host(value: Any, where: str) -> None:
     if type(value) is np.ndarray and value.ndim > 0:
         raise TypeError(f"{where}: a host NumPy array of shape {value.shape} met a device array "
                         f"(CuPy refuses this too); move it with xp.asarray once, outside the "
                         f"loop.")
 
 
-def _unwrap(value, where: str):
+def _unwrap(value: Any, where: str) -> Any:
     """Device arrays to their NumPy buffers (recursively); host arrays refused."""
     if isinstance(value, DeviceArray):
         return value._a
@@ -99,7 +102,7 @@ def _unwrap(value, where: str):
     return value
 
 
-def _wrap(value):
+def _wrap(value: Any) -> Any:
     """NumPy results as device arrays (scalars as 0-d arrays, as CuPy returns them)."""
     if isinstance(value, np.ndarray):
         return DeviceArray(value)
@@ -112,23 +115,23 @@ def _wrap(value):
     return value
 
 
-def _binary(name):
-    def op(self, other):
+def _binary(name: str) -> Callable[[DeviceArray, Any], Any]:
+    def op(self: DeviceArray, other: Any) -> Any:
         return _wrap(getattr(self._a, name)(_unwrap(other, name)))
     op.__name__ = name
     return op
 
 
-def _inplace(name):
-    def op(self, other):
+def _inplace(name: str) -> Callable[[DeviceArray, Any], DeviceArray]:
+    def op(self: DeviceArray, other: Any) -> DeviceArray:
         getattr(self._a, name)(_unwrap(other, name))
         return self
     op.__name__ = name
     return op
 
 
-def _unary(name):
-    def op(self):
+def _unary(name: str) -> Callable[[DeviceArray], Any]:
+    def op(self: DeviceArray) -> Any:
         return _wrap(getattr(self._a, name)())
     op.__name__ = name
     return op
@@ -145,128 +148,130 @@ class DeviceArray:
 
     __slots__ = ("_a",)
     __array_priority__ = 1000
+    __xp__: ClassVar[_Module]      # set below, once the module exists
 
-    def __init__(self, a):
+    def __init__(self, a: np.ndarray) -> None:
         self._a = a
 
     # -- what CuPy refuses or synchronises ----------------------------------------------------
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> NoReturn:
         raise TypeError("Implicit conversion of a device array to a NumPy array is not allowed "
                         "(device emulation, as CuPy): use a.get(), xp.asnumpy(a) or "
                         "adjointcore.backend.to_host(a) where a host copy is really wanted.")
 
-    def get(self):
+    def get(self) -> np.ndarray:
         """Copy to the host (a synchronisation)."""
         _sync("get")
         return self._a.copy()
 
-    def item(self):
+    def item(self) -> Any:
         _sync("item")
         return self._a.item()
 
-    def tolist(self):
+    def tolist(self) -> Any:
         _sync("tolist")
         return self._a.tolist()
 
-    def __float__(self):
+    def __float__(self) -> float:
         _sync("float")
         return float(self._a)
 
-    def __int__(self):
+    def __int__(self) -> int:
         _sync("int")
         return int(self._a)
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         _sync("bool")
         return bool(self._a)
 
-    def __index__(self):
+    def __index__(self) -> int:
         _sync("index")
         return operator.index(self._a)
 
-    def __complex__(self):
+    def __complex__(self) -> complex:
         _sync("complex")
         return complex(self._a)
 
     # -- NumPy dispatch (CuPy implements both protocols) ------------------------------------------
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         args = _unwrap(inputs, ufunc.__name__)
         kwargs = _unwrap(kwargs, ufunc.__name__)
         return _wrap(getattr(ufunc, method)(*args, **kwargs))
 
-    def __array_function__(self, func, types_, args, kwargs):
+    def __array_function__(self, func: Callable[..., Any], types_: Any, args: tuple[Any, ...],
+                           kwargs: dict[str, Any]) -> Any:
         return _wrap(func(*_unwrap(args, func.__name__), **_unwrap(kwargs, func.__name__)))
 
     # -- attributes and methods -----------------------------------------------------------------
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         return self._a.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any]:
         return self._a.dtype
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         return self._a.ndim
 
     @property
-    def size(self):
+    def size(self) -> int:
         return self._a.size
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         return self._a.nbytes
 
     @property
-    def strides(self):
+    def strides(self) -> tuple[int, ...]:
         return self._a.strides
 
     @property
-    def itemsize(self):
+    def itemsize(self) -> int:
         return self._a.itemsize
 
     @property
-    def T(self):
+    def T(self) -> DeviceArray:
         return DeviceArray(self._a.T)
 
     @property
-    def real(self):
+    def real(self) -> DeviceArray:
         return DeviceArray(self._a.real)
 
     @property
-    def imag(self):
+    def imag(self) -> DeviceArray:
         return DeviceArray(self._a.imag)
 
     @property
-    def flags(self):
+    def flags(self) -> Any:
         return self._a.flags
 
     @property
-    def base(self):
+    def base(self) -> DeviceArray | None:
         return None if self._a.base is None else DeviceArray(self._a.base)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):         # no __array_interface__ & co.: no implicit host view
             raise AttributeError(name)
         method = getattr(self._a, name)
         if not callable(method):
             return _wrap(method)
 
-        def call(*args, **kwargs):
+        def call(*args: Any, **kwargs: Any) -> Any:
             return _wrap(method(*_unwrap(args, name), **_unwrap(kwargs, name)))
         return call
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._a)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return (_wrap(v) for v in self._a)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> Any:
         return _wrap(self._a[_unwrap(index, "indexing")])
 
-    def __setitem__(self, index, value):
+    def __setitem__(self, index: Any, value: Any) -> None:
         self._a[_unwrap(index, "indexing")] = _unwrap(value, "assignment")
 
     def __repr__(self) -> str:
@@ -297,10 +302,10 @@ class DeviceArray:
                                                  "__ior__"))
     __neg__, __pos__, __abs__, __invert__ = (_unary(n) for n in
                                              ("__neg__", "__pos__", "__abs__", "__invert__"))
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as CuPy arrays are
 
 
-def _asarray(a, dtype=None, **kwargs):
+def _asarray(a: Any, dtype: DTypeLike | None = None, **kwargs: Any) -> DeviceArray:
     """Host data to the device (an upload), device arrays as they are (cast if asked)."""
     if isinstance(a, DeviceArray):
         return a if dtype is None or a.dtype == np.dtype(dtype) else DeviceArray(
@@ -310,7 +315,7 @@ def _asarray(a, dtype=None, **kwargs):
     return DeviceArray(np.array(a, dtype=dtype, **kwargs))
 
 
-def _asnumpy(a, **kwargs):
+def _asnumpy(a: Any, **kwargs: Any) -> np.ndarray:
     return a.get() if isinstance(a, DeviceArray) else np.asarray(a)
 
 
@@ -319,12 +324,19 @@ class _Module(types.ModuleType):
     ``lib.stride_tricks``, ``linalg``, ``fft``) on device arrays."""
 
     ndarray = DeviceArray
+    # Set on the instances below (the rest of NumPy's namespace comes through __getattr__).
+    asarray: Callable[..., DeviceArray]
+    array: Callable[..., DeviceArray]
+    asnumpy: Callable[..., np.ndarray]
+    get_array_module: Callable[..., _Module]
+    random: _Module
+    default_rng: Callable[..., DeviceGenerator]
 
-    def __init__(self, name, target, doc=None):
+    def __init__(self, name: str, target: types.ModuleType, doc: str | None = None) -> None:
         super().__init__(name, doc)
         self._target = target
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
         target = getattr(self._target, name)
@@ -333,7 +345,7 @@ class _Module(types.ModuleType):
         if isinstance(target, (type, np.dtype)) or not callable(target) or name in _PASSTHROUGH:
             return target
 
-        def call(*args, **kwargs):
+        def call(*args: Any, **kwargs: Any) -> Any:
             return _wrap(target(*_unwrap(args, name), **_unwrap(kwargs, name)))
         call.__name__ = name
         return call
@@ -362,16 +374,16 @@ class DeviceGenerator:
     seed : int or None
     """
 
-    def __init__(self, seed=None):
+    def __init__(self, seed: int | None = None) -> None:
         self._generator = np.random.default_rng(seed)
 
-    def random(self, size=None, dtype=np.float64):
+    def random(self, size: Any = None, dtype: Any = np.float64) -> DeviceArray:
         return DeviceArray(np.asarray(self._generator.random(size, dtype=dtype)))
 
-    def standard_normal(self, size=None, dtype=np.float64):
+    def standard_normal(self, size: Any = None, dtype: Any = np.float64) -> DeviceArray:
         return DeviceArray(np.asarray(self._generator.standard_normal(size, dtype=dtype)))
 
-    def uniform(self, low=0.0, high=1.0, size=None):
+    def uniform(self, low: float = 0.0, high: float = 1.0, size: Any = None) -> DeviceArray:
         return DeviceArray(np.asarray(self._generator.uniform(low, high, size)))
 
     def __repr__(self) -> str:
@@ -382,7 +394,7 @@ xp.random = _Module("adjointcore.device_emulation.xp.random", np.random)
 xp.random.default_rng = DeviceGenerator
 
 
-def to_device(x):
+def to_device(x: Any) -> Any:
     """A host array (or a tuple/list/dict of them) on the emulated device."""
     if isinstance(x, dict):
         return {k: to_device(v) for k, v in x.items()}

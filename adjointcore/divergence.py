@@ -39,12 +39,14 @@ statistics: ``BatchNorm`` in train mode couples them; ``GroupNorm`` does not).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import prod
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
-from .backend import get_array_module
+from .backend import Array, get_array_module
 from .errors import ShapeError, check_array, check_generator, check_params
 from .layers.activation import Tanh, tanh_derivative
 from .layers.base import call_jvp_vjp, kernel_jvp, layer_kernel
@@ -84,14 +86,14 @@ class DivergenceCache(NamedTuple):
     """
 
     kernel: Any
-    params: Any
+    params: Array
     t: Any
-    z_shape: tuple
-    tangents: Any
+    z_shape: tuple[int, ...]
+    tangents: Array
     weight: float
     layer_cache: Any
     closed: Any
-    dz: Any
+    dz: Array
     method: str
 
 
@@ -99,12 +101,13 @@ class DivergenceBars(NamedTuple):
     """Result of :func:`divergence_vjp`: ``z_bar`` (shape of ``z``), ``params_bar``
     (n_params,), ``t_bar`` (0-d, or None for a field without time)."""
 
-    z_bar: Any
-    params_bar: Any
-    t_bar: Any
+    z_bar: Array
+    params_bar: Array
+    t_bar: Array | None
 
 
-def draw_probes(rng, shape, kind: str = "gaussian", dtype=np.float64):
+def draw_probes(rng: np.random.Generator, shape: int | Sequence[int], kind: str = "gaussian",
+                dtype: DTypeLike = np.float64) -> NDArray[Any]:
     """Hutchinson probes with ``E[v v^T] = I``, drawn from ``rng``.
 
     Parameters
@@ -130,7 +133,7 @@ def draw_probes(rng, shape, kind: str = "gaussian", dtype=np.float64):
     raise ValueError(f"`kind` must be one of {PROBES}, got {kind!r}.")
 
 
-def _as_layer(field_or_layer):
+def _as_layer(field_or_layer: Any) -> Any:
     layer = getattr(field_or_layer, "layer", field_or_layer)
     for attr in ("forward", "n_params"):
         if not hasattr(layer, attr):
@@ -139,7 +142,7 @@ def _as_layer(field_or_layer):
     return layer
 
 
-def _mlp_parts(layer, z):
+def _mlp_parts(layer: Any, z: Array) -> tuple[Linear, Linear] | None:
     """``(L1, L2)`` if ``layer`` is ``Sequential(L1, Tanh(), L2)`` with dense ``L1: d -> h``
     and ``L2: h -> d`` acting on ``z`` of shape (N, d); else None."""
     if not isinstance(layer, Sequential) or len(layer) != 3 or z.ndim != 2:
@@ -156,7 +159,7 @@ def _mlp_parts(layer, z):
     return l1, l2
 
 
-def _tangents(method, z, probes, xp):
+def _tangents(method: str, z: Array, probes: Array | None, xp: Any) -> tuple[Array, float]:
     """``(V (M, N, ...), weight)``."""
     n, rest = z.shape[0], tuple(z.shape[1:])
     if method == "exact":
@@ -176,8 +179,9 @@ def _tangents(method, z, probes, xp):
     return probes.astype(z.dtype, copy=False), 1.0 / probes.shape[0]
 
 
-def divergence(field_or_layer, t, z, params, method: str = "exact", probes=None,
-               closed_form=None):
+def divergence(field_or_layer: Any, t: Any, z: Array, params: Array, method: str = "exact",
+               probes: Array | None = None,
+               closed_form: bool | None = None) -> tuple[Array, DivergenceCache]:
     """Per-sample divergence ``tr(df/dz)`` (exact) or its Hutchinson estimate ``v^T (df/dz) v``.
 
     Parameters
@@ -250,7 +254,8 @@ def divergence(field_or_layer, t, z, params, method: str = "exact", probes=None,
     return div, cache
 
 
-def _closed_form(layer, kernel, parts, t, z, params):
+def _closed_form(layer: Sequential, kernel: Any, parts: tuple[Linear, Linear], t: Any, z: Array,
+                 params: Array) -> tuple[Array, DivergenceCache]:
     """``div = tanh'(a) @ s`` for ``Sequential(L1, Tanh(), L2)`` (see the module notes)."""
     l1, l2 = parts
     s1, s2 = layer._slices[0], layer._slices[2]
@@ -267,7 +272,8 @@ def _closed_form(layer, kernel, parts, t, z, params):
     return div, cache
 
 
-def divergence_vjp(cache: DivergenceCache, div_bar, dz_bar=None) -> DivergenceBars:
+def divergence_vjp(cache: DivergenceCache, div_bar: Array,
+                   dz_bar: Array | None = None) -> DivergenceBars:
     """Cotangents of ``sum_n div_bar[n] div[n]`` (plus ``<dz_bar, dz>`` if given).
 
     Parameters
@@ -323,7 +329,8 @@ def divergence_vjp(cache: DivergenceCache, div_bar, dz_bar=None) -> DivergenceBa
     return DivergenceBars(z_bar, r.params_bar, r.t_bar)
 
 
-def _closed_form_vjp(cache, div_bar, dz_bar):
+def _closed_form_vjp(cache: DivergenceCache, div_bar: Array,
+                     dz_bar: Array | None) -> DivergenceBars:
     xp = get_array_module(div_bar)
     a, g, s, (l1, l2) = cache.closed
     layer = cache.kernel

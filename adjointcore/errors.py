@@ -5,9 +5,12 @@ and suggests a fix.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
-from .backend import COMPLEX_DTYPES, FLOAT_DTYPES, get_array_module
+from .backend import COMPLEX_DTYPES, FLOAT_DTYPES, Array, get_array_module
 
 __all__ = ["ShapeError", "ParameterError", "NonFiniteError", "check_array", "check_params",
            "check_finite", "check_positive_int", "check_probability", "check_generator"]
@@ -25,7 +28,7 @@ class NonFiniteError(FloatingPointError, ValueError):
     """An input that must be finite holds NaN or infinity."""
 
 
-def _describe(x) -> str:
+def _describe(x: Any) -> str:
     shape = getattr(x, "shape", None)
     dtype = getattr(x, "dtype", None)
     if shape is None:
@@ -33,8 +36,9 @@ def _describe(x) -> str:
     return f"array of shape {tuple(shape)} and dtype {dtype}"
 
 
-def check_array(name: str, x, *, ndim=None, shape=None, allow_complex=True, finite=False,
-                fix: str = ""):
+def check_array(name: str, x: Any, *, ndim: int | Sequence[int] | None = None,
+                shape: Sequence[int | None] | None = None, allow_complex: bool = True,
+                finite: bool = False, fix: str = "") -> Array:
     """Validate an input array and return it unchanged.
 
     Parameters
@@ -81,7 +85,7 @@ def check_array(name: str, x, *, ndim=None, shape=None, allow_complex=True, fini
     return x
 
 
-def check_finite(name: str, x):
+def check_finite(name: str, x: Array) -> Array:
     """Raise :class:`NonFiniteError` if ``x`` contains NaN or inf; return ``x``."""
     xp = get_array_module(x)
     if not bool(xp.all(xp.isfinite(x))):
@@ -91,7 +95,7 @@ def check_finite(name: str, x):
     return x
 
 
-def check_params(name: str, params, n_params: int, owner=""):
+def check_params(name: str, params: Any, n_params: int, owner: object = "") -> Array:
     """Validate a flat parameter vector of length ``n_params``; return it.
 
     ``owner`` (a string or the owning object) is only formatted when the check fails, so the
@@ -120,14 +124,14 @@ def check_params(name: str, params, n_params: int, owner=""):
                          f"float64. Cast with `{name}.astype(np.float64)`.")
 
 
-def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
+def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
     """Return ``value`` as int if it is an integer >= ``minimum``; raise ValueError otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
     return int(value)
 
 
-def check_probability(name: str, value, *, allow_one: bool = False) -> float:
+def check_probability(name: str, value: Any, *, allow_one: bool = False) -> float:
     """Return ``value`` as float if 0 <= value < 1 (or <= 1); raise ValueError otherwise."""
     real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if not real or not (0 <= value and (value <= 1 if allow_one else value < 1)):
@@ -136,7 +140,7 @@ def check_probability(name: str, value, *, allow_one: bool = False) -> float:
     return float(value)
 
 
-def check_generator(rng, name: str = "rng"):
+def check_generator(rng: Any, name: str = "rng") -> np.random.Generator:
     """Return ``rng`` if it is a ``numpy.random.Generator``; TypeError with the fix otherwise."""
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"`{name}` must be a numpy.random.Generator, got {rng!r}; "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .backend import Array
 from .layers.base import call_jvp, call_vjp, layer_kernel
 
 __all__ = ["LayerField", "LayerFieldCache"]
@@ -27,7 +28,7 @@ __all__ = ["LayerField", "LayerFieldCache"]
 class LayerFieldCache(NamedTuple):
     """What :meth:`LayerField.vjp` needs: the parameters and the layer's own cache."""
 
-    params: Any
+    params: Array
     layer_cache: Any
 
 
@@ -46,7 +47,7 @@ class LayerField:
     ``f`` at those points (``dL/dt1 = a(t1) . f(t1, y1)``), not ``df/dt``.
     """
 
-    def __init__(self, layer):
+    def __init__(self, layer: Any) -> None:
         for attr in ("forward", "vjp", "n_params"):
             if not hasattr(layer, attr):
                 raise TypeError(f"`layer` must follow the layer protocol (forward, vjp, n_params); "
@@ -58,7 +59,7 @@ class LayerField:
     def n_params(self) -> int:
         return self.layer.n_params
 
-    def forward(self, t, y, params):
+    def forward(self, t: float, y: Array, params: Array) -> tuple[Array, LayerFieldCache]:
         """Evaluate ``dy = layer(params, y[, t])``; returns ``(dy, cache)``."""
         if getattr(self.layer, "time_dependent", False):
             dy, cache = self.layer.forward(params, y, t=t)
@@ -70,26 +71,28 @@ class LayerField:
                              f"ChannelUnpad or adjust the layer widths.")
         return dy, LayerFieldCache(params, cache)
 
-    def evaluate(self, t, y, params):
+    def evaluate(self, t: float, y: Array, params: Array) -> Array:
         """``dy`` without argument checks or cache (forward-only sweeps)."""
         return self._kernel.apply(params, y, t, None, False)[0]
 
-    def forward_unchecked(self, t, y, params):
+    def forward_unchecked(self, t: float, y: Array, params: Array) -> tuple[Array, LayerFieldCache]:
         """:meth:`forward` without argument checks."""
         dy, cache = self._kernel.apply(params, y, t, None, True)
         return dy, LayerFieldCache(params, cache)
 
-    def vjp_into(self, cache: LayerFieldCache, dy_bar, params_bar=None):
+    def vjp_into(self, cache: LayerFieldCache, dy_bar: Array,
+                 params_bar: Array | None = None) -> Array:
         """``y_bar``; the parameter cotangent is written into ``params_bar`` unless None."""
         return self._kernel.apply_vjp(cache.params, cache.layer_cache, dy_bar, params_bar)
 
-    def vjp(self, cache: LayerFieldCache, dy_bar, need_params: bool = True):
+    def vjp(self, cache: LayerFieldCache, dy_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None, None]:
         """Return ``(y_bar, params_bar, None)``."""
         y_bar, params_bar = call_vjp(self.layer, cache.params, cache.layer_cache, dy_bar,
                                      need_params)
         return y_bar, params_bar, None
 
-    def jvp(self, cache: LayerFieldCache, y_dot, params_dot=None):
+    def jvp(self, cache: LayerFieldCache, y_dot: Array, params_dot: Array | None = None) -> Array:
         """Forward mode of the field at fixed ``t``: ``dy_dot = (df/dy) y_dot + (df/dp)
         params_dot``, through the layer's (checked) ``jvp``.
 

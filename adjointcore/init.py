@@ -15,8 +15,11 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import check_generator as _check_rng
 
@@ -28,7 +31,7 @@ _SQRT5 = math.sqrt(5.0)    # default Kaiming-uniform `a` (PyTorch's Linear/Conv 
 
 
 # -- argument checks ------------------------------------------------------------------------------
-def _check_shape(shape) -> tuple:
+def _check_shape(shape: Any) -> tuple[int, ...]:
     dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
     try:
         dims = tuple(dims)
@@ -40,14 +43,14 @@ def _check_shape(shape) -> tuple:
     return tuple(int(d) for d in dims)
 
 
-def _check_fan(name: str, fan) -> int:
+def _check_fan(name: str, fan: Any) -> int:
     if isinstance(fan, bool) or not isinstance(fan, (int, np.integer)) or fan < 1:
         raise ValueError(f"`{name}` must be an integer >= 1 (number of inputs per unit), "
                          f"got {fan!r}.")
     return int(fan)
 
 
-def _check_nonneg(name: str, value) -> float:
+def _check_nonneg(name: str, value: Any) -> float:
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value < 0:
         raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
@@ -55,7 +58,8 @@ def _check_nonneg(name: str, value) -> float:
 
 
 # -- schemes --------------------------------------------------------------------------------------
-def uniform(rng, shape, bound):
+def uniform(rng: np.random.Generator, shape: int | Sequence[int],
+            bound: float) -> NDArray[np.float64]:
     """Uniform on ``[-bound, bound)``.
 
     Parameters
@@ -74,7 +78,8 @@ def uniform(rng, shape, bound):
     return rng.uniform(-bound, bound, size=shape)
 
 
-def kaiming_normal(rng, shape, fan_in, gain=_SQRT2):
+def kaiming_normal(rng: np.random.Generator, shape: int | Sequence[int], fan_in: int,
+                   gain: float = _SQRT2) -> NDArray[np.float64]:
     """Normal with mean 0 and standard deviation ``gain / sqrt(fan_in)`` [1]_.
 
     The default gain ``sqrt(2)`` preserves the second moment through ReLU layers.
@@ -90,7 +95,8 @@ def kaiming_normal(rng, shape, fan_in, gain=_SQRT2):
     return rng.normal(0.0, gain / math.sqrt(fan_in), size=shape)
 
 
-def kaiming_uniform(rng, shape, fan_in, a=_SQRT5):
+def kaiming_uniform(rng: np.random.Generator, shape: int | Sequence[int], fan_in: int,
+                    a: float = _SQRT5) -> NDArray[np.float64]:
     """Uniform with the variance of Kaiming-normal for a leaky ReLU of slope ``a`` [1]_.
 
     ``bound = gain * sqrt(3 / fan_in)`` with ``gain = sqrt(2 / (1 + a^2))``. The default
@@ -108,7 +114,8 @@ def kaiming_uniform(rng, shape, fan_in, a=_SQRT5):
     return uniform(rng, shape, gain * math.sqrt(3.0 / fan_in))
 
 
-def xavier_uniform(rng, shape, fan_in, fan_out):
+def xavier_uniform(rng: np.random.Generator, shape: int | Sequence[int], fan_in: int,
+                   fan_out: int) -> NDArray[np.float64]:
     """Uniform on ``[-b, b)`` with ``b = sqrt(6 / (fan_in + fan_out))`` [2]_.
 
     Returns
@@ -121,7 +128,7 @@ def xavier_uniform(rng, shape, fan_in, fan_out):
     return uniform(rng, shape, math.sqrt(6.0 / (fan_in + fan_out)))
 
 
-def zeros(shape):
+def zeros(shape: int | Sequence[int]) -> NDArray[np.float64]:
     """All zeros (float64 host array of ``shape``)."""
     return np.zeros(_check_shape(shape))
 
@@ -138,7 +145,8 @@ def check_scheme(init: str) -> str:
     return init
 
 
-def init_weight(init: str, rng, shape, fan_in, fan_out):
+def init_weight(init: str, rng: np.random.Generator, shape: int | Sequence[int], fan_in: int,
+                fan_out: int) -> NDArray[np.float64]:
     """Draw a weight tensor with the scheme named ``init`` (see :data:`WEIGHT_SCHEMES`).
 
     ``"uniform"`` uses ``bound = 1 / sqrt(fan_in)``; the others use their defaults.
@@ -153,6 +161,7 @@ def init_weight(init: str, rng, shape, fan_in, fan_out):
     return uniform(rng, shape, 1.0 / math.sqrt(_check_fan("fan_in", fan_in)))
 
 
-def init_bias(rng, shape, fan_in):
+def init_bias(rng: np.random.Generator, shape: int | Sequence[int],
+              fan_in: int) -> NDArray[np.float64]:
     """Bias drawn uniformly on ``[-1/sqrt(fan_in), 1/sqrt(fan_in))`` (PyTorch's default)."""
     return uniform(rng, shape, 1.0 / math.sqrt(_check_fan("fan_in", fan_in)))

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import Array, get_array_module
 from .errors import ShapeError, check_array, check_finite
 
 __all__ = ["softmax_cross_entropy", "log_softmax", "mse", "gaussian_nll"]
@@ -19,19 +19,20 @@ __all__ = ["softmax_cross_entropy", "log_softmax", "mse", "gaussian_nll"]
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_reduction(reduction):
+def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}.")
 
 
-def _check_same_shape(name, a, ref_name, ref):
+def _check_same_shape(name: str, a: Array, ref_name: str, ref: Array) -> None:
     if tuple(a.shape) != tuple(ref.shape):
         raise ShapeError(f"`{name}` has shape {tuple(a.shape)} but `{ref_name}` has shape "
                          f"{tuple(ref.shape)}; they must match exactly (no broadcasting). "
                          f"Reshape `{name}` to {tuple(ref.shape)}.")
 
 
-def _reduce(values, grads, reduction, n):
+def _reduce(values: Array, grads: tuple[Array, ...], reduction: str,
+            n: int) -> tuple[Array, tuple[Array, ...]]:
     """Apply ``reduction`` to per-item ``values``; scale each of ``grads`` to match."""
     if reduction == "none":
         return values, grads
@@ -40,7 +41,7 @@ def _reduce(values, grads, reduction, n):
     return values.sum() / n, tuple(g / n for g in grads)
 
 
-def log_softmax(logits):
+def log_softmax(logits: Array) -> Array:
     """Row-wise ``log softmax`` of (N, K) logits, shifted by the row maximum (real part).
 
     Parameters
@@ -56,7 +57,8 @@ def log_softmax(logits):
     return z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
 
 
-def softmax_cross_entropy(logits, labels, reduction: str = "mean"):
+def softmax_cross_entropy(logits: Array, labels: Array,
+                          reduction: str = "mean") -> tuple[Array, Array]:
     """Cross-entropy of softmax probabilities and integer class labels.
 
     ``loss_i = logsumexp(logits_i) - logits_i[labels_i]`` evaluated with the max-shift, so it is
@@ -108,7 +110,7 @@ def softmax_cross_entropy(logits, labels, reduction: str = "mean"):
     return value, grad
 
 
-def mse(pred, target, reduction: str = "mean"):
+def mse(pred: Array, target: Array, reduction: str = "mean") -> tuple[Array, Array]:
     """Squared error ``(pred - target)**2`` reduced over all elements.
 
     Parameters
@@ -132,7 +134,8 @@ def mse(pred, target, reduction: str = "mean"):
     return value, grad
 
 
-def gaussian_nll(pred_mean, target, log_var, reduction: str = "mean", full: bool = False):
+def gaussian_nll(pred_mean: Array, target: Array, log_var: Array, reduction: str = "mean",
+                 full: bool = False) -> tuple[Array, tuple[Array, ...]]:
     """Negative log-likelihood of ``target`` under ``N(pred_mean, exp(log_var))``, elementwise.
 
     ``nll = 0.5 * (log_var + (target - pred_mean)**2 * exp(-log_var))`` (+ ``0.5 log(2 pi)`` if

@@ -16,18 +16,19 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from itertools import pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import Array, get_array_module
 from .errors import ShapeError, check_array
 
 __all__ = ["SGD", "SGDState", "Adam", "AdamState", "StepDecay"]
 
 
-def _real(name: str, value, ok, want: str) -> float:
+def _real(name: str, value: Any, ok: Callable[[float], bool], want: str) -> float:
     """``value`` as a finite float with ``ok(value)`` true; else an error saying ``want``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"`{name}` must be a real number {want}, got {value!r}.")
@@ -37,7 +38,7 @@ def _real(name: str, value, ok, want: str) -> float:
     return v
 
 
-def _int(name: str, value, minimum: int) -> int:
+def _int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
     return int(value)
@@ -55,11 +56,11 @@ def _nonnegative(v: float) -> bool:
     return v >= 0
 
 
-def _lr(lr, default: float) -> float:
+def _lr(lr: float | None, default: float) -> float:
     return default if lr is None else _real("lr", lr, _positive, "> 0")
 
 
-def _check_step_args(params, grad, state_arrays):
+def _check_step_args(params: Array, grad: Array, state_arrays: dict[str, Array | None]) -> None:
     check_array("params", params, allow_complex=False)
     check_array("grad", grad, shape=tuple(params.shape), allow_complex=False,
                 fix="Pass the gradient of the loss w.r.t. params (same shape).")
@@ -76,7 +77,7 @@ def _check_step_args(params, grad, state_arrays):
 
 class SGDState(NamedTuple):
     """State of :class:`SGD`: ``velocity`` (shape of params), or None without momentum."""
-    velocity: Any
+    velocity: Array | None
 
 
 class SGD:
@@ -99,7 +100,7 @@ class SGD:
     """
 
     def __init__(self, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False):
+                 nesterov: bool = False) -> None:
         self.lr = _real("lr", lr, _positive, "> 0")
         self.momentum = _real("momentum", momentum, _unit, "in [0, 1)")
         self.weight_decay = _real("weight_decay", weight_decay, _nonnegative, ">= 0")
@@ -108,14 +109,15 @@ class SGD:
             raise ValueError("`nesterov=True` requires `momentum` > 0, got momentum=0; set e.g. "
                              "momentum=0.9 or nesterov=False.")
 
-    def init_state(self, params) -> SGDState:
+    def init_state(self, params: Array) -> SGDState:
         """Zero velocity (None when ``momentum == 0``)."""
         check_array("params", params, allow_complex=False)
         if self.momentum == 0:
             return SGDState(None)
         return SGDState(get_array_module(params).zeros_like(params))
 
-    def step(self, params, grad, state: SGDState, lr=None):
+    def step(self, params: Array, grad: Array, state: SGDState,
+             lr: float | None = None) -> tuple[Array, SGDState]:
         """One update; returns ``(new_params, new_state)``. ``lr`` overrides ``self.lr``."""
         lr = _lr(lr, self.lr)
         if not isinstance(state, SGDState):
@@ -140,8 +142,8 @@ class SGD:
 class AdamState(NamedTuple):
     """State of :class:`Adam`: step count ``t`` and the moment estimates ``m``, ``v``."""
     t: int
-    m: Any
-    v: Any
+    m: Array
+    v: Array
 
 
 class Adam:
@@ -162,8 +164,8 @@ class Adam:
     weight_decay : float >= 0, default 0
     """
 
-    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         self.lr = _real("lr", lr, _positive, "> 0")
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"`betas` must be a pair (beta1, beta2), got {betas!r}.")
@@ -172,13 +174,14 @@ class Adam:
         self.eps = _real("eps", eps, _positive, "> 0")
         self.weight_decay = _real("weight_decay", weight_decay, _nonnegative, ">= 0")
 
-    def init_state(self, params) -> AdamState:
+    def init_state(self, params: Array) -> AdamState:
         """``t = 0`` and zero moments."""
         check_array("params", params, allow_complex=False)
         xp = get_array_module(params)
         return AdamState(0, xp.zeros_like(params), xp.zeros_like(params))
 
-    def step(self, params, grad, state: AdamState, lr=None):
+    def step(self, params: Array, grad: Array, state: AdamState,
+             lr: float | None = None) -> tuple[Array, AdamState]:
         """One update; returns ``(new_params, new_state)``. ``lr`` overrides ``self.lr``."""
         lr = _lr(lr, self.lr)
         if not isinstance(state, AdamState):
@@ -215,7 +218,7 @@ class StepDecay:
     gamma : float in (0, 1], default 0.1
     """
 
-    def __init__(self, base_lr: float, milestones, gamma: float = 0.1):
+    def __init__(self, base_lr: float, milestones: Iterable[int], gamma: float = 0.1) -> None:
         self.base_lr = _real("base_lr", base_lr, _positive, "> 0")
         self.gamma = _real("gamma", gamma, lambda v: 0 < v <= 1, "in (0, 1]")
         try:

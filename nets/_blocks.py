@@ -8,9 +8,13 @@ views ``"i.name"``. Block labels in messages are ``where.format(i + start)``, e.
 """
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
+from typing import Any
 
-from adjointcore.backend import get_array_module
+import numpy as np
+from numpy.typing import DTypeLike
+
+from adjointcore.backend import Array, get_array_module
 from adjointcore.errors import ShapeError
 from adjointcore.layers.base import check_child_layer, init_child, prefixed_shapes
 
@@ -18,7 +22,7 @@ __all__ = ["check_block", "block_offsets", "split_params", "concat_param_bars", 
            "check_residual_shape", "init_blocks", "prefixed_shapes"]
 
 
-def check_block(block, where: str) -> int:
+def check_block(block: Any, where: str) -> int:
     """Validate a duck-typed, time-independent layer used as a residual function; return its
     ``n_params``."""
     n = check_child_layer(block, where)
@@ -29,7 +33,7 @@ def check_block(block, where: str) -> int:
     return n
 
 
-def block_context(block, where: str, rng) -> dict:
+def block_context(block: Any, where: str, rng: Any) -> dict[str, Any]:
     """``{"rng": rng}`` for a block with ``needs_rng`` (error if missing), else ``{}``."""
     if not getattr(block, "needs_rng", False):
         return {}
@@ -39,14 +43,15 @@ def block_context(block, where: str, rng) -> dict:
     return {"rng": rng}
 
 
-def check_residual_shape(fu, u, where: str):
+def check_residual_shape(fu: Array, u: Array, where: str) -> None:
     if tuple(fu.shape) != tuple(u.shape):
         raise ShapeError(f"{where} must preserve the shape of its input: got input "
                          f"{tuple(u.shape)} and output {tuple(fu.shape)}. Put projections "
                          f"(ChannelPad, strided Conv2d) between stacks, not inside a block.")
 
 
-def init_blocks(blocks, rng, dtype, where: str = "blocks[{}]", start: int = 0) -> list:
+def init_blocks(blocks: Sequence[Any], rng: np.random.Generator, dtype: DTypeLike,
+                where: str = "blocks[{}]", start: int = 0) -> list[Array]:
     """Each block's ``init(rng, dtype)`` in order (the same Generator), as NumPy arrays."""
     parts = []
     for i, block in enumerate(blocks):
@@ -54,18 +59,20 @@ def init_blocks(blocks, rng, dtype, where: str = "blocks[{}]", start: int = 0) -
     return parts
 
 
-def block_offsets(blocks, where: str = "blocks[{}]", start: int = 0) -> tuple:
+def block_offsets(blocks: Sequence[Any], where: str = "blocks[{}]",
+                  start: int = 0) -> tuple[int, ...]:
     """Validate the blocks (:func:`check_block`); return ``(0, n_0, n_0 + n_1, ..., total)``."""
     sizes = [check_block(b, where.format(i + start)) for i, b in enumerate(blocks)]
     return tuple(np.cumsum([0] + sizes).tolist())
 
 
-def split_params(params, offsets) -> list:
+def split_params(params: Array, offsets: Sequence[int]) -> list[Array]:
     """Each block's slice ``params[offsets[i]:offsets[i + 1]]`` (views, in order)."""
     return [params[lo:hi] for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
-def concat_param_bars(bars, offsets, like, where: str = "blocks[{}]", start: int = 0):
+def concat_param_bars(bars: Sequence[Array | None], offsets: Sequence[int], like: Array,
+                      where: str = "blocks[{}]", start: int = 0) -> Array:
     """Flat ``params_bar`` from the blocks' gradients (inverse of :func:`split_params`).
 
     ``None`` stands for a block without parameters (a length-0 gradient); a block *with*

@@ -63,12 +63,14 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
-from adjointcore.backend import get_array_module, real_dtype, to_host
+from adjointcore.backend import Array, get_array_module, real_dtype, to_host
 from adjointcore.errors import ParameterError, ShapeError, check_array, check_generator
 from adjointcore.layers import ELU, ReLU, Sigmoid, Softplus, Tanh
 
@@ -98,29 +100,30 @@ class RDACache(NamedTuple):
     shapes : tuple
         Shapes of ``tau``, ``v``, ``rho`` as given (gradients are reduced to them).
     """
-    w_hat: Any
-    multiplier: Any
-    k0: Any
-    k1: Any
+    w_hat: Array
+    multiplier: Array
+    k0: Array
+    k1: Array
     dt: float
     sigma: str
     act_cache: Any
-    shapes: tuple
+    shapes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 
 class RDAGrads(NamedTuple):
     """Cotangents of the RDA coefficients, each with the shape of the argument it belongs to."""
-    tau: Any
-    v: Any
-    rho: Any
+    tau: Array
+    v: Array
+    rho: Array
 
 
-def adjoint_multiplier(multiplier):
+def adjoint_multiplier(multiplier: Array) -> Array:
     """Fourier multiplier of the transposed linear step: ``conj(E)`` (see module notes)."""
     return multiplier.conj()
 
 
-def wavenumbers(shape, spacing: float = 1.0, xp=np, dtype=np.float64):
+def wavenumbers(shape: Sequence[int], spacing: float = 1.0, xp: Any = np,
+                dtype: DTypeLike = np.float64) -> tuple[Array, Array]:
     """Angular wavenumbers ``(k0, k1) = 2 pi fftfreq(n, d=spacing)``, shaped to broadcast.
 
     Parameters
@@ -144,7 +147,8 @@ def wavenumbers(shape, spacing: float = 1.0, xp=np, dtype=np.float64):
 
 
 @lru_cache(maxsize=64)
-def _wavenumbers(shape, spacing, xp, dtype):
+def _wavenumbers(shape: tuple[int, ...], spacing: float, xp: Any,
+                 dtype: np.dtype[Any]) -> tuple[Array, Array]:
     """:func:`wavenumbers`, built on the host and moved to the device once per kernel size,
     spacing, array module and dtype (not once per step). Read-only by convention."""
     kh, kw = shape
@@ -154,7 +158,7 @@ def _wavenumbers(shape, spacing, xp, dtype):
             xp.asarray(k1.reshape(1, kw), dtype=dtype))
 
 
-def symbol(k0, k1, tau, v, rho):
+def symbol(k0: Array, k1: Array, tau: Array, v: Array, rho: Array) -> Array:
     """Fourier symbol ``s = -tau |k|^2 + i (v0 k0 + v1 k1) + rho`` of ``tau Lap + v.grad + rho``.
 
     ``tau``, ``rho`` have batch shape ``b`` and ``v`` shape ``b + (2,)`` (already arrays on the
@@ -165,15 +169,16 @@ def symbol(k0, k1, tau, v, rho):
     return -t * (k0 * k0 + k1 * k1) + 1j * (v0 * k0 + v1 * k1) + r
 
 
-def rda_multiplier(shape, dt, tau, v, rho, spacing: float = 1.0, xp=np, dtype=np.float64):
+def rda_multiplier(shape: Sequence[int], dt: float, tau: Any, v: Any, rho: Any,
+                   spacing: float = 1.0, xp: Any = np, dtype: DTypeLike = np.float64) -> Array:
     """``E = exp(dt s(k))`` for a kernel of size ``shape``; see :func:`symbol`."""
     k0, k1 = wavenumbers(shape, spacing, xp, dtype)
     tau, v, rho = _coefficients(tau, v, rho, xp, dtype, batch=None)
     return xp.exp(dt * symbol(k0, k1, tau, v, rho))
 
 
-def rda_step(w, dt, tau, v, rho, sigma: str = "identity", spacing: float = 1.0,
-             check_values: bool = True):
+def rda_step(w: Array, dt: float, tau: Any, v: Any, rho: Any, sigma: str = "identity",
+             spacing: float = 1.0, check_values: bool = True) -> tuple[Array, RDACache]:
     """One ANODEV2 RDA step ``w_next = sigma(Re F^{-1}[exp(dt s(k)) F[w]])`` (eq. (13)).
 
     Parameters
@@ -223,7 +228,8 @@ def rda_step(w, dt, tau, v, rho, sigma: str = "identity", spacing: float = 1.0,
     return u, RDACache(w_hat, multiplier, k0, k1, dt, sigma, act_cache, shapes)
 
 
-def rda_step_vjp(cache: RDACache, w_next_bar, need_params: bool = True):
+def rda_step_vjp(cache: RDACache, w_next_bar: Array,
+                 need_params: bool = True) -> tuple[Array, RDAGrads | None]:
     """VJP of :func:`rda_step` (module notes).
 
     Returns
@@ -259,21 +265,21 @@ def rda_step_vjp(cache: RDACache, w_next_bar, need_params: bool = True):
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def _activation(sigma):
+def _activation(sigma: str) -> Any:
     if not isinstance(sigma, str) or sigma not in SIGMAS:
         raise ValueError(f"`sigma` must be one of {sorted(SIGMAS)}, got {sigma!r}; the paper "
                          f"uses 'tanh', and 'identity' gives the exact linear step (eq. (12)).")
     return SIGMAS[sigma]
 
 
-def _check_dt(dt) -> float:
+def _check_dt(dt: Any) -> float:
     if isinstance(dt, bool) or not isinstance(dt, (int, float, np.integer, np.floating)) \
             or not math.isfinite(dt):
         raise ValueError(f"`dt` must be a finite real step size, got {dt!r}.")
     return float(dt)
 
 
-def _check_spacing(spacing) -> float:
+def _check_spacing(spacing: Any) -> float:
     if isinstance(spacing, bool) or not isinstance(spacing, (int, float, np.integer,
                                                              np.floating)) \
             or not math.isfinite(spacing) or spacing <= 0:
@@ -282,7 +288,9 @@ def _check_spacing(spacing) -> float:
     return float(spacing)
 
 
-def _coefficients(tau, v, rho, xp, dtype, batch, check_values=True):
+def _coefficients(tau: Any, v: Any, rho: Any, xp: Any, dtype: DTypeLike,
+                  batch: Sequence[int] | None,
+                  check_values: bool = True) -> tuple[Array, Array, Array]:
     """Validate ``tau``, ``v``, ``rho``; return them as backend arrays (``v`` last axis 2).
 
     Shapes are checked from metadata. Values (real, finite, ``tau >= 0``) are checked on the
@@ -291,6 +299,7 @@ def _coefficients(tau, v, rho, xp, dtype, batch, check_values=True):
     """
     on_device = [getattr(value, "dtype", None) is not None and type(value) is not np.ndarray
                  and not np.isscalar(value) for value in (tau, v, rho)]
+    hosts: tuple[Any, ...]            # host arrays, or (device) their shapes only
     if any(on_device):
         arrays = tuple(xp.asarray(a, dtype=dtype) for a in (tau, v, rho))
         for name, value in zip(("tau", "v", "rho"), (tau, v, rho), strict=True):
@@ -312,15 +321,16 @@ def _coefficients(tau, v, rho, xp, dtype, batch, check_values=True):
         if check_values:
             _check_host_values(*hosts)
         arrays = None
-    _check_coefficient_shapes(*(h.shape for h in hosts), batch)
+    # three shapes: tau, v, rho
+    _check_coefficient_shapes(*(h.shape for h in hosts), batch)  # type: ignore[call-arg]
     return arrays if arrays is not None else tuple(xp.asarray(a, dtype=dtype) for a in hosts)
 
 
 class _ShapeOnly(NamedTuple):
-    shape: tuple
+    shape: tuple[int, ...]
 
 
-def _check_host_values(tau_h, v_h, rho_h):
+def _check_host_values(tau_h: NDArray[Any], v_h: NDArray[Any], rho_h: NDArray[Any]) -> None:
     for name, host in (("tau", tau_h), ("v", v_h), ("rho", rho_h)):
         if not np.all(np.isfinite(host)):
             raise ParameterError(f"`{name}` must be finite, got {host!r}.")
@@ -331,7 +341,8 @@ def _check_host_values(tau_h, v_h, rho_h):
                              f"softplus(theta).")
 
 
-def _check_coefficient_shapes(s_tau, s_v, s_rho, batch):
+def _check_coefficient_shapes(s_tau: tuple[int, ...], s_v: tuple[int, ...], s_rho: tuple[int, ...],
+                              batch: Sequence[int] | None) -> None:
     if len(s_v) == 0 or s_v[-1] != 2:
         raise ShapeError(f"`v` must have a last axis of length 2 (v0 along axis -2, v1 along "
                          f"axis -1), got shape {s_v}; e.g. v=(0.5, -1.0).")
@@ -347,7 +358,7 @@ def _check_coefficient_shapes(s_tau, s_v, s_rho, batch):
                     from None
 
 
-def _sum_to_shape(g, shape):
+def _sum_to_shape(g: Array, shape: Sequence[int]) -> Array:
     """Sum ``g`` over the axes that broadcasting added to an array of ``shape``."""
     shape = tuple(shape)
     lead = g.ndim - len(shape)
@@ -364,7 +375,7 @@ def _sum_to_shape(g, shape):
 # -- the RDA evolution of a flat weight vector -----------------------------------------------------
 class RDAEvolutionCache(NamedTuple):
     """Cache of :meth:`RDAEvolution.step`: one :class:`RDACache` per kernel tensor."""
-    kernels: tuple
+    kernels: tuple[RDACache, ...]
 
 
 class RDAEvolution:
@@ -398,8 +409,9 @@ class RDAEvolution:
         step_vjp(p, cache, w_next_bar, need_params=True) -> (w_bar, p_bar)
     """
 
-    def __init__(self, param_shapes, sigma: str = "tanh", spacing: float = 1.0,
-                 per_channel: bool = False, kernels=None):
+    def __init__(self, param_shapes: Mapping[str, Sequence[int]] | Any, sigma: str = "tanh",
+                 spacing: float = 1.0, per_channel: bool = False,
+                 kernels: Sequence[str] | None = None) -> None:
         shapes = getattr(param_shapes, "param_shapes", param_shapes)
         if not isinstance(shapes, dict):
             raise TypeError(f"`param_shapes` must be a dict {{name: shape}} or a layer with "
@@ -425,8 +437,9 @@ class RDAEvolution:
     def n_params(self) -> int:
         return sum(n + 3 for n in self._tau_sizes)
 
-    def init(self, rng=None, dtype=np.float64, tau: float = 0.05, v=(0.0, 0.0),
-             rho: float = 0.0, spread: float = 0.0):
+    def init(self, rng: np.random.Generator | None = None, dtype: DTypeLike = np.float64,
+             tau: float = 0.05, v: Sequence[float] = (0.0, 0.0), rho: float = 0.0,
+             spread: float = 0.0) -> NDArray[Any]:
         """Coefficients ``[tau, v0, v1, rho]`` for every kernel tensor; deterministic by default.
 
         Parameters
@@ -472,13 +485,14 @@ class RDAEvolution:
             check_generator(rng)
         centre = np.concatenate([np.r_[np.full(n, tau), v, rho] for n in self._tau_sizes])
         if spread > 0:
-            u = rng.uniform(-spread, spread, centre.shape[0])
+            # checked above: a Generator
+            u = rng.uniform(-spread, spread, centre.shape[0])  # type: ignore[union-attr]
             is_tau = np.concatenate([np.r_[np.ones(n, bool), np.zeros(3, bool)]
                                      for n in self._tau_sizes])
             centre = centre + np.where(is_tau, np.abs(u), u)
         return centre.astype(dtype)
 
-    def coefficients(self, p):
+    def coefficients(self, p: Array) -> list[tuple[Array, Array, Array]]:
         """``[(tau, v, rho)]`` per kernel tensor: views into ``p`` shaped for :func:`rda_step`."""
         if not hasattr(p, "shape") or p.shape != (self.n_params,):
             raise ParameterError(f"`p` must be a flat array of length {self.n_params} (per "
@@ -492,11 +506,11 @@ class RDAEvolution:
             o += n + 3
         return out
 
-    def _check_w(self, w):
+    def _check_w(self, w: Array) -> None:
         check_array("w", w, shape=(self.n_weights,), allow_complex=False,
                     fix="Pass the flat weight vector of the activation network.")
 
-    def check_params(self, p) -> None:
+    def check_params(self, p: Array) -> None:
         """Check ``p``'s values once (finite, ``tau >= 0``; one read on a device), so that a
         caller stepping many times can pass ``checked=True`` to :meth:`step`."""
         xp = get_array_module(p)
@@ -504,7 +518,8 @@ class RDAEvolution:
         for tau, v, rho in self.coefficients(p):
             _coefficients(tau, v, rho, xp, dtype, batch=None)
 
-    def step(self, p, w, t=0.0, dt=1.0, checked=False):
+    def step(self, p: Array, w: Array, t: float = 0.0, dt: float = 1.0,
+             checked: bool = False) -> tuple[Array, RDAEvolutionCache]:
         """``w_next``: kernels advanced by one RDA step, other entries copied.
 
         ``checked=True``: ``p``'s values were checked by :meth:`check_params` (shapes are
@@ -520,7 +535,8 @@ class RDAEvolution:
             caches.append(c)
         return w_next, RDAEvolutionCache(tuple(caches))
 
-    def step_vjp(self, p, cache, w_next_bar, need_params: bool = True):
+    def step_vjp(self, p: Array, cache: RDAEvolutionCache, w_next_bar: Array,
+                 need_params: bool = True) -> tuple[Array, Array | None]:
         """``(w_bar, p_bar)`` of :meth:`step`."""
         self._check_w(w_next_bar)
         xp = get_array_module(w_next_bar)
@@ -530,7 +546,8 @@ class RDAEvolution:
             wb, g = rda_step_vjp(c, w_next_bar[o:o + n].reshape(shape), need_params)
             w_bar[o:o + n] = wb.reshape(-1)
             if need_params:
-                parts += [g.tau.reshape(-1), g.v.reshape(-1), g.rho.reshape(-1)]
+                # need_params: the grads
+                parts += [g.tau.reshape(-1), g.v.reshape(-1), g.rho.reshape(-1)]  # type: ignore[union-attr]
         return w_bar, (xp.concatenate(parts) if need_params else None)
 
     def __repr__(self) -> str:

@@ -35,11 +35,13 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
-from adjointcore.backend import as_dtype, get_array_module, real_dtype
+from adjointcore.backend import Array, as_dtype, get_array_module, real_dtype
 from adjointcore.errors import check_array, check_params
 from adjointcore.layers.base import Layer, call_vjp
 
@@ -60,7 +62,7 @@ MODES = ("train", "eval")
 GATE_LEVELS = ("batch", "sample")
 
 
-def check_mode(mode) -> str:
+def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"`mode` must be 'train' or 'eval', got {mode!r}.")
     return mode
@@ -90,7 +92,7 @@ def linear_survival(n_blocks: int, p_last: float) -> np.ndarray:
     return 1.0 - n / n_blocks * (1.0 - p_last)
 
 
-def _check_survival_value(name, value) -> float:
+def _check_survival_value(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
             or not (0.0 < float(value) <= 1.0):
         raise ValueError(f"`{name}` must be a survival probability in (0, 1], got {value!r}; "
@@ -98,7 +100,8 @@ def _check_survival_value(name, value) -> float:
     return float(value)
 
 
-def resolve_survival(survival, n_blocks: int):
+def resolve_survival(survival: float | Sequence[float] | None,
+                     n_blocks: int) -> NDArray[np.float64] | None:
     """``None`` (no stochastic depth), or a float64 array of ``N`` survival probabilities.
 
     ``survival`` is ``None``; a float ``p_L`` (linear rule :func:`linear_survival`); or a
@@ -118,7 +121,8 @@ def resolve_survival(survival, n_blocks: int):
     return values
 
 
-def draw_gates(rng, survival, batch: int, level: str) -> np.ndarray:
+def draw_gates(rng: np.random.Generator, survival: NDArray[np.float64], batch: int,
+               level: str) -> np.ndarray:
     """Bernoulli gates ``eta_n ~ B(p_n)`` on the host (float64 0/1).
 
     One ``rng.random`` call: shape ``(N,)`` for ``level="batch"`` (a block is kept or dropped for
@@ -141,10 +145,10 @@ class ShakeShakeCache(NamedTuple):
     """
     cache1: Any
     cache2: Any
-    alpha: Any
-    beta: Any
-    c1: Any
-    c2: Any
+    alpha: NDArray[np.float64] | None
+    beta: NDArray[np.float64] | None
+    c1: Array | float
+    c2: Array | float
 
 
 class ShakeShake(Layer):
@@ -174,8 +178,8 @@ class ShakeShake(Layer):
     the branches, which get the same ``rng`` if they need one.
     """
 
-    def __init__(self, branch1, branch2, mode: str = "train", dt: float = 1.0,
-                 level: str = "sample", exact_gradient: bool = True):
+    def __init__(self, branch1: Any, branch2: Any, mode: str = "train", dt: float = 1.0,
+                 level: str = "sample", exact_gradient: bool = True) -> None:
         self.branches = (branch1, branch2)
         self._offsets = block_offsets(self.branches, "branch{}", start=1)
         self.mode = check_mode(mode)
@@ -192,11 +196,11 @@ class ShakeShake(Layer):
         self.exact_gradient = bool(exact_gradient)
 
     @property
-    def needs_rng(self) -> bool:
+    def needs_rng(self) -> bool:  # type: ignore[override]  # read-only: derived from the branches
         return self.mode == "train" or any(getattr(b, "needs_rng", False) for b in self.branches)
 
     @property
-    def analytic(self) -> bool:
+    def analytic(self) -> bool:  # type: ignore[override]  # read-only: derived from the branches
         return all(getattr(b, "analytic", False) for b in self.branches)
 
     @property
@@ -204,19 +208,19 @@ class ShakeShake(Layer):
         return self._offsets[-1]
 
     @property
-    def param_shapes(self) -> dict:
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return prefixed_shapes(self.branches, self._offsets)
 
-    def init(self, rng: np.random.Generator, dtype=np.float64):
+    def init(self, rng: np.random.Generator, dtype: DTypeLike = np.float64) -> NDArray[Any]:
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"`rng` must be a numpy.random.Generator, got {rng!r}; "
                             f"use np.random.default_rng(seed).")
         return np.concatenate(init_blocks(self.branches, rng, as_dtype(dtype), "branch{}", 1))
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         return tuple(input_shape)
 
-    def coefficients(self, alpha, like):
+    def coefficients(self, alpha: Any, like: Array) -> tuple[Array, Array]:
         """``(c1, c2)`` for draws ``alpha`` (host array), shaped to broadcast against ``like``."""
         xp = get_array_module(like)
         shift = math.sqrt(self.dt) * (np.asarray(alpha, dtype=np.float64) - 0.5)
@@ -226,7 +230,8 @@ class ShakeShake(Layer):
         c2 = xp.asarray((0.5 * self.dt - shift).astype(dtype).reshape(shape))
         return c1, c2
 
-    def forward(self, params, x, rng=None, **context):
+    def forward(self, params: Array, x: Array, rng: np.random.Generator | None = None,
+                **context: Any) -> tuple[Array, ShakeShakeCache]:
         """``(c1 f1(x) + c2 f2(x), ShakeShakeCache)``."""
         check_params("params", params, self.n_params, owner="ShakeShake")
         check_array("x", x, ndim=tuple(range(1, 6)))
@@ -257,7 +262,8 @@ class ShakeShake(Layer):
             c1, c2 = self.coefficients(beta, x)
         return y, ShakeShakeCache(caches[0], caches[1], alpha, beta, c1, c2)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array, cache: ShakeShakeCache, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         """Branch VJPs of ``c1 y_bar`` and ``c2 y_bar``, summed (``c`` from the cache)."""
         check_params("params", params, self.n_params, owner="ShakeShake")
         x_bar, bars = None, []

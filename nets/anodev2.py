@@ -60,12 +60,14 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
-from adjointcore.backend import as_dtype, get_array_module
-from adjointcore.checkpointing import StoreAll, run_adjoint
+from adjointcore.backend import Array, as_dtype, get_array_module
+from adjointcore.checkpointing import Schedule, StoreAll, run_adjoint
 from adjointcore.errors import (
     ParameterError,
     ShapeError,
@@ -109,7 +111,7 @@ class LayerEvolution:
     ``(w_bar + q_x^T (dt w_bar), q_p^T (dt w_bar))``.
     """
 
-    def __init__(self, q):
+    def __init__(self, q: Any) -> None:
         for attr in ("n_params", "forward", "vjp"):
             if not hasattr(q, attr):
                 raise TypeError(f"`q` ({type(q).__name__}) is not a layer: it lacks {attr}.")
@@ -119,11 +121,12 @@ class LayerEvolution:
     def n_params(self) -> int:
         return int(self.q.n_params)
 
-    def init(self, rng, dtype=np.float64):
+    def init(self, rng: np.random.Generator, dtype: DTypeLike = np.float64) -> Array:
         """``q.init(rng, dtype)``."""
         return self.q.init(rng, dtype=dtype)
 
-    def step(self, p, w, t=0.0, dt=1.0):
+    def step(self, p: Array, w: Array, t: float = 0.0,
+             dt: float = 1.0) -> tuple[Array, LayerEvolutionCache]:
         """``(w + dt q(w; p), cache)``."""
         check_array("w", w, ndim=1, allow_complex=False, fix="Pass the flat weight vector.")
         ctx = {"t": t} if getattr(self.q, "time_dependent", False) else {}
@@ -133,7 +136,8 @@ class LayerEvolution:
                              f"got {tuple(y.shape)}; end q with Linear(h, {w.shape[0]}).")
         return w + dt * y[0], LayerEvolutionCache(cache, float(dt))
 
-    def step_vjp(self, p, cache, w_next_bar, need_params: bool = True):
+    def step_vjp(self, p: Array, cache: LayerEvolutionCache, w_next_bar: Array,
+                 need_params: bool = True) -> tuple[Array, Array | None]:
         """``(w_bar, p_bar)`` of :meth:`step`."""
         x_bar, p_bar = call_vjp(self.q, p, cache.q_cache, cache.dt * w_next_bar[None, :],
                                 need_params)
@@ -144,7 +148,7 @@ class LayerEvolution:
 
 
 # -- the coupled block -----------------------------------------------------------------------------
-def evolution_step(evolution, p):
+def evolution_step(evolution: Any, p: Array) -> Callable[[Array, float, float], tuple[Array, Any]]:
     """``step(w, t, dt) -> (w_next, cache)`` of ``evolution`` with its parameters ``p`` fixed.
 
     An evolution with ``check_params`` (:class:`RDAEvolution`) has ``p``'s values checked here,
@@ -156,7 +160,7 @@ def evolution_step(evolution, p):
     return lambda w, t, dt: evolution.step(p, w, t, dt)
 
 
-def apply_indices(n_z: int, n_w: int, apply: str = "euler") -> tuple:
+def apply_indices(n_z: int, n_w: int, apply: str = "euler") -> tuple[int, ...]:
     """Evolution-step index ``a_i`` of the weights applied at activation step ``i``.
 
     ``"euler"``: ``i n_w / n_z`` (``n_w`` a multiple of ``n_z``); ``"endpoints"``:
@@ -190,9 +194,9 @@ class ANODEV2Cache(NamedTuple):
         ``block.weights(w0, p)[-1]``). Read-only output: the VJP does not use it (steps after
         the last applied index do not influence the block's output).
     """
-    zs: tuple
-    thetas: tuple
-    w_final: Any
+    zs: tuple[Array, ...]
+    thetas: tuple[Array, ...]
+    w_final: Array
 
 
 class ANODEV2Block(Layer):
@@ -254,8 +258,8 @@ class ANODEV2Block(Layer):
     ((1, 2, 4, 4), (76,))
     """
 
-    def __init__(self, f, evolution, n_z: int = 5, n_w: int = 5, t1: float = 1.0,
-                 apply: str = "euler", schedule=None):
+    def __init__(self, f: Any, evolution: Any, n_z: int = 5, n_w: int = 5, t1: float = 1.0,
+                 apply: str = "euler", schedule: Schedule | None = None) -> None:
         for obj, name, attrs in ((f, "f", ("n_params", "forward", "vjp")),
                                  (evolution, "evolution",
                                   ("n_params", "step", "step_vjp"))):
@@ -279,14 +283,15 @@ class ANODEV2Block(Layer):
                             f"Revolve(s)) or None for StoreAll(), got {schedule!r}.")
         self.f, self.evolution, self.schedule = f, evolution, schedule
         self.apply_at = apply_indices(n_z, n_w, apply)
-        self.n_z, self.n_w, self.t1, self.apply = int(n_z), int(n_w), float(t1), apply
+        # shadows Layer.apply (a known name clash, kept)
+        self.n_z, self.n_w, self.t1, self.apply = int(n_z), int(n_w), float(t1), apply  # type: ignore[method-assign,assignment]
         n_f, n_p = int(f.n_params), int(evolution.n_params)
         self._n_f, self._n_p = n_f, n_p
         self._w0_slice, self._p_slice = slice(0, n_f), slice(n_f, n_f + n_p)
 
     @classmethod
-    def from_configuration(cls, f, evolution, number: int, t1: float = 1.0,
-                           apply: str = "euler", schedule=None):
+    def from_configuration(cls, f: Any, evolution: Any, number: int, t1: float = 1.0,
+                           apply: str = "euler", schedule: Schedule | None = None) -> ANODEV2Block:
         """Block of the paper's configuration ``number`` (1 or 2, :data:`CONFIGURATIONS`)."""
         if number not in CONFIGURATIONS:
             raise ValueError(f"`number` must be 1 or 2 (the paper's configurations), got "
@@ -296,7 +301,7 @@ class ANODEV2Block(Layer):
 
     # -- parameters ------------------------------------------------------------------------------
     @property
-    def param_shapes(self) -> dict:
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """``{"w0": (f.n_params,), "p": (evolution.n_params,)}``."""
         return {"w0": (self._n_f,), "p": (self._n_p,)}
 
@@ -304,7 +309,8 @@ class ANODEV2Block(Layer):
     def n_params(self) -> int:
         return self._n_f + self._n_p
 
-    def init(self, rng: np.random.Generator, dtype=np.float64, **evolution_options):
+    def init(self, rng: np.random.Generator, dtype: DTypeLike = np.float64,
+             **evolution_options: Any) -> NDArray[Any]:
         """``[w0, p]`` with ``w0 = f.init(rng, dtype)`` drawn first, then
         ``p = evolution.init(rng, dtype, **evolution_options)``.
 
@@ -330,13 +336,13 @@ class ANODEV2Block(Layer):
                                  f"({self._n_p},) (its n_params).")
         return np.concatenate([w0, p.astype(dtype, copy=False)])
 
-    def split(self, params):
+    def split(self, params: Array) -> tuple[Array, Array]:
         """``(w0, p)``: views of the two blocks of ``params`` (shapes ``(f.n_params,)`` and
         ``(evolution.n_params,)``)."""
         self._check_params(params)
         return params[self._w0_slice], params[self._p_slice]
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         shape = tuple(input_shape)
         if hasattr(self.f, "output_shape") and tuple(self.f.output_shape(shape)) != shape:
             raise ShapeError(f"`f` maps {shape} to {tuple(self.f.output_shape(shape))}; the "
@@ -351,16 +357,16 @@ class ANODEV2Block(Layer):
     def dt_w(self) -> float:
         return self.t1 / self.n_w
 
-    def _context(self, i: int) -> dict:
+    def _context(self, i: int) -> dict[str, Any]:
         return {"t": i * self.dt_z} if getattr(self.f, "time_dependent", False) else {}
 
-    def _check_params(self, params):
+    def _check_params(self, params: Array) -> None:
         check_params("params", params, self.n_params, owner="ANODEV2Block")
         check_array("params", params, ndim=1, allow_complex=False,
                     fix="params = [w0, p] is real; build it with block.init(rng).")
 
     # -- forward ---------------------------------------------------------------------------------
-    def weights(self, w0, p, n_steps: int | None = None) -> list:
+    def weights(self, w0: Array, p: Array, n_steps: int | None = None) -> list[Array]:
         """Weight trajectory ``[w_0, .., w_n]`` (default ``n = n_w``), e.g. for plotting.
 
         Parameters
@@ -382,7 +388,7 @@ class ANODEV2Block(Layer):
             out.append(step(out[-1], j * self.dt_w, self.dt_w)[0])
         return out
 
-    def forward(self, params, x, **context):
+    def forward(self, params: Array, x: Array, **context: Any) -> tuple[Array, ANODEV2Cache]:
         """Integrate the coupled system from ``z_0 = x`` (module notes).
 
         Parameters
@@ -428,7 +434,8 @@ class ANODEV2Block(Layer):
         return z, ANODEV2Cache(tuple(zs), tuple(thetas), w)
 
     # -- reverse ---------------------------------------------------------------------------------
-    def vjp(self, params, cache, y_bar, need_params: bool = True):
+    def vjp(self, params: Array, cache: ANODEV2Cache, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         """Cotangents of ``<y_bar, z_{n_z}>`` w.r.t. ``x = z_0`` and ``params = [w0, p]``.
 
         Parameters
@@ -455,7 +462,7 @@ class ANODEV2Block(Layer):
         z_bar = check_array("y_bar", y_bar, shape=tuple(cache.zs[0].shape), allow_complex=False,
                             fix="Pass the cotangent of the block output (shape of x).")
         w0, p = params[self._w0_slice], params[self._p_slice]
-        inject = {}
+        inject: dict[int, Any] = {}
         for i in reversed(range(self.n_z)):
             _, f_cache = self.f.forward(cache.thetas[i], cache.zs[i], **self._context(i))
             x_bar, g = call_vjp(self.f, cache.thetas[i], f_cache, self.dt_z * z_bar,
@@ -475,10 +482,10 @@ class ANODEV2Block(Layer):
         step = evolution_step(evo, p)
         acc = [p_bar]
 
-        def forward_step(j, w):
+        def forward_step(j: int, w: Array) -> Array:
             return step(w, j * dt, dt)[0]
 
-        def reverse_step(j, w, w_next_bar):
+        def reverse_step(j: int, w: Array, w_next_bar: Array) -> Array:
             _, step_cache = step(w, j * dt, dt)
             w_bar, pb = evo.step_vjp(p, step_cache, w_next_bar)
             acc[0] = acc[0] + pb

@@ -59,11 +59,13 @@ PRCV 2019.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from adjointcore.backend import get_array_module
+from adjointcore.backend import Array, get_array_module
 from adjointcore.divergence import METHODS, DivergenceCache, divergence_vjp, draw_probes
 from adjointcore.divergence import divergence as field_divergence
 from adjointcore.errors import ShapeError, check_array
@@ -75,14 +77,14 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 # -- configuration checks (run in the constructors, before any compute) ---------------------------
-def _check_layer(name, layer):
+def _check_layer(name: str, layer: Any) -> None:
     missing = [a for a in ("forward", "vjp", "n_params", "init") if not hasattr(layer, a)]
     if missing:
         raise TypeError(f"`{name}` must follow the layer protocol; {layer!r:.80} lacks "
                         f"{', '.join(missing)}.")
 
 
-def _check_state_shape(state_shape):
+def _check_state_shape(state_shape: Sequence[int]) -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in state_shape)
         ok = all(int(s) == s for s in state_shape)
@@ -94,7 +96,7 @@ def _check_state_shape(state_shape):
     return shape
 
 
-def _check_output_shape(name, layer, shape):
+def _check_output_shape(name: str, layer: Any, shape: tuple[int, ...]) -> None:
     out = getattr(layer, "output_shape", None)
     if not callable(out):
         return
@@ -110,7 +112,8 @@ def _check_output_shape(name, layer, shape):
                          f"vector field), but it maps it to {got}; adjust its widths.")
 
 
-def _check_divergence(divergence, probes, shape, closed_form):
+def _check_divergence(divergence: str, probes: Array | None, shape: tuple[int, ...],
+                      closed_form: bool | None) -> tuple[str, Array | None]:
     """Validated ``(method, probes)``."""
     if divergence not in METHODS:
         raise ValueError(f"`divergence` must be one of {METHODS}, got {divergence!r}.")
@@ -136,11 +139,11 @@ def _check_divergence(divergence, probes, shape, closed_form):
     return divergence, probes
 
 
-def _zeros(xp, n, like):
+def _zeros(xp: Any, n: int, like: Array) -> Array:
     return xp.zeros(n, dtype=like.dtype)
 
 
-def _layer_call(layer, params, x, t):
+def _layer_call(layer: Any, params: Array | None, x: Array, t: Any) -> tuple[Array, Any]:
     if getattr(layer, "time_dependent", False):
         return layer.forward(params, x, t=t)
     return layer.forward(params, x)
@@ -150,7 +153,8 @@ class _DensityField:
     """What :class:`CNF` and :class:`CoupledCNF` share: the divergence settings, the sample
     shape, probe handling and the ``(z, logp)`` blocks of the state."""
 
-    def _set_divergence(self, layer_name, layer, state_shape, divergence, probes, closed_form):
+    def _set_divergence(self, layer_name: str, layer: Any, state_shape: Sequence[int],
+                        divergence: str, probes: Array | None, closed_form: bool | None) -> None:
         _check_layer(layer_name, layer)
         shape = _check_state_shape(state_shape)
         method, probes = _check_divergence(divergence, probes, shape, closed_form)
@@ -170,11 +174,13 @@ class _DensityField:
         """Entries of ``z``."""
         return math.prod(self.z_shape)
 
-    def _divergence(self, layer, t, z, params):
+    def _divergence(self, layer: Any, t: Any, z: Array,
+                    params: Array) -> tuple[Array, DivergenceCache]:
         return field_divergence(layer, t, z, params, method=self.divergence, probes=self.probes,
                                 closed_form=self.closed_form)
 
-    def redraw(self, rng, n_probes: int = 1, kind: str = "gaussian", dtype=np.float64):
+    def redraw(self, rng: np.random.Generator, n_probes: int = 1, kind: str = "gaussian",
+               dtype: DTypeLike = np.float64) -> Any:
         """A copy holding fresh Hutchinson probes ``draw_probes(rng, ...)``.
 
         Parameters
@@ -195,7 +201,8 @@ class _DensityField:
                 or n_probes < 1:
             raise ValueError(f"`n_probes` must be an integer >= 1, got {n_probes!r}.")
         shape = self.z_shape if n_probes == 1 else (int(n_probes),) + self.z_shape
-        return self.with_probes(draw_probes(rng, shape, kind, dtype))
+        # CNF and CoupledCNF define with_probes
+        return self.with_probes(draw_probes(rng, shape, kind, dtype))  # type: ignore[attr-defined]
 
 
 # -- plain CNF -------------------------------------------------------------------------------------
@@ -250,8 +257,8 @@ class CNF(_DensityField):
         misshapen / unexpected ``probes``.
     """
 
-    def __init__(self, layer, state_shape, divergence: str = "exact", probes=None,
-                 closed_form=None):
+    def __init__(self, layer: Any, state_shape: Sequence[int], divergence: str = "exact",
+                 probes: Array | None = None, closed_form: bool | None = None) -> None:
         self._set_divergence("layer", layer, state_shape, divergence, probes, closed_form)
         self.layer = layer
 
@@ -266,16 +273,16 @@ class CNF(_DensityField):
         """Length of the flat state ``[z.ravel(), logp]``."""
         return self.n_z + self.n_samples
 
-    def init(self, rng, dtype=np.float64):
+    def init(self, rng: np.random.Generator, dtype: DTypeLike = np.float64) -> Array:
         """``f``'s initial parameters (``layer.init``)."""
         return self.layer.init(rng, dtype)
 
-    def with_probes(self, probes):
+    def with_probes(self, probes: Array) -> CNF:
         """A copy (same layer, shape and ``closed_form``) with ``divergence="hutchinson"`` and
         these probes (shape ``z_shape`` or ``(M,) + z_shape``)."""
         return CNF(self.layer, self.z_shape, "hutchinson", probes)
 
-    def pack(self, z, logp=None):
+    def pack(self, z: Array, logp: Array | None = None) -> Array:
         """Flat state ``[z.ravel(), logp]``, shape ``(size,)``.
 
         Parameters
@@ -296,7 +303,7 @@ class CNF(_DensityField):
         check_array("logp", logp, shape=(self.n_samples,), fix="One log-density per sample.")
         return xp.concatenate([xp.reshape(z, (-1,)), logp])
 
-    def unpack(self, y):
+    def unpack(self, y: Array) -> tuple[Array, Array]:
         """Views ``(z (z_shape), logp (N,))`` of a flat state; inverse of :meth:`pack`.
 
         Raises
@@ -309,16 +316,16 @@ class CNF(_DensityField):
                         f"build it with cnf.pack(z, logp).")
         return y[:self.n_z].reshape(self.z_shape), y[self.n_z:]
 
-    def unpack_density(self, y):
+    def unpack_density(self, y: Array) -> tuple[Array, Array]:
         """``(z, logp)`` of a state (the same as :meth:`unpack` for the plain CNF)."""
         return self.unpack(y)
 
-    def pack_density_bar(self, z_bar, logp_bar):
+    def pack_density_bar(self, z_bar: Array, logp_bar: Array) -> Array:
         """The state cotangent with ``z_bar`` and ``logp_bar`` in place (:meth:`pack`)."""
         return self.pack(z_bar, logp_bar)
 
     # -- field -------------------------------------------------------------------------------
-    def forward(self, t, y, params):
+    def forward(self, t: Any, y: Array, params: Array) -> tuple[Array, CNFCache]:
         """``dy = [f(t, z, params).ravel(), -div_z f]``; returns ``(dy, CNFCache)``.
 
         Parameters
@@ -332,7 +339,8 @@ class CNF(_DensityField):
         xp = get_array_module(y)
         return xp.concatenate([xp.reshape(cache.dz, (-1,)), -div]), CNFCache(cache)
 
-    def vjp(self, cache: CNFCache, dy_bar, need_params: bool = True):
+    def vjp(self, cache: CNFCache, dy_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None, Array | None]:
         """``(y_bar (size,), params_bar (n_params,) or None, t_bar or None)`` (class notes)."""
         if not isinstance(cache, CNFCache):
             raise TypeError(f"`cache` must be the CNFCache returned by CNF.forward, got "
@@ -356,7 +364,7 @@ class CoupledCNFCache(NamedTuple):
     ``theta1`` and ``g``'s cache (None when ``g = 0``)."""
 
     div_cache: DivergenceCache
-    theta1: Any
+    theta1: Array | None
     g_cache: Any
 
 
@@ -390,8 +398,9 @@ class CoupledCNF(_DensityField):
     whole final state (so :func:`cnf_nll` applies to it).
     """
 
-    def __init__(self, f_layer, g_layer, state_shape, divergence: str = "exact", probes=None,
-                 closed_form=None):
+    def __init__(self, f_layer: Any, g_layer: Any, state_shape: Sequence[int],
+                 divergence: str = "exact", probes: Array | None = None,
+                 closed_form: bool | None = None) -> None:
         self._set_divergence("f_layer", f_layer, state_shape, divergence, probes, closed_form)
         if g_layer is not None:
             _check_layer("g_layer", g_layer)
@@ -413,18 +422,18 @@ class CoupledCNF(_DensityField):
         """Length of the flat state ``[z.ravel(), theta, logp]``."""
         return self.n_z + self.n_theta + self.n_samples
 
-    def init(self, rng, dtype=np.float64):
+    def init(self, rng: np.random.Generator, dtype: DTypeLike = np.float64) -> tuple[Array, Array]:
         """``(theta0, theta1)`` from the layers' initialisers (``theta1`` length 0 if g = 0)."""
         theta0 = self.f_layer.init(rng, dtype)
         theta1 = (np.zeros(0, dtype=dtype) if self.g_layer is None
                   else self.g_layer.init(rng, dtype))
         return theta0, theta1
 
-    def with_probes(self, probes):
+    def with_probes(self, probes: Array) -> CoupledCNF:
         """A copy (same layers and shape) with ``divergence="hutchinson"`` and these probes."""
         return CoupledCNF(self.f_layer, self.g_layer, self.z_shape, "hutchinson", probes)
 
-    def pack(self, z, theta, logp=None):
+    def pack(self, z: Array, theta: Array, logp: Array | None = None) -> Array:
         """Flat state ``[z.ravel(), theta, logp]`` (``logp`` defaults to zeros).
 
         Raises
@@ -441,7 +450,7 @@ class CoupledCNF(_DensityField):
         check_array("logp", logp, shape=(self.n_samples,), fix="One log-density per sample.")
         return xp.concatenate([xp.reshape(z, (-1,)), theta, logp])
 
-    def unpack(self, y):
+    def unpack(self, y: Array) -> tuple[Array, Array, Array]:
         """Views ``(z, theta, logp)`` of a flat state; inverse of :meth:`pack`."""
         check_array("y", y, shape=(self.size,),
                     fix=f"The coupled CNF state is flat: z {self.z_shape}, theta "
@@ -449,12 +458,12 @@ class CoupledCNF(_DensityField):
         a, b = self.n_z, self.n_z + self.n_theta
         return y[:a].reshape(self.z_shape), y[a:b], y[b:]
 
-    def unpack_density(self, y):
+    def unpack_density(self, y: Array) -> tuple[Array, Array]:
         """``(z, logp)`` of a state."""
         z, _, logp = self.unpack(y)
         return z, logp
 
-    def pack_density_bar(self, z_bar, logp_bar):
+    def pack_density_bar(self, z_bar: Array, logp_bar: Array) -> Array:
         """State cotangent ``[z_bar, 0, logp_bar]``."""
         xp = get_array_module(z_bar)
         return self.pack(z_bar, _zeros(xp, self.n_theta, z_bar), logp_bar)
@@ -465,26 +474,26 @@ class CoupledCNF(_DensityField):
         """``theta0`` is the leading part of an :class:`~nets.ODEBlock`'s parameters."""
         return self.n_theta
 
-    def initial_state(self, x, theta0):
+    def initial_state(self, x: Array, theta0: Array) -> Array:
         """``[x.ravel(), theta0, 0]`` for samples ``x`` of ``state_shape``."""
         return self.pack(x, theta0)
 
-    def initial_state_vjp(self, y0_bar):
+    def initial_state_vjp(self, y0_bar: Array) -> tuple[Array, Array]:
         """``(x_bar, theta0_bar)`` (``logp(t0) = 0`` is a constant)."""
         z_bar, theta_bar, _ = self.unpack(y0_bar)
         return z_bar, theta_bar
 
-    def output(self, y1):
+    def output(self, y1: Array) -> Array:
         """The block's output: the whole final state (for :func:`cnf_nll`)."""
         return y1
 
-    def output_vjp(self, out_bar):
+    def output_vjp(self, out_bar: Array) -> Array:
         """Identity."""
         check_array("out_bar", out_bar, shape=(self.size,), fix="The final state's cotangent.")
         return out_bar
 
     # -- field -------------------------------------------------------------------------------
-    def forward(self, t, y, params):
+    def forward(self, t: Any, y: Array, params: Array | None) -> tuple[Array, CoupledCNFCache]:
         """``dy = [f(t, z, theta).ravel(), g(t, theta, theta1), -div_z f]``; returns
         ``(dy, CoupledCNFCache)``."""
         z, theta, _ = self.unpack(y)
@@ -500,7 +509,8 @@ class CoupledCNF(_DensityField):
         dy = xp.concatenate([xp.reshape(cache.dz, (-1,)), xp.reshape(dtheta, (-1,)), -div])
         return dy, CoupledCNFCache(cache, params, g_cache)
 
-    def vjp(self, cache: CoupledCNFCache, dy_bar, need_params: bool = True):
+    def vjp(self, cache: CoupledCNFCache, dy_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None, None]:
         """``(y_bar, params_bar, None)`` (class notes)."""
         if not isinstance(cache, CoupledCNFCache):
             raise TypeError(f"`cache` must be the CoupledCNFCache returned by "
@@ -526,7 +536,7 @@ class CoupledCNF(_DensityField):
 
 
 # -- loss ------------------------------------------------------------------------------------------
-def cnf_nll(cnf, y1):
+def cnf_nll(cnf: CNF | CoupledCNF, y1: Array) -> tuple[Array, Array]:
     """Mean negative log-likelihood of the data under a CNF, and its gradient w.r.t. ``y1``.
 
     Convention: the data ``x`` is the state at the start ``t0`` of the solve, ``z(t0) = x``,

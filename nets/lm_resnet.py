@@ -44,11 +44,13 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
-from adjointcore.backend import as_dtype, get_array_module, real_dtype
+from adjointcore.backend import Array, as_dtype, get_array_module, real_dtype
 from adjointcore.errors import check_array, check_params
 from adjointcore.layers.base import Layer, call_vjp
 
@@ -92,13 +94,13 @@ class StackCache(NamedTuple):
     states : tuple
         ``u_0, ..., u_{N-1}`` (LMStack; the ``k`` gradient needs them), ``()`` for ResNetStack.
     """
-    block_caches: tuple
-    scales: tuple
-    gates: Any
-    states: tuple
+    block_caches: tuple[Any, ...]
+    scales: tuple[Any, ...]
+    gates: NDArray[np.float64] | None
+    states: tuple[Array, ...]
 
 
-def zero_stable(k) -> np.ndarray:
+def zero_stable(k: Any) -> Array:
     """Boolean mask of the LM coefficients satisfying the root condition ``-1 < k <= 1``
     (a NumPy or CuPy array, on the backend of ``k``)."""
     if not hasattr(k, "dtype"):
@@ -107,12 +109,12 @@ def zero_stable(k) -> np.ndarray:
 
 
 # -- the step maps and their adjoints (module level: small, and replaceable by mutation tests) ----
-def _euler_step(u, fu):
+def _euler_step(u: Array, fu: Array | None) -> Array:
     """``u + fu`` (``fu is None``: dropped block)."""
     return u if fu is None else u + fu
 
 
-def _euler_vjp(u_next_bar, g):
+def _euler_vjp(u_next_bar: Array, g: Array | None) -> Array:
     """``bar u`` of ``u + f(u)`` given ``g = s J^T bar u_next`` (``None``: dropped block)."""
     return u_next_bar if g is None else u_next_bar + g
 
@@ -121,13 +123,13 @@ _startup_step = _euler_step      # u_1 = u_0 + f_0(u_0)
 _startup_vjp = _euler_vjp
 
 
-def _lm_step(u, u_prev, k, fu):
+def _lm_step(u: Array, u_prev: Array, k: Any, fu: Array | None) -> Array:
     """``(1 - k) u + k u_prev + fu``."""
     v = (1 - k) * u + k * u_prev
     return v if fu is None else v + fu
 
 
-def _lm_k_bar(u_next_bar, u, u_prev):
+def _lm_k_bar(u_next_bar: Array, u: Array, u_prev: Array) -> Array:
     """``d/dk <u_next_bar, u_next> = <u_next_bar, u_prev - u>`` (0-d array)."""
     xp = get_array_module(u_next_bar)
     return xp.sum(u_next_bar * (u_prev - u))
@@ -161,7 +163,8 @@ class ResNetStack(Layer):
 
     _has_k = False
 
-    def __init__(self, blocks, survival=None, mode: str = "train", gate_level: str = "batch"):
+    def __init__(self, blocks: Sequence[Any], survival: float | Sequence[float] | None = None,
+                 mode: str = "train", gate_level: str = "batch") -> None:
         blocks = tuple(blocks)
         if not blocks:
             raise ValueError("`blocks` is empty; pass at least one residual function.")
@@ -183,11 +186,11 @@ class ResNetStack(Layer):
         return self.survival is not None and self.mode == "train"
 
     @property
-    def needs_rng(self) -> bool:
+    def needs_rng(self) -> bool:  # type: ignore[override]  # read-only: derived from the blocks
         return self.stochastic or any(getattr(b, "needs_rng", False) for b in self.blocks)
 
     @property
-    def analytic(self) -> bool:
+    def analytic(self) -> bool:  # type: ignore[override]  # read-only: derived from the blocks
         return all(getattr(b, "analytic", False) for b in self.blocks)
 
     @property
@@ -203,13 +206,13 @@ class ResNetStack(Layer):
         return self.n_block_params + self.n_k
 
     @property
-    def param_shapes(self) -> dict:
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes = prefixed_shapes(self.blocks, self._offsets)
         if self._has_k:
             shapes["k"] = (self.n_k,)
         return shapes
 
-    def init(self, rng: np.random.Generator, dtype=np.float64):
+    def init(self, rng: np.random.Generator, dtype: DTypeLike = np.float64) -> NDArray[Any]:
         """Blocks' ``init`` in order with the same ``rng`` (then ``k``, for LMStack)."""
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"`rng` must be a numpy.random.Generator, got {rng!r}; "
@@ -218,10 +221,10 @@ class ResNetStack(Layer):
         parts = init_blocks(self.blocks, rng, dtype) + self._init_k(rng, dtype)
         return np.concatenate(parts)
 
-    def _init_k(self, rng, dtype) -> list:
+    def _init_k(self, rng: np.random.Generator, dtype: DTypeLike) -> list[NDArray[Any]]:
         return []
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         shape = tuple(input_shape)
         for i, block in enumerate(self.blocks):
             if hasattr(block, "output_shape") and tuple(block.output_shape(shape)) != shape:
@@ -229,12 +232,12 @@ class ResNetStack(Layer):
                                  f"residual blocks must preserve the shape.")
         return shape
 
-    def block_params(self, params) -> list:
+    def block_params(self, params: Array) -> list[Array]:
         """Each block's slice of ``params`` (views)."""
         return split_params(params, self._offsets)
 
     # -- evaluation --------------------------------------------------------------------------
-    def _scales(self, gates, x) -> tuple:
+    def _scales(self, gates: NDArray[np.float64] | None, x: Array) -> tuple[Any, ...]:
         """Per-block factor on ``f_n`` (see :class:`StackCache`)."""
         n_blocks = len(self.blocks)
         if self.survival is None:
@@ -242,13 +245,16 @@ class ResNetStack(Layer):
         if self.mode == "eval":
             return tuple(None if p == 1.0 else float(p) for p in self.survival)
         if self.gate_level == "batch":
-            return tuple(None if g == 1.0 else 0.0 for g in gates)
+            # train mode: gates drawn
+            return tuple(None if g == 1.0 else 0.0 for g in gates)  # type: ignore[union-attr]
         xp = get_array_module(x)
         shape = (-1,) + (1,) * (x.ndim - 1)
         dtype = real_dtype(x.dtype)
-        return tuple(xp.asarray(g.astype(dtype).reshape(shape)) for g in gates)
+        # train mode: gates drawn
+        return tuple(xp.asarray(g.astype(dtype).reshape(shape)) for g in gates)  # type: ignore[union-attr]
 
-    def forward(self, params, x, rng=None, **context):
+    def forward(self, params: Array, x: Array, rng: np.random.Generator | None = None,
+                **context: Any) -> tuple[Array, StackCache]:
         """``(u_N, StackCache)``; ``rng`` is required when :attr:`needs_rng`."""
         unknown = set(context) - {"t"}
         if unknown:
@@ -263,7 +269,8 @@ class ResNetStack(Layer):
                                 f"stochastic-depth gates: pass forward(params, x, "
                                 f"rng=np.random.default_rng(seed)), got rng={rng!r}; or use "
                                 f"mode='eval'.")
-            gates = draw_gates(rng, self.survival, int(x.shape[0]), self.gate_level)
+            # stochastic: survival is set
+            gates = draw_gates(rng, self.survival, int(x.shape[0]), self.gate_level)  # type: ignore[arg-type]
         scales = self._scales(gates, x)
         k = self.views(params)["k"] if self._has_k else None
         caches, states = [], []
@@ -280,7 +287,8 @@ class ResNetStack(Layer):
         return u, StackCache(tuple(caches), scales, gates, tuple(states))
 
     @staticmethod
-    def _block_forward(n, block, p, u, scale, rng):
+    def _block_forward(n: int, block: Any, p: Array, u: Array, scale: Any,
+                       rng: np.random.Generator | None) -> tuple[Array | None, Any]:
         """``(s_n f_n(u), cache)``; ``(None, None)`` for a dropped block."""
         if isinstance(scale, float) and scale == 0.0:
             return None, None
@@ -288,7 +296,8 @@ class ResNetStack(Layer):
         check_residual_shape(fu, u, f"blocks[{n}]")
         return (fu if scale is None else scale * fu), cache
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array, cache: StackCache, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         """Exact VJP w.r.t. the input, every block's parameters (and every ``k_n``)."""
         check_params("params", params, self.n_params, owner=type(self).__name__)
         if not isinstance(cache, StackCache) or len(cache.block_caches) != len(self.blocks):
@@ -323,7 +332,8 @@ class ResNetStack(Layer):
             return bar, blocks_bar
         return bar, xp.concatenate([blocks_bar, xp.stack(k_bars).astype(y_bar.dtype, copy=False)])
 
-    def _block_vjp(self, n, p, cache, bar, need_params, xp):
+    def _block_vjp(self, n: int, p: Array, cache: StackCache, bar: Array, need_params: bool,
+                   xp: Any) -> tuple[Array | None, Array | None]:
         """``(s_n J_n^T bar, s_n theta_n-bar)``; ``(None, zeros)`` for a dropped block (a
         ``None`` parameter gradient is checked by :func:`~nets._blocks.concat_param_bars`)."""
         block, scale = self.blocks[n], cache.scales[n]
@@ -361,23 +371,25 @@ class LMStack(ResNetStack):
 
     _has_k = True
 
-    def __init__(self, blocks, k_init=K_INIT_PAPER, survival=None, mode: str = "train",
-                 gate_level: str = "batch"):
+    def __init__(self, blocks: Sequence[Any], k_init: float | tuple[float, float] = K_INIT_PAPER,
+                 survival: float | Sequence[float] | None = None, mode: str = "train",
+                 gate_level: str = "batch") -> None:
         super().__init__(blocks, survival=survival, mode=mode, gate_level=gate_level)
         self.k_init = _check_k_init(k_init)
 
-    def _init_k(self, rng, dtype) -> list:
+    def _init_k(self, rng: np.random.Generator, dtype: DTypeLike) -> list[NDArray[Any]]:
         low, high = self.k_init
         k = np.full(self.n_k, low) if low == high else rng.uniform(low, high, self.n_k)
         return [k.astype(dtype)]
 
 
-def _check_k_init(k_init) -> tuple:
+def _check_k_init(k_init: Any) -> tuple[float, ...]:
     """``(low, high)`` with ``-1 < low <= high <= 1``; a scalar ``c`` becomes ``(c, c)``."""
-    def bad(why):
+    def bad(why: str) -> ValueError:
         return ValueError(f"`k_init` {why}, got {k_init!r}. The LM step u_(n+1) = (1-k) u_n + "
                           f"k u_(n-1) + f is zero-stable iff -1 < k <= 1 (roots 1 and -k); use "
                           f"an interval inside (-1, 1], e.g. Lu et al.'s (-0.1, 0.0).")
+    bounds: tuple[float, ...]
     if isinstance(k_init, (int, float, np.floating, np.integer)) and not isinstance(k_init, bool):
         bounds = (float(k_init), float(k_init))
     else:

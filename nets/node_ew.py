@@ -37,14 +37,17 @@ PRCV 2019, LNCS 11857, pp. 599-610 (eqs. (4)-(6), Algorithm 1, Sect. 3.2.2).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
-from adjointcore.backend import get_array_module
+from adjointcore.backend import Array, get_array_module
 from adjointcore.errors import ShapeError
 from adjointcore.layers.base import call_vjp
 from adjointcore.sensitivity import check_cotangents, trajectory_gradient
+from solvers import Work
 
 __all__ = ["CoupledLayout", "CoupledField", "CoupledCache", "NodeEWGradient", "pack_state",
            "unpack_state", "node_ew_adjoint_rhs", "node_ew_gradient", "printed_eq5"]
@@ -61,7 +64,7 @@ class CoupledLayout(NamedTuple):
         Length of ``theta`` (``f_layer.n_params``).
     """
 
-    x_shape: tuple
+    x_shape: tuple[int, ...]
     n_theta: int
 
     @property
@@ -75,7 +78,7 @@ class CoupledLayout(NamedTuple):
         return self.n_x + self.n_theta
 
 
-def pack_state(layout: CoupledLayout, x, theta):
+def pack_state(layout: CoupledLayout, x: Array, theta: Array) -> Array:
     """Flat state ``[x.ravel(), theta]``, shape ``(layout.size,)``.
 
     Raises
@@ -92,7 +95,7 @@ def pack_state(layout: CoupledLayout, x, theta):
     return xp.concatenate([xp.reshape(x, (-1,)), theta])
 
 
-def unpack_state(layout: CoupledLayout, y):
+def unpack_state(layout: CoupledLayout, y: Array) -> tuple[Array, Array]:
     """Views ``(x, theta)`` of a flat state; the inverse of :func:`pack_state`."""
     if tuple(y.shape) != (layout.size,):
         raise ShapeError(f"the coupled state must be flat with {layout.size} entries "
@@ -101,7 +104,7 @@ def unpack_state(layout: CoupledLayout, y):
     return y[:layout.n_x].reshape(layout.x_shape), y[layout.n_x:]
 
 
-def _call(layer, params, x, t):
+def _call(layer: Any, params: Array | None, x: Array, t: Any) -> tuple[Array, Any]:
     if getattr(layer, "time_dependent", False):
         return layer.forward(params, x, t=t)
     return layer.forward(params, x)
@@ -110,8 +113,8 @@ def _call(layer, params, x, t):
 class CoupledCache(NamedTuple):
     """What :meth:`CoupledField.vjp` needs: ``theta``, ``theta1`` and both layer caches."""
 
-    theta: Any
-    theta1: Any
+    theta: Array
+    theta1: Array | None
     f_cache: Any
     g_cache: Any
 
@@ -140,7 +143,8 @@ class CoupledField:
     and ``params_bar = (dg/dtheta1)^T dth_bar``; ``t_bar`` is None.
     """
 
-    def __init__(self, f_layer, g_layer, x_shape, coupling: bool = True):
+    def __init__(self, f_layer: Any, g_layer: Any, x_shape: Sequence[int],
+                 coupling: bool = True) -> None:
         for name, layer in (("f_layer", f_layer), ("g_layer", g_layer)):
             if layer is None and name == "g_layer":
                 continue
@@ -165,15 +169,15 @@ class CoupledField:
         """Length of ``theta1`` (0 when ``g_layer`` is None)."""
         return 0 if self.g_layer is None else int(self.g_layer.n_params)
 
-    def pack(self, x, theta):
+    def pack(self, x: Array, theta: Array) -> Array:
         """Flat state from ``x`` (``x_shape``) and ``theta`` (``(n_theta,)``)."""
         return pack_state(self.layout, x, theta)
 
-    def unpack(self, y):
+    def unpack(self, y: Array) -> tuple[Array, Array]:
         """``(x, theta)`` views of a flat state."""
         return unpack_state(self.layout, y)
 
-    def init(self, rng, dtype=np.float64):
+    def init(self, rng: np.random.Generator, dtype: DTypeLike = np.float64) -> tuple[Array, Array]:
         """``(theta0, theta1)`` from the layers' initialisers (``theta1`` length 0 if g = 0)."""
         theta0 = self.f_layer.init(rng, dtype)
         theta1 = (np.zeros(0, dtype=dtype) if self.g_layer is None
@@ -186,24 +190,24 @@ class CoupledField:
         """``theta0`` is the leading part of an :class:`~nets.ODEBlock`'s parameters."""
         return self.layout.n_theta
 
-    def initial_state(self, x, theta0):
+    def initial_state(self, x: Array, theta0: Array) -> Array:
         """The block's initial state ``[x.ravel(), theta0]``."""
         return self.pack(x, theta0)
 
-    def initial_state_vjp(self, y0_bar):
+    def initial_state_vjp(self, y0_bar: Array) -> tuple[Array, Array]:
         """``(x_bar, theta0_bar)`` from the initial state's cotangent."""
         return self.unpack(y0_bar)
 
-    def output(self, y1):
+    def output(self, y1: Array) -> Array:
         """The block's output: ``x(T)``."""
         return self.unpack(y1)[0]
 
-    def output_vjp(self, x_bar):
+    def output_vjp(self, x_bar: Array) -> Array:
         """The final state's cotangent ``[x_bar, 0]``."""
         xp = get_array_module(x_bar)
         return self.pack(x_bar, xp.zeros(self.layout.n_theta, dtype=x_bar.dtype))
 
-    def forward(self, t, y, params):
+    def forward(self, t: Any, y: Array, params: Array | None) -> tuple[Array, CoupledCache]:
         """``dy = [f(x, t, theta).ravel(), g(theta, t, theta1)]``; returns ``(dy, cache)``."""
         x, theta = self.unpack(y)
         dx, f_cache = _call(self.f_layer, theta, x, t)
@@ -221,7 +225,8 @@ class CoupledField:
         dy = xp.concatenate([xp.reshape(dx, (-1,)), xp.reshape(dtheta, (-1,))])
         return dy, CoupledCache(theta, params, f_cache, g_cache)
 
-    def vjp(self, cache: CoupledCache, dy_bar, need_params: bool = True):
+    def vjp(self, cache: CoupledCache, dy_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None, None]:
         """Return ``(y_bar, params_bar, None)`` (see the class notes)."""
         dx_bar, dtheta_bar = self.unpack(dy_bar)
         x_bar, theta_bar = call_vjp(self.f_layer, cache.theta, cache.f_cache, dx_bar,
@@ -256,7 +261,9 @@ def printed_eq5(field: CoupledField) -> CoupledField:
 
 
 # -- Algorithm 1, corrected ------------------------------------------------------------------------
-def node_ew_adjoint_rhs(field: CoupledField, t, x, theta, a, b, theta1, printed: bool = False):
+def node_ew_adjoint_rhs(field: CoupledField, t: Any, x: Array, theta: Array, a: Array, b: Array,
+                        theta1: Array | None,
+                        printed: bool = False) -> tuple[Array, Array, Array, Array, Array]:
     """Right-hand side of NODE-EW's backward system (Algorithm 1's ``aug_dynamics``).
 
     Parameters
@@ -284,12 +291,14 @@ def node_ew_adjoint_rhs(field: CoupledField, t, x, theta, a, b, theta1, printed:
     f, g = field.f_layer, field.g_layer
     dx, f_cache = _call(f, theta, x, t)
     a_x, a_theta = call_vjp(f, theta, f_cache, a)
-    db = xp.zeros_like(theta) if printed else -a_theta
+    # need_params=True: an array
+    db = xp.zeros_like(theta) if printed else -a_theta  # type: ignore[operator]
     if g is None:
         return dx, xp.zeros_like(theta), -a_x, db, xp.zeros(0, dtype=x.dtype)
     dtheta, g_cache = _call(g, theta1, theta[None, :], t)
     b_theta, b_theta1 = call_vjp(g, theta1, g_cache, b[None, :])
-    return dx, dtheta[0], -a_x, db - b_theta[0], -b_theta1
+    # need_params=True: an array
+    return dx, dtheta[0], -a_x, db - b_theta[0], -b_theta1  # type: ignore[operator]
 
 
 class NodeEWGradient(NamedTuple):
@@ -297,16 +306,17 @@ class NodeEWGradient(NamedTuple):
     work (:class:`solvers.Work`), and the reconstructed ``x(0)``, ``theta(0)`` of the backward
     solve."""
 
-    x0_bar: Any
-    theta0_bar: Any
-    theta1_bar: Any
-    stats: Any
-    x0_reconstructed: Any
-    theta0_reconstructed: Any
+    x0_bar: Array
+    theta0_bar: Array
+    theta1_bar: Array
+    stats: Work
+    x0_reconstructed: Array
+    theta0_reconstructed: Array
 
 
-def node_ew_gradient(field: CoupledField, x0, theta0, theta1, t_obs, x_bars, *, t0=0.0,
-                     method="dopri5", printed=False, **solve_options) -> NodeEWGradient:
+def node_ew_gradient(field: CoupledField, x0: Array, theta0: Array, theta1: Array | None,
+                     t_obs: ArrayLike, x_bars: Array, *, t0: float = 0.0, method: str = "dopri5",
+                     printed: bool = False, **solve_options: Any) -> NodeEWGradient:
     """Algorithm 1 (backsolve) for ``L = sum_k l_k(x(t_obs[k]))``, with the coupling term.
 
     The continuous backsolve adjoint of :class:`CoupledField`

@@ -37,22 +37,30 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Sequence
 from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 import solvers
-from adjointcore.backend import get_array_module
+from adjointcore.backend import Array, get_array_module
+from adjointcore.checkpointing import Schedule
 from adjointcore.errors import check_array, check_positive_int
 from adjointcore.fields import LayerField
 from adjointcore.layers.base import Layer
 from adjointcore.layers.shape import ChannelPad
-from adjointcore.sensitivity import GRADIENTS, begin_trajectory_gradient, check_gradient_options
+from adjointcore.sensitivity import (
+    GRADIENTS,
+    TrajectorySweep,
+    begin_trajectory_gradient,
+    check_gradient_options,
+)
 
 __all__ = ["ODEBlock", "ODEBlockCache", "GRADIENTS", "as_block_field"]
 
 
-def _check_t_span(t_span):
+def _check_t_span(t_span: Any) -> None:
     """Raise unless ``t_span`` is a pair of distinct finite times."""
     try:
         t0, t1 = (float(v) for v in t_span)
@@ -62,7 +70,7 @@ def _check_t_span(t_span):
         raise ValueError(f"`t_span` must be two distinct finite times, got {t_span!r}.")
 
 
-def _is_layer(obj) -> bool:
+def _is_layer(obj: Any) -> bool:
     """A layer's ``forward`` takes ``(params, x, ...)``; a field's ``(t, y, params)``."""
     if isinstance(obj, Layer):
         return True
@@ -73,7 +81,7 @@ def _is_layer(obj) -> bool:
     return bool(names) and names[0] == "params"
 
 
-def as_block_field(field):
+def as_block_field(field: Any) -> Any:
     """The vector field an :class:`ODEBlock` integrates: a layer wrapped as
     :class:`~adjointcore.fields.LayerField`, a field object as it is.
 
@@ -96,9 +104,9 @@ class ODEBlockCache(NamedTuple):
     """What the VJP needs: the input's shape, the suspended trajectory gradient
     (:class:`~adjointcore.sensitivity.TrajectorySweep`), its step grid and the forward work."""
 
-    x_shape: tuple
-    sweep: Any
-    grid: np.ndarray
+    x_shape: tuple[int, ...]
+    sweep: TrajectorySweep
+    grid: NDArray[np.float64]
     stats: solvers.Work
 
 
@@ -142,20 +150,20 @@ class ODEBlock(Layer):
     """
 
     field_layer: Any
-    t_span: tuple = (0.0, 1.0)
+    t_span: tuple[float, float] = (0.0, 1.0)
     method: str = "dopri5"
     steps: Optional[int] = None
     rtol: float = 1e-6
     atol: float = 1e-9
     gradient: str = "discrete"
-    schedule: Any = None
+    schedule: Optional[Schedule] = None
     augment: int = 0
-    method_options: Optional[dict] = None
-    adjoint_options: Optional[dict] = None
-    monitor: Optional[Callable] = None
+    method_options: Optional[dict[str, Any]] = None
+    adjoint_options: Optional[dict[str, Any]] = None
+    monitor: Optional[Callable[[str, solvers.Work], Any]] = None
     max_steps: int = 10_000
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         # Bad options fail here, by name, not at the first forward call.
         as_block_field(self.field_layer)          # a plain function is refused
         if self.steps is not None:
@@ -169,7 +177,7 @@ class ODEBlock(Layer):
             solvers.PIController(self.rtol, self.atol)   # bad tolerances
 
     # -- configuration ----------------------------------------------------------------------
-    def with_config(self, **changes) -> "ODEBlock":
+    def with_config(self, **changes: Any) -> "ODEBlock":
         """A copy with some settings changed and the same parameter layout (e.g. switch from
         fixed-step Euler + discrete adjoint to adaptive Dopri5 + continuous adjoint).
 
@@ -178,11 +186,11 @@ class ODEBlock(Layer):
         return dataclasses.replace(self, **changes)
 
     @property
-    def analytic(self) -> bool:
+    def analytic(self) -> bool:  # type: ignore[override]  # read-only, as configured
         return False  # solver control flow; verified with a frozen grid instead
 
     @property
-    def exact_vjp(self):
+    def exact_vjp(self) -> bool | str:  # type: ignore[override]  # read-only, as configured
         """True when the VJP is the exact derivative of :meth:`forward` (discrete gradient on
         a fixed grid); otherwise a message naming the check that applies (read by
         :func:`adjointcore.gradcheck.check_layer`)."""
@@ -204,7 +212,7 @@ class ODEBlock(Layer):
         return int(getattr(self.field_layer, "n_state_params", 0))
 
     @property
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         n_state = self.n_state_params
         if n_state:
             return {"state_params": (n_state,), "params": (self.field_layer.n_params,)}
@@ -214,7 +222,7 @@ class ODEBlock(Layer):
     def n_params(self) -> int:
         return self.n_state_params + int(getattr(self.field_layer, "n_params", 0))
 
-    def init(self, rng, dtype=np.float64):
+    def init(self, rng: np.random.Generator, dtype: DTypeLike = np.float64) -> Array:
         """The field's initial parameters, flat (a coupled field's parts concatenated)."""
         if not callable(getattr(self.field_layer, "init", None)):
             raise TypeError(f"the field {self.field_layer!r} has no init(rng, dtype); build the "
@@ -222,7 +230,7 @@ class ODEBlock(Layer):
         params = self.field_layer.init(rng, dtype)
         return np.concatenate(params) if isinstance(params, tuple) else params
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         if callable(getattr(self.field_layer, "output", None)):
             return tuple(input_shape)
         shape = list(input_shape)
@@ -231,12 +239,13 @@ class ODEBlock(Layer):
         return tuple(shape)
 
     # -- forward / VJP -----------------------------------------------------------------------
-    def _initial_state(self, params, x):
+    def _initial_state(self, params: Array | None, x: Array) -> tuple[Array, Array | None]:
         """``(y0, field params)`` from the input and the block's parameters."""
         field = self.field_layer
         if self.n_state_params:
             n = self.n_state_params
-            return field.initial_state(x, params[:n]), params[n:]
+            # a field with state parameters gets params
+            return field.initial_state(x, params[:n]), params[n:]  # type: ignore[index]
         y0 = ChannelPad(self.augment).forward(None, x)[0] if self.augment else x
         return y0, params
 
@@ -247,7 +256,8 @@ class ODEBlock(Layer):
                     schedule=self.schedule, method_options=self.method_options,
                     adjoint_options=self.adjoint_options, max_steps=self.max_steps, **grid)
 
-    def forward(self, params, x, **context):
+    def forward(self, params: Array | None, x: Array,
+                **context: Any) -> tuple[Array, ODEBlockCache]:
         """Solve from the initial state; returns ``(y(t1), ODEBlockCache)``."""
         lowest = 2 if self.augment else 1       # augmented channels live on axis 1
         check_array("x", x, ndim=tuple(range(lowest, 33)), finite=True,
@@ -264,11 +274,13 @@ class ODEBlock(Layer):
             self.monitor("forward", sweep.stats)
         return out, ODEBlockCache(tuple(x.shape), sweep, sweep.grid, sweep.stats)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array | None, cache: ODEBlockCache, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         x_bar, params_bar, _ = self.vjp_with_stats(params, cache, y_bar, need_params)
         return x_bar, params_bar
 
-    def vjp_with_stats(self, params, cache, y_bar, need_params=True):
+    def vjp_with_stats(self, params: Array | None, cache: ODEBlockCache, y_bar: Array,
+                       need_params: bool = True) -> tuple[Array, Array | None, solvers.Work]:
         """Like :meth:`vjp`, also returning the pair's :class:`solvers.Work` (forward and
         backward counters)."""
         field = self.field_layer

@@ -17,12 +17,14 @@ methods", ACM TOMS 17 (1991) 533-554.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 
-from ._xp import get_array_module, real_dtype, to_host_float64
+from ._xp import Array, get_array_module, real_dtype, to_host_float64
 
 #: Aim below the tolerance so the next step is likely to be accepted (Hairer's ``fac = 0.9``).
 SAFETY = 0.9
@@ -60,7 +62,7 @@ class ControllerState(NamedTuple):
     rejected: bool
 
 
-def rms_norm(scaled):
+def rms_norm(scaled: Array) -> float:
     """Root mean square over all entries of the scaled error (the default norm).
 
     Computed as ``m * rms(scaled / m)`` with ``m = max|scaled|``, so huge entries give a large
@@ -71,29 +73,30 @@ def rms_norm(scaled):
     return float(_rms_on_device(scaled))
 
 
-def _rms_on_device(scaled):
+def _rms_on_device(scaled: Array) -> Array:
     xp = get_array_module(scaled)
     mag = xp.abs(scaled)
     return _scaled_rms(xp, mag, mag.max(), xp.mean)
 
 
-def per_sample_rms_norm(scaled):
+def per_sample_rms_norm(scaled: Array) -> float:
     """Largest per-sample RMS, samples along axis 0 (a batch never hides a bad sample);
     ``per_sample_rms_norm.on_device`` keeps it on the device."""
     return float(_per_sample_on_device(scaled))
 
 
-def _per_sample_on_device(scaled):
+def _per_sample_on_device(scaled: Array) -> Array:
     xp = get_array_module(scaled)
     mag = xp.abs(scaled.reshape(scaled.shape[0], -1))
     return _scaled_rms(xp, mag, mag.max(), lambda sq: sq.mean(axis=1).max())
 
 
-rms_norm.on_device = _rms_on_device
-per_sample_rms_norm.on_device = _per_sample_on_device
+rms_norm.on_device = _rms_on_device  # type: ignore[attr-defined]  # a function attribute
+# a function attribute
+per_sample_rms_norm.on_device = _per_sample_on_device  # type: ignore[attr-defined]
 
 
-def _scaled_rms(xp, mag, peak, mean):
+def _scaled_rms(xp: Any, mag: Array, peak: Array, mean: Callable[[Array], Array]) -> Array:
     """``peak * sqrt(mean((mag / peak)**2))`` as a 0-d array on the device. The divisor is 1
     when ``peak`` is 0 or non-finite, so the result is then 0, inf or nan without 0/0 or
     inf/inf (no floating-point warnings)."""
@@ -102,7 +105,7 @@ def _scaled_rms(xp, mag, peak, mean):
     return scale * xp.sqrt(mean((mag / scale) ** 2))
 
 
-def block_tolerance(sizes, values):
+def block_tolerance(sizes: Iterable[int], values: Iterable[float]) -> NDArray[np.float64]:
     """Per-entry tolerance array for a flat state made of blocks.
 
     Parameters
@@ -124,11 +127,11 @@ def block_tolerance(sizes, values):
     return np.concatenate([np.full(int(n), float(v)) for n, v in zip(sizes, values, strict=True)])
 
 
-def _host(tol):
+def _host(tol: Any) -> NDArray[np.float64]:
     return to_host_float64(tol)
 
 
-def _check_tolerances(rtol, atol):
+def _check_tolerances(rtol: Any, atol: Any) -> None:
     rtol_h, atol_h = _host(rtol), _host(atol)
     if not np.all(np.isfinite(rtol_h)) or np.any(rtol_h < MIN_RTOL):
         raise ValueError(f"`rtol` must be finite and >= {MIN_RTOL:.1e} (100 eps); got {rtol!r}. "
@@ -137,7 +140,7 @@ def _check_tolerances(rtol, atol):
         raise ValueError(f"`atol` must be finite and >= 0; got {atol!r}")
 
 
-def _check_controller(ctrl):
+def _check_controller(ctrl: _StepControl) -> None:
     _check_tolerances(ctrl.rtol, ctrl.atol)
     if not 0 < ctrl.min_factor < 1 < ctrl.max_factor or not 0 < ctrl.safety <= 1:
         raise ValueError(f"{type(ctrl).__name__}: need 0 < min_factor < 1 < max_factor and "
@@ -149,10 +152,10 @@ def _check_controller(ctrl):
 class _Tolerances:
     """Tolerances and the scaled error norm shared by the controllers."""
 
-    rtol: object = 1e-6
-    atol: object = 1e-9
+    rtol: float | Array = 1e-6
+    atol: float | Array = 1e-9
 
-    def scaled_error(self, y_err, y0, y1):
+    def scaled_error(self, y_err: Array, y0: Array, y1: Array) -> Array:
         """``y_err / (atol + rtol * max(|y0|, |y1|))``, elementwise (shape of ``y_err``)."""
         xp = get_array_module(y_err, y0, y1)
         real = real_dtype(y0.dtype)
@@ -160,7 +163,7 @@ class _Tolerances:
                       for v in (self.rtol, self.atol))
         return y_err / (atol + rtol * xp.maximum(xp.abs(y0), xp.abs(y1)))
 
-    def on_device(self, like):
+    def on_device(self, like: Array) -> _Tolerances:
         """This controller with array tolerances moved to the array module and real dtype of
         ``like`` (the state), so that :meth:`scaled_error` copies nothing per step."""
         xp, real = get_array_module(like), real_dtype(like.dtype)
@@ -168,7 +171,8 @@ class _Tolerances:
                  for name, v in (("rtol", self.rtol), ("atol", self.atol))}
         return dataclasses.replace(self, **moved)
 
-    def error_norm(self, y_err, y0, y1, norm=None):
+    def error_norm(self, y_err: Array, y0: Array, y1: Array,
+                   norm: Callable[[Array], Any] | None = None) -> float:
         """Scaled error norm (RMS unless ``norm``, a callable ``(scaled) -> float``, is given)."""
         scaled = self.scaled_error(y_err, y0, y1)
         return rms_norm(scaled) if norm is None else float(norm(scaled))
@@ -182,10 +186,10 @@ class _StepControl(_Tolerances):
     min_factor: float = dataclasses.field(default=MIN_FACTOR, kw_only=True)
     max_factor: float = dataclasses.field(default=MAX_FACTOR, kw_only=True)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_controller(self)
 
-    def init(self, err_order):
+    def init(self, err_order: int) -> ControllerState:
         """Initial state for an error estimate of order ``err_order`` (local error O(h^(q+1)))."""
         return ControllerState(int(err_order) + 1, ERR_PREV_INIT, False)
 
@@ -211,13 +215,14 @@ class PIController(_StepControl):
     beta1: float | None = dataclasses.field(default=None, kw_only=True)
     beta2: float | None = dataclasses.field(default=None, kw_only=True)
 
-    def exponents(self, k):
+    def exponents(self, k: int) -> tuple[float, float]:
         """``(beta1, beta2)`` for exponent denominator ``k`` (defaults: 0.85/k, 0.2/k)."""
         beta2 = PI_BETA2_TIMES_K / k if self.beta2 is None else self.beta2
         beta1 = 1.0 / k - 0.75 * beta2 if self.beta1 is None else self.beta1
         return beta1, beta2
 
-    def propose(self, h, err_norm, state):
+    def propose(self, h: float, err_norm: float,
+                state: ControllerState) -> tuple[bool, float, ControllerState]:
         """Accept or reject a step of size ``h`` with scaled error ``err_norm``.
 
         Returns
@@ -248,7 +253,8 @@ class IController(_StepControl):
     Parameters as :class:`PIController` without ``beta1``/``beta2``.
     """
 
-    def propose(self, h, err_norm, state):
+    def propose(self, h: float, err_norm: float,
+                state: ControllerState) -> tuple[bool, float, ControllerState]:
         """Accept iff ``err_norm <= 1``; see :meth:`PIController.propose` for the returns."""
         if not np.isfinite(err_norm):
             return False, h * self.min_factor, state._replace(rejected=True)
@@ -259,7 +265,9 @@ class IController(_StepControl):
         return bool(accept), h * factor, state._replace(rejected=not accept)
 
 
-def initial_step(field, t0, y0, params, order, rtol, atol, f0, direction=1.0, norm=None):
+def initial_step(field: Any, t0: float, y0: Array, params: Any, order: int, rtol: Any, atol: Any,
+                 f0: Array, direction: float = 1.0,
+                 norm: Callable[[Array], Any] | None = None) -> float:
     """Hairer's initial step-size guess (HNW I, sec. II.4, "Starting step size").
 
     Parameters

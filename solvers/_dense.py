@@ -17,13 +17,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
-from ._xp import get_array_module, real_dtype, to_host_float64
+from ._tableau import ButcherTableau
+from ._xp import Array, get_array_module, real_dtype, to_host_float64
 
 
-def tableau_coefficients(tab, h, k):
+def tableau_coefficients(tab: ButcherTableau, h: float, k: Array) -> Array:
     """Interpolation coefficients of one step from a tableau's ``dense`` matrix.
 
     Parameters
@@ -41,13 +44,14 @@ def tableau_coefficients(tab, h, k):
 
 
 @lru_cache(maxsize=64)
-def _dense_matrix(tab, xp, dtype):
+def _dense_matrix(tab: ButcherTableau, xp: Any, dtype: DTypeLike) -> Array:
     """``tab.dense.T`` as an ``xp`` array of ``dtype``, cast once per module/dtype (no host to
     device copy per step)."""
-    return xp.asarray(tab.dense.T, dtype=dtype)
+    # called for tableaux with `dense` only
+    return xp.asarray(tab.dense.T, dtype=dtype)  # type: ignore[union-attr]
 
 
-def hermite_coefficients(h, y0, y1, f0, f1):
+def hermite_coefficients(h: float, y0: Array, y1: Array, f0: Array, f1: Array) -> Array:
     """Cubic Hermite coefficients (powers theta^1..theta^3), shape (3, *y.shape).
 
     Matches ``y0, y1`` and the slopes ``f0, f1`` at the two ends of a step of size ``h``.
@@ -73,12 +77,12 @@ class DenseOutput:
         Per-step polynomial coefficients (see module docstring).
     """
 
-    grid: np.ndarray
-    h: np.ndarray
-    ys: object
-    coeffs: object
+    grid: NDArray[np.float64]
+    h: NDArray[np.float64]
+    ys: Array
+    coeffs: Array
 
-    def __call__(self, t):
+    def __call__(self, t: Any) -> Array:
         """Interpolated state at ``t`` (scalar -> ``y.shape``; 1-D -> ``(len(t), *y.shape)``).
 
         Raises
@@ -103,7 +107,8 @@ class DenseOutput:
         out = self._evaluate(g, tt, times)
         return out[0] if t_arr.ndim == 0 else out
 
-    def _evaluate(self, g, tt, times):
+    def _evaluate(self, g: NDArray[np.float64], tt: NDArray[np.float64],
+                  times: NDArray[np.float64]) -> Array:
         xp = get_array_module(self.ys)
         n = len(self.h)
         hit = np.searchsorted(g, tt, side="left")
@@ -126,7 +131,8 @@ class DenseOutput:
             out[xp.asarray(rows)] = self.ys[xp.asarray(hit[rows])]
         return out
 
-    def _evaluate_one(self, grid_index, step, weights):
+    def _evaluate_one(self, grid_index: int | None, step: int,
+                      weights: NDArray[np.float64]) -> Array:
         """One time on a device (the interpolated adjoint reads one ``y(t)`` per stage): host
         scalars and Python indices only, so nothing is copied host to device. The same
         products and left-to-right sum over the coefficients as the batched path."""

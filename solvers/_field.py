@@ -12,15 +12,17 @@ Solvers never look inside ``cache``.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, NoReturn
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from ._xp import get_array_module
+from ._xp import Array, get_array_module
 
 
-def is_field(obj):
+def is_field(obj: object) -> bool:
     """True if ``obj`` follows the field protocol (has callable ``forward`` and ``vjp``)."""
     return callable(getattr(obj, "forward", None)) and callable(getattr(obj, "vjp", None))
 
@@ -34,12 +36,12 @@ class CallableField:
 
     f: Callable
 
-    def forward(self, t, y, params):
+    def forward(self, t: float, y: Array, params: Any) -> tuple[Array, None]:
         """Return ``(f(t, y) or f(t, y, params), None)``."""
         dy = self.f(t, y) if params is None else self.f(t, y, params)
         return dy, None
 
-    def vjp(self, cache, dy_bar, need_params=True):
+    def vjp(self, cache: Any, dy_bar: Array, need_params: bool = True) -> NoReturn:
         """Not available: a plain callable has no hand-written VJP."""
         raise NotImplementedError(
             f"field {self.f!r} was built from a plain callable and plain callables have no VJP; "
@@ -48,7 +50,7 @@ class CallableField:
             "(e.g. adjointcore.fields.LayerField) to differentiate through the solver.")
 
 
-def as_field(f):
+def as_field(f: Any) -> Any:
     """Return ``f`` if it already follows the field protocol, else wrap the callable.
 
     Parameters
@@ -95,26 +97,26 @@ class FieldKernel:
         Field evaluations (``evaluate`` + ``forward``) and VJPs made through this kernel.
     """
 
-    def __init__(self, field):
+    def __init__(self, field: Any) -> None:
         self.field = field
         self.nfe = 0
         self.n_vjp = 0
         self._checked = False
-        self._params_dtype = None
-        self._xp = np
-        self._buffers = None
-        self._stage_buffer = None
+        self._params_dtype: Any = None
+        self._xp: Any = np
+        self._buffers: tuple[Array, Array] | None = None
+        self._stage_buffer: tuple[tuple[tuple[int, ...], Any], Array] | None = None
         self._evaluate = getattr(field, "evaluate", None)
         self._forward = getattr(field, "forward_unchecked", None) or field.forward
         self._vjp_into = getattr(field, "vjp_into", None)
 
     @property
-    def n_params(self):
+    def n_params(self) -> int | None:
         """The field's ``n_params`` when it declares one as an integer, else None."""
         n = getattr(self.field, "n_params", None)
         return int(n) if isinstance(n, (int, np.integer)) and not isinstance(n, bool) else None
 
-    def _first(self, t, y, params):
+    def _first(self, t: float, y: Array, params: Any) -> tuple[Array, Any]:
         try:
             out = self.field.forward(t, y, params)
         except TypeError as err:
@@ -134,7 +136,7 @@ class FieldKernel:
         self._checked = True
         return dy, cache
 
-    def evaluate(self, t, y, params):
+    def evaluate(self, t: float, y: Array, params: Any) -> Array:
         """``dy`` only (no cache kept)."""
         self.nfe += 1
         if not self._checked:
@@ -143,19 +145,20 @@ class FieldKernel:
             return self._forward(t, y, params)[0]
         return self._evaluate(t, y, params)
 
-    def forward(self, t, y, params):
+    def forward(self, t: float, y: Array, params: Any) -> tuple[Array, Any]:
         """``(dy, cache)`` for a later VJP."""
         self.nfe += 1
         if not self._checked:
             return self._first(t, y, params)
         return self._forward(t, y, params)
 
-    def vjp(self, cache, dy_bar, need_params=True):
+    def vjp(self, cache: Any, dy_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None, Any]:
         """The field's own ``vjp`` (protocol form, allocating ``params_bar``)."""
         self.n_vjp += 1
         return self.field.vjp(cache, dy_bar, need_params=need_params)
 
-    def vjp_into(self, cache, dy_bar, params_bar):
+    def vjp_into(self, cache: Any, dy_bar: Array, params_bar: Array | None) -> Array:
         """``y_bar``; the parameter cotangent is written into ``params_bar`` unless None."""
         self.n_vjp += 1
         if self._vjp_into is not None:
@@ -168,7 +171,7 @@ class FieldKernel:
                 params_bar[...] = p_bar.reshape(-1)
         return y_bar
 
-    def stage_buffer(self, shape, dtype):
+    def stage_buffer(self, shape: Sequence[int], dtype: DTypeLike) -> Array:
         """A reusable array for a forward-only step's stage derivatives ``k`` (one per shape and
         dtype, kept for the life of this kernel). Only steps that keep no stages use it: the
         next step overwrites it."""
@@ -177,7 +180,7 @@ class FieldKernel:
             self._stage_buffer = (key, self._xp.empty(shape, dtype=dtype))
         return self._stage_buffer[1]
 
-    def param_buffers(self, like):
+    def param_buffers(self, like: Array) -> tuple[Array, Array] | None:
         """Two reusable parameter-cotangent buffers ``(step, stage)`` of length ``n_params``
         on the device of ``like`` (a state cotangent), or None when the field declares no
         ``n_params`` (then callers allocate per VJP).
@@ -198,7 +201,7 @@ class FieldKernel:
         return self._buffers
 
 
-def _looks_like_layer(obj) -> bool:
+def _looks_like_layer(obj: Any) -> bool:
     """A layer's ``forward`` takes ``(params, x, ...)``; a field's takes ``(t, y, params)``."""
     try:
         names = list(inspect.signature(obj.forward).parameters)
@@ -207,7 +210,7 @@ def _looks_like_layer(obj) -> bool:
     return bool(names) and names[0] == "params"
 
 
-def check_field_output(dy, y, field) -> None:
+def check_field_output(dy: Any, y: Array, field: Any) -> None:
     """Raise unless the field's output ``dy`` is an array of the state's shape.
 
     Run once per solve or adjoint (on the first evaluation), so a wrong field fails with a
@@ -223,7 +226,7 @@ def check_field_output(dy, y, field) -> None:
                          f"shape {tuple(y.shape)}; a vector field must return dy shaped like y.")
 
 
-def field_kernel(field):
+def field_kernel(field: Any) -> FieldKernel:
     """A fresh :class:`FieldKernel` for ``field`` (``field`` itself if it is one)."""
     if isinstance(field, FieldKernel):
         return field

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from ._xp import get_array_module, to_host_float64
+from ._xp import Array, get_array_module, to_host_float64
 
 
-def check_y0(y0):
+def check_y0(y0: Any) -> Array:
     """Return ``y0`` as a float or complex array (NumPy or CuPy), finite, at least 1 entry."""
     xp = get_array_module(y0)
     try:
@@ -28,7 +31,7 @@ def check_y0(y0):
     return arr
 
 
-def check_t_span(t_span):
+def check_t_span(t_span: Any) -> tuple[float, float]:
     """Return ``(t0, t1)`` as Python floats, finite and distinct."""
     try:
         t0, t1 = (float(v) for v in t_span)
@@ -41,7 +44,7 @@ def check_t_span(t_span):
     return t0, t1
 
 
-def check_t_eval(t_eval, t0, t1):
+def check_t_eval(t_eval: Any, t0: float, t1: float) -> NDArray[np.float64] | None:
     """Return ``t_eval`` as a float64 host array, within the span and monotone in its direction."""
     if t_eval is None:
         return None
@@ -61,7 +64,7 @@ def check_t_eval(t_eval, t0, t1):
     return ts
 
 
-def check_positive_int(name, value, allow_none=False):
+def check_positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
     """Return ``value`` as an int >= 1 (or None if allowed)."""
     if value is None and allow_none:
         return None
@@ -70,7 +73,7 @@ def check_positive_int(name, value, allow_none=False):
     return int(value)
 
 
-def check_first_step(first_step, t0, t1):
+def check_first_step(first_step: Any, t0: float, t1: float) -> float | None:
     """Return ``first_step`` as a positive float no larger than ``|t1 - t0|`` (or None)."""
     if first_step is None:
         return None
@@ -84,7 +87,7 @@ def check_first_step(first_step, t0, t1):
     return value
 
 
-def check_tolerance_shape(name, tol, y_shape):
+def check_tolerance_shape(name: str, tol: Any, y_shape: Sequence[int]) -> None:
     """Raise unless ``tol`` broadcasts to the state shape without changing it."""
     shape = np.shape(tol)
     try:

@@ -32,17 +32,21 @@ A. Sandu, "Reverse automatic differentiation of linear multistep methods", LNCSE
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from ._lmm_adams import AdamsStepper
+from ._lmm_base import MultistepStepper
 from ._lmm_twostep import LeapfrogStepper, LMStepper
 
 __all__ = ["AdamsStepper", "LeapfrogStepper", "LMStepper", "LMM_STEPPERS", "get_lmm_stepper"]
 
 
-def _without_options(name, build):
+def _without_options(name: str,
+                     build: Callable[[], MultistepStepper]) -> Callable[..., MultistepStepper]:
     """Factory for a method that takes no options (clear error instead of a bare TypeError)."""
-    def factory(**options):
+    def factory(**options: Any) -> MultistepStepper:
         if options:
             raise TypeError(f"{name!r} takes no options, got {sorted(options)}; of the linear "
                             f"multistep methods only 'lm' has one (k=...).")
@@ -59,7 +63,7 @@ LMM_STEPPERS = {
 }
 
 
-def get_lmm_stepper(method: str, **options):
+def get_lmm_stepper(method: str, **options: Any) -> MultistepStepper:
     """Build the linear multistep stepper ``method`` (a key of ``LMM_STEPPERS``) with
     ``options``."""
     if method not in LMM_STEPPERS:

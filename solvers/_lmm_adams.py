@@ -15,9 +15,11 @@ Automatic Differentiation*, LNCSE 64, Springer (2008).
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ._lmm_base import MultistepStepper, add, check_step_index, rk_startup_step, rk_startup_vjp
 from ._lmm_coeffs import adams_bashforth, adams_moulton
-from ._xp import get_array_module
+from ._xp import Array, get_array_module
 
 __all__ = ["AdamsStepper"]
 
@@ -66,10 +68,11 @@ class AdamsStepper(MultistepStepper):
         self.beta = tuple(float(b) for b in adams_bashforth(order))
         self.beta_corrector = tuple(float(b) for b in adams_moulton(order)) if corrector else ()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"AdamsStepper(order={self.order}, corrector={self.corrector})"
 
-    def step(self, field, n, t, h, state, params):
+    def step(self, field: Any, n: int, t: float, h: float, state: tuple[Array, ...],
+             params: Any) -> tuple[tuple[Array, ...], int]:
         """Advance ``state`` from ``t`` to ``t + h``; returns ``(state_next, nfe)``."""
         check_step_index(n)
         h = float(h)
@@ -87,20 +90,22 @@ class AdamsStepper(MultistepStepper):
             nfe = 2
         return (y1,) + fs[:-1], nfe
 
-    def _predict(self, y, h, fs):
+    def _predict(self, y: Array, h: float, fs: tuple[Array, ...]) -> Array:
         out = y
         for beta_j, f_j in zip(self.beta, fs, strict=True):
             out = out + (h * beta_j) * f_j
         return out
 
-    def _correct(self, y, h, f_star, fs):
+    def _correct(self, y: Array, h: float, f_star: Array, fs: tuple[Array, ...]) -> Array:
         out = y + (h * self.beta_corrector[0]) * f_star
         # AM p has p coefficients: beta*_1.. pair with f_n..f_{n-p+2}; the oldest f is unused
         for beta_j, f_j in zip(self.beta_corrector[1:], fs, strict=False):
             out = out + (h * beta_j) * f_j
         return out
 
-    def step_vjp(self, field, n, t, h, state, params, state_next_bar, need_params=True):
+    def step_vjp(self, field: Any, n: int, t: float, h: float, state: tuple[Array, ...],
+                 params: Any, state_next_bar: tuple[Array, ...], need_params: bool = True
+                ) -> tuple[tuple[Array, ...], Array | None, dict[str, Any]]:
         """Exact adjoint of ``step``; returns ``(state_bar, params_bar, {})``.
 
         ``state_next_bar = (y_{n+1}_bar, f_n_bar, ..., f_{n-p+2}_bar)`` (cotangents of the next

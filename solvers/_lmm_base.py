@@ -16,16 +16,18 @@ in *Advances in Automatic Differentiation*, LNCSE 64, Springer (2008).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ._rk import rk_step
-from ._xp import get_array_module
+from ._rk import RKStages, rk_step
+from ._xp import Array, get_array_module
 from .tableaux import TABLEAUX
 
 __all__ = ["MultistepStepper", "add", "check_step_index", "rk_startup_step", "rk_startup_vjp"]
 
 
-def add(a, b):
+def add(a: Array | None, b: Array | None) -> Array | None:
     """``a + b`` where ``None`` means zero (never in place: inputs may be stored states)."""
     if a is None:
         return b
@@ -34,22 +36,25 @@ def add(a, b):
     return a + b
 
 
-def check_step_index(n):
+def check_step_index(n: int) -> None:
     """Raise ``ValueError`` unless ``n`` is a non-negative int (a step index)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"step: n must be a non-negative int (the step index), got {n!r}.")
 
 
-def rk_startup_step(field, tab_name, t, h, y, params):
+def rk_startup_step(field: Any, tab_name: str | None, t: float, h: float, y: Array,
+                    params: Any) -> tuple[Array, Array, RKStages]:
     """One explicit RK start-up step; returns ``(y1, f(t, y), stages)``.
 
     ``f(t, y)`` is copied out of the stage buffer so that the next state owns its arrays.
     """
-    y1, _, stages = rk_step(field, TABLEAUX[tab_name], t, y, h, params, full=False)
+    # a stepper with start-up steps names its method
+    y1, _, stages = rk_step(field, TABLEAUX[tab_name], t, y, h, params, full=False)  # type: ignore[index]
     return y1, stages.k[0].copy(), stages
 
 
-def rk_startup_vjp(field, tab_name, h, stages, y1_bar, k0_bar, need_params):
+def rk_startup_vjp(field: Any, tab_name: str | None, h: float, stages: RKStages, y1_bar: Array,
+                   k0_bar: Array | None, need_params: bool) -> tuple[Array, Array | None]:
     """Adjoint of an explicit RK step with an extra cotangent ``k0_bar`` on ``k_1 = f(t, y)``.
 
     The stepper hands ``k_1`` on as history, so its cotangent gets that extra term; the stage
@@ -57,7 +62,8 @@ def rk_startup_vjp(field, tab_name, h, stages, y1_bar, k0_bar, need_params):
     stage. Stage equations: ``Y_i = y + h sum_{j<i} a_ij k_j``, ``k_i = f(t + c_i h, Y_i)``,
     ``y1 = y + h sum_i b_i k_i``. Returns ``(y_bar, params_bar)``.
     """
-    tab = TABLEAUX[tab_name]
+    # a stepper with start-up steps names its method
+    tab = TABLEAUX[tab_name]  # type: ignore[index]
     s = len(stages.caches)
     k_bar = [float(h * tab.b[i]) * y1_bar for i in range(s)]
     k_bar[0] = add(k_bar[0], k0_bar)
@@ -85,16 +91,17 @@ class MultistepStepper:
     n_history = 0
 
     @property
-    def method_params(self):
+    def method_params(self) -> dict[str, float]:
         """No trainable method parameters: ``{}``."""
         return {}
 
-    def init(self, field, t0, y0, params):
+    def init(self, field: Any, t0: float, y0: Array, params: Any) -> tuple[Array, ...]:
         """Initial state ``(y0, 0, ..., 0)`` with ``n_history`` zero placeholders."""
         xp = get_array_module(y0)
         return (y0,) + tuple(xp.zeros_like(y0) for _ in range(self.n_history))
 
-    def init_vjp(self, field, t0, y0, params, state_bar):
+    def init_vjp(self, field: Any, t0: float, y0: Array, params: Any,
+                 state_bar: tuple[Array, ...]) -> tuple[Array, None]:
         """Adjoint of ``init``: ``(state_bar[0], None)`` (``init`` does not touch ``params``;
         the zero placeholders are constants, so their cotangents are dropped)."""
         return state_bar[0], None

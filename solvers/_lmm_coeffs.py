@@ -16,6 +16,7 @@ Springer (1993), Sections III.1-III.2 (Adams methods, order conditions, error co
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
 from functools import lru_cache
 
@@ -24,7 +25,7 @@ __all__ = ["adams_bashforth", "adams_moulton", "lmm_error_constants", "MAX_ADAMS
 MAX_ADAMS_ORDER = 5  # highest order offered; higher Adams methods are valid but not needed here
 
 
-def _poly_mul(p, q):
+def _poly_mul(p: list[Fraction], q: list[Fraction]) -> list[Fraction]:
     """Product of two polynomials given as coefficient lists (index = power)."""
     out = [Fraction(0)] * (len(p) + len(q) - 1)
     for i, a in enumerate(p):
@@ -33,17 +34,18 @@ def _poly_mul(p, q):
     return out
 
 
-def _integrate_lagrange_basis(nodes, j):
+def _integrate_lagrange_basis(nodes: list[Fraction], j: int) -> Fraction:
     """Exact ``int_0^1 l_j(s) ds`` for the Lagrange basis polynomial ``l_j`` on ``nodes``."""
     poly = [Fraction(1)]
     for i, s_i in enumerate(nodes):
         if i != j:
             scale = Fraction(1) / (nodes[j] - s_i)
             poly = _poly_mul(poly, [-s_i * scale, scale])
-    return sum(c / (power + 1) for power, c in enumerate(poly))
+    # a sum of Fractions is a Fraction
+    return sum(c / (power + 1) for power, c in enumerate(poly))  # type: ignore[return-value]
 
 
-def _check_order(name, order, lowest):
+def _check_order(name: str, order: int, lowest: int) -> None:
     if (isinstance(order, bool) or not isinstance(order, int)
             or not lowest <= order <= MAX_ADAMS_ORDER):
         raise ValueError(f"{name}: order must be an int in [{lowest}, {MAX_ADAMS_ORDER}], got "
@@ -91,7 +93,8 @@ def adams_moulton(order: int) -> tuple[Fraction, ...]:
     return tuple(_integrate_lagrange_basis(nodes, j) for j in range(order))
 
 
-def lmm_error_constants(alpha, beta, n_terms):
+def lmm_error_constants(alpha: Sequence[Fraction], beta: Sequence[Fraction],
+                        n_terms: int) -> list[Fraction]:
     """Order-condition residuals ``C_0, ..., C_{n_terms-1}`` of a linear multistep method.
 
     Parameters
@@ -119,4 +122,4 @@ def lmm_error_constants(alpha, beta, n_terms):
         if m > 0:
             c -= sum(b * x ** (m - 1) for b, x in zip(beta, xs, strict=True)) * m / factorial
         out.append(c)
-    return out
+    return out  # type: ignore[return-value]  # Fraction sums over int factorials stay Fractions

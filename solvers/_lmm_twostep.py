@@ -16,9 +16,10 @@ its modified equation (3)).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ._lmm_base import MultistepStepper, check_step_index, rk_startup_step, rk_startup_vjp
-from ._xp import get_array_module
+from ._xp import Array, get_array_module
 
 __all__ = ["LeapfrogStepper", "LMStepper"]
 
@@ -32,12 +33,13 @@ class _TwoStepStepper(MultistepStepper):
 
     n_history = 1
     n_startup = 1
-    startup_method = None
+    startup_method: str | None = None
 
-    def _coefficients(self):
+    def _coefficients(self) -> tuple[float, float, float]:
         raise NotImplementedError
 
-    def step(self, field, n, t, h, state, params):
+    def step(self, field: Any, n: int, t: float, h: float, state: tuple[Array, ...],
+             params: Any) -> tuple[tuple[Array, ...], int]:
         """Advance ``(y_n, y_{n-1})`` to ``(y_{n+1}, y_n)``; returns ``(state_next, nfe)``."""
         check_step_index(n)
         h = float(h)
@@ -49,7 +51,9 @@ class _TwoStepStepper(MultistepStepper):
         f_n, _ = field.forward(t, y, params)
         return (a0 * y + a1 * y_prev + (h * beta) * f_n, y), 1
 
-    def step_vjp(self, field, n, t, h, state, params, state_next_bar, need_params=True):
+    def step_vjp(self, field: Any, n: int, t: float, h: float, state: tuple[Array, ...],
+                 params: Any, state_next_bar: tuple[Array, ...], need_params: bool = True
+                ) -> tuple[tuple[Array, ...], Array | None, dict[str, Any]]:
         """Exact adjoint of ``step``; returns ``(state_bar, params_bar, extra_bar)``."""
         check_step_index(n)
         h = float(h)
@@ -67,7 +71,7 @@ class _TwoStepStepper(MultistepStepper):
         y_bar = a0 * y1_bar + y_copy_bar + dy_bar
         return (y_bar, a1 * y1_bar), params_bar, self._extra_bar(y, y_prev, y1_bar)
 
-    def _extra_bar(self, y, y_prev, y1_bar):
+    def _extra_bar(self, y: Array, y_prev: Array, y1_bar: Array) -> dict[str, Any]:
         return {}
 
 
@@ -83,10 +87,10 @@ class LeapfrogStepper(_TwoStepStepper):
     order = 2
     startup_method = "heun"
 
-    def _coefficients(self):
+    def _coefficients(self) -> tuple[float, float, float]:
         return 0.0, 1.0, 2.0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "LeapfrogStepper()"
 
 
@@ -138,18 +142,18 @@ class LMStepper(_TwoStepStepper):
         self.rhs_scale = 1.0 / (1.0 + k_value)
 
     @property
-    def method_params(self):
+    def method_params(self) -> dict[str, float]:
         """``{"k": k}``; ``step_vjp``'s ``extra_bar`` holds ``{"k": dL/dk}`` for the step."""
         return {"k": self.k}
 
-    def _coefficients(self):
+    def _coefficients(self) -> tuple[float, float, float]:
         return 1.0 - self.k, self.k, 1.0
 
-    def _extra_bar(self, y, y_prev, y1_bar):
+    def _extra_bar(self, y: Array, y_prev: Array, y1_bar: Array) -> dict[str, Any]:
         """``{"k": dL/dk}`` of the step, a 0-d array on the state's device (not read back: a
         reverse sweep accumulates it there)."""
         xp = get_array_module(y)
         return {"k": xp.sum(y1_bar * (y_prev - y)).real}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"LMStepper(k={self.k!r})"

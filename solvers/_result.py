@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._work import Work
+from ._xp import Array
+
+if TYPE_CHECKING:
+    from ._dense import DenseOutput
+    from ._rk import RKStages
 
 
 class Status(enum.Enum):
@@ -65,19 +72,19 @@ class Solution:
         possibly the final point, which is set to ``t1`` exactly.
     """
 
-    ts: np.ndarray
-    ys: object
-    grid: np.ndarray
+    ts: NDArray[np.float64]
+    ys: Array
+    grid: NDArray[np.float64]
     status: Status
     message: str
     stats: Work
     method: str
-    sol: object = None
-    stages: object = None
-    step_sizes: np.ndarray = None
+    sol: DenseOutput | None = None
+    stages: tuple[RKStages, ...] | None = None
+    step_sizes: NDArray[np.float64] | None = None
 
     @property
-    def success(self):
+    def success(self) -> bool:
         """True iff ``status is Status.SUCCESS``."""
         return self.status is Status.SUCCESS
 
@@ -85,7 +92,7 @@ class Solution:
 class SolveError(RuntimeError):
     """A solve failed; ``.result`` holds the partial :class:`Solution`."""
 
-    def __init__(self, result):
+    def __init__(self, result: Solution) -> None:
         self.result = result
         super().__init__(f"solve ({result.method}) failed with status {result.status.name} at "
                          f"t = {result.grid[-1]!r} after {result.stats.n_accepted} accepted and "

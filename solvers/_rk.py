@@ -25,12 +25,14 @@ arXiv:1912.07696 (``TSAdjointStep_RK``).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ._field import field_kernel
-from ._xp import get_array_module, real_dtype
+from ._tableau import ButcherTableau
+from ._xp import Array, get_array_module, real_dtype
 
 
 class RKStages(NamedTuple):
@@ -49,20 +51,21 @@ class RKStages(NamedTuple):
     """
 
     t: float
-    y: object
+    y: Array
     h: float
-    k: object
-    caches: tuple
+    k: Array
+    caches: tuple[Any, ...]
 
 
 @lru_cache(maxsize=64)
-def _coefficients(tab, xp, dtype):
+def _coefficients(tab: ButcherTableau, xp: Any,
+                  dtype: DTypeLike) -> tuple[Array, Array, Array | None]:
     """``(a, b, b_err)`` of ``tab`` as ``xp`` arrays of real ``dtype`` (cached per module/dtype)."""
     b_err = None if tab.b_err is None else xp.asarray(tab.b_err, dtype=dtype)
     return xp.asarray(tab.a, dtype=dtype), xp.asarray(tab.b, dtype=dtype), b_err
 
 
-def _weighted_sum(xp, weights, stack):
+def _weighted_sum(xp: Any, weights: Array, stack: Array) -> Array:
     """``sum_j weights[j] stack[j]`` as ``numpy.tensordot(weights, stack, axes=1)`` computes it
     (one ``dot`` of shapes (1, m) and (m, size)), without tensordot's Python bookkeeping; the
     roundings are the same."""
@@ -70,7 +73,7 @@ def _weighted_sum(xp, weights, stack):
     return xp.dot(weights.reshape(1, m), stack.reshape(m, -1)).reshape(stack.shape[1:])
 
 
-def _combine(xp, y, h, weights, k):
+def _combine(xp: Any, y: Array | float, h: float, weights: Array, k: Array) -> Array:
     """``y + h * sum_j weights[j] k[j]``, in place in the one new array.
 
     A non-finite stage (an overflowing trial step) makes ``0 * inf = nan`` here; the caller
@@ -85,7 +88,9 @@ def _combine(xp, y, h, weights, k):
     return out
 
 
-def rk_step(field, tab, t, y, h, params, f0=None, full=True, tape=True):
+def rk_step(field: Any, tab: ButcherTableau, t: float, y: Array, h: float, params: Any,
+            f0: Array | tuple[Array, Any] | None = None, full: bool = True,
+            tape: bool = True) -> tuple[Array, Array | None, RKStages]:
     """Take one explicit RK step.
 
     Parameters
@@ -126,6 +131,8 @@ def rk_step(field, tab, t, y, h, params, f0=None, full=True, tape=True):
     n_eval = tab.n_stages if full else tab.n_live
     a, b, b_err = _coefficients(tab, xp, real_dtype(y.dtype))
     c = tab.c_floats
+    k: Array
+    caches: list[Any]
     k, caches = None, []
     with np.errstate(invalid="ignore", over="ignore"):
         for i in range(n_eval):
@@ -152,7 +159,8 @@ def rk_step(field, tab, t, y, h, params, f0=None, full=True, tape=True):
     return y1, y_err, RKStages(t, y, h, k, tuple(caches))
 
 
-def rk_step_vjp(field, tab, stages, y1_bar, need_params=True):
+def rk_step_vjp(field: Any, tab: ButcherTableau, stages: RKStages, y1_bar: Array,
+                need_params: bool = True) -> tuple[Array, Array | None]:
     """Exact VJP of the map ``(y, params) -> y1`` of :func:`rk_step` (times frozen).
 
     Parameters

@@ -33,11 +33,15 @@ step). Tolerance arrays and dense-output coefficients are moved to the device on
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 from ._controller import PIController, initial_step, rms_norm
 from ._dense import DenseOutput, hermite_coefficients, tableau_coefficients
-from ._field import field_kernel
+from ._field import FieldKernel, field_kernel
 from ._inputs import (
     check_first_step,
     check_positive_int,
@@ -49,8 +53,9 @@ from ._inputs import (
 from ._result import MESSAGES, Solution, SolveError, Status
 from ._rk import RKStages, rk_step
 from ._stepper import get_stepper, is_rk_method
+from ._tableau import ButcherTableau
 from ._work import Work
-from ._xp import get_array_module
+from ._xp import Array, get_array_module
 from .tableaux import TABLEAUX, get_tableau
 
 #: Default tolerances of adaptive solves.
@@ -72,19 +77,28 @@ class _Record:
     are those :class:`DenseOutput` gives (the same arithmetic, one step at a time).
     """
 
-    def __init__(self, t0, y0, stream=None):
+    grid: list[float]
+    ys: list[Array]
+    hs: list[float]
+    coeffs: list[Array]
+    out: list[Array]
+    stream: NDArray[np.float64] | None
+    stages: list[RKStages] | None
+
+    def __init__(self, t0: float, y0: Array, stream: NDArray[np.float64] | None = None) -> None:
         self.grid, self.ys, self.hs, self.coeffs = [t0], [y0], [], []
         self.nfe, self.n_rejected, self.status, self.detail = 0, 0, Status.SUCCESS, ""
         self.dense_evals = 0
         self.stream, self.out = stream, []
         self.stages = None          # list of accepted steps' RKStages with keep_stages
 
-    def keep(self, stages, n_live):
+    def keep(self, stages: RKStages, n_live: int) -> None:
         """Keep an accepted step's live stages and caches (``keep_stages=True``)."""
-        self.stages.append(RKStages(stages.t, stages.y, stages.h, stages.k[:n_live],
+        # keep() is called with keep_stages only
+        self.stages.append(RKStages(stages.t, stages.y, stages.h, stages.k[:n_live],  # type: ignore[union-attr]
                                     stages.caches[:n_live]))
 
-    def accept(self, t_new, y_new, h, coeffs):
+    def accept(self, t_new: float, y_new: Array, h: float, coeffs: Array | None) -> None:
         self.grid.append(t_new)
         self.hs.append(h)
         if self.stream is None:
@@ -101,12 +115,13 @@ class _Record:
         elif todo.size:
             xp = get_array_module(y)
             step = DenseOutput(np.array([t, t_new]), np.array([h]), xp.stack([y, y_new]),
-                               coeffs[None])
+                               # not None: the branch above took None
+                               coeffs[None])  # type: ignore[index]
             self.out.extend(step(todo))
             self.dense_evals += todo.size
         self.ys[-1] = y_new
 
-    def truncate(self, n_good, last_state, direction):
+    def truncate(self, n_good: int, last_state: Array | None, direction: float) -> None:
         """Keep the first ``n_good`` accepted steps (a device solve found a later one
         non-finite): ``last_state`` is the state after them when streaming (only the latest is
         kept then), and streamed outputs past the new end are dropped."""
@@ -118,15 +133,16 @@ class _Record:
         reached = int(np.sum(direction * self.stream <= direction * self.grid[-1]))
         del self.out[reached:]
 
-    def interior_pending(self, t, t_new) -> bool:
+    def interior_pending(self, t: float, t_new: float) -> bool:
         """Streaming: whether an output time lies strictly inside the step ``(t, t_new)``, so
         the step's interpolant is needed (times on the grid take the states themselves)."""
         sign = 1.0 if t_new >= t else -1.0
-        todo = sign * self.stream[len(self.out):]
+        # called when streaming only
+        todo = sign * self.stream[len(self.out):]  # type: ignore[index]
         return bool(np.any((todo > sign * t) & (todo < sign * t_new)))
 
 
-def _finite(x):
+def _finite(x: Array) -> bool:
     return bool(get_array_module(x).isfinite(x).all())
 
 
@@ -142,10 +158,13 @@ class _FiniteWatch:
     failure the first non-finite step is found (one more read) and the record is cut there, so
     the partial trajectory ends at the last finite state, as a host solve's does."""
 
-    def __init__(self, xp, stream, y0):
+    flags: list[Array]
+    states: list[Array]
+
+    def __init__(self, xp: Any, stream: bool, y0: Array) -> None:
         self.xp, self.stream, self.flags, self.states, self.before = xp, stream, [], [], y0
 
-    def add(self, y1):
+    def add(self, y1: Array) -> None:
         self.flags.append(self.xp.isfinite(y1).all())
         if self.stream:
             self.states.append(y1)
@@ -154,7 +173,7 @@ class _FiniteWatch:
         return bool(self.flags) and (done or (self.stream and
                                               len(self.flags) >= FINITE_CHECK_EVERY))
 
-    def first_bad(self):
+    def first_bad(self) -> int | None:
         """Index in the window of the first non-finite step; None (window cleared) if none."""
         ok = self.xp.stack(self.flags)
         if bool(ok.all()):
@@ -164,7 +183,7 @@ class _FiniteWatch:
             return None
         return int(np.argmin(ok.get()))
 
-    def cut(self, rec, n_acc, bad, direction):
+    def cut(self, rec: _Record, n_acc: int, bad: int, direction: float) -> None:
         """Cut ``rec`` (``n_acc`` steps accepted) before the window's step ``bad``."""
         n_good = n_acc - len(self.flags) + bad
         last = None if not self.stream else (self.states[bad - 1] if bad else self.before)
@@ -172,7 +191,8 @@ class _FiniteWatch:
         rec.status, rec.n_rejected = Status.NON_FINITE, 1
 
 
-def _device_error_norm(ctrl, y_err, y, y1, norm):
+def _device_error_norm(ctrl: Any, y_err: Array, y: Array, y1: Array,
+                       norm: Callable[[Array], Any] | None) -> float:
     """The error norm of a device step with its finiteness in one read: inf when ``y1`` is not
     finite (the step is then rejected as non-finite). The norm is the controller's, evaluated
     on the device (``norm.on_device``, which ``rms_norm`` and the seminorm have); a norm without
@@ -186,7 +206,7 @@ def _device_error_norm(ctrl, y_err, y, y1, norm):
     return float(xp.where(xp.isfinite(y1).all(), on_device(scaled), xp.inf))
 
 
-def _too_small(h_abs, t, t0, t1, direction):
+def _too_small(h_abs: float, t: float, t0: float, t1: float, direction: float) -> bool:
     """True when a step of ``h_abs`` from ``t`` is below the resolution of the time axis:
     ``UNDERFLOW_ULPS`` ulps of ``max(|t|, |t1 - t0|)`` (scipy uses ``|t|`` alone, whose ulps
     near ``t = 0`` are denormal, so a failing solve there would shrink the step ~460 times
@@ -198,8 +218,11 @@ def _too_small(h_abs, t, t0, t1, direction):
     return h_abs < UNDERFLOW_ULPS * abs(np.nextafter(scale, direction * np.inf) - scale)
 
 
-def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None, n_fixed=None,
-             norm=None, rec=None):
+def _rk_loop(field: FieldKernel, tab: ButcherTableau, t0: float, t1: float, y0: Array, params: Any,
+             h_abs: float | None, max_steps: int, dense: bool, ctrl: Any = None,
+             n_fixed: int | None = None, norm: Callable[[Array], Any] | None = None,
+             # every caller passes `rec`
+             rec: _Record = None) -> _Record:  # type: ignore[assignment]
     """Integrate with tableau ``tab`` into ``rec``: adaptive if ``ctrl`` is given (``h_abs`` the
     first step or None for Hairer's guess), else ``n_fixed`` steps of size ``h_abs``."""
     direction = 1.0 if t1 > t0 else -1.0
@@ -218,15 +241,17 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
         rec.nfe += 1
     state = ctrl.init(tab.err_order) if ctrl is not None else None
     t, y, n_acc, last_nonfinite = t0, y0, 0, False
-    while (n_acc < n_fixed) if ctrl is None else (t != t1):
+    # n_fixed is given without ctrl
+    while (n_acc < n_fixed) if ctrl is None else (t != t1):  # type: ignore[operator]
         if n_acc + rec.n_rejected >= max_steps:
             rec.status = Status.MAX_STEPS
             break
         if ctrl is not None:
-            if _too_small(h_abs, t, t0, t1, direction):
+            # h_abs is set by now with ctrl
+            if _too_small(h_abs, t, t0, t1, direction):  # type: ignore[arg-type]
                 rec.status = Status.NON_FINITE if last_nonfinite else Status.STEP_UNDERFLOW
                 break
-            t_new = t + direction * h_abs
+            t_new = t + direction * h_abs  # type: ignore[operator]  # h_abs is set by now with ctrl
             # Land on t1 exactly (also when only a few ulps would be left for a last step).
             # Otherwise snap: t_new = t + h exactly, the time of the FSAL stage (c_s = 1).
             if direction * (t1 - t_new) <= UNDERFLOW_ULPS * np.spacing(abs(t1)):
@@ -238,7 +263,8 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
             # Grid points as np.linspace(t0, t1, n_fixed + 1) (no drift, t1 exact) and h the
             # difference of neighbours: a replay of `grid` reproduces the solve bit for bit, and
             # the last step's c = 1 stage sits exactly at t1.
-            t_new = t1 if n_acc == n_fixed - 1 else t0 + (n_acc + 1) * ((t1 - t0) / n_fixed)
+            # n_fixed is given without ctrl
+            t_new = t1 if n_acc == n_fixed - 1 else t0 + (n_acc + 1) * ((t1 - t0) / n_fixed)  # type: ignore[operator]
             h = t_new - t
         y1, y_err, stages = rk_step(field, tab, t, y, h, params, f0=f, tape=taped)
         rec.nfe += len(stages.k) - 1
@@ -288,7 +314,8 @@ def _rk_loop(field, tab, t0, t1, y0, params, h_abs, max_steps, dense, ctrl=None,
     return rec
 
 
-def _stepper_loop(field, stepper, t0, t1, y0, params, n_fixed, max_steps, dense, rec):
+def _stepper_loop(field: FieldKernel, stepper: Any, t0: float, t1: float, y0: Array, params: Any,
+                  n_fixed: int, max_steps: int, dense: bool, rec: _Record) -> _Record:
     """``n_fixed`` equal steps of a protocol stepper (linear multistep methods)."""
     h = (t1 - t0) / n_fixed
     state = stepper.init(field, t0, y0, params)
@@ -322,12 +349,12 @@ def _stepper_loop(field, stepper, t0, t1, y0, params, n_fixed, max_steps, dense,
     return rec
 
 
-def adaptive_methods() -> list:
+def adaptive_methods() -> list[str]:
     """Names of the ``TABLEAUX`` methods with an embedded error estimate (adaptive steps)."""
     return sorted(name for name, tab in TABLEAUX.items() if tab.b_err is not None)
 
 
-def _controller(controller, rtol, atol, y0):
+def _controller(controller: Any, rtol: Any, atol: Any, y0: Array) -> Any:
     if controller is not None:
         if rtol is not None or atol is not None:
             raise ValueError("give tolerances either as `rtol`/`atol` or inside `controller`, not "
@@ -346,9 +373,12 @@ def _controller(controller, rtol, atol, y0):
     return controller if on_device is None else on_device(y0)
 
 
-def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=None, atol=None,
-          steps=None, max_steps=10_000, first_step=None, norm=None, controller=None,
-          dense_output=None, raise_on_failure=True, keep_stages=False):
+def solve(field: Any, y0: Any, t_span: Any, params: Any = None,
+          method: str | ButcherTableau = "dopri5", t_eval: Any = None, rtol: Any = None,
+          atol: Any = None, steps: int | None = None, max_steps: int = 10_000,
+          first_step: float | None = None, norm: Callable[[Array], Any] | None = None,
+          controller: Any = None, dense_output: bool | None = None, raise_on_failure: bool = True,
+          keep_stages: bool = False) -> Solution:
     """Integrate ``y' = f(t, y, params)`` from ``t_span[0]`` to ``t_span[1]``.
 
     Parameters
@@ -403,7 +433,8 @@ def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=Non
     y0 = check_y0(y0)
     t0, t1 = check_t_span(t_span)
     t_eval = check_t_eval(t_eval, t0, t1)
-    max_steps = check_positive_int("max_steps", max_steps)
+    # not None without allow_none
+    max_steps = check_positive_int("max_steps", max_steps)  # type: ignore[assignment]
     steps = check_positive_int("steps", steps, allow_none=True)
     rk = is_rk_method(method)
     if dense_output is None:
@@ -449,13 +480,15 @@ def solve(field, y0, t_span, params=None, method="dopri5", t_eval=None, rtol=Non
     return result
 
 
-def _solution(rec, name, t_eval, dense_output, dense, y0):
+def _solution(rec: _Record, name: str, t_eval: NDArray[np.float64] | None,
+              dense_output: bool | None, dense: bool, y0: Array) -> Solution:
     xp = get_array_module(y0)
     grid = np.asarray(rec.grid, dtype=np.float64)
     if rec.stream is not None:
         hs = np.asarray(rec.hs, dtype=np.float64)
         sign = 1.0 if grid[-1] >= grid[0] else -1.0
-        ts = t_eval[sign * t_eval <= sign * grid[-1]]
+        # streaming implies t_eval
+        ts = t_eval[sign * t_eval <= sign * grid[-1]]  # type: ignore[index,operator]
         if len(rec.out) < len(ts):          # no step taken: the outputs at t0 are y0
             rec.out.extend([y0] * (len(ts) - len(rec.out)))
         out = (xp.stack(rec.out) if rec.out
@@ -475,13 +508,14 @@ def _solution(rec, name, t_eval, dense_output, dense, y0):
     else:
         sign = 1.0 if grid[-1] >= grid[0] else -1.0
         ts = t_eval[sign * t_eval <= sign * grid[-1]]
-        out = sol(ts) if len(ts) else xp.zeros((0,) + tuple(y0.shape), dtype=y0.dtype)
+        # t_eval makes `dense` true
+        out = sol(ts) if len(ts) else xp.zeros((0,) + tuple(y0.shape), dtype=y0.dtype)  # type: ignore[misc]
         rec.dense_evals += len(ts)
     return Solution(ts, out, grid, rec.status, MESSAGES[rec.status] + rec.detail, _work(rec),
                     name, sol if dense_output else None,
                     None if rec.stages is None else tuple(rec.stages), hs)
 
 
-def _work(rec) -> Work:
+def _work(rec: _Record) -> Work:
     return Work(forward_nfe=rec.nfe, n_accepted=len(rec.hs), n_rejected=rec.n_rejected,
                 dense_evals=rec.dense_evals)

@@ -9,10 +9,13 @@ Springer 1993, sec. II.2 (Table 2.2: the 1, 1, 2, 4, 9 conditions of orders 1..5
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._xp import Array
 
@@ -27,11 +30,11 @@ MAX_CHECKED_ORDER = 6
 # --------------------------------------------------------------------------------------------
 # Rooted trees. A tree is the sorted tuple of its children's trees; the single node is ().
 # --------------------------------------------------------------------------------------------
-def _canon(children):
+def _canon(children: Iterable[tuple[Any, ...]]) -> tuple[Any, ...]:
     return tuple(sorted(children))
 
 
-def _grow(tree):
+def _grow(tree: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
     """All trees obtained from ``tree`` by attaching one leaf to one of its nodes."""
     yield _canon(tree + ((),))
     for i, child in enumerate(tree):
@@ -40,7 +43,7 @@ def _grow(tree):
 
 
 @lru_cache(maxsize=None)
-def rooted_trees(order):
+def rooted_trees(order: int) -> tuple[tuple[Any, ...], ...]:
     """Rooted trees with ``order`` nodes, as canonical nested tuples (sorted for determinism).
 
     The counts for orders 1..6 are 1, 1, 2, 4, 9, 20 (OEIS A000081).
@@ -52,17 +55,17 @@ def rooted_trees(order):
     return tuple(sorted({g for t in rooted_trees(order - 1) for g in _grow(t)}))
 
 
-def tree_order(tree):
+def tree_order(tree: tuple[Any, ...]) -> int:
     """Number of nodes of ``tree``."""
     return 1 + sum(tree_order(c) for c in tree)
 
 
-def tree_density(tree):
+def tree_density(tree: tuple[Any, ...]) -> int:
     """Butcher's density gamma(t) = |t| * prod gamma(children)."""
     return tree_order(tree) * int(np.prod([tree_density(c) for c in tree]))
 
 
-def elementary_weight(tree, a):
+def elementary_weight(tree: tuple[Any, ...], a: NDArray[np.float64]) -> NDArray[np.float64]:
     """Internal elementary weight Phi_i(t), shape (s,): prod over children u of (a @ Phi(u))_i."""
     phi = np.ones(a.shape[0])
     for child in tree:
@@ -70,7 +73,8 @@ def elementary_weight(tree, a):
     return phi
 
 
-def order_residuals(a, b, order):
+def order_residuals(a: NDArray[np.float64], b: NDArray[np.float64],
+                    order: int) -> list[tuple[tuple[Any, ...], float]]:
     """Residuals ``b @ Phi(t) - 1/gamma(t)`` for every rooted tree ``t`` with ``|t| <= order``.
 
     Returns a list of ``(tree, residual)``; the method has order ``order`` iff all vanish.
@@ -79,7 +83,8 @@ def order_residuals(a, b, order):
             for q in range(1, order + 1) for t in rooted_trees(q)]
 
 
-def observed_algebraic_order(a, b, tol=COEFF_TOL, max_order=MAX_CHECKED_ORDER):
+def observed_algebraic_order(a: NDArray[np.float64], b: NDArray[np.float64], tol: float = COEFF_TOL,
+                             max_order: int = MAX_CHECKED_ORDER) -> int:
     """Largest ``p <= max_order`` such that all order conditions up to ``p`` hold within ``tol``."""
     p = 0
     while p < max_order and all(abs(r) <= tol for _, r in order_residuals(a, b, p + 1)):
@@ -90,7 +95,7 @@ def observed_algebraic_order(a, b, tol=COEFF_TOL, max_order=MAX_CHECKED_ORDER):
 # --------------------------------------------------------------------------------------------
 # The tableau.
 # --------------------------------------------------------------------------------------------
-def _as_host(name, value, ndim):
+def _as_host(name: str, value: Any, ndim: int) -> NDArray[np.float64]:
     arr = np.array(value, dtype=np.float64)
     if arr.ndim != ndim:
         raise ValueError(f"ButcherTableau: `{name}` must be {ndim}-D, got shape {arr.shape}")
@@ -146,10 +151,10 @@ class ButcherTableau:
     fsal: bool = field(init=False)
     live: Array = field(init=False)
     #: ``c`` as Python floats and the number of live stages, derived once (read on every step).
-    c_floats: tuple = field(init=False, repr=False, compare=False)
+    c_floats: tuple[float, ...] = field(init=False, repr=False, compare=False)
     _n_live: int = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         put = object.__setattr__
         label = f"ButcherTableau {self.name!r}"
         c, a, b = _as_host("c", self.c, 1), _as_host("a", self.a, 2), _as_host("b", self.b, 1)
@@ -178,7 +183,7 @@ class ButcherTableau:
         put(self, "c_floats", tuple(float(v) for v in c))
         put(self, "_n_live", int(np.nonzero(self.live)[0][-1]) + 1)
 
-    def _init_error(self, label, a, b):
+    def _init_error(self, label: str, a: NDArray[np.float64], b: NDArray[np.float64]) -> None:
         if (self.b_err is None) != (self.err_order is None):
             raise ValueError(f"{label}: give both `b_err` and `err_order` or neither "
                              f"(got b_err={self.b_err!r}, err_order={self.err_order!r})")
@@ -188,13 +193,16 @@ class ButcherTableau:
         if b_err.shape != b.shape:
             raise ValueError(f"{label}: `b_err` shape {b_err.shape} != `b` shape {b.shape}")
         _close(label, "b_err.sum() == 0", b_err.sum(), 0.0)
-        if not 1 <= int(self.err_order) < self.order:
+        # set with b_err (checked above)
+        if not 1 <= int(self.err_order) < self.order:  # type: ignore[arg-type]
             raise ValueError(f"{label}: `err_order` must be in 1..order-1, got {self.err_order}")
-        _check_order(label, "b - b_err", a, b - b_err, int(self.err_order))
+        # set with b_err (checked above)
+        _check_order(label, "b - b_err", a, b - b_err, int(self.err_order))  # type: ignore[arg-type]
         object.__setattr__(self, "b_err", b_err)
-        object.__setattr__(self, "err_order", int(self.err_order))
+        # set with b_err (checked above)
+        object.__setattr__(self, "err_order", int(self.err_order))  # type: ignore[arg-type]
 
-    def _init_dense(self, label, b):
+    def _init_dense(self, label: str, b: NDArray[np.float64]) -> None:
         if self.dense is None:
             return
         dense = _as_host("dense", self.dense, 2)
@@ -207,26 +215,27 @@ class ButcherTableau:
         object.__setattr__(self, "dense", dense)
 
     @property
-    def n_stages(self):
+    def n_stages(self) -> int:
         """Number of stages ``s``."""
         return self.c.shape[0]
 
     @property
-    def n_live(self):
+    def n_live(self) -> int:
         """Number of leading stages that ``y1`` needs (``s - 1`` for Dopri5/Tsit5, else ``s``)."""
         return self._n_live
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"ButcherTableau(name={self.name!r}, stages={self.n_stages}, order={self.order}, "
                 f"err_order={self.err_order}, fsal={self.fsal}, dense={self.dense is not None})")
 
 
-def _close(label, what, got, want):
+def _close(label: str, what: str, got: Any, want: Any) -> None:
     if not np.allclose(got, want, rtol=0.0, atol=COEFF_TOL):
         raise ValueError(f"{label}: invariant {what} violated: got {got}, expected {want}")
 
 
-def _check_order(label, which, a, b, order):
+def _check_order(label: str, which: str, a: NDArray[np.float64], b: NDArray[np.float64],
+                 order: int) -> None:
     bad = [(t, r) for t, r in order_residuals(a, b, order) if abs(r) > COEFF_TOL]
     if bad:
         tree, res = bad[0]
@@ -236,7 +245,7 @@ def _check_order(label, which, a, b, order):
                          f"against the source or lower `order`.")
 
 
-def _live_stages(a, b):
+def _live_stages(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.bool_]:
     """Stage ``i`` is live iff ``b_i != 0`` or some live later stage ``j`` has ``a_ji != 0``."""
     s = b.shape[0]
     live = b != 0

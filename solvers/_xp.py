@@ -1,13 +1,16 @@
 """Array-module lookup for ``solvers`` (kept local: ``solvers`` imports nothing from this repo)."""
+from __future__ import annotations
+
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 #: Annotation for a NumPy, CuPy or emulated-device array (``Any``: backend-generic code).
 Array = Any
 
 
-def get_array_module(*arrays):
+def get_array_module(*arrays: Any) -> Any:
     """Return ``cupy`` if any argument is a CuPy array, the module an array type names in its
     class attribute ``__xp__`` (a device emulation), else ``numpy``."""
     if len(arrays) == 1 and type(arrays[0]) is np.ndarray:   # the common case, no probing
@@ -24,18 +27,18 @@ def get_array_module(*arrays):
     return np
 
 
-def real_dtype(dtype):
+def real_dtype(dtype: DTypeLike) -> np.dtype[Any]:
     """Real counterpart of ``dtype`` (float32 for complex64, ...); a host-side lookup that
     allocates nothing on the device (NumPy and CuPy share dtype objects)."""
     dtype = np.dtype(dtype)
     return _REAL.get(dtype, dtype)
 
 
-_REAL = {np.dtype(np.complex64): np.dtype(np.float32),
+_REAL: dict[np.dtype[Any], np.dtype[Any]] = {np.dtype(np.complex64): np.dtype(np.float32),
          np.dtype(np.complex128): np.dtype(np.float64)}
 
 
-def to_host_float64(values):
+def to_host_float64(values: Any) -> NDArray[np.float64]:
     """``values`` (scalar, sequence, NumPy or CuPy array) as a float64 NumPy array.
 
     Used for time arguments (``t_eval``, ``sol(t)``), which live on the host.

@@ -148,7 +148,7 @@ TABLEAUX = {tab.name: tab for tab in (EULER, MIDPOINT, HEUN, RALSTON, RK3, RK4, 
                                        DOPRI5, TSIT5, CASH_KARP)}
 
 
-def get_tableau(name):
+def get_tableau(name: str | ButcherTableau) -> ButcherTableau:
     """Return the tableau registered as ``name`` (a ``ButcherTableau`` is returned unchanged).
 
     Raises

@@ -14,19 +14,21 @@ actions); :class:`Online` relies on them.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Generator
+from typing import Any
 
 from solvers import Work
 
 from ..errors import check_positive_int
 from ._actions import EndForward, EndReverse, Forward, Free, Restore, Reverse, Store
+from ._schedules import Schedule
 from ._store import CheckpointError, SnapshotStore
 
 __all__ = ["checkpoint_work", "run_adjoint", "replay"]
 
 
-def checkpoint_work(n_steps, forward_steps, reverse_steps, snapshots_written,
-                    max_live_snapshots) -> Work:
+def checkpoint_work(n_steps: int, forward_steps: int, reverse_steps: int, snapshots_written: int,
+                    max_live_snapshots: int) -> Work:
     """The :class:`solvers.Work` record of a checkpointed sweep of ``n_steps`` steps
     (``n_accepted = n_steps``; ``recomputed_steps = forward_steps - n_steps``)."""
     return Work(n_accepted=n_steps, forward_steps=forward_steps,
@@ -34,8 +36,11 @@ def checkpoint_work(n_steps, forward_steps, reverse_steps, snapshots_written,
                 snapshots_written=snapshots_written, max_live_snapshots=max_live_snapshots)
 
 
-def run_adjoint(schedule, n_steps, *, state0, forward_step: Callable, reverse_step: Callable,
-                final_bar: Callable, stop: Callable | None = None, max_steps: int | None = None):
+def run_adjoint(schedule: Schedule, n_steps: int | None, *, state0: Any,
+                forward_step: Callable[[int, Any], Any],
+                reverse_step: Callable[[int, Any, Any], Any], final_bar: Callable[[Any], Any],
+                stop: Callable[[int, Any], bool] | None = None,
+                max_steps: int | None = None) -> tuple[Any, Work]:
     """Reverse-mode sweep of ``x_{i+1} = forward_step(i, x_i)`` under a checkpoint schedule.
 
     Parameters
@@ -92,8 +97,8 @@ class PendingAdjoint:
         ``n`` (decided by ``stop`` for online schedules).
     """
 
-    def __init__(self, sweep):
-        self._sweep = sweep
+    def __init__(self, sweep: Generator[tuple[Any, int], Any, tuple[Any, Work]]) -> None:
+        self._sweep: Generator[tuple[Any, int], Any, tuple[Any, Work]] | None = sweep
         self.final_state, self.n_steps = next(sweep)
 
     @property
@@ -101,7 +106,7 @@ class PendingAdjoint:
         """True once :meth:`finish` has run (a sweep reverses once)."""
         return self._sweep is None
 
-    def finish(self, final_bar):
+    def finish(self, final_bar: Any) -> tuple[Any, Work]:
         """Run the reverse sweep from the cotangent ``final_bar`` of ``x_n``.
 
         Returns
@@ -126,8 +131,11 @@ class PendingAdjoint:
         raise CheckpointError("the checkpoint sweep did not end after its reverse sweep.")
 
 
-def begin_adjoint(schedule, n_steps, *, state0, forward_step: Callable, reverse_step: Callable,
-                  stop: Callable | None = None, max_steps: int | None = None) -> PendingAdjoint:
+def begin_adjoint(schedule: Schedule, n_steps: int | None, *, state0: Any,
+                  forward_step: Callable[[int, Any], Any],
+                  reverse_step: Callable[[int, Any, Any], Any],
+                  stop: Callable[[int, Any], bool] | None = None,
+                  max_steps: int | None = None) -> PendingAdjoint:
     """Run the forward sweep of :func:`run_adjoint` now and the reverse sweep later.
 
     Same arguments as :func:`run_adjoint` less ``final_bar``: the cotangent of ``x_n`` is
@@ -153,7 +161,7 @@ def begin_adjoint(schedule, n_steps, *, state0, forward_step: Callable, reverse_
     return PendingAdjoint(_sweep(schedule, n_steps, state0, callbacks))
 
 
-def replay(schedule, n_steps: int) -> Work:
+def replay(schedule: Schedule, n_steps: int) -> Work:
     """Run ``schedule`` for ``n_steps`` symbolically and return its counters.
 
     No state is computed; every action is checked exactly as :func:`run_adjoint` checks it.
@@ -174,7 +182,9 @@ def replay(schedule, n_steps: int) -> Work:
     raise CheckpointError(f"{schedule!r}: the symbolic sweep did not end.")  # pragma: no cover
 
 
-def _advance(n0, n1, x, forward_step, stop, max_steps):
+def _advance(n0: int, n1: int, x: Any, forward_step: Callable[[int, Any], Any],
+             stop: Callable[[int, Any], bool] | None,
+             max_steps: int | None) -> tuple[Any, Any, int | None]:
     """Run steps ``n0 .. n1-1``; return ``(x_{n1-1}, x_{n1}, i_stop)``.
 
     ``i_stop`` is the first index ``i`` with ``stop(i, x_i)`` true, or ``None``.
@@ -193,7 +203,8 @@ def _advance(n0, n1, x, forward_step, stop, max_steps):
     return prev, x, None
 
 
-def _sweep(schedule, n_steps, state0, callbacks):  # noqa: C901 - one match over 7 actions
+def _sweep(schedule: Schedule, n_steps: int | None, state0: Any,
+           callbacks: tuple[Any, ...] | None) -> Generator[tuple[Any, int], Any, tuple[Any, Work]]:  # noqa: C901 - one match over 7 actions
     """The state machine shared by :func:`begin_adjoint` and :func:`replay`, as a generator.
 
     It yields once, at ``EndForward``, the pair ``(x_n, n)``, and is resumed with the
@@ -204,6 +215,7 @@ def _sweep(schedule, n_steps, state0, callbacks):  # noqa: C901 - one match over
     forward_step, reverse_step, stop, max_steps = callbacks or (None,) * 4
     store = SnapshotStore(getattr(schedule, "snapshots", None))
     n = n_steps                  # final index, once known
+    at: int | None
     at, x, prev = 0, state0, None  # current index (None: no current state), state, x_{at-1}
     has_prev = False
     ended, r, bar = False, None, None   # forward sweep over; next step to reverse; its cotangent
@@ -274,4 +286,5 @@ def _sweep(schedule, n_steps, state0, callbacks):  # noqa: C901 - one match over
                 raise TypeError(f"Unexpected checkpointing action {action!r} from {schedule!r}.")
     if next(gen, None) is not None:
         raise CheckpointError(f"{schedule!r} yielded actions after EndReverse.")
-    return bar, checkpoint_work(n, n_fwd, n_rev, store.written, store.max_live)
+    # n is known once the sweep ended
+    return bar, checkpoint_work(n, n_fwd, n_rev, store.written, store.max_live)  # type: ignore[arg-type]

@@ -19,10 +19,11 @@ Comput. 32(2):836-854 (an alternative placement with offline-optimal counts for
 """
 from __future__ import annotations
 
+from collections.abc import Generator, Sequence
 from math import inf
 
 from ..errors import check_positive_int
-from ._actions import EndForward, Forward, Free, Store
+from ._actions import Action, EndForward, Forward, Free, Store
 from ._executor import replay
 from ._revolve import Revolve, reversal
 
@@ -48,13 +49,13 @@ class Online:
 
     online = True
 
-    def __init__(self, snapshots: int):
+    def __init__(self, snapshots: int) -> None:
         self.snapshots = check_positive_int("snapshots", snapshots)
 
     def __repr__(self) -> str:
         return f"Online(snapshots={self.snapshots})"
 
-    def plan(self, n_steps: None = None):
+    def plan(self, n_steps: int | None = None) -> Generator[Action, bool | None, None]:
         """Generator of actions for a forward sweep whose end is sent in by the executor.
 
         Parameters
@@ -66,6 +67,7 @@ class Online:
             raise ValueError(f"Online.plan takes n_steps=None (the end comes from the "
                              f"executor), got {n_steps!r}; run_adjoint handles this.")
         s = self.snapshots
+        level: float
         positions, levels = [0], [inf]
         yield Store(0)
         m = 0
@@ -89,9 +91,9 @@ class Online:
         yield from reversal(positions, n, [s - j for j in range(len(positions))])
 
 
-def _most_recent_dispensable(levels) -> int | None:
+def _most_recent_dispensable(levels: Sequence[float]) -> int | None:
     """Index of the latest snapshot with a higher-level snapshot after it, or ``None``."""
-    highest_later = -1
+    highest_later: float = -1
     for k in range(len(levels) - 1, 0, -1):
         if levels[k] < highest_later:
             return k

@@ -27,11 +27,13 @@ A. Griewank, A. Walther (2000), Algorithm 799: Revolve, ACM TOMS 26(1):19-45.
 """
 from __future__ import annotations
 
+from collections.abc import Generator, Sequence
 from functools import lru_cache
 from math import comb
+from typing import Any
 
 from ..errors import check_positive_int
-from ._actions import EndForward, EndReverse, Forward, Free, Restore, Reverse, Store
+from ._actions import Action, EndForward, EndReverse, Forward, Free, Restore, Reverse, Store
 
 __all__ = ["beta", "repetition_number", "optimal_extra_steps", "optimal_forward_steps",
            "Revolve"]
@@ -86,7 +88,7 @@ def advance(length: int, s: int) -> int:
     return min(beta(s, t - 1), length - beta(s - 1, t - 1))
 
 
-def forward_sweep(positions, n: int):
+def forward_sweep(positions: Sequence[int], n: int) -> Generator[Action, Any, None]:
     """Actions of a first sweep to ``x_n`` storing the given ascending ``positions`` (< n)."""
     at = 0
     for p in positions:
@@ -98,7 +100,8 @@ def forward_sweep(positions, n: int):
     yield EndForward(n)
 
 
-def reversal(positions, n: int, slots):
+def reversal(positions: Sequence[int], n: int,
+             slots: Sequence[int]) -> Generator[Action, Any, None]:
     """Actions after ``EndForward(n)`` down to ``EndReverse``, given snapshots at ``positions``.
 
     Segment ``j`` runs from ``positions[j]`` to the next position (the last one to ``n - 1``,
@@ -112,7 +115,7 @@ def reversal(positions, n: int, slots):
     One explicit stack (no recursion), so every action costs O(1) whatever the depth.
     """
     ends = list(positions[1:]) + [n - 1]
-    stack = [EndReverse()]
+    stack: list[Action | tuple[str, int, int, int]] = [EndReverse()]
     # strict=False: no positions (nothing stored) leaves `ends == [n - 1]` unpaired, as intended
     for j, (p, b) in enumerate(zip(positions, ends, strict=False)):
         stack.append(Free(p))
@@ -142,20 +145,21 @@ def reversal(positions, n: int, slots):
             stack.extend(((_STORED, a, k, s), Restore(a), (_UNSTORED, k, b, s - 1)))
 
 
-def offline_plan(positions, n: int, slots):
+def offline_plan(positions: Sequence[int], n: int,
+                 slots: Sequence[int]) -> Generator[Action, Any, None]:
     """Complete plan: :func:`forward_sweep` then :func:`reversal`."""
     yield from forward_sweep(positions, n)
     yield from reversal(positions, n, slots)
 
 
-def sweep_cost(positions, n: int, slots) -> int:
+def sweep_cost(positions: Sequence[int], n: int, slots: Sequence[int]) -> int:
     """Forward steps of :func:`offline_plan` (closed form, O(len(positions)))."""
     ends = list(positions[1:]) + [n - 1]
     return n + sum(optimal_extra_steps(b - p, slots[j])
                    for j, (p, b) in enumerate(zip(positions, ends, strict=False)) if b > p)
 
 
-def check_n_steps(n_steps, schedule: str) -> int:
+def check_n_steps(n_steps: int | None, schedule: str) -> int:
     """Validate the ``n_steps`` of an offline schedule."""
     if n_steps is None:
         raise ValueError(f"{schedule}.plan needs the number of steps, got n_steps=None; use "
@@ -182,13 +186,13 @@ class Revolve:
 
     online = False
 
-    def __init__(self, snapshots: int):
+    def __init__(self, snapshots: int) -> None:
         self.snapshots = check_positive_int("snapshots", snapshots)
 
     def __repr__(self) -> str:
         return f"Revolve(snapshots={self.snapshots})"
 
-    def positions(self, n_steps: int) -> list[int]:
+    def positions(self, n_steps: int | None) -> list[int]:
         """Snapshot positions of the first sweep."""
         n = check_n_steps(n_steps, "Revolve")
         out, p, left = [], 0, self.snapshots
@@ -200,8 +204,9 @@ class Revolve:
             left -= 1
         return out
 
-    def plan(self, n_steps: int):
+    def plan(self, n_steps: int | None) -> Generator[Action, Any, None]:
         """Generator of the actions for ``n_steps`` steps (ends with ``EndReverse``)."""
         positions = self.positions(n_steps)
         slots = [self.snapshots - j for j in range(len(positions))]
-        return offline_plan(positions, n_steps, slots)
+        # an int: positions() checked it
+        return offline_plan(positions, n_steps, slots)  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """The schedule interface and the two simple offline schedules, StoreAll and Uniform."""
 from __future__ import annotations
 
-from typing import Generator, Protocol
+from typing import Any, Generator, Protocol
 
 from ..errors import check_positive_int
 from ._actions import Action
@@ -22,8 +22,10 @@ class Schedule(Protocol):
        the state reached is final).
     """
 
-    snapshots: int | None
     online: bool
+
+    @property
+    def snapshots(self) -> int | None: ...
 
     def plan(self, n_steps: int | None) -> Generator[Action, bool | None, None]: ...
 
@@ -41,7 +43,7 @@ class StoreAll:
     def __repr__(self) -> str:
         return "StoreAll()"
 
-    def plan(self, n_steps: int):
+    def plan(self, n_steps: int | None) -> Generator[Action, Any, None]:
         """Generator of the actions for ``n_steps`` steps."""
         n = check_n_steps(n_steps, "StoreAll")
         return offline_plan(list(range(n - 1)), n, [1] * (n - 1))
@@ -65,13 +67,13 @@ class Uniform:
     online = False
     snapshots = None
 
-    def __init__(self, every: int):
+    def __init__(self, every: int) -> None:
         self.every = check_positive_int("every", every)
 
     def __repr__(self) -> str:
         return f"Uniform(every={self.every})"
 
-    def plan(self, n_steps: int):
+    def plan(self, n_steps: int | None) -> Generator[Action, Any, None]:
         """Generator of the actions for ``n_steps`` steps."""
         n = check_n_steps(n_steps, "Uniform")
         k = self.every
@@ -113,13 +115,13 @@ class Taped:
     online = False
     snapshots = None
 
-    def __init__(self, max_bytes: int = DEFAULT_TAPE_BYTES):
+    def __init__(self, max_bytes: int = DEFAULT_TAPE_BYTES) -> None:
         self.max_bytes = check_positive_int("max_bytes", max_bytes, minimum=0)
 
     def __repr__(self) -> str:
         return f"Taped(max_bytes={self.max_bytes})"
 
-    def plan(self, n_steps: int):
+    def plan(self, n_steps: int | None) -> Generator[Action, Any, None]:
         """The action stream of :class:`StoreAll` (what the executor runs when this schedule
         is used without tapes)."""
         return StoreAll().plan(n_steps)

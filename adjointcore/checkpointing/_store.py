@@ -1,6 +1,8 @@
 """Instrumented snapshot store: holds state references and counts what a schedule does."""
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["CheckpointError", "SnapshotStore"]
 
 
@@ -35,7 +37,7 @@ class SnapshotStore:
 
     __slots__ = ("budget", "_data", "max_live", "written")
 
-    def __init__(self, budget: int | None = None):
+    def __init__(self, budget: int | None = None) -> None:
         self.budget = budget
         self._data: dict[int, object] = {}
         self.max_live = 0
@@ -51,7 +53,7 @@ class SnapshotStore:
         """Stored step indices, ascending."""
         return sorted(self._data)
 
-    def put(self, n: int, state) -> None:
+    def put(self, n: int, state: Any) -> None:
         """Store ``state`` as snapshot ``n``.
 
         Raises
@@ -70,7 +72,7 @@ class SnapshotStore:
         self.written += 1
         self.max_live = max(self.max_live, len(self._data))
 
-    def get(self, n: int):
+    def get(self, n: int) -> Any:
         """Return snapshot ``n`` (kept in the store)."""
         try:
             return self._data[n]

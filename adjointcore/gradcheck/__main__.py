@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator, Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import check_layer, default_tolerances
+from ._layer import LayerReport
 from .catalog import builtin_examples
 
 COLUMNS = ("fd_x", "fd_params", "complex_x", "complex_params", "dot_x", "dot_params",
@@ -20,13 +23,13 @@ COLUMNS = ("fd_x", "fd_params", "complex_x", "complex_params", "dot_x", "dot_par
 NAME_WIDTH = 46
 
 
-def _cell(report, column) -> str:
+def _cell(report: LayerReport, column: str) -> str:
     value = report.figures.get(column)
     return f"{'-':>9}" if value is None else f"{value:9.1e}" if np.isfinite(value) \
         else f"{value:>9}"
 
 
-def _rows(dtype, seed):
+def _rows(dtype: DTypeLike, seed: int) -> Iterator[tuple[str, LayerReport]]:
     for name, layer, x, kwargs in builtin_examples(np.random.default_rng(seed)):
         kwargs = dict(kwargs)
         if "params" in kwargs:
@@ -34,7 +37,7 @@ def _rows(dtype, seed):
         yield name, check_layer(layer, x.astype(dtype), seed=seed, **kwargs)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Print the table; return 0 if every example passes, else 1."""
     parser = argparse.ArgumentParser(prog="python -m adjointcore.gradcheck",
                                      description="Gradient checks of every built-in layer.")

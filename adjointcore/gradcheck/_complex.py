@@ -17,19 +17,23 @@ ACM TOMS 29(3):245-262, 2003.
 """
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
+from typing import Any
 
-from ..backend import get_array_module
+import numpy as np
+from numpy.typing import DTypeLike
+
+from ..backend import Array, get_array_module
 
 __all__ = ["complex_step", "complex_dtype"]
 
 
-def complex_dtype(dtype) -> np.dtype:
+def complex_dtype(dtype: DTypeLike) -> np.dtype:
     """Complex dtype of matching precision (float32 -> complex64, float64 -> complex128)."""
     return np.result_type(dtype, np.complex64)
 
 
-def complex_step(fun, x, v, h=1e-30):
+def complex_step(fun: Callable[[Array], Any], x: Array, v: Array, h: float = 1e-30) -> Any:
     """Directional derivative ``Im(fun(x + i h v)) / h`` of a real-analytic ``fun``.
 
     Parameters

@@ -14,20 +14,23 @@ the same check as ``jax.test_util.check_vjp`` and torch's ``gradcheck(fast_mode=
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import Array, get_array_module
 
 __all__ = ["dot_product_test", "inner"]
 
 
-def inner(a, b) -> float:
+def inner(a: Any, b: Any) -> float:
     """Real inner product ``sum(a * b)`` (no conjugation; both arrays real, same shape)."""
     xp = get_array_module(a, b)
     return float(xp.sum(xp.asarray(a) * xp.asarray(b)))
 
 
-def _norm(a) -> float:
+def _norm(a: Any) -> float:
     """Euclidean norm without underflow/overflow (scaled by the largest magnitude)."""
     xp = get_array_module(a)
     a = xp.asarray(a).ravel()
@@ -37,7 +40,8 @@ def _norm(a) -> float:
     return big * float(xp.linalg.norm(a / big))
 
 
-def dot_product_test(jvp, vjp, u, w) -> float:
+def dot_product_test(jvp: Callable[[Array], Array] | Array, vjp: Callable[[Array], Array] | Array,
+                     u: Array, w: Array) -> float:
     """Relative mismatch of the adjoint identity ``<J u, w> = <u, J^T w>``.
 
     Parameters

@@ -19,26 +19,30 @@ J. Nocedal and S. J. Wright, *Numerical Optimization*, 2nd ed., Springer, 2006, 
 """
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
+from typing import Any
 
-from ..backend import get_array_module, real_dtype
+import numpy as np
+from numpy.typing import DTypeLike
+
+from ..backend import Array, get_array_module, real_dtype
 from ._dot import _norm
 
 __all__ = ["auto_step", "central_difference", "richardson_difference", "relative_error",
            "machine_eps"]
 
 
-def machine_eps(dtype) -> float:
+def machine_eps(dtype: DTypeLike) -> float:
     """Machine epsilon of the real counterpart of ``dtype`` (float32: 1.2e-7, float64: 2.2e-16)."""
     return float(np.finfo(real_dtype(dtype)).eps)
 
 
-def _inf_norm(a) -> float:
+def _inf_norm(a: Array) -> float:
     xp = get_array_module(a)
     return float(xp.max(xp.abs(a))) if a.size else 0.0
 
 
-def _check_direction(x, v):
+def _check_direction(x: Array, v: Array) -> None:
     if not hasattr(v, "shape") or tuple(v.shape) != tuple(x.shape):
         raise ValueError(f"direction `v` must have the shape of `x` {tuple(x.shape)}, got "
                          f"{getattr(v, 'shape', type(v).__name__)}; draw it with "
@@ -48,7 +52,8 @@ def _check_direction(x, v):
                          "direction (normalise a random draw: v = g / np.linalg.norm(g)).")
 
 
-def auto_step(x, v, dtype=None, *, power: float = 1.0 / 3.0) -> float:
+def auto_step(x: Array, v: Array, dtype: DTypeLike | None = None, *,
+              power: float = 1.0 / 3.0) -> float:
     """Step size for a central difference of ``f`` at ``x`` along ``v``.
 
     ``eps = eps_mach**power * max(1, |x|_inf) / |v|_inf``, so that the largest coordinate
@@ -75,7 +80,8 @@ def auto_step(x, v, dtype=None, *, power: float = 1.0 / 3.0) -> float:
     return eps_mach ** power * max(1.0, _inf_norm(x)) / _inf_norm(v)
 
 
-def central_difference(fun, x, v, eps=None):
+def central_difference(fun: Callable[[Array], Any], x: Array, v: Array,
+                       eps: float | None = None) -> Any:
     """Directional derivative ``(fun(x + eps v) - fun(x - eps v)) / (2 eps)``.
 
     Parameters
@@ -100,7 +106,8 @@ def central_difference(fun, x, v, eps=None):
     return (fun(x + eps * v) - fun(x - eps * v)) / (2.0 * eps)
 
 
-def richardson_difference(fun, x, v, eps=None):
+def richardson_difference(fun: Callable[[Array], Any], x: Array, v: Array,
+                          eps: float | None = None) -> Any:
     """Fourth-order directional derivative (Richardson-extrapolated central differences).
 
     ``(8 [f(x+eps v) - f(x-eps v)] - [f(x+2 eps v) - f(x-2 eps v)]) / (12 eps)``; the
@@ -114,14 +121,14 @@ def richardson_difference(fun, x, v, eps=None):
     return (8.0 * near - far) / (12.0 * eps)
 
 
-def _check_eps(eps) -> float:
+def _check_eps(eps: float) -> float:
     if not np.isfinite(eps) or eps <= 0:
         raise ValueError(f"`eps` must be a positive finite step, got {eps!r}; leave it None for "
                          f"auto_step(x, v).")
     return float(eps)
 
 
-def relative_error(a, b, scale=0.0) -> float:
+def relative_error(a: Any, b: Any, scale: float = 0.0) -> float:
     """Robust relative difference ``|a - b| / max(|a|, |b|, scale)`` of two scalars or arrays.
 
     Norms are Euclidean. ``scale`` is a magnitude the difference should be judged against when

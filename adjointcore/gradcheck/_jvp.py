@@ -37,10 +37,13 @@ forward output's shape and dtype, or ``x_dot``/``params_dot`` modified in place.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from ..backend import get_array_module, real_dtype
+from ..backend import Array, get_array_module, real_dtype
 from ..errors import check_array
 from ._complex import complex_step
 from ._dot import dot_product_test
@@ -64,7 +67,7 @@ __all__ = ["check_jvp", "JVP_CHECKS", "default_jvp_tolerances"]
 JVP_CHECKS = ("fd", "complex", "dot")
 
 
-def default_jvp_tolerances(dtype) -> dict:
+def default_jvp_tolerances(dtype: DTypeLike) -> dict[str, float]:
     """Tolerances of :func:`check_jvp` per check for a computation in ``dtype``.
 
     float64: ``fd`` 1e-8, ``complex`` 1e-13, ``dot`` 1e-12; float32: ``fd`` 1e-3, ``dot`` 1e-5
@@ -75,7 +78,8 @@ def default_jvp_tolerances(dtype) -> dict:
     return {"fd": 1e-8, "complex": 1e-13, "dot": 1e-12}
 
 
-def _resolve(checks, tol, dtype):
+def _resolve(checks: str | Iterable[str] | None, tol: dict[str, float] | None,
+             dtype: DTypeLike) -> tuple[tuple[str, ...], dict[str, float]]:
     """``(checks to run, tolerances in force)``; unknown names and bad values raise, naming the
     argument and listing what is allowed."""
     wanted = checks_to_run(checks, JVP_CHECKS)
@@ -100,7 +104,8 @@ def _resolve(checks, tol, dtype):
     return wanted, tolerances
 
 
-def _call_jvp(layer, params, cache, x_dot, params_dot, y):
+def _call_jvp(layer: Any, params: Array, cache: Any, x_dot: Array, params_dot: Array | None,
+              y: Array) -> tuple[Array, list[str]]:
     """``layer.jvp(...)`` on copies of the tangents; ``(y_dot, failures)`` where failures list
     a result that is not an array shaped and typed like ``y`` or a tangent written in place."""
     xd = x_dot.copy()
@@ -124,7 +129,10 @@ def _call_jvp(layer, params, cache, x_dot, params_dot, y):
     return y_dot, failures
 
 
-def check_jvp(layer, x, params=None, rng=None, t=None, checks=None, tol=None, seed=0):
+def check_jvp(layer: Any, x: Array, params: Array | None = None,
+              rng: np.random.Generator | int | None = None, t: float | None = None,
+              checks: str | Iterable[str] | None = None, tol: dict[str, float] | None = None,
+              seed: int = 0) -> LayerReport:
     """Check a layer's forward mode ``jvp`` against finite differences, the complex step and its
     own VJP (the adjoint identity).
 
@@ -207,7 +215,7 @@ def check_jvp(layer, x, params=None, rng=None, t=None, checks=None, tol=None, se
     w = _unit(draw, y.shape, dtype, xp)
     n_x = x.size
 
-    def joint(z):
+    def joint(z: Array) -> Array:
         return forward(z[n_x:], z[:n_x].reshape(x.shape))[0]
 
     # (tangents passed to jvp, point, function, direction) per block
@@ -216,6 +224,8 @@ def check_jvp(layer, x, params=None, rng=None, t=None, checks=None, tol=None, se
         blocks["params"] = ((xp.zeros_like(x), u_p), params, lambda q: forward(q, x)[0], u_p)
         blocks["joint"] = ((u_x, u_p), xp.concatenate([x.ravel(), params]), joint,
                            xp.concatenate([u_x.ravel(), u_p]))
+    tangents: dict[str, Any]
+    failures: list[str]
     tangents, failures = {}, []
     for key, ((x_dot, params_dot), *_rest) in blocks.items():
         tangents[key], bad = _call_jvp(layer, params, cache, x_dot, params_dot, y)

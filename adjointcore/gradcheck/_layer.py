@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from ..backend import FLOAT_DTYPES, get_array_module, real_dtype
+from ..backend import FLOAT_DTYPES, Array, get_array_module, real_dtype
 from ..errors import check_array
 from ..layers.base import call_vjp
 from ._complex import complex_step
@@ -47,7 +50,7 @@ __all__ = ["check_layer", "LayerReport", "CHECKS", "default_tolerances"]
 CHECKS = ("fd", "complex", "dot", "taylor")
 
 
-def default_tolerances(dtype) -> dict:
+def default_tolerances(dtype: DTypeLike) -> dict[str, float]:
     """Tolerances per check for a computation in ``dtype``.
 
     float64: ``fd`` 1e-7 (a correct layer reaches 1e-9..1e-11, eps_mach**(2/3)), ``complex``
@@ -89,10 +92,10 @@ class LayerReport:
 
     name: str
     passed: bool
-    figures: dict = field(default_factory=dict)
-    failures: list = field(default_factory=list)
-    tolerances: dict = field(default_factory=dict)
-    skipped: dict = field(default_factory=dict)
+    figures: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    tolerances: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
     dtype: str = "float64"
 
     def __str__(self) -> str:
@@ -119,7 +122,7 @@ def _tol_key(figure: str) -> str:
 TOL_KEYS = ("fd", "complex", "dot", "taylor_min_rate")
 
 
-def checks_to_run(checks, allowed: tuple) -> tuple:
+def checks_to_run(checks: str | Iterable[str] | None, allowed: tuple[str, ...]) -> tuple[str, ...]:
     """``checks`` (None: all of ``allowed``; a name; an iterable of names) as a tuple.
 
     Raises
@@ -140,7 +143,8 @@ def checks_to_run(checks, allowed: tuple) -> tuple:
     return wanted
 
 
-def _resolve_checks(checks, tol, dtype):
+def _resolve_checks(checks: str | Iterable[str] | None, tol: dict[str, float] | None,
+                    dtype: DTypeLike) -> tuple[tuple[str, ...], dict[str, float]]:
     """The checks to run and the tolerances in force (defaults updated with ``tol``).
 
     Raises
@@ -178,14 +182,14 @@ def _resolve_checks(checks, tol, dtype):
     return wanted, tolerances
 
 
-def _layer_name(layer) -> str:
+def _layer_name(layer: Any) -> str:
     try:
         return repr(layer)
     except Exception:  # noqa: BLE001 - a broken user __repr__ must not hide the report
         return type(layer).__name__
 
 
-def _who(layer) -> str:
+def _who(layer: Any) -> str:
     """The layer as named in an error message: its ``repr`` when its class defines one, else
     its class name (not ``<module.Class object at 0x...>``)."""
     if type(layer).__repr__ is object.__repr__:
@@ -193,7 +197,7 @@ def _who(layer) -> str:
     return _layer_name(layer)
 
 
-def _what(value, depth: int = 0) -> str:
+def _what(value: Any, depth: int = 0) -> str:
     """Short description of a returned value: type and shape/dtype (arrays), length and items
     (tuples/lists, one level), or a clipped ``repr``."""
     if value is None:
@@ -214,13 +218,14 @@ def _what(value, depth: int = 0) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def _unit(rng, shape, dtype, xp):
+def _unit(rng: np.random.Generator, shape: Sequence[int], dtype: DTypeLike, xp: Any) -> Array:
     g = rng.standard_normal(shape)
     g /= np.linalg.norm(g.ravel())
     return xp.asarray(g.astype(dtype))
 
 
-def _make_forward(layer, t, rng0):
+def _make_forward(layer: Any, t: float | None,
+                  rng0: np.random.Generator) -> Callable[[Array, Array], tuple[Array, Any]]:
     """``f(params, x) -> y`` with frozen context (same ``t``, same mask on every call)."""
     context = {}
     if getattr(layer, "time_dependent", False):
@@ -230,7 +235,7 @@ def _make_forward(layer, t, rng0):
         context["t"] = t
     needs_rng = getattr(layer, "needs_rng", False)
 
-    def forward(params, x):
+    def forward(params: Array, x: Array) -> tuple[Array, Any]:
         ctx = dict(context, rng=copy.deepcopy(rng0)) if needs_rng else context
         out = layer.forward(params, x, **ctx)
         if not isinstance(out, tuple) or len(out) != 2:
@@ -242,7 +247,7 @@ def _make_forward(layer, t, rng0):
     return forward
 
 
-def _check_output(layer, y):
+def _check_output(layer: Any, y: Any) -> None:
     """The forward output ``y`` must be a float (or complex) array: its shape sets ``y_bar``."""
     if not hasattr(y, "shape") or not hasattr(y, "dtype") or y.dtype.kind not in "fc":
         raise TypeError(f"{_who(layer)}.forward returned y = {_what(y)} as the first element of "
@@ -250,7 +255,7 @@ def _check_output(layer, y):
                         f"`xp.asarray(y, dtype=x.dtype), cache` (and check the order y, cache).")
 
 
-def _protocol_failures(x, x_bar, p_bar, n_params):
+def _protocol_failures(x: Array, x_bar: Any, p_bar: Any, n_params: int) -> list[str]:
     """Shape violations of the VJP outputs (reported as failures instead of figures)."""
     out = []
     if not hasattr(x_bar, "shape") or tuple(x_bar.shape) != tuple(x.shape):
@@ -263,7 +268,7 @@ def _protocol_failures(x, x_bar, p_bar, n_params):
     return out
 
 
-def _call_vjp(layer, params, cache, y_bar):
+def _call_vjp(layer: Any, params: Array, cache: Any, y_bar: Array) -> tuple[Any, Any]:
     """``(x_bar, params_bar)`` from the layer's ``vjp`` as the README documents it,
     ``vjp(params, cache, y_bar)``; ``need_params=True`` is passed only to layers that accept it.
     A result that is not a pair raises a TypeError naming the layer and what it returned."""
@@ -275,7 +280,7 @@ def _call_vjp(layer, params, cache, y_bar):
     return out
 
 
-def resolve_params(layer, params, xp, dtype, seed):
+def resolve_params(layer: Any, params: Array | None, xp: Any, dtype: DTypeLike, seed: int) -> Array:
     """``params`` checked (a flat float array agreeing with a declared ``n_params``), or the
     layer's ``init`` with ``seed`` when None.
 
@@ -298,7 +303,10 @@ def resolve_params(layer, params, xp, dtype, seed):
     return params
 
 
-def check_layer(layer, x, params=None, rng=None, t=None, checks=None, tol=None, seed=0):
+def check_layer(layer: Any, x: Array, params: Array | None = None,
+                rng: np.random.Generator | int | None = None, t: float | None = None,
+                checks: str | Iterable[str] | None = None, tol: dict[str, float] | None = None,
+                seed: int = 0) -> LayerReport:
     """Run the gradient checks on one layer (anything following the layer protocol).
 
     Parameters
@@ -417,7 +425,8 @@ def check_layer(layer, x, params=None, rng=None, t=None, checks=None, tol=None, 
                        str(dtype))
 
 
-def _block_figures(key, point, fun, bar, u, y_bar, wanted, analytic) -> dict:
+def _block_figures(key: str, point: Array, fun: Callable[[Array], Array], bar: Array, u: Array,
+                   y_bar: Array, wanted: tuple[str, ...], analytic: bool) -> dict[str, float]:
     """``fd_<key>``, ``complex_<key>``, ``dot_<key>`` for one input block (``x`` or params).
 
     ``a = <bar, u>`` (VJP) is compared with ``b = <y_bar, J u>`` (JVP) relative to
@@ -450,7 +459,9 @@ def _block_figures(key, point, fun, bar, u, y_bar, wanted, analytic) -> dict:
 TAYLOR_ATTEMPTS = 3     # fresh directions tried when the remainder reaches roundoff too early
 
 
-def _taylor_figure(forward, x, params, y_bar, x_bar, p_bar, draw):
+def _taylor_figure(forward: Callable[[Array, Array], tuple[Array, Any]], x: Array, params: Array,
+                   y_bar: Array, x_bar: Array, p_bar: Array,
+                   draw: np.random.Generator) -> tuple[float, str]:
     """Taylor min rate of ``<y_bar, f(params, x)>`` along a joint direction in ``(x, params)``.
 
     Returns ``(min_rate, "")`` or ``(nan, reason)`` when inconclusive. The largest step moves each
@@ -466,7 +477,7 @@ def _taylor_figure(forward, x, params, y_bar, x_bar, p_bar, draw):
     m = xp.concatenate([x.ravel(), params.ravel()])
     grad = xp.concatenate([x_bar.ravel(), p_bar.ravel()])
 
-    def scalar(z):
+    def scalar(z: Array) -> float:
         return inner(y_bar, forward(z[n_x:], z[:n_x].reshape(x.shape))[0])
 
     eps_mach = machine_eps(x.dtype)

@@ -38,10 +38,13 @@ step, no Taylor test.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from ..backend import get_array_module, real_dtype
+from ..backend import Array, get_array_module, real_dtype
 from ..errors import check_array
 from ..layers.base import SecondOrderBars, call_jvp_vjp, kernel_jvp, layer_kernel
 from ._complex import complex_step
@@ -55,7 +58,7 @@ __all__ = ["check_jvp_vjp", "SECOND_ORDER_CHECKS", "default_second_order_toleran
 SECOND_ORDER_CHECKS = ("fd", "complex", "taylor")
 
 
-def default_second_order_tolerances(dtype) -> dict:
+def default_second_order_tolerances(dtype: DTypeLike) -> dict[str, float]:
     """float64: ``fd`` 1e-8, ``complex`` 1e-13, ``taylor`` 0.05 (on ``|slope - 2|``);
     float32: ``fd`` 5e-3 (see the module notes)."""
     if np.dtype(real_dtype(dtype)) == np.float32:
@@ -63,12 +66,14 @@ def default_second_order_tolerances(dtype) -> dict:
     return {"fd": 1e-8, "complex": 1e-13, "taylor": 0.05}
 
 
-def _cplx_sum(a, b):
+def _cplx_sum(a: Array, b: Array) -> Array:
     """``sum(a * b)`` without conjugation, kept complex (for the complex step)."""
     return (a * b).sum()
 
 
-def check_jvp_vjp(layer, x, params=None, t=None, rng=None, checks=None, tol=None, seed=0):
+def check_jvp_vjp(layer: Any, x: Array, params: Array | None = None, t: float | None = None,
+                  rng: np.random.Generator | None = None, checks: str | Iterable[str] | None = None,
+                  tol: dict[str, float] | None = None, seed: int = 0) -> LayerReport:
     """Check a layer's second-order VJP ``jvp_vjp`` against finite differences, the complex step
     and a Taylor test of the lifted scalar ``phi`` (see the module notes).
 
@@ -129,7 +134,7 @@ def check_jvp_vjp(layer, x, params=None, t=None, rng=None, checks=None, tol=None
     kernel = layer_kernel(layer)
     name = f"{_layer_name(layer)} (jvp_vjp)"
 
-    def forward(p, z, tt):
+    def forward(p: Array, z: Array, tt: Any) -> tuple[Array, Any]:
         ctx = {}
         if timed:
             ctx["t"] = tt
@@ -160,18 +165,18 @@ def check_jvp_vjp(layer, x, params=None, t=None, rng=None, checks=None, tol=None
              x_dot.ravel(), p_dot if n_params else params[:0]]
     point = xp.concatenate(parts)
 
-    def unpack(s):
+    def unpack(s: Array) -> tuple[Array, Array, Any, Array, Array | None]:
         z = s[offsets["x"]].reshape(x.shape)
         p = s[offsets["params"]]
-        tt = s[offsets["t"]][0] if timed else None
+        tt: Any = s[offsets["t"]][0] if timed else None
         if timed:
             tt = complex(tt) if xp.iscomplexobj(s) else float(tt)
         zd = s[offsets["x_dot"]].reshape(x.shape)
         pd = s[offsets["params_dot"]] if n_params else None
         return z, p, tt, zd, pd
 
-    def phi_fn(with_y_bar):
-        def phi(s):
+    def phi_fn(with_y_bar: bool) -> Callable[[Array], Array]:
+        def phi(s: Array) -> Array:
             z, p, tt, zd, pd = unpack(s)
             yy, c = forward(p, z, tt)
             y_dot = kernel_jvp(kernel, p, c, zd, pd)
@@ -181,7 +186,7 @@ def check_jvp_vjp(layer, x, params=None, t=None, rng=None, checks=None, tol=None
             return out
         return phi
 
-    def direction(keys):
+    def direction(keys: Iterable[str]) -> Array:
         d = xp.zeros_like(point)
         for key in keys:
             if key in u:
@@ -196,7 +201,7 @@ def check_jvp_vjp(layer, x, params=None, t=None, rng=None, checks=None, tol=None
     if failures:
         return LayerReport(name, False, {}, failures, tolerances, {}, str(dtype))
 
-    def flat_bar(bars):
+    def flat_bar(bars: SecondOrderBars) -> Array:
         tb = bars.t_bar
         pieces = [bars.x_bar.ravel(), bars.params_bar.ravel(),
                   xp.asarray([0.0 if tb is None else tb], dtype=dtype)[:int(timed)],
@@ -208,6 +213,8 @@ def check_jvp_vjp(layer, x, params=None, t=None, rng=None, checks=None, tol=None
     if "complex" in wanted and not analytic:
         skipped["complex"] = "float32 input" if getattr(layer, "analytic", False) \
             else "layer.analytic is False"
+    bound: float | None          # a Cauchy-Schwarz bound, later a tolerance
+    blocks: list[tuple[str, tuple[str, ...], Array, bool]]
     blocks = [(k, (k,), grad0, False) for k in ("x", "params", "t", "x_dot", "params_dot")
               if k in u]
     blocks.append(("full", tuple(u), grad1, True))
@@ -224,7 +231,8 @@ def check_jvp_vjp(layer, x, params=None, t=None, rng=None, checks=None, tol=None
             figures[f"complex_{key}"] = relative_error(a, b, bound)
         if key == "full" and "taylor" in wanted and dtype == np.float64:
             eps0 = 1e-2 * max(1.0, float(xp.max(xp.abs(point)))) / float(xp.max(xp.abs(d)))
-            res = taylor_test(lambda s, phi=phi: float(phi(s)), grad, point, d, eps0=eps0, n=4,
+            # a lambda binding `phi` by default
+            res = taylor_test(lambda s, phi=phi: float(phi(s)), grad, point, d, eps0=eps0, n=4,  # type: ignore[misc]
                               strict=False)
             if res.converged and np.isfinite(res.slope1):
                 figures["taylor_slope"] = abs(res.slope1 - 2.0)
@@ -239,7 +247,8 @@ def check_jvp_vjp(layer, x, params=None, t=None, rng=None, checks=None, tol=None
     return LayerReport(name, not failures, figures, failures, tolerances, skipped, str(dtype))
 
 
-def _protocol(bars, x, n_params, timed, dtype, label):
+def _protocol(bars: Any, x: Array, n_params: int, timed: bool, dtype: DTypeLike,
+              label: str) -> list[str]:
     """Shape/dtype violations of a ``jvp_vjp`` result (reported as failures)."""
     out = []
     if not isinstance(bars, SecondOrderBars):

@@ -17,11 +17,13 @@ high-level transient finite element programs", SIAM J. Sci. Comput. 35(4), 2013 
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 
-from ..backend import get_array_module
+from ..backend import Array, get_array_module
 from ._dot import inner
 from ._fd import machine_eps
 
@@ -62,31 +64,31 @@ class TaylorResult(NamedTuple):
         regime (inconclusive, not a verdict).
     """
 
-    eps: np.ndarray
-    r0: np.ndarray
-    r1: np.ndarray
-    rates0: np.ndarray
-    rates1: np.ndarray
+    eps: NDArray[np.float64]
+    r0: NDArray[np.float64]
+    r1: NDArray[np.float64]
+    rates0: NDArray[np.float64]
+    rates1: NDArray[np.float64]
     min_rate: float
     slope0: float
     slope1: float
-    usable: np.ndarray
+    usable: NDArray[np.bool_]
     converged: bool
 
 
-def _rates(eps, r):
+def _rates(eps: NDArray[np.float64], r: NDArray[np.float64]) -> NDArray[np.float64]:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.log(r[1:] / r[:-1]) / np.log(eps[1:] / eps[:-1])
 
 
-def _slope(eps, r) -> float:
+def _slope(eps: NDArray[np.float64], r: NDArray[np.float64]) -> float:
     keep = r > 0
     if keep.sum() < 2:
         return float("nan")
     return float(np.polyfit(np.log(eps[keep]), np.log(r[keep]), 1)[0])
 
 
-def _directional(grad, m, dm) -> float:
+def _directional(grad: Any, m: Array, dm: Array) -> float:
     if callable(grad):
         grad = grad(m)
     if np.ndim(grad) == 0:
@@ -97,7 +99,9 @@ def _directional(grad, m, dm) -> float:
     return inner(grad, dm)
 
 
-def _halvings(fun, m, dm, dj, j0, eps0, n, floor, max_points):
+def _halvings(fun: Callable[[Array], Any], m: Array, dm: Array, dj: float, j0: float, eps0: float,
+              n: int, floor: float | None,
+              max_points: int) -> tuple[NDArray[Any], NDArray[Any], float]:
     """Evaluate ``J(m + eps dm)`` at ``eps0 * 2**-k`` until the rates settle or R1 hits roundoff.
 
     Stops when (a) two consecutive ``R1`` are below ``floor``, or (b) the last ``n`` usable points
@@ -123,11 +127,14 @@ def _halvings(fun, m, dm, dj, j0, eps0, n, floor, max_points):
             rates = _rates(np.array(eps)[window], r1[window])
             if np.ptp(rates) <= RATE_SPREAD:
                 break
-    return np.array(eps), np.array(jk), floor_now
+    # a float: floor, or set at the first point
+    return np.array(eps), np.array(jk), floor_now  # type: ignore[return-value]
 
 
-def taylor_test(fun, grad, m, dm, eps0=None, n=6, *, floor=None, strict=True,
-                max_points=40) -> TaylorResult:
+def taylor_test(fun: Callable[[Array], Any], grad: Any,
+                m: Array, dm: Array, eps0: float | None = None, n: int = 6, *,
+                floor: float | None = None, strict: bool = True,
+                max_points: int = 40) -> TaylorResult:
     """Taylor remainder convergence test of a gradient, with adaptive halving.
 
     Steps ``eps0 * 2**-k`` are taken until the consecutive rates of the last ``n`` usable points

@@ -1,12 +1,18 @@
 """Test-point helpers shared by the catalog and the hypothesis strategies (NumPy/CuPy)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+from ..backend import Array
 
 __all__ = ["away_from_kinks", "distinct_values"]
 
 
-def away_from_kinks(x, margin=1e-2):
+def away_from_kinks(x: Array, margin: float = 1e-2) -> Array:
     """Map ``x -> sign(x) (|x| + margin)`` with ``sign(0) = +1``, so ``|result| >= margin``.
 
     A finite-difference step smaller than ``margin`` then never crosses a kink at 0 (ReLU,
@@ -16,7 +22,8 @@ def away_from_kinks(x, margin=1e-2):
     return (sign * (abs(x) + margin)).astype(x.dtype)
 
 
-def distinct_values(rng, shape, margin=5e-2, dtype=np.float64):
+def distinct_values(rng: np.random.Generator, shape: int | Sequence[int], margin: float = 5e-2,
+                    dtype: DTypeLike = np.float64) -> NDArray[Any]:
     """Array of ``shape`` whose entries are pairwise separated by at least ``0.75 * margin``.
 
     A random permutation of equally spaced levels ``margin * (k - (size-1)/2)`` plus a jitter in

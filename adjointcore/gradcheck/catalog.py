@@ -8,8 +8,11 @@ bias 0) so every term of the VJP is exercised.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from ..backend import Array
 from ..layers.activation import ELU, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
 from ..layers.compose import Residual, Sequential
 from ..layers.conv import ConcatConv2d, Conv2d
@@ -24,20 +27,20 @@ from ._values import away_from_kinks, distinct_values
 __all__ = ["builtin_examples"]
 
 
-def _perturbed(layer, rng, scale=0.3):
+def _perturbed(layer: Any, rng: np.random.Generator, scale: float = 0.3) -> dict[str, Any]:
     p = layer.init(rng)
     return {"params": p + scale * rng.standard_normal(p.shape)}
 
 
-def _dense(rng):
+def _dense(rng: np.random.Generator) -> Array:
     return rng.uniform(-1.5, 1.5, (3, 4))
 
 
-def _image(rng, c=2, h=5, w=4):
+def _image(rng: np.random.Generator, c: int = 2, h: int = 5, w: int = 4) -> Array:
     return rng.uniform(-1.5, 1.5, (2, c, h, w))
 
 
-def _elementwise(rng):
+def _elementwise(rng: np.random.Generator) -> list[tuple[str, Any, Array, dict[str, Any]]]:
     kinked = away_from_kinks(rng.uniform(-1.5, 1.5, (2, 3, 4)), 5e-2)
     smooth = rng.uniform(-3, 3, (2, 3, 4))
     return [
@@ -50,7 +53,7 @@ def _elementwise(rng):
     ]
 
 
-def _dense_and_conv(rng):
+def _dense_and_conv(rng: np.random.Generator) -> list[tuple[str, Any, Array, dict[str, Any]]]:
     return [
         ("Linear(4, 3)", Linear(4, 3), _dense(rng), {}),
         ("Linear(4, 3, bias=False)", Linear(4, 3, bias=False), _dense(rng), {}),
@@ -66,7 +69,7 @@ def _dense_and_conv(rng):
     ]
 
 
-def _pool_and_shape(rng):
+def _pool_and_shape(rng: np.random.Generator) -> list[tuple[str, Any, Array, dict[str, Any]]]:
     peaks = distinct_values(rng, (2, 2, 5, 4), margin=0.1)
     return [
         ("MaxPool2d(2)", MaxPool2d(2), peaks, {}),
@@ -81,7 +84,7 @@ def _pool_and_shape(rng):
     ]
 
 
-def _norm_and_dropout(rng):
+def _norm_and_dropout(rng: np.random.Generator) -> list[tuple[str, Any, Array, dict[str, Any]]]:
     bn, gn = BatchNorm(2), GroupNorm(2, 4)
     bn_eval = BatchNorm(2, mode="eval", running=(rng.standard_normal(2), rng.uniform(0.5, 2, 2)))
     return [
@@ -95,7 +98,7 @@ def _norm_and_dropout(rng):
     ]
 
 
-def _compositions(rng):
+def _compositions(rng: np.random.Generator) -> list[tuple[str, Any, Array, dict[str, Any]]]:
     cnn = Sequential(Conv2d(2, 4, 3, padding=1), GroupNorm(2, 4), Tanh(),
                      Conv2d(4, 4, 3, stride=2, padding=1), GlobalAvgPool2d(), Linear(4, 3))
     mlp = Sequential(Linear(4, 8), Softplus(), Linear(8, 8), Tanh(), Linear(8, 2))
@@ -111,7 +114,7 @@ def _compositions(rng):
     ]
 
 
-def _small_layers(rng):
+def _small_layers(rng: np.random.Generator) -> list[tuple[str, Any, Array, dict[str, Any]]]:
     scale, scale_img = Scale(4), Scale(2)
     branch = Sequential(Parallel(Scale(4), Linear(4, 4, bias=False)), Tanh())
     return [
@@ -122,7 +125,8 @@ def _small_layers(rng):
     ]
 
 
-def builtin_examples(rng=None):
+def builtin_examples(rng: np.random.Generator | None = None
+                     ) -> list[tuple[str, Any, Array, dict[str, Any]]]:
     """Examples covering every built-in layer, with small default inputs.
 
     Parameters

@@ -16,9 +16,13 @@ Examples
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from numpy.typing import DTypeLike, NDArray
 
 from ._values import away_from_kinks, distinct_values
 
@@ -28,11 +32,13 @@ __all__ = ["arrays_float", "batch_sizes", "image_shapes", "away_from_kinks", "un
 SEED_MAX = 2**32 - 1
 
 
-def _as_strategy(value):
+def _as_strategy(value: Any) -> st.SearchStrategy[Any]:
     return value if isinstance(value, st.SearchStrategy) else st.just(value)
 
 
-def arrays_float(shape, min_value=-2.0, max_value=2.0, dtype=np.float64, tiny=1e-30):
+def arrays_float(shape: Sequence[int] | st.SearchStrategy[Any], min_value: float = -2.0,
+                 max_value: float = 2.0, dtype: DTypeLike = np.float64,
+                 tiny: float = 1e-30) -> st.SearchStrategy[Any]:
     """Arrays of ``shape`` (tuple or strategy of tuples) with finite values in ``[min, max]``.
 
     No NaN, no infinity, no subnormals; ``dtype`` float64 (default) or float32 (values are
@@ -48,19 +54,22 @@ def arrays_float(shape, min_value=-2.0, max_value=2.0, dtype=np.float64, tiny=1e
         lambda x: np.where(np.abs(x) < tiny, dtype.type(0), x))
 
 
-def scalars(min_value=-2.0, max_value=2.0, tiny=1e-30):
+def scalars(min_value: float = -2.0, max_value: float = 2.0,
+            tiny: float = 1e-30) -> st.SearchStrategy[float]:
     """Finite floats in ``[min, max]`` (e.g. times ``t``), no subnormals, ``|v| < tiny`` -> 0."""
     return st.floats(min_value=min_value, max_value=max_value, allow_nan=False,
                      allow_infinity=False, allow_subnormal=False).map(
         lambda v: 0.0 if abs(v) < tiny else v)
 
 
-def batch_sizes(min_size=1, max_size=3):
+def batch_sizes(min_size: int = 1, max_size: int = 3) -> st.SearchStrategy[int]:
     """Batch sizes ``N`` in ``[min_size, max_size]`` (tiny by default: property tests are cheap)."""
     return st.integers(min_value=min_size, max_value=max_size)
 
 
-def image_shapes(batch=None, channels=(1, 3), side=(1, 5), square=False):
+def image_shapes(batch: int | st.SearchStrategy[int] | None = None, channels: Any = (1, 3),
+                 side: Any = (1, 5),
+                 square: bool = False) -> st.SearchStrategy[tuple[int, int, int, int]]:
     """NCHW shapes ``(N, C, H, W)``.
 
     Parameters
@@ -72,7 +81,7 @@ def image_shapes(batch=None, channels=(1, 3), side=(1, 5), square=False):
     square : bool
         Force ``H == W``.
     """
-    def ints(spec):
+    def ints(spec: Any) -> st.SearchStrategy[int]:
         if isinstance(spec, st.SearchStrategy):
             return spec
         if isinstance(spec, int):
@@ -86,28 +95,32 @@ def image_shapes(batch=None, channels=(1, 3), side=(1, 5), square=False):
     return st.tuples(n, c, h, ints(side))
 
 
-def kink_free_arrays(shape, margin=1e-2, min_value=-2.0, max_value=2.0, dtype=np.float64):
+def kink_free_arrays(shape: Sequence[int] | st.SearchStrategy[Any], margin: float = 1e-2,
+                     min_value: float = -2.0, max_value: float = 2.0,
+                     dtype: DTypeLike = np.float64) -> st.SearchStrategy[Any]:
     """:func:`arrays_float` mapped through :func:`away_from_kinks` (``|x| >= margin``)."""
     return arrays_float(shape, min_value, max_value, dtype).map(
         lambda x: away_from_kinks(x, margin))
 
 
-def distinct_arrays(shape, margin=5e-2, dtype=np.float64):
+def distinct_arrays(shape: Sequence[int] | st.SearchStrategy[Any], margin: float = 5e-2,
+                    dtype: DTypeLike = np.float64) -> st.SearchStrategy[Any]:
     """Arrays whose entries are pairwise separated by at least ``0.75 * margin`` (no ties).
 
     The order of the values is drawn (a random permutation of equally spaced levels centred at
     zero) plus a jitter below ``margin / 4``; magnitudes stay below ``margin * size / 2 + 1``.
     """
-    def build(seed_shape):
+    def build(seed_shape: tuple[int, Any]) -> NDArray[Any]:
         seed, shp = seed_shape
         return distinct_values(np.random.default_rng(seed), shp, margin, dtype)
 
     return st.tuples(seeds(), _as_strategy(shape)).map(build)
 
 
-def unit_directions(shape, dtype=np.float64):
+def unit_directions(shape: Sequence[int] | st.SearchStrategy[Any],
+                    dtype: DTypeLike = np.float64) -> st.SearchStrategy[Any]:
     """Random directions of unit Euclidean norm (never zero), from a drawn seed."""
-    def build(seed_shape):
+    def build(seed_shape: tuple[int, Any]) -> NDArray[Any]:
         seed, shp = seed_shape
         g = np.random.default_rng(seed).standard_normal(shp)
         return (g / np.linalg.norm(g.ravel())).astype(dtype)
@@ -115,6 +128,6 @@ def unit_directions(shape, dtype=np.float64):
     return st.tuples(seeds(), _as_strategy(shape)).map(build)
 
 
-def seeds():
+def seeds() -> st.SearchStrategy[int]:
     """Seeds for ``np.random.default_rng`` (uniform over 32-bit integers)."""
     return st.integers(min_value=0, max_value=SEED_MAX)

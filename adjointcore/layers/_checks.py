@@ -6,11 +6,14 @@ Every message names the argument, shows the value and suggests the fix (see
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from numbers import Number
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from ..backend import is_cupy_array
+from ..backend import Array, is_cupy_array
 from ..errors import NonFiniteError, ParameterError, ShapeError, check_array, check_params
 
 __all__ = ["init_child", "prefixed_shapes", "check_child_layer", "check_backends", "check_flag",
@@ -18,7 +21,7 @@ __all__ = ["init_child", "prefixed_shapes", "check_child_layer", "check_backends
            "check_params_dot"]
 
 
-def check_backends(owner, params, x) -> None:
+def check_backends(owner: object, params: Array, x: Array) -> None:
     """Raise TypeError if ``params`` and ``x`` live on different devices (NumPy vs CuPy)."""
     if is_cupy_array(params) != is_cupy_array(x):
         where = lambda a: "GPU (CuPy)" if is_cupy_array(a) else "host (NumPy)"  # noqa: E731
@@ -27,19 +30,19 @@ def check_backends(owner, params, x) -> None:
                         f"'gpu' or 'cpu').")
 
 
-def check_y_bar(y_bar, shape):
+def check_y_bar(y_bar: Array, shape: Sequence[int]) -> Array:
     """``y_bar`` must be a float/complex array of the forward output's ``shape``."""
     return check_array("y_bar", y_bar, shape=tuple(shape),
                        fix="Pass the cotangent of the forward output y (same shape).")
 
 
-def check_x_dot(x_dot, shape):
+def check_x_dot(x_dot: Array, shape: Sequence[int]) -> Array:
     """``x_dot`` must be a float/complex array of the forward input's ``shape`` (forward mode)."""
     return check_array("x_dot", x_dot, shape=tuple(shape),
                        fix="Pass the tangent of the forward input x (same shape).")
 
 
-def check_params_dot(params_dot, n_params: int, owner=""):
+def check_params_dot(params_dot: Array | None, n_params: int, owner: object = "") -> Array | None:
     """``params_dot`` must be ``None`` (zero parameter tangent) or a flat array of length
     ``n_params``; returned unchanged."""
     if params_dot is None:
@@ -47,21 +50,21 @@ def check_params_dot(params_dot, n_params: int, owner=""):
     return check_params("params_dot", params_dot, n_params, owner=owner)
 
 
-def check_flag(name: str, value) -> bool:
+def check_flag(name: str, value: Any) -> bool:
     """``value`` as a Python bool; TypeError unless it is ``True``/``False`` (or NumPy bool)."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"`{name}` must be True or False, got {value!r}.")
     return bool(value)
 
 
-def check_mode(mode) -> str:
+def check_mode(mode: str) -> str:
     """``mode`` if it is ``"train"`` or ``"eval"``; ValueError otherwise."""
     if mode not in ("train", "eval"):
         raise ValueError(f"`mode` must be 'train' or 'eval', got {mode!r}.")
     return mode
 
 
-def finite_float(name: str, value) -> float:
+def finite_float(name: str, value: Any) -> float:
     """``value`` (a real number, not a bool) as a finite Python float.
 
     Raises
@@ -80,7 +83,7 @@ def finite_float(name: str, value) -> float:
     return out
 
 
-def out_dtype(*arrays_or_scalars):
+def out_dtype(*arrays_or_scalars: Any) -> np.dtype[Any]:
     """Result dtype of combining arrays (and Python scalars, which do not widen)."""
     dtypes = [a.dtype for a in arrays_or_scalars if hasattr(a, "dtype")]
     if any(isinstance(a, complex) for a in arrays_or_scalars):
@@ -88,7 +91,7 @@ def out_dtype(*arrays_or_scalars):
     return np.result_type(*dtypes)
 
 
-def time_value(t, owner):
+def time_value(t: Any, owner: object) -> Any:
     """Validate the time ``t`` of a time-dependent layer and return it as a scalar.
 
     NumPy/Python scalars and 0-d arrays come back as Python ``float`` (``complex`` if complex, for
@@ -125,7 +128,7 @@ def time_value(t, owner):
     return value
 
 
-def check_child_layer(child, where: str) -> int:
+def check_child_layer(child: Any, where: str) -> int:
     """Validate a duck-typed layer used inside a composite; return its ``n_params``.
 
     Raises
@@ -146,11 +149,11 @@ def check_child_layer(child, where: str) -> int:
     return int(n)
 
 
-def prefixed_shapes(children, offsets) -> dict:
+def prefixed_shapes(children: Sequence[Any], offsets: Sequence[int]) -> dict[str, tuple[int, ...]]:
     """``{"i.name": shape}`` over the children of a composite whose flat parameters are the
     concatenation of theirs (child ``i`` owns ``params[offsets[i]:offsets[i + 1]]``); a child
     without ``param_shapes`` gets one view ``"i.params"`` (omitted when it has no parameters)."""
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for i, child in enumerate(children):
         n = offsets[i + 1] - offsets[i]
         own = getattr(child, "param_shapes", None)
@@ -162,7 +165,7 @@ def prefixed_shapes(children, offsets) -> dict:
     return shapes
 
 
-def init_child(child, rng, dtype, n: int, where: str):
+def init_child(child: Any, rng: np.random.Generator, dtype: DTypeLike, n: int, where: str) -> Array:
     """``child.init(rng, dtype)`` checked to be a flat array of length ``n`` (empty for n = 0)."""
     if n == 0:
         return np.zeros(0, dtype=dtype)

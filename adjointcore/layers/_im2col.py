@@ -35,11 +35,13 @@ References
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from ..backend import get_array_module
+from ..backend import Array, get_array_module
 from ..errors import ShapeError
 
 __all__ = ["Geometry", "as_pair", "make_geometry", "output_length", "output_hw", "pad_hw",
@@ -49,12 +51,12 @@ __all__ = ["Geometry", "as_pair", "make_geometry", "output_length", "output_hw",
 
 class Geometry(NamedTuple):
     """Static window geometry: pairs ``(along H, along W)`` of ints."""
-    kernel: tuple
-    stride: tuple
-    padding: tuple
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
 
 
-def as_pair(name: str, value, *, minimum: int) -> tuple:
+def as_pair(name: str, value: int | Sequence[int], *, minimum: int) -> tuple[int, int]:
     """Return ``value`` (int or pair of ints) as a pair of ints ``>= minimum``.
 
     Raises
@@ -71,7 +73,8 @@ def as_pair(name: str, value, *, minimum: int) -> tuple:
     return int(pair[0]), int(pair[1])
 
 
-def make_geometry(kernel_size, stride, padding) -> Geometry:
+def make_geometry(kernel_size: int | Sequence[int], stride: int | Sequence[int],
+                  padding: int | Sequence[int]) -> Geometry:
     """Validated :class:`Geometry` from int-or-pair arguments."""
     return Geometry(as_pair("kernel_size", kernel_size, minimum=1),
                     as_pair("stride", stride, minimum=1),
@@ -83,13 +86,13 @@ def output_length(n: int, k: int, s: int, p: int) -> int:
     return (n + 2 * p - k) // s + 1
 
 
-def window_counts(geom: Geometry, hw) -> tuple:
+def window_counts(geom: Geometry, hw: Sequence[int]) -> tuple[int, int]:
     """``(Ho, Wo)`` for input size ``hw``, unchecked (the fast paths' :func:`output_hw`)."""
     (kh, kw), (sh, sw), (ph, pw) = geom
     return output_length(hw[0], kh, sh, ph), output_length(hw[1], kw, sw, pw)
 
 
-def output_hw(geom: Geometry, hw, owner: str) -> tuple:
+def output_hw(geom: Geometry, hw: Sequence[int], owner: str) -> tuple[int, int]:
     """Output spatial size ``(Ho, Wo)`` for input size ``hw``; ShapeError if the input is too small.
     """
     h, w = int(hw[0]), int(hw[1])
@@ -102,7 +105,7 @@ def output_hw(geom: Geometry, hw, owner: str) -> tuple:
     return window_counts(geom, (h, w))
 
 
-def pad_hw(x, padding, value=0.0):
+def pad_hw(x: Array, padding: tuple[int, int], value: float = 0.0) -> Array:
     """Pad the last two axes of ``x`` by ``padding = (ph, pw)`` on both sides with ``value``."""
     ph, pw = padding
     if ph == 0 and pw == 0:
@@ -114,7 +117,8 @@ def pad_hw(x, padding, value=0.0):
     return out
 
 
-def pad_channel_major(x, padding, extra=None, dtype=None):
+def pad_channel_major(x: Array, padding: tuple[int, int], extra: Array | float | None = None,
+                      dtype: DTypeLike | None = None) -> Array:
     """Zero-pad NCHW ``x`` and store it channel-major: ``(C[+1], N, H + 2ph, W + 2pw)``.
 
     One copy does the transpose, the padding and (for :class:`ConcatConv2d`) the constant
@@ -147,7 +151,7 @@ def pad_channel_major(x, padding, extra=None, dtype=None):
     return out
 
 
-def windows(x, geom: Geometry, out_hw):
+def windows(x: Array, geom: Geometry, out_hw: tuple[int, int]) -> Array:
     """Strided view of all windows of the last two axes of ``x`` (no copy).
 
     Parameters
@@ -172,7 +176,8 @@ def windows(x, geom: Geometry, out_hw):
     return xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
 
 
-def accumulate_windows(cols, padded_hw, geom: Geometry, dtype=None):
+def accumulate_windows(cols: Array, padded_hw: Sequence[int], geom: Geometry,
+                       dtype: DTypeLike | None = None) -> Array:
     """Adjoint of :func:`windows` (col2im): scatter-add window values back onto the image.
 
     Loops over the ``kh * kw`` kernel offsets only; each offset is one vectorised strided add,
@@ -204,14 +209,14 @@ def accumulate_windows(cols, padded_hw, geom: Geometry, dtype=None):
     return out
 
 
-def crop_hw(x, padding, hw):
+def crop_hw(x: Array, padding: tuple[int, int], hw: Sequence[int]) -> Array:
     """Inverse of :func:`pad_hw` for the last two axes (a view)."""
     ph, pw = padding
     return x[..., ph:ph + hw[0], pw:pw + hw[1]]
 
 
 # -- phase planes ---------------------------------------------------------------------------------
-def phase_plan(k: int, s: int, p: int, n_in: int, n_out: int):
+def phase_plan(k: int, s: int, p: int, n_in: int, n_out: int) -> list[tuple[int, int]] | None:
     """Phase and shift of each kernel offset along one axis, or None if phase planes do not apply.
 
     Unpadded pixel ``s*i + a - p`` of window ``i`` and offset ``a`` is pixel ``s*(i + shift) +
@@ -228,7 +233,7 @@ def phase_plan(k: int, s: int, p: int, n_in: int, n_out: int):
     return [((a - p) % s, (a - p) // s) for a in range(k)]
 
 
-def reshape_is_view(shape, strides, new_shape) -> bool:
+def reshape_is_view(shape: Sequence[int], strides: Sequence[int], new_shape: Sequence[int]) -> bool:
     """Whether a C-order ``reshape`` of an array with ``shape`` and ``strides`` to ``new_shape``
     can return a view instead of a copy.
 
@@ -258,7 +263,8 @@ def reshape_is_view(shape, strides, new_shape) -> bool:
     return True
 
 
-def columns_are_view(padded_shape, padded_strides, geom: Geometry, out_hw, new_shape) -> bool:
+def columns_are_view(padded_shape: Sequence[int], padded_strides: Sequence[int], geom: Geometry,
+                     out_hw: tuple[int, int], new_shape: Sequence[int]) -> bool:
     """Whether ``windows(x, geom, out_hw).transpose(0, 2, 3, 1, 4, 5).reshape(new_shape)`` is a
     view (no copy) for a channel-major padded ``x`` (C, N, Hp, Wp) of this shape and strides.
     """
@@ -270,7 +276,7 @@ def columns_are_view(padded_shape, padded_strides, geom: Geometry, out_hw, new_s
     return reshape_is_view(shape, strides, new_shape)
 
 
-def _outside(shift: int, n: int):
+def _outside(shift: int, n: int) -> list[slice]:
     """Slices of window indices ``i`` in ``[0, n)`` with ``i + shift`` outside ``[0, n)``."""
     if shift < 0:
         return [slice(0, min(-shift, n))]
@@ -279,7 +285,7 @@ def _outside(shift: int, n: int):
     return []
 
 
-def _zero_outside(block, da: int, db: int):
+def _zero_outside(block: Array, da: int, db: int) -> None:
     """Zero the windows of ``block`` (..., Ho, Wo) whose shifted position leaves the grid."""
     for rows in _outside(da, block.shape[-2]):
         block[..., rows, :] = 0
@@ -287,7 +293,7 @@ def _zero_outside(block, da: int, db: int):
         block[..., :, cols] = 0
 
 
-def _phase_lengths(n_in: int, s: int):
+def _phase_lengths(n_in: int, s: int) -> list[int]:
     """Number of pixels of each phase ``0 .. s-1`` along an axis of length ``n_in``."""
     return [-(-(n_in - q) // s) for q in range(s)]
 
@@ -298,7 +304,7 @@ they loop over channel chunks so that the copies / adds of all offsets reuse dat
 (512 KiB measured best on a 1 MiB-L2 core; it only changes speed, never a result)."""
 
 
-def _channel_chunks(xp, c: int, bytes_per_channel: int):
+def _channel_chunks(xp: Any, c: int, bytes_per_channel: int) -> list[slice]:
     """Slices of ``range(c)`` of about ``CHUNK_BYTES / bytes_per_channel`` channels each (one
     slice for CuPy, where chunking would only add kernel launches)."""
     if xp is not np:
@@ -307,7 +313,7 @@ def _channel_chunks(xp, c: int, bytes_per_channel: int):
     return [slice(c0, min(c0 + step, c)) for c0 in range(0, c, step)]
 
 
-def phase_columns(x, geom: Geometry, out_hw):
+def phase_columns(x: Array, geom: Geometry, out_hw: tuple[int, int]) -> Array | None:
     """im2col through phase planes: ``cols[c, a, b, n*Ho*Wo + i*Wo + j] = x_pad[c, n, sh*i + a,
     sw*j + b]``, with zero padding; the same values as a copy of :func:`windows`.
 
@@ -345,8 +351,9 @@ def phase_columns(x, geom: Geometry, out_hw):
     planes = None if homes else xp.empty((c, sh, sw, n, ho, wo), dtype=x.dtype)
     hus, wus = _phase_lengths(h, sh), _phase_lengths(w, sw)
 
-    def plane(blocks, cs, py, px):
-        return blocks[:, home_a[py], home_b[px]] if homes else planes[cs, py, px]
+    def plane(blocks: Array, cs: slice, py: int, px: int) -> Array:
+        # allocated unless `homes`
+        return blocks[:, home_a[py], home_b[px]] if homes else planes[cs, py, px]  # type: ignore[index]
 
     for cs in _channel_chunks(xp, c, m * x.dtype.itemsize):    # keep each chunk cache-resident
         blocks = out[cs].reshape(-1, kh, kw, n, ho, wo)
@@ -371,7 +378,8 @@ def phase_columns(x, geom: Geometry, out_hw):
     return out
 
 
-def phase_accumulate(cols, geom: Geometry, out_hw, hw):
+def phase_accumulate(cols: Array, geom: Geometry, out_hw: tuple[int, int],
+                     hw: Sequence[int]) -> Array | None:
     """col2im through phase planes, cropped and NCHW: bitwise ``crop_hw(accumulate_windows(...))``.
 
     Parameters

@@ -18,9 +18,12 @@ variable ``ADJOINTCORE_THREADS`` (1 disables threading) before the first call, o
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = ["MIN_PARALLEL_SIZE", "MAX_THREADS", "set_threads", "n_threads", "chunked"]
 
@@ -29,7 +32,7 @@ MIN_PARALLEL_SIZE = 1 << 18
 #: Upper bound on the default thread count.
 MAX_THREADS = 8
 
-_state = {"threads": None, "pool": None}
+_state: dict[str, Any] = {"threads": None, "pool": None}
 
 
 def _forget_pool_in_child() -> None:
@@ -80,7 +83,7 @@ def _pool(n: int) -> ThreadPoolExecutor:
     return _state["pool"]
 
 
-def chunked(kernel, out, *arrays) -> None:
+def chunked(kernel: Callable[..., Any], out: NDArray[Any], *arrays: NDArray[Any]) -> None:
     """Run ``kernel(out_chunk, *array_chunks)`` over contiguous chunks, in parallel if large.
 
     Parameters

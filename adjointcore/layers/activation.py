@@ -19,9 +19,12 @@ References
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from ..backend import get_array_module
+import numpy as np
+
+from ..backend import Array, get_array_module
 from ..errors import check_array
 from ._checks import finite_float
 from ._parallel import MIN_PARALLEL_SIZE, chunked
@@ -33,7 +36,7 @@ __all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "ELU", "tanh_deri
 
 
 # -- stable kernels (complex-safe) ----------------------------------------------------------------
-def _signed_exp(z):
+def _signed_exp(z: Array) -> tuple[Array, Array]:
     """Return ``(pos, e)`` with ``pos = z.real >= 0`` and ``e = exp(-|z|)`` (complex-safe).
 
     ``e = exp(-z)`` where ``z.real >= 0`` and ``exp(z)`` elsewhere, so ``Re(log e) <= 0`` and
@@ -44,7 +47,7 @@ def _signed_exp(z):
     return pos, xp.exp(xp.where(pos, -z, z))
 
 
-def _sigmoid_pair(z):
+def _sigmoid_pair(z: Array) -> tuple[Array, Array]:
     """``(sigmoid(z), sigmoid(-z))``, each to full relative accuracy (no ``1 - y`` cancellation)."""
     xp = get_array_module(z)
     pos, e = _signed_exp(z)
@@ -53,7 +56,7 @@ def _sigmoid_pair(z):
     return xp.where(pos, big, small), xp.where(pos, small, big)
 
 
-def _log1p(e):
+def _log1p(e: Array) -> Array:
     """``log(1 + e)`` accurate for small ``|e|``, also for complex ``e`` with ``Re e > -1``.
 
     NumPy's complex ``log1p`` evaluates ``log(1 + e)`` naively (relative error up to 1e-3 at
@@ -68,7 +71,7 @@ def _log1p(e):
     return (xp.log1p(a) + 0.5 * xp.log1p(b * b)) + 1j * xp.arctan(b)
 
 
-def sigmoid(z):
+def sigmoid(z: Array) -> Array:
     """Logistic function ``1 / (1 + exp(-z))``, stable for large ``|z|``, complex-safe.
 
     Parameters
@@ -83,7 +86,7 @@ def sigmoid(z):
     return _sigmoid_pair(z)[0]
 
 
-def softplus(z):
+def softplus(z: Array) -> Array:
     """``log(1 + exp(z))`` evaluated as ``max(z, 0) + log1p(exp(-|z|))`` (complex-safe).
 
     Parameters
@@ -99,7 +102,7 @@ def softplus(z):
     return xp.where(pos, z, xp.zeros((), dtype=z.dtype)) + _log1p(e)
 
 
-def tanh_derivative(x, y_bar=None):
+def tanh_derivative(x: Array, y_bar: Array | None = None) -> Array:
     """``1 - tanh(x)**2`` (times ``y_bar`` if given) to full relative accuracy.
 
     Evaluated as ``4 e / (1 + e)**2`` with ``e = exp(-2 |x|)`` (``exp(-2 s x)`` with ``s`` the
@@ -135,7 +138,7 @@ def tanh_derivative(x, y_bar=None):
     return out
 
 
-def _tanh_derivative_into(e, x, y_bar=None):
+def _tanh_derivative_into(e: Array, x: Array, y_bar: Array | None = None) -> None:
     """``e[...] = tanh'(x) (* y_bar)`` for real arrays, in place (see :func:`tanh_derivative`)."""
     xp = get_array_module(x)
     xp.abs(x, out=e)
@@ -149,20 +152,20 @@ def _tanh_derivative_into(e, x, y_bar=None):
         e *= y_bar
 
 
-def _tanh_into(y, x):
+def _tanh_into(y: Array, x: Array) -> None:
     get_array_module(x).tanh(x, out=y)
 
 
 # -- caches ---------------------------------------------------------------------------------------
 class MaskCache(NamedTuple):
     """Cache of ReLU / leaky ReLU: ``positive`` is the boolean mask ``x > 0``."""
-    positive: Any
+    positive: Array
 
 
 class TanhCache(NamedTuple):
     """Cache of tanh: the input ``x``; the VJP evaluates ``dy/dx`` from it
     (:func:`tanh_derivative`)."""
-    x: Any
+    x: Array
 
 
 class SigmoidCache(NamedTuple):
@@ -170,13 +173,13 @@ class SigmoidCache(NamedTuple):
 
     Keeping ``y_c`` avoids the cancellation in ``1 - y`` for large ``x``.
     """
-    y: Any
-    y_c: Any
+    y: Array
+    y_c: Array
 
 
 class LogisticCache(NamedTuple):
     """Cache of softplus: ``s = sigmoid(beta * x)``, the derivative of softplus."""
-    s: Any
+    s: Array
 
 
 class ELUCache(NamedTuple):
@@ -184,26 +187,28 @@ class ELUCache(NamedTuple):
 
     ``y + alpha`` would give the same value but cancels for ``x << 0``.
     """
-    slope: Any
+    slope: Array
 
 
 # -- base -----------------------------------------------------------------------------------------
 class _Elementwise(ParameterFree):
     """Shared plumbing: parameter/input checks, shape-preserving ``output_shape``."""
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         return tuple(input_shape)
 
-    def forward(self, params, x, **context):
+    def forward(self, params: Array, x: Array, **context: Any) -> tuple[Array, Any]:
         self._check_no_params(params)
         check_array("x", x, allow_complex=self.analytic)
         return self.apply(params, x)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array, cache: Any, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         self._check_y_bar(y_bar, cache[0])
         return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array, cache: Any, x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode ``y_dot = f'(x) * x_dot`` (element-wise) from the forward cache.
 
         Parameters
@@ -223,7 +228,8 @@ class _Elementwise(ParameterFree):
         return self.apply_jvp(params, cache, x_dot, params_dot)
 
 
-    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def apply_jvp_vjp(self, params: Array, cache: Any, x_dot: Array, params_dot: Array | None,
+                      y_dot_bar: Array, y_bar: Array | None = None) -> SecondOrderBars:
         """Second-order VJP (unchecked :meth:`~adjointcore.layers.Layer.jvp_vjp`).
 
         For ``y = f(x)`` element-wise, ``y_dot = f'(x) x_dot``; with ``g = y_dot_bar``:
@@ -254,7 +260,7 @@ class _Elementwise(ParameterFree):
         empty = xp.zeros(0, dtype=x_bar.dtype)
         return SecondOrderBars(x_bar, empty, x_dot_bar, empty, None)
 
-    def _second_term(self, cache, q):
+    def _second_term(self, cache: Any, q: Array) -> Array:
         """``f''(x) * q``; default: 0 (piecewise-linear activations)."""
         return get_array_module(q).zeros_like(q)
 
@@ -263,16 +269,19 @@ class _Elementwise(ParameterFree):
 class ReLU(_Elementwise):
     """Rectified linear unit ``y = max(x, 0)``; the derivative at ``x = 0`` is taken as 0."""
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, MaskCache | None]:
         xp = get_array_module(x)
         positive = x > 0
         return xp.where(positive, x, xp.zeros((), dtype=x.dtype)), MaskCache(positive)
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: MaskCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         xp = get_array_module(y_bar)
         return xp.where(cache.positive, y_bar, xp.zeros((), dtype=y_bar.dtype))
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: MaskCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`: ``x_dot`` where ``x > 0``, else 0."""
         xp = get_array_module(x_dot)
         return xp.where(cache.positive, x_dot, xp.zeros((), dtype=x_dot.dtype))
@@ -287,19 +296,22 @@ class LeakyReLU(_Elementwise):
         Slope on the negative half-line (finite; any sign is allowed).
     """
 
-    def __init__(self, negative_slope: float = 0.01):
+    def __init__(self, negative_slope: float = 0.01) -> None:
         self.negative_slope = finite_float("negative_slope", negative_slope)
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, MaskCache | None]:
         xp = get_array_module(x)
         positive = x > 0
         return xp.where(positive, x, self.negative_slope * x), MaskCache(positive)
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: MaskCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         xp = get_array_module(y_bar)
         return xp.where(cache.positive, y_bar, self.negative_slope * y_bar)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: MaskCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`: ``x_dot`` where ``x > 0``, else ``negative_slope * x_dot``."""
         xp = get_array_module(x_dot)
         return xp.where(cache.positive, x_dot, self.negative_slope * x_dot)
@@ -315,7 +327,8 @@ class Tanh(_Elementwise):
 
     analytic = True
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, TanhCache | None]:
         xp = get_array_module(x)
         if x.size < MIN_PARALLEL_SIZE or x.dtype.kind not in "f":
             return xp.tanh(x), (TanhCache(x) if tape else None)
@@ -323,14 +336,16 @@ class Tanh(_Elementwise):
         chunked(_tanh_into, y, x)
         return y, (TanhCache(x) if tape else None)
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: TanhCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         return tanh_derivative(cache.x, y_bar)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: TanhCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`: ``tanh'(x) x_dot`` (:func:`tanh_derivative`)."""
         return tanh_derivative(cache.x, x_dot)
 
-    def _second_term(self, cache, q):
+    def _second_term(self, cache: TanhCache, q: Array) -> Array:
         """``tanh''(x) q = -2 tanh(x) tanh'(x) q`` (``tanh'`` from :func:`tanh_derivative`)."""
         xp = get_array_module(cache.x)
         return -2 * xp.tanh(cache.x) * tanh_derivative(cache.x, q)
@@ -344,18 +359,21 @@ class Sigmoid(_Elementwise):
 
     analytic = True
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, SigmoidCache | None]:
         y, y_c = _sigmoid_pair(x)
         return y, SigmoidCache(y, y_c)
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: SigmoidCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         return y_bar * (cache.y * cache.y_c)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: SigmoidCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`: ``x_dot * y (1 - y)``."""
         return x_dot * (cache.y * cache.y_c)
 
-    def _second_term(self, cache, q):
+    def _second_term(self, cache: SigmoidCache, q: Array) -> Array:
         """``sigmoid''(x) q = y y_c (y_c - y) q`` with ``y_c = 1 - y`` from the cache."""
         return q * ((cache.y * cache.y_c) * (cache.y_c - cache.y))
 
@@ -371,23 +389,26 @@ class Softplus(_Elementwise):
 
     analytic = True
 
-    def __init__(self, beta: float = 1.0):
+    def __init__(self, beta: float = 1.0) -> None:
         self.beta = finite_float("beta", beta)
         if self.beta <= 0:
             raise ValueError(f"`beta` must be > 0, got {beta!r}; use e.g. Softplus(beta=1.0).")
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, LogisticCache | None]:
         z = self.beta * x
         return softplus(z) / self.beta, (LogisticCache(sigmoid(z)) if tape else None)
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: LogisticCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         return y_bar * cache.s
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: LogisticCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`: ``x_dot * sigmoid(beta x)``."""
         return x_dot * cache.s
 
-    def _second_term(self, cache, q):
+    def _second_term(self, cache: LogisticCache, q: Array) -> Array:
         """``softplus_beta''(x) q = beta s (1 - s) q``, ``s = sigmoid(beta x)`` (cached; ``1 - s``
         loses relative accuracy where ``s -> 1``, absolute error ``eps``)."""
         return q * (self.beta * cache.s * (1 - cache.s))
@@ -407,12 +428,13 @@ class ELU(_Elementwise):
 
     analytic = True
 
-    def __init__(self, alpha: float = 1.0):
+    def __init__(self, alpha: float = 1.0) -> None:
         self.alpha = finite_float("alpha", alpha)
         if self.alpha < 0:
             raise ValueError(f"`alpha` must be >= 0, got {alpha!r}; use e.g. ELU(alpha=1.0).")
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, ELUCache | None]:
         xp = get_array_module(x)
         positive = x.real > 0
         negative_part = xp.where(positive, xp.zeros((), dtype=x.dtype), x)
@@ -422,14 +444,16 @@ class ELU(_Elementwise):
         slope = xp.where(positive, xp.ones((), dtype=x.dtype), self.alpha * xp.exp(negative_part))
         return y, ELUCache(slope)
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: ELUCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         return y_bar * cache.slope
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: ELUCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`: ``x_dot * slope``."""
         return x_dot * cache.slope
 
-    def _second_term(self, cache, q):
+    def _second_term(self, cache: ELUCache, q: Array) -> Array:
         """``ELU''(x) q``: 0 where ``x > 0``, ``alpha exp(x) q = slope q`` elsewhere.
 
         The branch is read from the cached slope (``slope == 1`` exactly on ``x > 0``); the

@@ -72,13 +72,15 @@ and recomputed under checkpointing.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from math import prod
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from ..backend import as_dtype, get_array_module
+from ..backend import Array, as_dtype, get_array_module
 from ..errors import ParameterError, check_array, check_generator, check_params
 from ._checks import (
     check_child_layer,
@@ -111,7 +113,7 @@ def param_layout(shapes: dict) -> dict:
     return out
 
 
-def _context(timed: bool, random: bool, t, rng) -> dict:
+def _context(timed: bool, random: bool, t: Any, rng: np.random.Generator | None) -> dict[str, Any]:
     """The keywords a layer's ``forward`` takes: ``t`` if time-dependent, ``rng`` if random."""
     context = {}
     if timed:
@@ -121,7 +123,7 @@ def _context(timed: bool, random: bool, t, rng) -> dict:
     return context
 
 
-def accepts_need_params(vjp) -> bool:
+def accepts_need_params(vjp: Callable[..., Any]) -> bool:
     """Whether a layer's ``vjp`` takes the optional ``need_params`` keyword (or ``**kwargs``);
     the documented minimal protocol is ``vjp(params, cache, y_bar)``. Looked up once per
     function (cached on the underlying function object, not on any layer)."""
@@ -129,7 +131,7 @@ def accepts_need_params(vjp) -> bool:
 
 
 @lru_cache(maxsize=512)
-def _function_accepts_need_params(func) -> bool:
+def _function_accepts_need_params(func: Callable[..., Any]) -> bool:
     try:
         parameters = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):       # no signature: call with the minimal protocol
@@ -138,7 +140,8 @@ def _function_accepts_need_params(func) -> bool:
                for p in parameters)
 
 
-def call_vjp(layer, params, cache, y_bar, need_params=True, takes_flag=None):
+def call_vjp(layer: Any, params: Array, cache: Any, y_bar: Array, need_params: bool = True,
+             takes_flag: bool | None = None) -> tuple[Array, Array | None]:
     """``layer.vjp(params, cache, y_bar)``, with ``need_params`` only if the layer takes it
     (``takes_flag``: the precomputed :func:`accepts_need_params`)."""
     if takes_flag is None:
@@ -148,7 +151,8 @@ def call_vjp(layer, params, cache, y_bar, need_params=True, takes_flag=None):
     return layer.vjp(params, cache, y_bar)
 
 
-def _vjp_into(layer, n_params, params, cache, y_bar, params_bar, takes_flag=True):
+def _vjp_into(layer: Any, n_params: int, params: Array, cache: Any, y_bar: Array,
+              params_bar: Array | None, takes_flag: bool = True) -> Array:
     """``layer.vjp`` with its parameter cotangent copied into ``params_bar`` (if given), its
     length checked (a wrong one would shift every later block of a composite's gradient)."""
     need = params_bar is not None
@@ -158,11 +162,12 @@ def _vjp_into(layer, n_params, params, cache, y_bar, params_bar, takes_flag=True
             raise ParameterError(f"{type(layer).__name__}.vjp returned params_bar of shape "
                                  f"{getattr(p_bar, 'shape', type(p_bar).__name__)}, expected "
                                  f"{n_params} values (its n_params); fix the layer's vjp.")
-        params_bar[...] = p_bar.reshape(-1)
+        # `need`: params_bar is given; a layer with n_params returns p_bar
+        params_bar[...] = p_bar.reshape(-1)  # type: ignore[index,union-attr]
     return x_bar
 
 
-def _no_jvp(layer, where: str = ""):
+def _no_jvp(layer: Any, where: str = "") -> NotImplementedError:
     who = f"{where} ({type(layer).__name__})" if where else type(layer).__name__
     return NotImplementedError(
         f"{who} has no forward-mode jvp(params, cache, x_dot, params_dot=None) -> y_dot; add "
@@ -170,7 +175,8 @@ def _no_jvp(layer, where: str = ""):
         f"forward-mode computations.")
 
 
-def call_jvp(layer, params, cache, x_dot, params_dot=None, where: str = ""):
+def call_jvp(layer: Any, params: Array, cache: Any, x_dot: Array, params_dot: Array | None = None,
+             where: str = "") -> Array:
     """``layer.jvp(params, cache, x_dot, params_dot)`` (the checked forward-mode method).
 
     Raises
@@ -185,7 +191,8 @@ def call_jvp(layer, params, cache, x_dot, params_dot=None, where: str = ""):
     return jvp(params, cache, x_dot, params_dot)
 
 
-def kernel_jvp(kernel, params, cache, x_dot, params_dot=None, where: str = ""):
+def kernel_jvp(kernel: Any, params: Array, cache: Any, x_dot: Array,
+               params_dot: Array | None = None, where: str = "") -> Array:
     """Unchecked forward mode of a fast-path ``kernel`` (:func:`layer_kernel`): its
     ``apply_jvp``, else its ``jvp`` (a duck-typed layer with ``apply``/``apply_vjp`` only)."""
     if isinstance(kernel, ProtocolKernel):
@@ -196,7 +203,7 @@ def kernel_jvp(kernel, params, cache, x_dot, params_dot=None, where: str = ""):
     return fn(params, cache, x_dot, params_dot)
 
 
-def tangent_sum(a, b):
+def tangent_sum(a: Array, b: Array) -> Array:
     """``a + b`` with NumPy promotion; added in place into ``a`` when that keeps ``a``'s dtype
     (``a`` must then be a fresh array the caller owns, never an input or a cache entry)."""
     if np.result_type(a.dtype, b.dtype) == a.dtype \
@@ -220,14 +227,14 @@ class SecondOrderBars(NamedTuple):
         None for a layer that does not depend on ``t``.
     """
 
-    x_bar: Any
-    params_bar: Any
-    x_dot_bar: Any
-    params_dot_bar: Any
-    t_bar: Any
+    x_bar: Array
+    params_bar: Array
+    x_dot_bar: Array
+    params_dot_bar: Array
+    t_bar: Array | None
 
 
-def add_time_bar(a, b):
+def add_time_bar(a: Array | None, b: Array | None) -> Array | None:
     """Sum of two ``t_bar`` values where ``None`` means "no dependence on ``t``"."""
     if a is None:
         return b
@@ -236,7 +243,7 @@ def add_time_bar(a, b):
     return a + b
 
 
-def _no_jvp_vjp(layer, where: str = ""):
+def _no_jvp_vjp(layer: Any, where: str = "") -> NotImplementedError:
     who = f"{where} ({type(layer).__name__})" if where else type(layer).__name__
     return NotImplementedError(
         f"{who} has no second-order jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, "
@@ -244,8 +251,9 @@ def _no_jvp_vjp(layer, where: str = ""):
         f"of divergence gradients.")
 
 
-def call_jvp_vjp(layer, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None,
-                 where: str = ""):
+def call_jvp_vjp(layer: Any, params: Array | None, cache: Any, x_dot: Array,
+                 params_dot: Array | None, y_dot_bar: Array, y_bar: Array | None = None,
+                 where: str = "") -> SecondOrderBars:
     """Unchecked second-order VJP of a child: its ``apply_jvp_vjp`` (built-in layers), else its
     ``jvp_vjp``; ``NotImplementedError`` naming ``where`` and the class if it has neither.
 
@@ -270,26 +278,29 @@ class ProtocolKernel:
     ``time_dependent``/``needs_rng`` flag asks for them.
     """
 
-    def __init__(self, layer):
+    def __init__(self, layer: Any) -> None:
         self.layer = layer
         self.n_params = int(layer.n_params)
         self._timed = bool(getattr(layer, "time_dependent", False))
         self._random = bool(getattr(layer, "needs_rng", False))
         self._takes_flag = accepts_need_params(layer.vjp)
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, Any]:
         return self.layer.forward(params, x, **_context(self._timed, self._random, t, rng))
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: Any, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         return _vjp_into(self.layer, self.n_params, params, cache, y_bar, params_bar,
                          self._takes_flag)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: Any, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """The layer's own (checked) ``jvp``; ``NotImplementedError`` if it has none."""
         return call_jvp(self.layer, params, cache, x_dot, params_dot)
 
 
-def layer_kernel(layer):
+def layer_kernel(layer: Any) -> Any:
     """``layer`` itself if it has the fast-path methods, else a :class:`ProtocolKernel`."""
     if callable(getattr(layer, "apply", None)) and callable(getattr(layer, "apply_vjp", None)):
         return layer
@@ -308,7 +319,7 @@ class Layer:
     needs_rng: bool = False
     #: True when ``vjp`` is the exact derivative of ``forward``; otherwise a message naming the
     #: check that applies (read by :func:`adjointcore.gradcheck.check_layer`).
-    exact_vjp = True
+    exact_vjp: bool | str = True
 
     # -- parameters -------------------------------------------------------------------------
     @property
@@ -320,7 +331,7 @@ class Layer:
     def n_params(self) -> int:
         return sum(prod(s) for s in self.param_shapes.values())
 
-    def views(self, params) -> dict:
+    def views(self, params: Array) -> dict[str, Array]:
         """Named reshaped *views* into a flat ``params`` (no copies; writes go through)."""
         shapes = self.param_shapes
         sizes = [prod(s) for s in shapes.values()]
@@ -331,7 +342,7 @@ class Layer:
             offset += size
         return out
 
-    def flatten(self, tensors: dict):
+    def flatten(self, tensors: dict[str, Array]) -> Array:
         """Inverse of :meth:`views`: pack ``{name: array}`` into one flat vector."""
         missing = set(self.param_shapes) - set(tensors)
         if missing:
@@ -342,7 +353,7 @@ class Layer:
             return xp.zeros(0)
         return xp.concatenate([xp.asarray(tensors[k]).reshape(-1) for k in self.param_shapes])
 
-    def init(self, rng: np.random.Generator, dtype=np.float64):
+    def init(self, rng: np.random.Generator, dtype: DTypeLike = np.float64) -> Array:
         """Fresh parameters drawn from ``rng`` (flat NumPy vector of ``dtype``)."""
         check_generator(rng)
         dtype = as_dtype(dtype)
@@ -350,26 +361,30 @@ class Layer:
         self._init_views(rng, self.views(params))
         return params.astype(dtype)
 
-    def _init_views(self, rng, views: dict) -> None:
+    def _init_views(self, rng: np.random.Generator, views: dict[str, Array]) -> None:
         """Fill ``views`` (float64, host) in place. Default: nothing to fill."""
 
-    def zeros_like_params(self, like):
+    def zeros_like_params(self, like: Array) -> Array:
         """Zero parameter vector on the backend and dtype of array ``like``."""
         xp = get_array_module(like)
         return xp.zeros(self.n_params, dtype=like.dtype)
 
     # -- fast path (defaults for layers that only define forward/vjp) --------------------------
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, Any]:
         """Unchecked forward (see the module notes); default: :meth:`forward` with the context
         the layer's flags ask for."""
-        return self.forward(params, x, **_context(self.time_dependent, self.needs_rng, t, rng))
+        # every concrete layer defines forward
+        return self.forward(params, x, **_context(self.time_dependent, self.needs_rng, t, rng))  # type: ignore[attr-defined]
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: Any, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked VJP writing the parameter cotangent into ``params_bar`` (if given);
         default: :meth:`vjp`."""
         return _vjp_into(self, self.n_params, params, cache, y_bar, params_bar)
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array, cache: Any, x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode ``y_dot = J_x x_dot + J_p params_dot`` (see the module notes).
 
         The default raises ``NotImplementedError`` naming the class; built-in layers override
@@ -377,11 +392,13 @@ class Layer:
         """
         raise _no_jvp(self)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: Any, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`; default: :meth:`jvp`."""
         return self.jvp(params, cache, x_dot, params_dot)
 
-    def jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def jvp_vjp(self, params: Array | None, cache: Any, x_dot: Array, params_dot: Array | None,
+                y_dot_bar: Array, y_bar: Array | None = None) -> SecondOrderBars:
         """Second-order VJP: the VJP of ``(x, params, t, x_dot, params_dot) -> (y, y_dot)``.
 
         Parameters
@@ -418,7 +435,8 @@ class Layer:
         x_dot = check_array("x_dot", x_dot, fix="Pass the tangent of the forward input x.")
         shape = None
         if callable(getattr(self, "output_shape", None)):
-            shape = tuple(self.output_shape(tuple(x_dot.shape)))
+            # checked callable above
+            shape = tuple(self.output_shape(tuple(x_dot.shape)))  # type: ignore[attr-defined]
         check_array("y_dot_bar", y_dot_bar, shape=shape,
                     fix="Pass the cotangent of the output tangent y_dot (shape of y).")
         if y_bar is not None:
@@ -426,11 +444,14 @@ class Layer:
         return SecondOrderBars(*self.apply_jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar,
                                                    y_bar))
 
-    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def apply_jvp_vjp(self, params: Array | None, cache: Any, x_dot: Array,
+                      params_dot: Array | None, y_dot_bar: Array,
+                      y_bar: Array | None = None) -> SecondOrderBars:
         """Unchecked :meth:`jvp_vjp`; the default raises ``NotImplementedError``."""
         raise _no_jvp_vjp(self)
 
-    def _vjp_via_apply(self, params, cache, y_bar, need_params, dtype):
+    def _vjp_via_apply(self, params: Array, cache: Any, y_bar: Array, need_params: bool,
+                       dtype: DTypeLike) -> tuple[Array, Array | None]:
         """The checked ``vjp`` of a layer whose ``apply_vjp`` is its implementation: allocate
         ``params_bar`` (of ``dtype``) when needed and delegate."""
         if not need_params:
@@ -440,20 +461,22 @@ class Layer:
         return self.apply_vjp(params, cache, y_bar, params_bar), params_bar
 
     # -- input checks -----------------------------------------------------------------------
-    def _check_x(self, x, ndim, shape=None, fix=""):
+    def _check_x(self, x: Array, ndim: int | Sequence[int],
+                 shape: Sequence[int | None] | None = None, fix: str = "") -> Array:
         return check_array("x", x, ndim=ndim, shape=shape, fix=fix)
 
-    def _check_y_bar(self, y_bar, like):
+    def _check_y_bar(self, y_bar: Array, like: Array) -> Array:
         """``y_bar`` must have the shape of the forward output ``like``."""
         return check_y_bar(y_bar, like.shape)
 
-    def _check_tangents(self, x_dot, x_shape, params_dot):
+    def _check_tangents(self, x_dot: Array, x_shape: Sequence[int],
+                        params_dot: Array | None) -> None:
         """Checks of a forward-mode call: ``x_dot`` shaped like the input, ``params_dot`` None
         or flat of length ``n_params``."""
         check_x_dot(x_dot, x_shape)
         check_params_dot(params_dot, self.n_params, owner=self)
 
-    def _check_no_params(self, params) -> None:
+    def _check_no_params(self, params: Array | None) -> None:
         """Parameter-free configurations take a length-0 ``params`` or ``None``."""
         if params is not None:
             check_params("params", params, 0, owner=self)
@@ -466,14 +489,15 @@ class Layer:
 class ParameterFree(Layer):
     """Base for layers without parameters: ``n_params == 0``, ``params_bar`` is empty."""
 
-    def _params_bar(self, x_like, need_params: bool):
+    def _params_bar(self, x_like: Array, need_params: bool) -> Array | None:
         if not need_params:
             return None
         xp = get_array_module(x_like)
         return xp.zeros(0, dtype=x_like.dtype)
 
 
-def linear_jvp_vjp(layer, params, cache, x_shape, x_dot, y_dot_bar, y_bar=None):
+def linear_jvp_vjp(layer: Any, params: Array | None, cache: Any, x_shape: Sequence[int],
+                   x_dot: Array, y_dot_bar: Array, y_bar: Array | None = None) -> SecondOrderBars:
     """Second-order VJP of a parameter-free layer that is linear in ``x`` given its cache.
 
     For ``y = J x`` with ``J`` fixed by the cache (a pooling window's weights, a max-pool's
@@ -514,7 +538,8 @@ class LinearSecondOrder:
     """Mixin: ``jvp_vjp`` of a parameter-free layer that is linear given its cache, whose cache
     records the input shape as ``x_shape``."""
 
-    def jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def jvp_vjp(self, params: Array | None, cache: Any, x_dot: Array, params_dot: Array | None,
+                y_dot_bar: Array, y_bar: Array | None = None) -> SecondOrderBars:
         """Second-order VJP (see :func:`linear_jvp_vjp`): the checks of :meth:`jvp`
         (``params``, ``x_dot`` of the cached input's shape, ``params_dot``), then those of
         :meth:`Layer.jvp_vjp <adjointcore.layers.Layer.jvp_vjp>` (``y_dot_bar``, ``y_bar``).
@@ -529,11 +554,15 @@ class LinearSecondOrder:
         ShapeError, ParameterError, TypeError
             Naming ``params``, ``x_dot``, ``params_dot``, ``y_dot_bar`` or ``y_bar``.
         """
-        self._check_no_params(params)
-        self._check_tangents(x_dot, cache.x_shape, params_dot)
-        return super().jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, y_bar)
+        self._check_no_params(params)  # type: ignore[attr-defined]  # a mixin of Layer subclasses
+        # a mixin of Layer subclasses
+        self._check_tangents(x_dot, cache.x_shape, params_dot)  # type: ignore[attr-defined]
+        # a mixin: the next class in the MRO is a Layer
+        return super().jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, y_bar)  # type: ignore[misc]
 
-    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def apply_jvp_vjp(self, params: Array | None, cache: Any, x_dot: Array,
+                      params_dot: Array | None, y_dot_bar: Array,
+                      y_bar: Array | None = None) -> SecondOrderBars:
         """Unchecked :meth:`jvp_vjp`: ``x_dot_bar = J^T y_dot_bar``, ``x_bar = J^T y_bar``
         (zero without ``y_bar``); no second-order term (:func:`linear_jvp_vjp`)."""
         return linear_jvp_vjp(self, params, cache, cache.x_shape, x_dot, y_dot_bar, y_bar)

@@ -7,11 +7,13 @@ flags ``analytic``/``time_dependent``/``needs_rng`` are read when present.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from ..backend import as_dtype, get_array_module
+from ..backend import Array, as_dtype, get_array_module
 from ..errors import ParameterError, ShapeError, check_array, check_generator, check_params
 from ._checks import check_child_layer, check_params_dot, init_child, prefixed_shapes
 from .base import (
@@ -30,7 +32,7 @@ __all__ = ["Sequential", "Residual", "ResidualCache"]
 _CONTEXT_KEYS = ("t", "rng")
 
 
-def _child_context(child, where: str, context: dict) -> dict:
+def _child_context(child: Any, where: str, context: dict[str, Any]) -> dict[str, Any]:
     """Keywords ``child`` receives: ``t`` if time-dependent, ``rng`` if it needs one."""
     unknown = set(context) - set(_CONTEXT_KEYS)
     if unknown:
@@ -49,7 +51,7 @@ def _child_context(child, where: str, context: dict) -> dict:
     return out
 
 
-def _child_params_bar(p_bar, n: int, where: str, like):
+def _child_params_bar(p_bar: Array | None, n: int, where: str, like: Array) -> Array:
     """A child's ``params_bar`` as a flat array of length ``n`` (empty array for ``None``, n=0).
 
     A child returning ``None`` or the wrong length would otherwise shift every later block of
@@ -68,7 +70,7 @@ def _child_params_bar(p_bar, n: int, where: str, like):
     return p_bar.reshape(-1)
 
 
-def _child_tangent(params_dot, sl: slice):
+def _child_tangent(params_dot: Array | None, sl: slice) -> Array | None:
     """A child's block of ``params_dot``; None for a zero tangent or a parameter-free child."""
     if params_dot is None or sl.start == sl.stop:
         return None
@@ -86,7 +88,7 @@ class _Composite(Layer):
 
     _child_attr = "layers"
 
-    def _set_children(self, children) -> None:
+    def _set_children(self, children: Sequence[Any]) -> None:
         if len(children) == 1 and isinstance(children[0], (list, tuple)):
             children = tuple(children[0])
         setattr(self, self._child_attr, tuple(children))
@@ -104,19 +106,21 @@ class _Composite(Layer):
         return f"{self._child_attr}[{i}]"
 
     @property
-    def analytic(self) -> bool:
+    def analytic(self) -> bool:  # type: ignore[override]  # read-only: derived from the children
         return all(getattr(c, "analytic", False) for c in self._children)
 
     @property
-    def time_dependent(self) -> bool:
+    # read-only: derived from the children
+    def time_dependent(self) -> bool:  # type: ignore[override]
         return any(getattr(c, "time_dependent", False) for c in self._children)
 
     @property
-    def needs_rng(self) -> bool:
+    def needs_rng(self) -> bool:  # type: ignore[override]  # read-only: derived from the children
         return any(getattr(c, "needs_rng", False) for c in self._children)
 
     @property
-    def exact_vjp(self):
+    # read-only: derived from the children
+    def exact_vjp(self) -> bool | str:  # type: ignore[override]
         """True, or the first child's message saying why its VJP is not the exact derivative
         of its forward (see :func:`adjointcore.gradcheck.check_layer`)."""
         return next((m for m in (getattr(c, "exact_vjp", True) for c in self._children)
@@ -127,10 +131,10 @@ class _Composite(Layer):
         return self._offsets[-1]
 
     @property
-    def param_shapes(self) -> dict:
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return prefixed_shapes(self._children, self._offsets)
 
-    def init(self, rng: np.random.Generator, dtype=np.float64):
+    def init(self, rng: np.random.Generator, dtype: DTypeLike = np.float64) -> Array:
         """Children's ``init`` called in order with the same ``rng``; concatenated (NumPy)."""
         check_generator(rng)
         dtype = as_dtype(dtype)
@@ -139,7 +143,7 @@ class _Composite(Layer):
                  for i, c in enumerate(self._children)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
-    def _check_jvp_inputs(self, params, x_dot, params_dot):
+    def _check_jvp_inputs(self, params: Array, x_dot: Array, params_dot: Array | None) -> None:
         """Checks shared by the composites' ``jvp``: ``params``, ``params_dot`` and ``x_dot``
         (an array; its shape is checked by the children that read it)."""
         check_params("params", params, self.n_params, owner=self)
@@ -165,26 +169,28 @@ class Sequential(_Composite):
     ``time_dependent``/``needs_rng`` if any child has them, ``analytic`` if all children do.
     """
 
-    def __init__(self, *layers):
+    layers: tuple[Any, ...]      # the children (set by _set_children, named by _child_attr)
+
+    def __init__(self, *layers: Any) -> None:
         self._set_children(layers)
 
     # -- structure ---------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.layers)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Any:
         return self.layers[i]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.layers)
 
-    def slices(self, params) -> list:
+    def slices(self, params: Array) -> list[Array]:
         """Each child's block of ``params`` (views, in order)."""
         check_params("params", params, self.n_params, owner="Sequential")
         o = self._offsets
         return [params[o[i]:o[i + 1]] for i in range(len(self.layers))]
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         shape = tuple(input_shape)
         for i, child in enumerate(self.layers):
             if not hasattr(child, "output_shape"):
@@ -194,7 +200,7 @@ class Sequential(_Composite):
         return shape
 
     # -- evaluation --------------------------------------------------------------------------
-    def forward(self, params, x, **context):
+    def forward(self, params: Array, x: Array, **context: Any) -> tuple[Array, tuple[Any, ...]]:
         """Apply the children in order; returns ``(y, caches)`` with one cache per child."""
         caches = []
         for i, (child, p) in enumerate(zip(self.layers, self.slices(params), strict=True)):
@@ -203,7 +209,8 @@ class Sequential(_Composite):
             caches.append(cache)
         return x, tuple(caches)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array, cache: tuple[Any, ...], y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         """Walk the children backwards; ``params_bar`` is the concatenation (None if not needed)."""
         if not isinstance(cache, tuple) or len(cache) != len(self.layers):
             raise TypeError(f"`cache` must be the tuple of {len(self.layers)} child caches "
@@ -222,7 +229,8 @@ class Sequential(_Composite):
             return y_bar, get_array_module(y_bar).zeros(0, dtype=y_bar.dtype)
         return y_bar, get_array_module(*bars).concatenate(bars)
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, tuple[Any, ...] | None]:
         """Unchecked :meth:`forward` (``tape=False``: no caches)."""
         caches = []
         for kernel, sl in zip(self._kernels, self._slices, strict=True):
@@ -230,7 +238,8 @@ class Sequential(_Composite):
             caches.append(cache)
         return x, (tuple(caches) if tape else None)
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: tuple[Any, ...], y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked :meth:`vjp`; each child writes its parameter cotangent into its slice of
         ``params_bar``."""
         for i in range(len(self._kernels) - 1, -1, -1):
@@ -239,7 +248,8 @@ class Sequential(_Composite):
                                                None if params_bar is None else params_bar[sl])
         return y_bar
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array, cache: tuple[Any, ...], x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode: the tangent walks the children in order, child ``i`` receiving its block
         of ``params_dot`` (None for a zero tangent).
 
@@ -269,14 +279,17 @@ class Sequential(_Composite):
                              self._where(i))
         return x_dot
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: tuple[Any, ...], x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp` (children's fast paths)."""
         for i, (kernel, sl) in enumerate(zip(self._kernels, self._slices, strict=True)):
             x_dot = kernel_jvp(kernel, params[sl], cache[i], x_dot,
                                _child_tangent(params_dot, sl), self._where(i))
         return x_dot
 
-    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def apply_jvp_vjp(self, params: Array, cache: tuple[Any, ...], x_dot: Array,
+                      params_dot: Array | None, y_dot_bar: Array,
+                      y_bar: Array | None = None) -> SecondOrderBars:
         """Second-order VJP of the chain (unchecked :meth:`~adjointcore.layers.Layer.jvp_vjp`).
 
         For ``y = f_k(... f_0(x))`` the lifted map is the chain of the children's lifted maps
@@ -337,25 +350,27 @@ class Residual(Layer):
         its named views are kept unchanged.
     """
 
-    def __init__(self, inner):
+    def __init__(self, inner: Any) -> None:
         self._n = check_child_layer(inner, "inner")
         self.inner = inner
         self._kernel = layer_kernel(inner)
 
     @property
-    def analytic(self) -> bool:
+    def analytic(self) -> bool:  # type: ignore[override]  # read-only: derived from the children
         return getattr(self.inner, "analytic", False)
 
     @property
-    def time_dependent(self) -> bool:
+    # read-only: derived from the children
+    def time_dependent(self) -> bool:  # type: ignore[override]
         return getattr(self.inner, "time_dependent", False)
 
     @property
-    def needs_rng(self) -> bool:
+    def needs_rng(self) -> bool:  # type: ignore[override]  # read-only: derived from the children
         return getattr(self.inner, "needs_rng", False)
 
     @property
-    def exact_vjp(self):
+    # read-only: derived from the children
+    def exact_vjp(self) -> bool | str:  # type: ignore[override]
         """The inner layer's ``exact_vjp`` (True by default)."""
         return getattr(self.inner, "exact_vjp", True)
 
@@ -364,19 +379,19 @@ class Residual(Layer):
         return self._n
 
     @property
-    def param_shapes(self) -> dict:
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes = getattr(self.inner, "param_shapes", None)
         if shapes is None:
             return {"params": (self._n,)} if self._n else {}
         return dict(shapes)
 
-    def init(self, rng: np.random.Generator, dtype=np.float64):
+    def init(self, rng: np.random.Generator, dtype: DTypeLike = np.float64) -> Array:
         """The inner layer's ``init``."""
         check_generator(rng)
         dtype = as_dtype(dtype)
         return init_child(self.inner, rng, dtype, self._n, "inner")
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         shape = tuple(input_shape)
         if hasattr(self.inner, "output_shape"):
             out = tuple(self.inner.output_shape(shape))
@@ -385,7 +400,7 @@ class Residual(Layer):
                                  f"{type(self.inner).__name__} maps {shape} to {out}.")
         return shape
 
-    def forward(self, params, x, **context):
+    def forward(self, params: Array, x: Array, **context: Any) -> tuple[Array, ResidualCache]:
         """``(x + inner(x), ResidualCache)``."""
         check_params("params", params, self._n, owner="Residual")
         z, cache = self.inner.forward(params, x, **_child_context(self.inner, "inner", context))
@@ -395,22 +410,26 @@ class Residual(Layer):
                              f"projection inside `inner` or drop the skip connection.")
         return x + z, ResidualCache(cache)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array, cache: ResidualCache, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         x_bar, p_bar = call_vjp(self.inner, params, cache.inner, y_bar, need_params)
         if need_params:
             p_bar = _child_params_bar(p_bar, self._n, "inner", y_bar)
         return y_bar + x_bar, p_bar
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, ResidualCache | None]:
         """Unchecked :meth:`forward` (``tape=False``: no cache)."""
         z, cache = self._kernel.apply(params, x, t, rng, tape)
         return x + z, (ResidualCache(cache) if tape else None)
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: ResidualCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked :meth:`vjp`."""
         return y_bar + self._kernel.apply_vjp(params, cache.inner, y_bar, params_bar)
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array, cache: ResidualCache, x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode ``y_dot = x_dot + inner.jvp(...)``.
 
         Parameters
@@ -437,11 +456,14 @@ class Residual(Layer):
                              f"{tuple(x_dot.shape)}; the inner layer must preserve the shape.")
         return x_dot + z_dot
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: ResidualCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`."""
         return x_dot + kernel_jvp(self._kernel, params, cache.inner, x_dot, params_dot, "inner")
 
-    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def apply_jvp_vjp(self, params: Array, cache: ResidualCache, x_dot: Array,
+                      params_dot: Array | None, y_dot_bar: Array,
+                      y_bar: Array | None = None) -> SecondOrderBars:
         """Second-order VJP of ``y = x + g(x)`` (``y_dot = x_dot + g_dot``): the inner layer's,
         plus ``y_bar`` on ``x_bar`` and ``y_dot_bar`` on ``x_dot_bar`` (the identity has no
         second derivative).

@@ -36,10 +36,13 @@ References
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .. import init as initmod
-from ..backend import get_array_module
+from ..backend import Array, get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
 from ._im2col import (
@@ -73,13 +76,13 @@ class ConvCache(NamedTuple):
     x_shape : tuple
         ``(N, C, H, W)`` of the input.
     """
-    x_padded: Any
-    cols: Any
-    x_shape: tuple
+    x_padded: Array | None
+    cols: Array | None
+    x_shape: tuple[int, ...]
 
 
 # -- kernels --------------------------------------------------------------------------------------
-def _columns(x_padded, geom: Geometry, groups: int, out_hw):
+def _columns(x_padded: Array, geom: Geometry, groups: int, out_hw: tuple[int, int]) -> Array:
     """Column matrix ``(groups, C/groups*kh*kw, N*Ho*Wo)``: one copy of a window view.
 
     The copy is made from phase planes (:func:`~adjointcore.layers._im2col.phase_columns`: long
@@ -98,13 +101,14 @@ def _columns(x_padded, geom: Geometry, groups: int, out_hw):
     return view.transpose(0, 2, 3, 1, 4, 5).reshape(shape)
 
 
-def _channel_major(y_bar, groups: int):
+def _channel_major(y_bar: Array, groups: int) -> Array:
     """``y_bar`` (N, O, Ho, Wo) as the matrix ``(groups, O/groups, N*Ho*Wo)`` (one copy)."""
     n, o, ho, wo = y_bar.shape
     return y_bar.transpose(1, 0, 2, 3).reshape(groups, o // groups, n * ho * wo)
 
 
-def _input_grad_transposed(w, y_bar, geom: Geometry, groups: int, x_hw):
+def _input_grad_transposed(w: Array, y_bar: Array, geom: Geometry, groups: int,
+                           x_hw: tuple[int, int]) -> Array:
     """Stride-1 input gradient as a correlation of padded ``y_bar`` with the flipped kernel.
 
     The im2col of the padded ``y_bar`` is built straight from ``y_bar`` through phase planes
@@ -135,7 +139,9 @@ def _input_grad_transposed(w, y_bar, geom: Geometry, groups: int, x_hw):
     return x_bar.reshape(groups * cg, n, x_hw[0], x_hw[1])
 
 
-def _input_grad_col2im(w, y_mat, geom: Geometry, groups: int, padded_shape, out_hw, x_hw):
+def _input_grad_col2im(w: Array, y_mat: Array, geom: Geometry, groups: int,
+                       padded_shape: Sequence[int], out_hw: tuple[int, int],
+                       x_hw: tuple[int, int]) -> Array:
     """General input gradient: ``cols_bar = W^T @ Y_bar`` then col2im; channel-major output.
 
     col2im goes through phase planes where the geometry allows
@@ -193,9 +199,10 @@ class Conv2d(Layer):
     analytic = True
     _extra_channels = 0   # ConcatConv2d appends one constant time channel
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 groups: int = 1, bias: bool = True, init: str = "kaiming_uniform",
-                 cache_cols: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0, groups: int = 1,
+                 bias: bool = True, init: str = "kaiming_uniform",
+                 cache_cols: bool = False) -> None:
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.out_channels = check_positive_int("out_channels", out_channels)
         geom = make_geometry(kernel_size, stride, padding)
@@ -219,14 +226,14 @@ class Conv2d(Layer):
         return Geometry(self.kernel_size, self.stride, self.padding)
 
     @property
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         cg = (self.in_channels + self._extra_channels) // self.groups
-        shapes = {"weight": (self.out_channels, cg) + self.kernel_size}
+        shapes: dict[str, tuple[int, ...]] = {"weight": (self.out_channels, cg) + self.kernel_size}
         if self.bias:
             shapes["bias"] = (self.out_channels,)
         return shapes
 
-    def _init_views(self, rng, views):
+    def _init_views(self, rng: np.random.Generator, views: dict[str, Array]) -> None:
         kh, kw = self.kernel_size
         fan_in = (self.in_channels + self._extra_channels) // self.groups * kh * kw
         fan_out = self.out_channels // self.groups * kh * kw
@@ -236,20 +243,20 @@ class Conv2d(Layer):
             views["bias"][...] = initmod.init_bias(rng, (self.out_channels,), fan_in)
 
     # -- shapes --------------------------------------------------------------------------------
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         shape = tuple(input_shape)
         if len(shape) != 4:
             raise ShapeError(f"{self!r} takes (N, C, H, W) images; got input_shape {shape}.")
         self._check_channels(shape)
         return (shape[0], self.out_channels) + output_hw(self._geometry, shape[2:], repr(self))
 
-    def _check_channels(self, shape):
+    def _check_channels(self, shape: Sequence[int]) -> None:
         if shape[1] != self.in_channels:
             raise ShapeError(f"`x` has {shape[1]} channels (axis 1 of shape {shape}) but "
                              f"{self!r} expects in_channels={self.in_channels}; images are "
                              f"NCHW.")
 
-    def _check_input(self, params, x):
+    def _check_input(self, params: Array, x: Array) -> tuple[dict[str, Array], tuple[int, int]]:
         check_array("x", x, ndim=4, fix="Conv2d takes NCHW images (N, C, H, W); add a channel "
                                         "axis with x[:, None] for single-channel data.")
         self._check_channels(tuple(x.shape))
@@ -258,12 +265,13 @@ class Conv2d(Layer):
         return views, output_hw(self._geometry, x.shape[2:], repr(self))
 
     # -- evaluation ----------------------------------------------------------------------------
-    def forward(self, params, x, **context):
+    def forward(self, params: Array, x: Array, **context: Any) -> tuple[Array, ConvCache]:
         """Convolve ``x`` (N, C, H, W); returns ``(y (N, O, Ho, Wo), ConvCache)``."""
         self._check_input(params, x)
-        return self.apply(params, x)
+        return self.apply(params, x)  # type: ignore[return-value]  # tape=True: a cache, never None
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, ConvCache | None]:
         """Unchecked :meth:`forward` (``t`` is used by :class:`ConcatConv2d` only; ``tape=False``
         keeps no cache)."""
         t = None if not self._extra_channels else (
@@ -287,7 +295,8 @@ class Conv2d(Layer):
             return y, ConvCache(None, cols, tuple(x.shape))
         return y, ConvCache(x_padded, None, tuple(x.shape))
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array, cache: ConvCache, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         """Returns ``(x_bar (N, C, H, W), params_bar (n_params,) or None)``."""
         self.views(params)
         n, c, h, w_ = cache.x_shape
@@ -297,7 +306,8 @@ class Conv2d(Layer):
         return self._vjp_via_apply(params, cache, y_bar, need_params,
                                    out_dtype(y_bar, inputs, params))
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: ConvCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked :meth:`vjp`; the parameter cotangent is written into ``params_bar``."""
         ws, wshape, bs = self._layout
         n, c, h, w_ = cache.x_shape
@@ -327,7 +337,8 @@ class Conv2d(Layer):
             params_bar[bs] = y_mat.reshape(self.out_channels, -1).sum(axis=1)
         return x_bar
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array, cache: ConvCache, x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode ``y_dot = conv(x_dot; W) + conv(x; W_dot) + b_dot``.
 
         Parameters
@@ -348,7 +359,8 @@ class Conv2d(Layer):
         self._check_tangents(x_dot, cache.x_shape, params_dot)
         return self.apply_jvp(params, cache, x_dot, params_dot)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: ConvCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`."""
         ws, wshape, bs = self._layout
         n, _, h, w_ = cache.x_shape
@@ -370,7 +382,8 @@ class Conv2d(Layer):
         return xp.ascontiguousarray(y_dot.reshape(o, n, *out_hw).transpose(1, 0, 2, 3))
 
 
-    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def apply_jvp_vjp(self, params: Array, cache: ConvCache, x_dot: Array, params_dot: Array | None,
+                      y_dot_bar: Array, y_bar: Array | None = None) -> SecondOrderBars:
         """Second-order VJP (unchecked :meth:`~adjointcore.layers.Layer.jvp_vjp`).
 
         Write ``C(x, W)`` for the bilinear convolution (``[x, t]`` for
@@ -452,7 +465,9 @@ class ConcatConv2d(Conv2d):
     time_dependent = True
     _extra_channels = 1
 
-    def forward(self, params, x, t=None, **context):
+    def forward(self, params: Array, x: Array, t: Any = None,
+                **context: Any) -> tuple[Array, ConvCache]:
         """Convolve ``[x, t]`` (N, C+1, H, W); returns ``(y (N, O, Ho, Wo), ConvCache)``."""
         self._check_input(params, x)
-        return self.apply(params, x, time_value(t, repr(self)))
+        # tape=True: a cache, never None
+        return self.apply(params, x, time_value(t, repr(self)))  # type: ignore[return-value]

@@ -11,12 +11,13 @@ References
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .. import init as initmod
-from ..backend import get_array_module
+from ..backend import Array, get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
 from .base import Layer, SecondOrderBars, param_layout, tangent_sum
@@ -27,12 +28,12 @@ __all__ = ["Linear", "ConcatLinear", "LinearCache", "ConcatLinearCache"]
 # -- caches ---------------------------------------------------------------------------------------
 class LinearCache(NamedTuple):
     """Cache of :class:`Linear`: the input ``x`` (N, in_features)."""
-    x: Any
+    x: Array
 
 
 class ConcatLinearCache(NamedTuple):
     """Cache of :class:`ConcatLinear`: the input ``x`` (N, in_features) and the time ``t``."""
-    x: Any
+    x: Array
     t: Any
 
 
@@ -62,24 +63,25 @@ class Linear(Layer):
     _extra_inputs = 0  # ConcatLinear: one extra weight column for t
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 init: str = "kaiming_uniform"):
+                 init: str = "kaiming_uniform") -> None:
         self.in_features = check_positive_int("in_features", in_features)
         self.out_features = check_positive_int("out_features", out_features)
         self.bias = check_flag("bias", bias)
         self.init_scheme = initmod.check_scheme(init)
         layout = param_layout(self.param_shapes)
-        bias = layout.get("bias")
-        self._layout = (*layout["weight"], None if bias is None else bias[0])
+        bias = layout.get("bias")  # type: ignore[assignment]  # the name now holds the bias slot
+        # the bias slot (see above)
+        self._layout = (*layout["weight"], None if bias is None else bias[0])  # type: ignore[index]
 
     @property
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         fan_in = self.in_features + self._extra_inputs
-        shapes = {"weight": (self.out_features, fan_in)}
+        shapes: dict[str, tuple[int, ...]] = {"weight": (self.out_features, fan_in)}
         if self.bias:
             shapes["bias"] = (self.out_features,)
         return shapes
 
-    def _init_views(self, rng, views):
+    def _init_views(self, rng: np.random.Generator, views: dict[str, Array]) -> None:
         fan_in = self.in_features + self._extra_inputs
         shape = views["weight"].shape
         views["weight"][...] = initmod.init_weight(self.init_scheme, rng, shape, fan_in,
@@ -87,14 +89,14 @@ class Linear(Layer):
         if self.bias:
             views["bias"][...] = initmod.init_bias(rng, (self.out_features,), fan_in)
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         shape = tuple(input_shape)
         if len(shape) != 2 or shape[1] != self.in_features:
             raise ShapeError(f"{self!r} maps (N, {self.in_features}) to (N, "
                              f"{self.out_features}); got input_shape {shape}.")
         return shape[0], self.out_features
 
-    def _check_input(self, params, x):
+    def _check_input(self, params: Array, x: Array) -> dict[str, Array]:
         x = check_array("x", x, ndim=2, fix=f"{type(self).__name__} takes (N, in_features); "
                                             f"flatten images with Flatten() first.")
         if x.shape[1] != self.in_features:
@@ -104,12 +106,12 @@ class Linear(Layer):
         check_backends(repr(self), params, x)
         return views
 
-    def _weights(self, params):
+    def _weights(self, params: Array) -> tuple[Array, Array | None]:
         """``(W, b or None)`` views of a flat ``params`` (unchecked)."""
         ws, wshape, bs = self._layout
         return params[ws].reshape(wshape), (None if bs is None else params[bs])
 
-    def forward(self, params, x, **context):
+    def forward(self, params: Array, x: Array, **context: Any) -> tuple[Array, Any]:
         """``y = x @ W.T + b``; returns ``(y, LinearCache(x))``.
 
         Parameters
@@ -120,7 +122,8 @@ class Linear(Layer):
         self._check_input(params, x)
         return self.apply(params, x)
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, Any | None]:
         """Unchecked :meth:`forward` (``tape=False``: no cache)."""
         ws, wshape, bs = self._layout
         y = x @ params[ws].reshape(wshape).T
@@ -128,14 +131,16 @@ class Linear(Layer):
             y += params[bs]
         return y, (LinearCache(x) if tape else None)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array, cache: Any, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         """Returns ``(x_bar (N, in_features), params_bar (n_params,) or None)``."""
         self.views(params)
         check_y_bar(y_bar, (cache.x.shape[0], self.out_features))
         return self._vjp_via_apply(params, cache, y_bar, need_params,
                                    out_dtype(y_bar, cache.x, params))
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: Any, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked :meth:`vjp`; the parameter cotangent is written into ``params_bar``."""
         ws, wshape, bs = self._layout
         x_bar = y_bar @ params[ws].reshape(wshape)
@@ -145,7 +150,8 @@ class Linear(Layer):
                 y_bar.sum(axis=0, out=params_bar[bs])
         return x_bar
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array, cache: Any, x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode: ``y_dot = x_dot @ W.T + x @ W_dot.T + b_dot``.
 
         Parameters
@@ -166,7 +172,8 @@ class Linear(Layer):
         self._check_tangents(x_dot, cache.x.shape, params_dot)
         return self.apply_jvp(params, cache, x_dot, params_dot)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: Any, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`."""
         ws, wshape, bs = self._layout
         y_dot = x_dot @ params[ws].reshape(wshape).T
@@ -178,7 +185,8 @@ class Linear(Layer):
         return y_dot
 
 
-    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def apply_jvp_vjp(self, params: Array, cache: Any, x_dot: Array, params_dot: Array | None,
+                      y_dot_bar: Array, y_bar: Array | None = None) -> SecondOrderBars:
         """Second-order VJP (unchecked :meth:`~adjointcore.layers.Layer.jvp_vjp`).
 
         The tangent map ``y_dot = x_dot @ Wx.T + x @ Wx_dot.T (+ t w_t_dot) + b_dot`` is
@@ -272,12 +280,15 @@ class ConcatLinear(Linear):
     time_dependent = True
     _extra_inputs = 1
 
-    def forward(self, params, x, t=None, **context):
+    def forward(self, params: Array, x: Array, t: Any = None,
+                **context: Any) -> tuple[Array, ConcatLinearCache]:
         """``y = x @ W[:, :-1].T + t W[:, -1] + b``; returns ``(y, ConcatLinearCache(x, t))``."""
         self._check_input(params, x)
-        return self.apply(params, x, t=time_value(t, repr(self)))
+        # tape=True: a cache, never None
+        return self.apply(params, x, t=time_value(t, repr(self)))  # type: ignore[return-value]
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, ConcatLinearCache | None]:
         """Unchecked :meth:`forward` (``tape=False``: no cache). A ``t`` that is not a Python
         float (a NumPy scalar from a time grid) is converted as :meth:`forward` converts it, so
         it never widens a float32 output."""
@@ -292,7 +303,8 @@ class ConcatLinear(Linear):
             y += b
         return y, (ConcatLinearCache(x, t) if tape else None)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array, cache: ConcatLinearCache, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         """Returns ``(x_bar (N, in_features), params_bar or None)``; no gradient for ``t``."""
         self.views(params)
         x, t = cache
@@ -300,7 +312,8 @@ class ConcatLinear(Linear):
         return self._vjp_via_apply(params, cache, y_bar, need_params,
                                    out_dtype(y_bar, x, params, t))
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: ConcatLinearCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked :meth:`vjp`; the parameter cotangent is written into ``params_bar``."""
         w, _ = self._weights(params)
         x, t = cache
@@ -314,7 +327,8 @@ class ConcatLinear(Linear):
                 g_b[...] = column_sum
         return x_bar
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array, cache: ConcatLinearCache, x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode at the cached time ``t`` (a constant: no ``t_dot``).
 
         Parameters
@@ -334,7 +348,8 @@ class ConcatLinear(Linear):
         self._check_tangents(x_dot, cache.x.shape, params_dot)
         return self.apply_jvp(params, cache, x_dot, params_dot)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: ConcatLinearCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`."""
         w, _ = self._weights(params)
         x, t = cache

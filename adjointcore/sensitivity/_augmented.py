@@ -36,11 +36,12 @@ solvers", ACM TOMS 31(3), 2005 (CVODES adjoint module).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Sequence
+from typing import Any, Callable, NamedTuple, NoReturn, Optional
 
 from solvers import field_kernel, rms_norm
 
-from ..backend import get_array_module
+from ..backend import Array, get_array_module
 
 __all__ = ["VARIANTS", "AugmentedLayout", "AugmentedState", "AugmentedField", "SemiNorm",
            "augmented_layout", "pack_augmented", "unpack_augmented", "adjoint_rhs"]
@@ -61,7 +62,7 @@ class AugmentedLayout(NamedTuple):
         True for backsolve (``y`` is carried in the state), False for the interpolated variant.
     """
 
-    y_shape: tuple
+    y_shape: tuple[int, ...]
     n_params: int
     with_state: bool
 
@@ -84,12 +85,12 @@ class AugmentedLayout(NamedTuple):
 class AugmentedState(NamedTuple):
     """Structured view of the augmented state; ``y`` is None for the interpolated variant."""
 
-    y: Any
-    a: Any
-    a_params: Any
+    y: Array | None
+    a: Array
+    a_params: Array
 
 
-def augmented_layout(y_shape, n_params: int, variant: str) -> AugmentedLayout:
+def augmented_layout(y_shape: Sequence[int], n_params: int, variant: str) -> AugmentedLayout:
     """Build the layout for ``variant`` in :data:`VARIANTS`.
 
     Raises
@@ -104,7 +105,8 @@ def augmented_layout(y_shape, n_params: int, variant: str) -> AugmentedLayout:
     return AugmentedLayout(tuple(int(s) for s in y_shape), int(n_params), variant == "backsolve")
 
 
-def pack_augmented(layout: AugmentedLayout, y, a, a_params):
+def pack_augmented(layout: AugmentedLayout, y: Array | None, a: Array,
+                   a_params: Array | None) -> Array:
     """Concatenate ``(y, a, a_params)`` (``y`` ignored without state) into one flat array.
 
     Parameters
@@ -125,7 +127,7 @@ def pack_augmented(layout: AugmentedLayout, y, a, a_params):
     return xp.concatenate(blocks)
 
 
-def unpack_augmented(layout: AugmentedLayout, z) -> AugmentedState:
+def unpack_augmented(layout: AugmentedLayout, z: Array) -> AugmentedState:
     """Split a flat state into views ``(y, a, a_params)``; the inverse of :func:`pack_augmented`.
 
     ``y`` is None for the interpolated layout; ``a_params`` has length 0 for ``n_params == 0``.
@@ -137,7 +139,8 @@ def unpack_augmented(layout: AugmentedLayout, z) -> AugmentedState:
     return AugmentedState(y, a, z[offset + n:])
 
 
-def adjoint_rhs(field, t, y, a, params, da_out, da_params_out=None):
+def adjoint_rhs(field: Any, t: float, y: Array, a: Array, params: Array | None, da_out: Array,
+                da_params_out: Array | None = None) -> Array:
     """Right-hand side of the adjoint system at ``(t, y)``: one forward and one VJP of ``field``.
 
     Parameters
@@ -188,7 +191,8 @@ class AugmentedField:
     ``a_params(t0) = dL/dparams``. ``vjp`` (second-order adjoints) is not implemented.
     """
 
-    def __init__(self, field, layout: AugmentedLayout, trajectory: Optional[Callable] = None):
+    def __init__(self, field: Any, layout: AugmentedLayout,
+                 trajectory: Optional[Callable] = None) -> None:
         for attr in ("forward", "vjp"):
             if not callable(getattr(field, attr, None)):
                 raise TypeError(f"`field` must follow the vector-field protocol (forward, vjp); "
@@ -206,11 +210,11 @@ class AugmentedField:
         """``"backsolve"`` or ``"interpolated"``."""
         return "backsolve" if self.layout.with_state else "interpolated"
 
-    def forward(self, t, z, params):
+    def forward(self, t: float, z: Array, params: Array | None) -> tuple[Array, None]:
         """Evaluate the augmented dynamics; returns ``(dz, None)``."""
         return self.evaluate(t, z, params), None
 
-    def evaluate(self, t, z, params):
+    def evaluate(self, t: float, z: Array, params: Array | None) -> Array:
         """The augmented dynamics ``dz``: ``f`` (with state), ``-(df/dy)^T a`` and
         ``-(df/dparams)^T a`` written straight into one new flat array (no packing)."""
         layout = self.layout
@@ -220,7 +224,8 @@ class AugmentedField:
         if layout.with_state:
             y = z[:n].reshape(layout.y_shape)
         else:
-            y = self.trajectory(t).reshape(layout.y_shape)
+            # given for the interpolated variant
+            y = self.trajectory(t).reshape(layout.y_shape)  # type: ignore[misc]
         dz = get_array_module(z).empty(z.shape, dtype=z.dtype)
         dy = adjoint_rhs(self._kernel, t, y, a, params, dz[offset:offset + n],
                          dz[offset + n:] if layout.n_params else None)
@@ -228,7 +233,7 @@ class AugmentedField:
             dz[:n] = dy.reshape(-1)
         return dz
 
-    def vjp(self, cache, dz_bar, need_params: bool = True):
+    def vjp(self, cache: Any, dz_bar: Array, need_params: bool = True) -> NoReturn:
         """Not implemented: differentiating the adjoint system (second order) is out of scope."""
         raise NotImplementedError("AugmentedField has no VJP (second-order adjoints are not "
                                   "implemented); differentiate the discrete solve instead.")
@@ -250,19 +255,20 @@ class SemiNorm:
         Number of leading entries of the flat state that are measured (``layout.n_error``).
     """
 
-    def __init__(self, n_error: int):
+    def __init__(self, n_error: int) -> None:
         if int(n_error) < 1:
             raise ValueError(f"`n_error` must be >= 1, got {n_error!r}.")
         self.n_error = int(n_error)
 
-    def __call__(self, scaled_err) -> float:
+    def __call__(self, scaled_err: Array) -> float:
         xp = get_array_module(scaled_err)
         return rms_norm(xp.reshape(scaled_err, (-1,))[:self.n_error])
 
-    def on_device(self, scaled_err):
+    def on_device(self, scaled_err: Array) -> Array:
         """The same norm as a 0-d device array (no transfer; see ``solvers.rms_norm``)."""
         xp = get_array_module(scaled_err)
-        return rms_norm.on_device(xp.reshape(scaled_err, (-1,))[:self.n_error])
+        # a function attribute (solvers)
+        return rms_norm.on_device(xp.reshape(scaled_err, (-1,))[:self.n_error])  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"SemiNorm(n_error={self.n_error})"

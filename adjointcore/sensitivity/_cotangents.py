@@ -1,13 +1,15 @@
 """Validation of loss cotangents shared by the discrete and continuous adjoint drivers."""
 from __future__ import annotations
 
-from ..backend import get_array_module
+from typing import Any
+
+from ..backend import Array, get_array_module
 from ..errors import check_array
 
 __all__ = ["check_cotangents"]
 
 
-def check_cotangents(name: str, bars, like, shape: tuple, fix: str = ""):
+def check_cotangents(name: str, bars: Any, like: Array, shape: tuple, fix: str = "") -> Array:
     """Validate cotangents ``bars`` of states like ``like`` and cast them to ``like.dtype``.
 
     Parameters

@@ -6,11 +6,14 @@ the field can be differentiated at all.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from solvers import get_stepper
 
-from ..backend import to_host
+from ..backend import Array, to_host
 from ..errors import ShapeError
 from ._cotangents import check_cotangents
 
@@ -18,7 +21,7 @@ __all__ = ["check_grid", "obs_steps_on_grid", "check_differentiable_field", "ste
            "check_uniform", "check_obs_steps", "cotangents_at", "UNIFORM_RTOL"]
 
 
-def check_grid(grid) -> np.ndarray:
+def check_grid(grid: ArrayLike) -> np.ndarray:
     """Validate a time grid: 1-D float64 host array, >= 2 points, strictly monotone."""
     grid = np.asarray(grid, dtype=np.float64)
     if grid.ndim != 1 or grid.size < 2:
@@ -33,7 +36,7 @@ def check_grid(grid) -> np.ndarray:
     return grid
 
 
-def obs_steps_on_grid(grid, t_obs, rtol: float = 1e-12) -> np.ndarray:
+def obs_steps_on_grid(grid: ArrayLike, t_obs: ArrayLike, rtol: float = 1e-12) -> np.ndarray:
     """Indices of the observation times ``t_obs`` in ``grid`` (each must be a grid point)."""
     grid = check_grid(grid)
     t_obs = np.atleast_1d(np.asarray(t_obs, dtype=np.float64))
@@ -52,7 +55,7 @@ def obs_steps_on_grid(grid, t_obs, rtol: float = 1e-12) -> np.ndarray:
     return idx.astype(np.int64)
 
 
-def check_differentiable_field(field) -> None:
+def check_differentiable_field(field: Any) -> None:
     """Raise before any compute unless ``field`` has a ``vjp`` (a plain callable has none)."""
     if not callable(getattr(field, "vjp", None)):
         raise TypeError(f"`field` must be a vector field with forward(t, y, params) and "
@@ -61,7 +64,7 @@ def check_differentiable_field(field) -> None:
                         f"adjointcore.fields.LayerField(layer).")
 
 
-def stepper_for(method, method_options):
+def stepper_for(method: Any, method_options: dict[str, Any] | None) -> Any:
     return method if hasattr(method, "step_vjp") else get_stepper(method, **(method_options or {}))
 
 
@@ -73,7 +76,7 @@ UNIFORM_RTOL = 1e-9
 UNIFORM_ULPS = 16
 
 
-def check_uniform(stepper, grid, method) -> None:
+def check_uniform(stepper: Any, grid: NDArray[np.float64], method: Any) -> None:
     """Steppers with ``uniform_grid = True`` (the multistep methods) assume one step size:
     refuse a non-uniform grid (their result on it would be silently wrong) with a ValueError
     naming ``grid``. Allowed spread: ``UNIFORM_RTOL |h|`` plus ``UNIFORM_ULPS`` ulps of
@@ -91,7 +94,7 @@ def check_uniform(stepper, grid, method) -> None:
                          f"Runge-Kutta method for an adaptive grid.")
 
 
-def check_obs_steps(obs_steps, n: int) -> np.ndarray:
+def check_obs_steps(obs_steps: Any, n: int) -> np.ndarray:
     """``obs_steps`` as a 1-D int64 host array of grid indices in ``[0, n]`` (default ``[n]``).
 
     Raises
@@ -117,7 +120,7 @@ def check_obs_steps(obs_steps, n: int) -> np.ndarray:
     return obs
 
 
-def cotangents_at(y_bars, obs_steps, y0, n) -> dict:
+def cotangents_at(y_bars: Array, obs_steps: Any, y0: Array, n: int) -> dict[int, Array]:
     """``{grid index: summed cotangent}`` from validated ``y_bars``/``obs_steps`` (repeats add)."""
     obs = check_obs_steps(obs_steps, n)
     if obs_steps is None:
@@ -126,7 +129,7 @@ def cotangents_at(y_bars, obs_steps, y0, n) -> dict:
     else:
         y_bars = check_cotangents("y_bars", y_bars, y0, (obs.size,) + tuple(y0.shape),
                                   fix="Pass one cotangent per observation step.")
-    bar_at = {}
+    bar_at: dict[int, Array] = {}
     for j, i in enumerate(obs.tolist()):
         bar_at[i] = y_bars[j] if i not in bar_at else bar_at[i] + y_bars[j]
     return bar_at

@@ -7,12 +7,14 @@ Taylor test of the replayed discrete map on that grid (DESIGN.md section 4).
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 import solvers
 
+from ..backend import Array
 from ..errors import check_positive_int
 from ..gradcheck import central_difference, relative_error, taylor_test
 from ._discrete_inputs import check_differentiable_field
@@ -36,13 +38,16 @@ class SolveGradientReport(NamedTuple):
     """
 
     passed: bool
-    figures: dict
-    tolerances: dict
-    grid: np.ndarray
+    figures: dict[str, float]
+    tolerances: dict[str, float]
+    grid: NDArray[np.float64]
 
 
-def check_solve_gradient(field, y0, params, t_span, *, method="dopri5", rtol=1e-6, atol=1e-9,
-                         steps=None, method_options=None, seed=0, fd_tol=1e-8, rate_tol=1.9):
+def check_solve_gradient(field: Any, y0: Array, params: Array | None, t_span: tuple[float, float],
+                         *, method: str = "dopri5", rtol: float = 1e-6, atol: float = 1e-9,
+                         steps: int | None = None, method_options: dict[str, Any] | None = None,
+                         seed: int = 0, fd_tol: float = 1e-8,
+                         rate_tol: float = 1.9) -> SolveGradientReport:
     """Check the discrete adjoint of a solve of ``field`` against FD on the frozen grid.
 
     Parameters
@@ -75,7 +80,7 @@ def check_solve_gradient(field, y0, params, t_span, *, method="dopri5", rtol=1e-
     rng = np.random.default_rng(seed)
     y_bar = rng.standard_normal(y0.shape).astype(y0.dtype)
 
-    def loss(y0_, params_):
+    def loss(y0_: Array, params_: Array | None) -> float:
         y1 = grid_forward(field, y0_, params_, grid, method, method_options)[0][-1]
         return float(np.sum(y_bar * y1))
 
@@ -94,7 +99,7 @@ def check_solve_gradient(field, y0, params, t_span, *, method="dopri5", rtol=1e-
         grad = np.concatenate([np.ravel(g.y0_bar), g.params_bar])
         n_y = y0.size
 
-        def joint_loss(z):
+        def joint_loss(z: Array) -> float:
             return loss(z[:n_y].reshape(y0.shape), z[n_y:])
         figures["taylor_min_rate"] = taylor_test(joint_loss, grad, joint, d_joint).min_rate
     else:

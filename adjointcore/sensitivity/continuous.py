@@ -25,18 +25,21 @@ P. Kidger, R. T. Q. Chen, T. Lyons, "'Hey, that's not an ODE'", ICML 2021, arXiv
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 import solvers
 from solvers import Work
 
-from ..backend import get_array_module, to_host
+from ..backend import Array, get_array_module, to_host
 from ..errors import ShapeError, check_array
 from ._augmented import (
     VARIANTS,
     AugmentedField,
+    AugmentedLayout,
     SemiNorm,
     augmented_layout,
     pack_augmented,
@@ -71,13 +74,13 @@ class ContinuousGradient(NamedTuple):
         ``y0`` to measure the reconstruction error); None for the interpolated variant.
     """
 
-    y0_bar: Any
-    params_bar: Any
+    y0_bar: Array
+    params_bar: Array
     stats: Work
-    y0_reconstructed: Any = None
+    y0_reconstructed: Array | None = None
 
 
-def _forward_work(solution) -> Work:
+def _forward_work(solution: Any) -> Work:
     """The forward solve's work (a duck-typed solution's stats may be a mapping)."""
     stats = solution.stats
     if isinstance(stats, Work):
@@ -87,7 +90,7 @@ def _forward_work(solution) -> Work:
                 n_rejected=int(get("n_rejected", 0)))
 
 
-def _check_times(t_obs, t0):
+def _check_times(t_obs: ArrayLike, t0: float | None) -> tuple[float, NDArray[np.float64]]:
     """Validate ``t_obs`` (strictly monotone 1-D) and ``t0``; return host float64 knots."""
     times = np.asarray(to_host(t_obs), dtype=np.float64)
     if times.ndim != 1 or times.size == 0:
@@ -112,7 +115,8 @@ def _check_times(t_obs, t0):
     return start, times
 
 
-def _step_options(steps, rtol, atol, norm, prefix=""):
+def _step_options(steps: int | None, rtol: Any, atol: Any, norm: Callable[[Array], Any] | None,
+                  prefix: str = "") -> dict[str, Any]:
     """Keywords for :func:`solvers.solve`: fixed ``steps`` or adaptive tolerances and norm."""
     if steps is not None:
         given = [f"`{prefix}{n}`" for n, v in (("rtol", rtol), ("atol", atol)) if v is not None]
@@ -126,7 +130,7 @@ def _step_options(steps, rtol, atol, norm, prefix=""):
                 norm=norm)
 
 
-def _check_covers(solution, start, end):
+def _check_covers(solution: Any, start: float, end: float) -> None:
     """Raise unless the forward ``solution`` spans ``[start, end]`` (either direction)."""
     grid = getattr(solution, "grid", None)
     if grid is None:           # duck-typed solution without its step grid: nothing to check
@@ -139,7 +143,7 @@ def _check_covers(solution, start, end):
                          f"observation time); solve over that span or leave forward_solution=None.")
 
 
-def _adjoint_atol(adjoint_atol, atol, layout):
+def _adjoint_atol(adjoint_atol: Any, atol: Any, layout: AugmentedLayout) -> Any:
     """Absolute tolerance of adaptive backward solves: ``adjoint_atol``, else the forward ``atol``.
 
     An array tolerance must match the flat augmented state; a forward ``atol`` array (shaped
@@ -159,7 +163,7 @@ def _adjoint_atol(adjoint_atol, atol, layout):
     return adjoint_atol if adjoint_atol is not None else atol
 
 
-def _trajectory(solution):
+def _trajectory(solution: Any) -> Callable[[float], Array]:
     """``t -> y(t)`` from ``solution.sol``, tolerant of rounding at the ends of the span.
 
     Fixed-step backward solves place their last stage at ``t_k + n h``, which may overshoot
@@ -172,7 +176,7 @@ def _trajectory(solution):
     lo, hi = float(min(grid[0], grid[-1])), float(max(grid[0], grid[-1]))
     slack = 64 * np.finfo(np.float64).eps * max(abs(lo), abs(hi), hi - lo)
 
-    def y_at(t):
+    def y_at(t: float) -> Array:
         t = float(t)
         if lo - slack <= t < lo:
             t = lo
@@ -182,7 +186,7 @@ def _trajectory(solution):
     return y_at
 
 
-def _sampled_at(solution, times) -> bool:
+def _sampled_at(solution: Any, times: NDArray[np.float64]) -> bool:
     """True when ``solution.ts`` are exactly ``times`` (its ``ys`` are the states there)."""
     ts = getattr(solution, "ts", None)
     if ts is None:
@@ -191,18 +195,22 @@ def _sampled_at(solution, times) -> bool:
     return ts.shape == times.shape and bool(np.array_equal(ts, times))
 
 
-def _states_at(solution, times, y_shape):
+def _states_at(solution: Any, times: NDArray[np.float64],
+               y_shape: Sequence[int]) -> Sequence[Array]:
     """Forward states at ``times``: ``solution.ys`` when it was sampled there, else ``sol(t)``."""
     if _sampled_at(solution, times):
         return [solution.ys[k] for k in range(times.size)]
     return [solution.sol(float(t)).reshape(y_shape) for t in times]
 
 
-def continuous_adjoint(field, y0, params, t_obs, y_bars, *, t0=None, variant="interpolated",
-                       method="dopri5", rtol=None, atol=None, adjoint_method=None,
-                       adjoint_rtol=None, adjoint_atol=None, seminorm=False, reset_state=True,
-                       forward_solution=None, steps=None, adjoint_steps=None,
-                       max_steps=10_000) -> ContinuousGradient:
+def continuous_adjoint(field: Any, y0: Array, params: Array | None, t_obs: ArrayLike, y_bars: Array,
+                       *, t0: float | None = None, variant: str = "interpolated",
+                       method: str = "dopri5", rtol: Any = None, atol: Any = None,
+                       adjoint_method: str | None = None, adjoint_rtol: Any = None,
+                       adjoint_atol: Any = None, seminorm: bool = False, reset_state: bool = True,
+                       forward_solution: Any = None, steps: int | None = None,
+                       adjoint_steps: int | None = None,
+                       max_steps: int = 10_000) -> ContinuousGradient:
     """Gradient of ``L = sum_k l_k(y(t_obs[k]))`` by the continuous adjoint.
 
     Parameters

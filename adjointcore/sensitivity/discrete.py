@@ -13,14 +13,16 @@ Sandu, ICCS 2006 (discrete adjoints of linear multistep methods).
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from solvers import FieldKernel, Work, as_field, field_kernel
 
-from ..backend import get_array_module
-from ..checkpointing import Taped, begin_adjoint, checkpoint_work
+from ..backend import Array, get_array_module
+from ..checkpointing import PendingAdjoint, Schedule, Taped, begin_adjoint, checkpoint_work
 from ..errors import check_array
 from ._discrete_inputs import (
     check_differentiable_field,
@@ -54,9 +56,9 @@ class DiscreteGradient(NamedTuple):
         ``max_live_snapshots``, ...).
     """
 
-    y0_bar: object
-    params_bar: object
-    method_bar: dict
+    y0_bar: Array
+    params_bar: Array | None
+    method_bar: dict[str, Any]
     stats: Work
 
 
@@ -65,17 +67,19 @@ class CountingField(FieldKernel):
     ``n_vjp``), the first evaluation checked and the rest unchecked, reusable parameter
     buffers (:class:`solvers.FieldKernel`); never stored on the user's field."""
 
-    def __init__(self, field):
+    def __init__(self, field: Any) -> None:
         super().__init__(field if callable(getattr(field, "forward", None)) else as_field(field))
-        self.nfe_first = None
+        self.nfe_first: int | None = None
 
-    def end_forward(self):
+    def end_forward(self) -> None:
         """Mark the end of the first forward sweep (later evaluations are recomputations)."""
         if self.nfe_first is None:
             self.nfe_first = self.nfe
 
 
-def grid_forward(field, y0, params, grid, method="rk4", method_options=None, obs_steps=None):
+def grid_forward(field: Any, y0: Array, params: Array | None, grid: ArrayLike, method: Any = "rk4",
+                 method_options: dict[str, Any] | None = None,
+                 obs_steps: Any = None) -> tuple[Array, int]:
     """Replay the discrete map on ``grid``; return the states at ``obs_steps`` and the NFE.
 
     Parameters
@@ -100,7 +104,7 @@ def grid_forward(field, y0, params, grid, method="rk4", method_options=None, obs
     stepper = stepper_for(method, method_options)
     check_uniform(stepper, grid, method)
     obs = check_obs_steps(obs_steps, grid.size - 1)
-    slots = {}                                   # grid index -> output rows (repeats allowed)
+    slots: dict[int, list[int]] = {}    # grid index -> output rows (repeats allowed)
     for j, i in enumerate(obs.tolist()):
         slots.setdefault(i, []).append(j)
     xp = get_array_module(y0)
@@ -131,14 +135,15 @@ class Recording(NamedTuple):
         The ``method`` it was recorded with (checked by :func:`discrete_adjoint`).
     """
 
-    grid: np.ndarray
-    states: list
-    tapes: list
+    grid: NDArray[np.float64]
+    states: list[tuple[Array, ...]]
+    tapes: list[Any]
     nfe: int
-    method: object = None
+    method: Any = None
 
 
-def record_forward(field, y0, params, grid, method="rk4", method_options=None) -> Recording:
+def record_forward(field: Any, y0: Array, params: Array | None, grid: ArrayLike,
+                   method: Any = "rk4", method_options: dict[str, Any] | None = None) -> Recording:
     """Forward sweep that keeps each step's stages, for a store-all adjoint without recomputation.
 
     Only steppers with ``step_taped`` (Runge-Kutta methods) can record; memory is that of
@@ -165,9 +170,11 @@ def record_forward(field, y0, params, grid, method="rk4", method_options=None) -
     return Recording(grid, states, tapes, nfe, method)
 
 
-def discrete_adjoint(field, y0, params, grid, y_bars, *, method="rk4", method_options=None,
-                     obs_steps=None, schedule=None, need_params=True,
-                     recording=None) -> DiscreteGradient:
+def discrete_adjoint(field: Any, y0: Array, params: Array | None, grid: ArrayLike, y_bars: Array, *,
+                     method: Any = "rk4", method_options: dict[str, Any] | None = None,
+                     obs_steps: Any = None, schedule: Schedule | None = None,
+                     need_params: bool = True,
+                     recording: Recording | None = None) -> DiscreteGradient:
     """Exact gradient of ``L = sum_k <y_bars[k], y_{obs_steps[k]}>`` through the discrete map.
 
     Parameters
@@ -237,14 +244,20 @@ class DiscreteSweep:
         The states at ``obs_steps``, kept from the forward sweep (None without ``obs_steps``).
     """
 
-    def __init__(self, field, y0, params, grid, stepper, schedule, taped, recording,
-                 obs_steps=None):
+    # set by _begin (each forward sweep)
+    _pending: _TapedSweep | PendingAdjoint
+    _bar_at: dict[int, Array]
+    _acc: dict[str, Any]
+
+    def __init__(self, field: Any, y0: Array, params: Array | None, grid: NDArray[np.float64],
+                 stepper: Any, schedule: Schedule, taped: bool, recording: Recording | None,
+                 obs_steps: NDArray[np.int64] | None = None) -> None:
         self.grid = grid
         self.obs_steps = obs_steps
         self._args = (field, y0, params, stepper, schedule, taped, recording)
         self._begin()
 
-    def _begin(self):
+    def _begin(self) -> None:
         field, y0, params, stepper, schedule, taped, recording = self._args
         grid, n = self.grid, self.grid.size - 1
         counted = CountingField(field)
@@ -253,15 +266,16 @@ class DiscreteSweep:
         seen = {}                    # grid index -> y there (first sweep; a recomputation agrees)
         self._counted, self._bar_at, self._need_params = counted, {}, True
         self._acc = {"params": None, "method": {k: 0.0 for k in stepper.method_params}}
-        budget = {"left": schedule.max_bytes if taped else 0, "per_step": None}
+        # `taped`: a Taped schedule
+        budget: dict[str, Any] = {"left": schedule.max_bytes if taped else 0, "per_step": None}  # type: ignore[attr-defined]
 
-        def forward_step(i, state):
+        def forward_step(i: int, state: tuple[Array, ...]) -> tuple[Array, ...]:
             nxt = advance(i, state)
             if i + 1 in watch and i + 1 not in seen:
                 seen[i + 1] = nxt[0]
             return nxt
 
-        def advance(i, state):
+        def advance(i: int, state: tuple[Array, ...]) -> tuple[Array, ...]:
             h = grid[i + 1] - grid[i]
             if recording is not None:
                 tapes[i] = recording.tapes[i]
@@ -276,7 +290,8 @@ class DiscreteSweep:
                 return nxt
             return stepper.step(counted, i, grid[i], h, state, params)[0]
 
-        def reverse_step(i, state, state_next_bar):
+        def reverse_step(i: int, state: tuple[Array, ...],
+                         state_next_bar: tuple[Array, ...]) -> tuple[Array, ...]:
             state_next_bar = self._with_obs(i + 1, state_next_bar) if i + 1 < n \
                 else state_next_bar
             tape = tapes.pop(i, None)
@@ -309,14 +324,16 @@ class DiscreteSweep:
         self.final_state = self._pending.final_state
         self.observed = None if self.obs_steps is None else \
             get_array_module(y0).stack([seen[i] for i in self.obs_steps.tolist()])
-        self.forward_nfe = counted.nfe_first + (recording.nfe if recording is not None else 0)
+        # set by end_forward() above
+        self.forward_nfe = counted.nfe_first + (recording.nfe if recording is not None else 0)  # type: ignore[operator]
 
-    def _with_obs(self, i, state_bar):
+    def _with_obs(self, i: int, state_bar: tuple[Array, ...]) -> tuple[Array, ...]:
         if i not in self._bar_at:
             return state_bar
         return (state_bar[0] + self._bar_at[i],) + tuple(state_bar[1:])
 
-    def gradient(self, y_bars, obs_steps=None, need_params=True) -> DiscreteGradient:
+    def gradient(self, y_bars: Array, obs_steps: Any = None,
+                 need_params: bool = True) -> DiscreteGradient:
         """Reverse sweep for ``L = sum_k <y_bars[k], y_{obs_steps[k]}>``.
 
         Parameters and checks as :func:`discrete_adjoint` (``y_bars``, ``obs_steps``,
@@ -333,7 +350,7 @@ class DiscreteSweep:
         return self.reverse(cotangents_at(y_bars, obs_steps, self._args[1], self.grid.size - 1),
                             need_params)
 
-    def reverse(self, bar_at, need_params=True) -> DiscreteGradient:
+    def reverse(self, bar_at: dict[int, Array], need_params: bool = True) -> DiscreteGradient:
         """:meth:`gradient` from already checked cotangents ``{grid index: cotangent}``."""
         field, y0, params, stepper, *_ = self._args
         n = self.grid.size - 1
@@ -354,13 +371,14 @@ class DiscreteSweep:
         if need_params and params_bar is None and params is not None:
             params_bar = xp.zeros_like(params)
         stats = ck + Work(forward_nfe=self.forward_nfe,
-                          backward_nfe=counted.nfe - counted.nfe_first + nfe_before,
+                          # set by end_forward()
+                          backward_nfe=counted.nfe - counted.nfe_first + nfe_before,  # type: ignore[operator]
                           vjps=counted.n_vjp)
         return DiscreteGradient(y0_bar, params_bar if need_params else None,
                                 self._acc["method"], stats)
 
 
-def tape_bytes(tape) -> int:
+def tape_bytes(tape: Any) -> int:
     """Bytes of the distinct arrays reachable from ``tape`` through tuples, lists and dicts
     (a step's stages and field caches; views count their own size)."""
     seen, total, todo = set(), 0, [tape]
@@ -388,9 +406,10 @@ class _TapedSweep:
     (``replay(StoreAll(), n)``: the states ``x_0 .. x_{n-2}`` count as snapshots).
     """
 
-    def __init__(self, n, state0, forward_step, reverse_step):
+    def __init__(self, n: int, state0: tuple[Array, ...], forward_step: Callable[[int, Any], Any],
+                 reverse_step: Callable[[int, Any, Any], Any]) -> None:
         self._reverse_step, self._n = reverse_step, n
-        self._states = [state0]
+        self._states: list[Any] | None = [state0]
         for i in range(n):
             self._states.append(forward_step(i, self._states[-1]))
         self.final_state = self._states[-1]
@@ -399,18 +418,21 @@ class _TapedSweep:
     def finished(self) -> bool:
         return self._states is None
 
-    def finish(self, final_bar):
+    def finish(self, final_bar: Any) -> tuple[Any, Work]:
         states, self._states = self._states, None
         bar = final_bar
         for i in range(self._n - 1, -1, -1):
-            bar = self._reverse_step(i, states[i], bar)
-            states[i + 1] = None
+            # finish() runs once: states is the list
+            bar = self._reverse_step(i, states[i], bar)  # type: ignore[index]
+            states[i + 1] = None  # type: ignore[index]  # finish() runs once: states is the list
         n = self._n
         return bar, checkpoint_work(n, n, n, n - 1, n - 1)
 
 
-def begin_discrete_adjoint(field, y0, params, grid, *, method="rk4", method_options=None,
-                           schedule=None, recording=None, obs_steps=None) -> DiscreteSweep:
+def begin_discrete_adjoint(field: Any, y0: Array, params: Array | None, grid: ArrayLike, *,
+                           method: Any = "rk4", method_options: dict[str, Any] | None = None,
+                           schedule: Schedule | None = None, recording: Recording | None = None,
+                           obs_steps: Any = None) -> DiscreteSweep:
     """Run the forward sweep of :func:`discrete_adjoint` now, its reverse sweep later.
 
     Parameters as :func:`discrete_adjoint` (less the cotangents and ``need_params``, which

@@ -23,15 +23,24 @@ import dataclasses
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 import solvers
-from solvers import Work
+from solvers import Solution, Work
 
+from ..backend import Array
+from ..checkpointing import Schedule
 from ..errors import check_array
 from ._cotangents import check_cotangents
 from ._discrete_inputs import check_differentiable_field
-from .continuous import ADJOINT_OPTIONS, _check_times, continuous_adjoint
-from .discrete import Recording, begin_discrete_adjoint, obs_steps_on_grid
+from .continuous import ADJOINT_OPTIONS, ContinuousGradient, _check_times, continuous_adjoint
+from .discrete import (
+    DiscreteGradient,
+    DiscreteSweep,
+    Recording,
+    begin_discrete_adjoint,
+    obs_steps_on_grid,
+)
 
 __all__ = ["GRADIENTS", "TrajectoryGradient", "TrajectorySweep", "begin_trajectory_gradient",
            "check_gradient_options", "trajectory_gradient"]
@@ -56,11 +65,11 @@ class TrajectoryGradient(NamedTuple):
         Backsolve only: the state the backward solve reconstructed at ``t0``.
     """
 
-    y0_bar: Any
-    params_bar: Any
-    method_bar: dict
+    y0_bar: Array
+    params_bar: Array | None
+    method_bar: dict[str, Any]
     stats: Work
-    y0_reconstructed: Any = None
+    y0_reconstructed: Array | None = None
 
 
 class TrajectorySweep:
@@ -84,13 +93,14 @@ class TrajectorySweep:
         The forward solve (continuous gradients and adaptive discrete ones).
     """
 
-    def __init__(self, y0, params, t0, t_obs, options, ys, grid, stats, solution=None,
-                 discrete=None):
+    def __init__(self, y0: Array, params: Array | None, t0: float, t_obs: NDArray[np.float64],
+                 options: dict[str, Any], ys: Array, grid: NDArray[np.float64], stats: Work,
+                 solution: Solution | None = None, discrete: DiscreteSweep | None = None) -> None:
         self.ys, self.t0, self.t_obs, self.grid = ys, t0, t_obs, grid
         self.stats, self.solution = stats, solution
         self._y0, self._params, self._options, self._discrete = y0, params, options, discrete
 
-    def gradient(self, y_bars, need_params: bool = True) -> TrajectoryGradient:
+    def gradient(self, y_bars: Array, need_params: bool = True) -> TrajectoryGradient:
         """Backward phase for ``L = sum_k <y_bars[k], y(t_obs[k])>``.
 
         Parameters
@@ -105,6 +115,7 @@ class TrajectorySweep:
         -------
         TrajectoryGradient
         """
+        g: DiscreteGradient | ContinuousGradient
         y0, opts = self._y0, self._options
         if self._discrete is not None:
             g = self._discrete.gradient(y_bars, need_params=need_params)
@@ -126,8 +137,10 @@ class TrajectorySweep:
                                   g.y0_reconstructed)
 
 
-def check_gradient_options(gradient, method, steps, *, n_obs=1, schedule=None,
-                           method_options=None, adjoint_options=None) -> None:
+def check_gradient_options(gradient: str, method: str, steps: int | None, *, n_obs: int = 1,
+                           schedule: Schedule | None = None,
+                           method_options: dict[str, Any] | None = None,
+                           adjoint_options: dict[str, Any] | None = None) -> None:
     """Raise, naming the option, unless the options of a trajectory gradient fit together.
 
     Run before any compute by :func:`begin_trajectory_gradient` and by
@@ -170,10 +183,13 @@ def check_gradient_options(gradient, method, steps, *, n_obs=1, schedule=None,
                          f"(every time in `t_obs` a grid point) or a continuous `gradient`.")
 
 
-def begin_trajectory_gradient(field, y0, params, t_obs, *, t0=None, gradient="discrete",
-                              method="dopri5", steps=None, rtol=None, atol=None, schedule=None,
-                              method_options=None, adjoint_options=None,
-                              max_steps=10_000) -> TrajectorySweep:
+def begin_trajectory_gradient(field: Any, y0: Array, params: Array | None, t_obs: ArrayLike, *,
+                              t0: float | None = None, gradient: str = "discrete",
+                              method: str = "dopri5", steps: int | None = None, rtol: Any = None,
+                              atol: Any = None, schedule: Schedule | None = None,
+                              method_options: dict[str, Any] | None = None,
+                              adjoint_options: dict[str, Any] | None = None,
+                              max_steps: int = 10_000) -> TrajectorySweep:
     """Forward phase of :func:`trajectory_gradient`: solve, keep what the gradient needs.
 
     Parameters
@@ -265,8 +281,9 @@ def begin_trajectory_gradient(field, y0, params, t_obs, *, t0=None, gradient="di
                            solution=sol)
 
 
-def trajectory_gradient(field, y0, params, t_obs, y_bars, *, need_params: bool = True,
-                        **options) -> TrajectoryGradient:
+def trajectory_gradient(field: Any, y0: Array, params: Array | None, t_obs: ArrayLike,
+                        y_bars: Array, *, need_params: bool = True,
+                        **options: Any) -> TrajectoryGradient:
     """Gradient of ``L = sum_k <y_bars[k], y(t_obs[k])>`` by the chosen ``gradient`` method.
 
     Parameters
