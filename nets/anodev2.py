@@ -223,7 +223,8 @@ class ANODEV2Block(Layer):
     t1 : float
         Final time (the paper uses 1).
     apply : {"euler", "endpoints"}
-        Which weights each activation step applies (:func:`apply_indices`).
+        Which weights each activation step applies (:func:`apply_indices`); kept as the
+        attribute ``apply_rule`` (``apply`` is the layer's fast-path method).
     schedule : checkpoint schedule, optional
         Schedule of the VJP's weight sweep (:mod:`adjointcore.checkpointing`); default ``None``
         is ``StoreAll()``. ``Revolve(snapshots=s)`` keeps at most ``s`` weight vectors and
@@ -283,8 +284,8 @@ class ANODEV2Block(Layer):
                             f"Revolve(s)) or None for StoreAll(), got {schedule!r}.")
         self.f, self.evolution, self.schedule = f, evolution, schedule
         self.apply_at = apply_indices(n_z, n_w, apply)
-        # shadows Layer.apply (a known name clash, kept)
-        self.n_z, self.n_w, self.t1, self.apply = int(n_z), int(n_w), float(t1), apply  # type: ignore[method-assign,assignment]
+        # the rule is `apply_rule`: an attribute named `apply` would hide the fast path Layer.apply
+        self.n_z, self.n_w, self.t1, self.apply_rule = int(n_z), int(n_w), float(t1), apply
         n_f, n_p = int(f.n_params), int(evolution.n_params)
         self._n_f, self._n_p = n_f, n_p
         self._w0_slice, self._p_slice = slice(0, n_f), slice(n_f, n_f + n_p)
@@ -500,4 +501,4 @@ class ANODEV2Block(Layer):
     def __repr__(self) -> str:
         sched = "" if self.schedule is None else f", schedule={self.schedule!r}"
         return (f"ANODEV2Block(n_z={self.n_z}, n_w={self.n_w}, t1={self.t1}, "
-                f"apply={self.apply!r}, evolution={self.evolution!r}{sched})")
+                f"apply={self.apply_rule!r}, evolution={self.evolution!r}{sched})")

@@ -7,19 +7,20 @@ References
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import get_array_module, real_dtype
+from ..backend import Array, get_array_module, real_dtype
 from ..errors import check_array, check_probability
 from ._checks import check_mode
-from .base import ParameterFree, linear_jvp_vjp
+from .base import ParameterFree, SecondOrderBars, linear_jvp_vjp
 
 __all__ = ["Dropout", "DropoutCache"]
 
 
-def _device_generator(rng, x) -> bool:
+def _device_generator(rng: Any, x: Array) -> bool:
     """True when ``rng`` is a generator of ``x``'s (non-NumPy) array module: CuPy's, or one
     whose module names itself (the device emulation's)."""
     if get_array_module(x) is np or not callable(getattr(rng, "random", None)):
@@ -61,18 +62,20 @@ class Dropout(ParameterFree):
 
     analytic = True
 
-    def __init__(self, p: float = 0.5, mode: str = "train"):
+    def __init__(self, p: float = 0.5, mode: str = "train") -> None:
         self.p = check_probability("p", p)
         self.mode = check_mode(mode)
 
     @property
-    def needs_rng(self) -> bool:
+    # read-only: derived from mode and p
+    def needs_rng(self) -> bool:  # type: ignore[override]
         return self.mode == "train" and self.p > 0
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         return tuple(input_shape)
 
-    def forward(self, params, x, rng=None, **context):
+    def forward(self, params: Array | None, x: Array, rng: Any = None,
+                **context: Any) -> tuple[Array, DropoutCache]:
         """``(x * mask, DropoutCache(mask))``; identity with ``mask=None`` in eval mode or p=0."""
         self._check_no_params(params)
         check_array("x", x)
@@ -82,9 +85,10 @@ class Dropout(ParameterFree):
                             f"device, e.g. cupy.random.default_rng(seed)) in mode='train' with "
                             f"p={self.p}, got {rng!r}; call forward(params, x, "
                             f"rng=np.random.default_rng(seed)), or use Dropout(p, mode='eval').")
-        return self.apply(params, x, rng=rng)
+        return self.apply(params, x, rng=rng)  # type: ignore[return-value]  # tape=True: a cache
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array | None, x: Array, t: Any = None, rng: Any = None,
+              tape: bool = True) -> tuple[Array, DropoutCache | None]:
         """Unchecked :meth:`forward` (the mask is drawn also with ``tape=False``: the output
         depends on it)."""
         if not self.needs_rng:
@@ -99,16 +103,19 @@ class Dropout(ParameterFree):
             mask = keep.astype(dtype) / dtype.type(scale)
         return x * mask, (DropoutCache(mask) if tape else None)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array | None, cache: DropoutCache, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         if cache.mask is not None:
             self._check_y_bar(y_bar, cache.mask)
         return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array | None, cache: DropoutCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked :meth:`vjp`."""
         return y_bar if cache.mask is None else y_bar * cache.mask
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array | None, cache: DropoutCache, x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode with the cached mask held fixed: ``y_dot = x_dot * mask``.
 
         Parameters
@@ -126,14 +133,19 @@ class Dropout(ParameterFree):
         if cache.mask is not None:
             self._check_tangents(x_dot, cache.mask.shape, params_dot)
         else:
-            self._check_tangents(x_dot, (None,) * getattr(x_dot, "ndim", 0), params_dot)
+            # None entries: any size along that axis (check_array accepts them)
+            self._check_tangents(x_dot, (None,) * getattr(x_dot, "ndim", 0),  # type: ignore[arg-type]
+                                 params_dot)
         return self.apply_jvp(params, cache, x_dot, params_dot)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array | None, cache: DropoutCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`."""
         return x_dot if cache.mask is None else x_dot * cache.mask
 
-    def jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def jvp_vjp(self, params: Array | None, cache: DropoutCache, x_dot: Array,
+                params_dot: Array | None, y_dot_bar: Array,
+                y_bar: Array | None = None) -> SecondOrderBars:
         """Second-order VJP with the cached mask held fixed (see :meth:`apply_jvp_vjp`).
 
         The checks of :meth:`jvp` (``x_dot`` of the mask's shape; any shape without a mask),
@@ -149,10 +161,14 @@ class Dropout(ParameterFree):
         if cache.mask is not None:
             self._check_tangents(x_dot, cache.mask.shape, params_dot)
         else:
-            self._check_tangents(x_dot, (None,) * getattr(x_dot, "ndim", 0), params_dot)
+            # None entries: any size along that axis (check_array accepts them)
+            self._check_tangents(x_dot, (None,) * getattr(x_dot, "ndim", 0),  # type: ignore[arg-type]
+                                 params_dot)
         return super().jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, y_bar)
 
-    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def apply_jvp_vjp(self, params: Array | None, cache: DropoutCache, x_dot: Array,
+                      params_dot: Array | None, y_dot_bar: Array,
+                      y_bar: Array | None = None) -> SecondOrderBars:
         """Unchecked second-order VJP. Given the mask, ``y = mask * x`` and ``y_dot = mask *
         x_dot`` are linear: no second derivative, ``x_dot_bar = mask * y_dot_bar`` and
         ``x_bar = mask * y_bar`` (zero without ``y_bar``); the identity (eval mode, ``p = 0``)

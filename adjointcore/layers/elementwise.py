@@ -7,11 +7,12 @@ the same input, e.g. ANODEV2's activation field ``tanh(z * w + z @ S)`` as
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import Array, get_array_module
 from ..errors import ShapeError, check_array, check_params, check_positive_int
 from ._checks import check_y_bar, out_dtype
 from .base import (
@@ -52,7 +53,7 @@ class Scale(Layer):
 
     analytic = True
 
-    def __init__(self, num_features: int, init_value: float = 1.0):
+    def __init__(self, num_features: int, init_value: float = 1.0) -> None:
         self.num_features = check_positive_int("num_features", num_features)
         if isinstance(init_value, bool) or not isinstance(init_value, (int, float)) \
                 or not np.isfinite(init_value):
@@ -61,48 +62,52 @@ class Scale(Layer):
         self._layout = param_layout(self.param_shapes)
 
     @property
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weight": (self.num_features,)}
 
-    def _init_views(self, rng, views):
+    def _init_views(self, rng: np.random.Generator, views: dict[str, Array]) -> None:
         views["weight"][...] = self.init_value
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         shape = tuple(input_shape)
         if len(shape) < 2 or shape[1] != self.num_features:
             raise ShapeError(f"{self!r} scales axis 1 of size {self.num_features}; got "
                              f"input_shape {shape}.")
         return shape
 
-    def _weight(self, params, ndim):
+    def _weight(self, params: Array, ndim: int) -> Array:
         return params.reshape((1, -1) + (1,) * (ndim - 2))
 
-    def forward(self, params, x, **context):
+    def forward(self, params: Array, x: Array, **context: Any) -> tuple[Array, ScaleCache]:
         """``(x * w, ScaleCache(x))``."""
         check_array("x", x, ndim=tuple(range(2, 9)), fix="Scale acts on (N, features, ...).")
         self.output_shape(x.shape)
         self.views(params)
-        return self.apply(params, x)
+        return self.apply(params, x)  # type: ignore[return-value]  # tape=True: a cache, never None
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, ScaleCache | None]:
         """Unchecked :meth:`forward`."""
         return x * self._weight(params, x.ndim), (ScaleCache(x) if tape else None)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array, cache: ScaleCache, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         """Returns ``(x_bar, params_bar or None)``."""
         self.views(params)
         check_y_bar(y_bar, cache.x.shape)
         return self._vjp_via_apply(params, cache, y_bar, need_params,
                                    out_dtype(y_bar, cache.x, params))
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: ScaleCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked :meth:`vjp`; ``w_bar`` is written into ``params_bar``."""
         if params_bar is not None:
             axes = (0,) + tuple(range(2, y_bar.ndim))
             params_bar[...] = (y_bar * cache.x).sum(axis=axes)
         return y_bar * self._weight(params, y_bar.ndim)
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array, cache: ScaleCache, x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode ``y_dot = x_dot * w + x * w_dot`` (``w`` on axis 1).
 
         Parameters
@@ -121,14 +126,17 @@ class Scale(Layer):
         self._check_tangents(x_dot, cache.x.shape, params_dot)
         return self.apply_jvp(params, cache, x_dot, params_dot)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: ScaleCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`."""
         y_dot = x_dot * self._weight(params, x_dot.ndim)
         if params_dot is None:
             return y_dot
         return tangent_sum(y_dot, cache.x * self._weight(params_dot, x_dot.ndim))
 
-    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def apply_jvp_vjp(self, params: Array, cache: ScaleCache, x_dot: Array,
+                      params_dot: Array | None, y_dot_bar: Array,
+                      y_bar: Array | None = None) -> SecondOrderBars:
         """Second-order VJP (unchecked :meth:`~adjointcore.layers.Layer.jvp_vjp`).
 
         ``y_dot = x_dot w + x w_dot``; with ``g = y_dot_bar`` and ``S`` the sum over every axis
@@ -186,14 +194,15 @@ class Parallel(_Composite):
     """
 
     _child_attr = "branches"
+    branches: tuple[Any, ...]    # the children (set by _set_children, named by _child_attr)
 
-    def __init__(self, *branches):
+    def __init__(self, *branches: Any) -> None:
         self._set_children(branches)
         if not self.branches:
             raise ValueError("Parallel needs at least one branch, e.g. "
                              "Parallel(Scale(n), Linear(n, n)).")
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         shapes = {tuple(b.output_shape(input_shape)) for b in self.branches
                   if hasattr(b, "output_shape")}
         if len(shapes) > 1:
@@ -201,7 +210,8 @@ class Parallel(_Composite):
                              f"{sorted(shapes)}; every branch must give the same shape.")
         return shapes.pop() if shapes else tuple(input_shape)
 
-    def forward(self, params, x, t=None, rng=None, **context):
+    def forward(self, params: Array, x: Array, t: Any = None, rng: Any = None,
+                **context: Any) -> tuple[Array, ParallelCache]:
         """``(sum of the branches' outputs, ParallelCache)``; checks each branch's output."""
         check_params("params", params, self.n_params, owner=self)
         y, caches = None, []
@@ -220,7 +230,8 @@ class Parallel(_Composite):
             caches.append(cache)
         return y, ParallelCache(tuple(caches))
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, ParallelCache | None]:
         """Unchecked :meth:`forward`."""
         y, caches = None, []
         for kernel, sl in zip(self._kernels, self._slices, strict=True):
@@ -229,7 +240,8 @@ class Parallel(_Composite):
             caches.append(cache)
         return y, (ParallelCache(tuple(caches)) if tape else None)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array, cache: ParallelCache, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         """Returns ``(x_bar, params_bar or None)``."""
         if not isinstance(cache, ParallelCache) or len(cache.branches) != len(self.branches):
             raise TypeError(f"`cache` must be the ParallelCache of {len(self.branches)} "
@@ -238,7 +250,8 @@ class Parallel(_Composite):
         return self._vjp_via_apply(params, cache, y_bar, need_params,
                                    out_dtype(y_bar, params))
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: ParallelCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked :meth:`vjp`; each branch writes into its slice of ``params_bar``."""
         x_bar = None
         for kernel, sl, c in zip(self._kernels, self._slices, cache.branches, strict=True):
@@ -247,7 +260,8 @@ class Parallel(_Composite):
             x_bar = xb if x_bar is None else x_bar + xb
         return x_bar
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array, cache: ParallelCache, x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode: the sum of the branches' tangents, branch ``i`` receiving its block of
         ``params_dot`` (None for a zero tangent).
 
@@ -279,7 +293,8 @@ class Parallel(_Composite):
             y_dot = out if y_dot is None else y_dot + out
         return y_dot
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: ParallelCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`."""
         y_dot = None
         for i, (kernel, sl, c) in enumerate(zip(self._kernels, self._slices, cache.branches,
@@ -289,7 +304,9 @@ class Parallel(_Composite):
             y_dot = out if y_dot is None else y_dot + out
         return y_dot
 
-    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def apply_jvp_vjp(self, params: Array, cache: ParallelCache, x_dot: Array,
+                      params_dot: Array | None, y_dot_bar: Array,
+                      y_bar: Array | None = None) -> SecondOrderBars:
         """Second-order VJP: every branch gets the same ``(y_bar, y_dot_bar)``; ``x_bar``,
         ``x_dot_bar`` and ``t_bar`` are the sums over the branches, the parameter cotangents
         their concatenation (``y = sum_i f_i(x)`` is linear in the branch outputs).

@@ -28,9 +28,12 @@ References
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from ..backend import get_array_module, real_dtype
+import numpy as np
+
+from ..backend import Array, get_array_module, real_dtype
 from ..errors import ShapeError, check_array, check_positive_int, check_probability
 from ._checks import check_flag, check_mode, finite_float, out_dtype
 from .base import Layer, SecondOrderBars, tangent_sum
@@ -57,10 +60,11 @@ class BatchNormCache(NamedTuple):
     inv_std: Any
     batch_mean: Any
     batch_var: Any
-    count: int
+    # the documented public field (read by tests/adjointcore/test_norm.py) shadows tuple.count
+    count: int  # type: ignore[assignment]
 
     @property
-    def unbiased_var(self):
+    def unbiased_var(self) -> Array:
         """Unbiased batch variance ``batch_var * count / (count - 1)`` (for running statistics)."""
         return self.batch_var * (self.count / (self.count - 1))
 
@@ -78,19 +82,19 @@ class GroupNormCache(NamedTuple):
 
 
 # -- shared kernels -------------------------------------------------------------------------------
-def _channel(v, ndim: int):
+def _channel(v: Array, ndim: int) -> Array:
     """Reshape a per-channel vector (C,) to broadcast against (N, C, ...) of rank ``ndim``."""
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def _normalise_vjp(g, xhat, inv_std, axes):
+def _normalise_vjp(g: Array, xhat: Array, inv_std: Array, axes: tuple[int, ...]) -> Array:
     """Cotangent of ``xhat = (x - mean) * inv_std`` over ``axes`` (``inv_std`` broadcastable)."""
     g_mean = g.mean(axis=axes, keepdims=True)
     gx_mean = (g * xhat).mean(axis=axes, keepdims=True)
     return inv_std * (g - g_mean - xhat * gx_mean)
 
 
-def _normalise_jvp(x_dot, xhat, inv_std, axes):
+def _normalise_jvp(x_dot: Array, xhat: Array, inv_std: Array, axes: tuple[int, ...]) -> Array:
     """Tangent of ``xhat = (x - mean) * inv_std`` over ``axes`` along ``x_dot``:
     ``inv_std * (u - xhat * mean(xhat * u))`` with ``u = x_dot - mean(x_dot)`` (the mean
     term is the derivative of the mean, the second one that of ``inv_std``)."""
@@ -98,7 +102,8 @@ def _normalise_jvp(x_dot, xhat, inv_std, axes):
     return inv_std * (u - xhat * (xhat * u).mean(axis=axes, keepdims=True))
 
 
-def _normalise_jvp_vjp(x_dot, G, K, xhat, inv_std, axes):
+def _normalise_jvp_vjp(x_dot: Array, G: Array, K: Array | None, xhat: Array, inv_std: Array,
+                       axes: tuple[int, ...]) -> tuple[Array, Array]:
     """Second-order VJP of ``xhat = (x - mean) * inv_std`` over ``axes``.
 
     Returns ``(x_bar, xhat_dot)``: ``xhat_dot`` (:func:`_normalise_jvp`, recomputed) and the
@@ -130,7 +135,8 @@ def _normalise_jvp_vjp(x_dot, G, K, xhat, inv_std, axes):
     return _normalise_vjp(k, xhat, inv_std, axes) - curvature * xhat, xhat_dot
 
 
-def _affine_jvp(xhat_dot, xhat, weight, params_dot):
+def _affine_jvp(xhat_dot: Array, xhat: Array, weight: Array | None,
+                params_dot: Array | None) -> Array:
     """Tangent of ``y = weight * xhat + bias`` (per channel, axis 1): ``weight * xhat_dot``
     plus ``weight_dot * xhat + bias_dot`` when ``params_dot`` (``[weight_dot, bias_dot]``)
     is given; ``xhat_dot`` itself without affine parameters."""
@@ -146,7 +152,8 @@ def _affine_jvp(xhat_dot, xhat, weight, params_dot):
     return tangent_sum(y_dot, term)
 
 
-def _affine_param_bar(y_bar, xhat, weight, axes, params_bar):
+def _affine_param_bar(y_bar: Array, xhat: Array, weight: Array | None, axes: tuple[int, ...],
+                      params_bar: Array | None) -> Array:
     """Cotangent ``g`` of ``xhat`` under ``y = weight * xhat + bias``; the cotangents of
     ``(weight, bias)`` are written into ``params_bar`` (when given and affine)."""
     if weight is None:
@@ -163,7 +170,7 @@ class _AffineNorm(Layer):
 
     analytic = True
 
-    def __init__(self, num_channels: int, eps: float, affine: bool):
+    def __init__(self, num_channels: int, eps: float, affine: bool) -> None:
         self._channels = num_channels
         self.eps = finite_float("eps", eps)
         if not self.eps > 0:
@@ -171,20 +178,20 @@ class _AffineNorm(Layer):
         self.affine = check_flag("affine", affine)
 
     @property
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         if not self.affine:
             return {}
         return {"weight": (self._channels,), "bias": (self._channels,)}
 
-    def _init_views(self, rng, views):
+    def _init_views(self, rng: np.random.Generator, views: dict[str, Array]) -> None:
         if self.affine:
             views["weight"][...] = 1.0
             views["bias"][...] = 0.0
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         return tuple(input_shape)
 
-    def _affine(self, params):
+    def _affine(self, params: Array | None) -> tuple[Array | None, Array | None]:
         """``(weight, bias)`` views, or ``(None, None)`` without affine parameters."""
         if not self.affine:
             self._check_no_params(params)
@@ -192,7 +199,7 @@ class _AffineNorm(Layer):
         v = self.views(params)
         return v["weight"], v["bias"]
 
-    def _check_input(self, x, ndim):
+    def _check_input(self, x: Array, ndim: int | Sequence[int]) -> Any:
         check_array("x", x, ndim=ndim, fix="Layout is (N, C) or (N, C, H, W).")
         if x.shape[1] != self._channels:
             raise ShapeError(f"`x` has {x.shape[1]} channels (axis 1, shape {tuple(x.shape)}), "
@@ -200,19 +207,20 @@ class _AffineNorm(Layer):
                              f"count or the input layout (channels on axis 1).")
         return get_array_module(x)
 
-    def _apply_affine(self, xhat, weight, bias):
+    def _apply_affine(self, xhat: Array, weight: Array | None, bias: Array | None) -> Array:
         if weight is None:
             return xhat
         return xhat * _channel(weight, xhat.ndim) + _channel(bias, xhat.ndim)
 
-    def _affine_unchecked(self, params):
+    def _affine_unchecked(self, params: Array) -> tuple[Array | None, Array | None]:
         """``(weight, bias)`` slices of ``params``, or ``(None, None)`` (no checks)."""
         if not self.affine:
             return None, None
         c = self._channels
         return params[:c], params[c:2 * c]
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array, cache: Any, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         """Returns ``(x_bar, params_bar)``: the checks, then :meth:`apply_vjp`."""
         self._affine(params)
         self._check_y_bar(y_bar, cache.xhat)
@@ -224,7 +232,8 @@ class _AffineNorm(Layer):
         return self._vjp_via_apply(params, cache, y_bar, True,
                                    get_array_module(y_bar).result_type(y_bar, cache.xhat))
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array, cache: Any, x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode from the cached ``xhat`` and ``inv_std`` (see the module notes).
 
         Parameters
@@ -245,7 +254,8 @@ class _AffineNorm(Layer):
         self._check_tangents(x_dot, cache.xhat.shape, params_dot)
         return self.apply_jvp(params, cache, x_dot, params_dot)
 
-    def jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def jvp_vjp(self, params: Array | None, cache: Any, x_dot: Array, params_dot: Array | None,
+                y_dot_bar: Array, y_bar: Array | None = None) -> SecondOrderBars:
         """Second-order VJP (see :meth:`apply_jvp_vjp`): the checks of :meth:`jvp` (``params``,
         ``x_dot`` of the cached input's shape, ``params_dot``), then those of
         :meth:`Layer.jvp_vjp <adjointcore.layers.Layer.jvp_vjp>` (``y_dot_bar``, ``y_bar``).
@@ -259,7 +269,9 @@ class _AffineNorm(Layer):
         self._check_tangents(x_dot, cache.xhat.shape, params_dot)
         return super().jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, y_bar)
 
-    def apply_jvp_vjp(self, params, cache, x_dot, params_dot, y_dot_bar, y_bar=None):
+    def apply_jvp_vjp(self, params: Array | None, cache: Any, x_dot: Array,
+                      params_dot: Array | None, y_dot_bar: Array,
+                      y_bar: Array | None = None) -> SecondOrderBars:
         """Second-order VJP (unchecked :meth:`~adjointcore.layers.Layer.jvp_vjp`).
 
         ``y_dot = w xhat_dot + w_dot xhat + b_dot`` (``w``, ``b`` per channel; ``xhat_dot`` as
@@ -311,7 +323,8 @@ class _AffineNorm(Layer):
                 K = yw if K is None else K + yw
         else:
             G, K = g, y_bar
-        x_bar, xhat_dot = self._normalise_second(cache, x_dot, G, K)
+        # every concrete subclass (BatchNorm, GroupNorm) defines _normalise_second
+        x_bar, xhat_dot = self._normalise_second(cache, x_dot, G, K)  # type: ignore[attr-defined]
         params_bar = xp.zeros(self.n_params, dtype=dtype)
         if affine:
             axes = (0,) + tuple(range(2, nd))
@@ -347,8 +360,8 @@ class BatchNorm(_AffineNorm):
     Running statistics are updated outside the layer by :func:`update_running_stats`.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, mode: str = "train", running=None,
-                 affine: bool = True):
+    def __init__(self, num_features: int, eps: float = 1e-5, mode: str = "train",
+                 running: Sequence[Array] | None = None, affine: bool = True) -> None:
         super().__init__(check_positive_int("num_features", num_features), eps, affine)
         self.num_features = self._channels
         self.mode = check_mode(mode)
@@ -360,7 +373,7 @@ class BatchNorm(_AffineNorm):
                              "evaluation layer with layer.to_eval(running).")
         self.running = None if running is None else self._check_running(running)
 
-    def _check_running(self, running):
+    def _check_running(self, running: Any) -> tuple[Array, Array]:
         if not isinstance(running, (tuple, list)) or len(running) != 2:
             raise TypeError(f"`running` must be a (mean, var) pair of arrays of shape "
                             f"({self.num_features},), got {type(running).__name__}.")
@@ -375,11 +388,11 @@ class BatchNorm(_AffineNorm):
                              f"pass variances, not standard deviations or log-variances.")
         return (mean, var)
 
-    def to_eval(self, running) -> "BatchNorm":
+    def to_eval(self, running: Sequence[Array]) -> "BatchNorm":
         """A new eval-mode BatchNorm with the same configuration and statistics ``running``."""
         return BatchNorm(self.num_features, self.eps, "eval", running, self.affine)
 
-    def forward(self, params, x, **context):
+    def forward(self, params: Array, x: Array, **context: Any) -> tuple[Array, Any]:
         """Normalise ``x``; returns ``(y, BatchNormCache)`` (train) or ``BatchNormEvalCache``."""
         self._check_input(x, (2, 3, 4))
         self._affine(params)
@@ -390,22 +403,25 @@ class BatchNorm(_AffineNorm):
                              f"mode='eval').")
         return self.apply(params, x)
 
-    def _affine_unchecked(self, params):
+    def _affine_unchecked(self, params: Array) -> tuple[Array | None, Array | None]:
         """``(weight, bias)`` slices of ``params``, or ``(None, None)`` (no checks)."""
         if not self.affine:
             return None, None
         c = self.num_features
         return params[:c], params[c:2 * c]
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, Any | None]:
         """Unchecked :meth:`forward` (``tape=False``: no cache)."""
         xp = get_array_module(x)
         weight, bias = self._affine_unchecked(params)
         axes = (0,) + tuple(range(2, x.ndim))
         if self.mode == "eval":
             rdt = real_dtype(x.dtype)
-            mean = xp.asarray(self.running[0], dtype=rdt)
-            inv_std = 1 / xp.sqrt(xp.asarray(self.running[1], dtype=rdt) + self.eps)
+            # eval mode: __init__ requires `running`, so it is not None here
+            mean = xp.asarray(self.running[0], dtype=rdt)  # type: ignore[index]
+            inv_std = 1 / xp.sqrt(xp.asarray(self.running[1], dtype=rdt)  # type: ignore[index]
+                                  + self.eps)
             xhat = (x - _channel(mean, x.ndim)) * _channel(inv_std, x.ndim)
             y = self._apply_affine(xhat, weight, bias)
             return y, (BatchNormEvalCache(xhat, inv_std) if tape else None)
@@ -418,7 +434,8 @@ class BatchNorm(_AffineNorm):
         y = self._apply_affine(xhat, weight, bias)
         return y, (BatchNormCache(xhat, inv_std, mean, var, count) if tape else None)
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: BatchNormCache | BatchNormEvalCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked :meth:`vjp`; the affine cotangent is written into ``params_bar``."""
         weight, _ = self._affine_unchecked(params)
         axes = (0,) + tuple(range(2, y_bar.ndim))
@@ -428,7 +445,8 @@ class BatchNorm(_AffineNorm):
             return g * inv_std
         return _normalise_vjp(g, cache.xhat, inv_std, axes)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: BatchNormCache | BatchNormEvalCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp` (eval mode: ``xhat_dot = x_dot * inv_std``)."""
         weight, _ = self._affine_unchecked(params)
         inv_std = _channel(cache.inv_std, x_dot.ndim)
@@ -439,7 +457,8 @@ class BatchNorm(_AffineNorm):
                                       (0,) + tuple(range(2, x_dot.ndim)))
         return _affine_jvp(xhat_dot, cache.xhat, weight, params_dot)
 
-    def _normalise_second(self, cache, x_dot, G, K):
+    def _normalise_second(self, cache: BatchNormCache | BatchNormEvalCache, x_dot: Array,
+                          G: Array, K: Array | None) -> tuple[Array, Array]:
         """``(x_bar, xhat_dot)`` of :func:`_normalise_jvp_vjp` over the batch (and spatial)
         axes; eval mode (``xhat`` affine in ``x``): ``(inv_std K, inv_std x_dot)``, no
         second derivative."""
@@ -456,7 +475,8 @@ class BatchNorm(_AffineNorm):
                 f"affine={self.affine})")
 
 
-def update_running_stats(running, cache: BatchNormCache, momentum: float = 0.1):
+def update_running_stats(running: Sequence[Array] | None, cache: BatchNormCache,
+                         momentum: float = 0.1) -> tuple[Array, Array]:
     """New running statistics after one train-mode BatchNorm forward (pure).
 
     ``mean <- (1 - momentum) * mean + momentum * batch_mean`` and likewise for the variance with
@@ -509,7 +529,7 @@ class GroupNorm(_AffineNorm):
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
-                 affine: bool = True):
+                 affine: bool = True) -> None:
         num_groups = check_positive_int("num_groups", num_groups)
         num_channels = check_positive_int("num_channels", num_channels)
         if num_channels % num_groups:
@@ -519,16 +539,17 @@ class GroupNorm(_AffineNorm):
         super().__init__(num_channels, eps, affine)
         self.num_groups, self.num_channels = num_groups, num_channels
 
-    def _grouped(self, a):
+    def _grouped(self, a: Array) -> Array:
         return a.reshape((a.shape[0], self.num_groups, -1) + tuple(a.shape[2:]))
 
-    def forward(self, params, x, **context):
+    def forward(self, params: Array, x: Array, **context: Any) -> tuple[Array, GroupNormCache]:
         """Normalise each (sample, group); returns ``(y, GroupNormCache)``."""
         self._check_input(x, tuple(range(2, 9)))
         self._affine(params)
-        return self.apply(params, x)
+        return self.apply(params, x)  # type: ignore[return-value]  # tape=True: a cache, never None
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array, x: Array, t: Any = None, rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, GroupNormCache | None]:
         """Unchecked :meth:`forward` (``tape=False``: no cache)."""
         xp = get_array_module(x)
         weight, bias = self._affine_unchecked(params)
@@ -540,7 +561,8 @@ class GroupNorm(_AffineNorm):
         y = self._apply_affine(xhat, weight, bias)
         return y, (GroupNormCache(xhat, inv_std) if tape else None)
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array, cache: GroupNormCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked :meth:`vjp`; the affine cotangent is written into ``params_bar``."""
         weight, _ = self._affine_unchecked(params)
         channel_axes = (0,) + tuple(range(2, y_bar.ndim))
@@ -549,14 +571,16 @@ class GroupNorm(_AffineNorm):
         x_bar = _normalise_vjp(gg, xh, cache.inv_std, tuple(range(2, gg.ndim)))
         return x_bar.reshape(y_bar.shape)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array, cache: GroupNormCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`."""
         weight, _ = self._affine_unchecked(params)
         xd, xh = self._grouped(x_dot), self._grouped(cache.xhat)
         xhat_dot = _normalise_jvp(xd, xh, cache.inv_std, tuple(range(2, xd.ndim)))
         return _affine_jvp(xhat_dot.reshape(x_dot.shape), cache.xhat, weight, params_dot)
 
-    def _normalise_second(self, cache, x_dot, G, K):
+    def _normalise_second(self, cache: GroupNormCache, x_dot: Array, G: Array,
+                          K: Array | None) -> tuple[Array, Array]:
         """``(x_bar, xhat_dot)`` of :func:`_normalise_jvp_vjp` per (sample, group)."""
         grouped = self._grouped
         xd = grouped(x_dot)

@@ -14,11 +14,12 @@ second-derivative term: ``x_bar = J^T y_bar``, ``x_dot_bar = J^T y_dot_bar``
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import Array, get_array_module
 from ..errors import ShapeError, check_array
 from ._checks import check_y_bar
 from ._im2col import (
@@ -54,7 +55,8 @@ class ShapeCache(NamedTuple):
 class _Pool2d(LinearSecondOrder, ParameterFree):
     """Shared configuration and checks of the windowed pools."""
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size: int | Sequence[int], stride: int | Sequence[int] | None = None,
+                 padding: int | Sequence[int] = 0) -> None:
         geom = make_geometry(kernel_size, kernel_size if stride is None else stride, padding)
         (kh, kw), _, (ph, pw) = geom
         if ph > kh // 2 or pw > kw // 2:
@@ -67,32 +69,34 @@ class _Pool2d(LinearSecondOrder, ParameterFree):
     def _geometry(self) -> Geometry:
         return Geometry(self.kernel_size, self.stride, self.padding)
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         shape = tuple(input_shape)
         if len(shape) != 4:
             raise ShapeError(f"{self!r} takes (N, C, H, W) images; got input_shape {shape}.")
         return shape[:2] + output_hw(self._geometry, shape[2:], repr(self))
 
-    def _check_input(self, params, x):
+    def _check_input(self, params: Array | None, x: Array) -> tuple[int, int]:
         self._check_no_params(params)
         check_array("x", x, ndim=4, allow_complex=self.analytic,
                     fix=f"{type(self).__name__} takes NCHW images (N, C, H, W).")
         return output_hw(self._geometry, x.shape[2:], repr(self))
 
-    def _check_cotangent(self, y_bar, x_shape):
+    def _check_cotangent(self, y_bar: Array, x_shape: Sequence[int]) -> Array:
         return check_y_bar(y_bar, self.output_shape(x_shape))
 
-    def forward(self, params, x, **context):
+    def forward(self, params: Array | None, x: Array, **context: Any) -> tuple[Array, Any]:
         """Returns ``(y (N, C, Ho, Wo), cache)``: the checks, then :meth:`apply`."""
         self._check_input(params, x)
         return self.apply(params, x)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array | None, cache: Any, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         """Returns ``(x_bar (N, C, H, W), empty params_bar or None)``."""
         self._check_cotangent(y_bar, cache.x_shape)
         return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array | None, cache: Any, x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode; returns ``y_dot (N, C, Ho, Wo)`` for ``x_dot (N, C, H, W)``."""
         self._check_no_params(params)
         self._check_tangents(x_dot, cache.x_shape, params_dot)
@@ -123,7 +127,9 @@ class MaxPool2d(_Pool2d):
 
     analytic = False
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array | None, x: Array, t: Any = None,
+              rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, MaxPoolCache | None]:
         """Unchecked forward: ``(y (N, C, Ho, Wo), MaxPoolCache)`` (no cache with
         ``tape=False``)."""
         out_hw = window_counts(self._geometry, x.shape[2:])
@@ -136,7 +142,8 @@ class MaxPool2d(_Pool2d):
         argmax = flat.argmax(axis=2).astype(np.min_scalar_type(kh * kw - 1))
         return flat.max(axis=2), MaxPoolCache(argmax, tuple(x.shape))
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array | None, cache: MaxPoolCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked VJP: ``y_bar`` routed to each window's maximum."""
         xp = get_array_module(y_bar)
         (kh, kw), (sh, sw), padding = self._geometry
@@ -153,7 +160,8 @@ class MaxPool2d(_Pool2d):
             x_bar = xp.ascontiguousarray(x_bar)
         return x_bar
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array | None, cache: MaxPoolCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked JVP: each window's ``x_dot`` at the cached position of its maximum."""
         xp = get_array_module(x_dot)
         n, c = cache.x_shape[:2]
@@ -173,7 +181,9 @@ class AvgPool2d(_Pool2d):
 
     analytic = True
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array | None, x: Array, t: Any = None,
+              rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, ShapeCache]:
         """Unchecked forward: ``(y (N, C, Ho, Wo), ShapeCache)``."""
         out_hw = window_counts(self._geometry, x.shape[2:])
         xp = get_array_module(x)
@@ -186,7 +196,8 @@ class AvgPool2d(_Pool2d):
         y *= 1.0 / (kh * kw)
         return y, ShapeCache(tuple(x.shape))
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array | None, cache: ShapeCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked VJP: each window's share spread back over it."""
         xp = get_array_module(y_bar)
         kh, kw = self.kernel_size
@@ -199,7 +210,8 @@ class AvgPool2d(_Pool2d):
             x_bar = xp.ascontiguousarray(x_bar)
         return x_bar
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array | None, cache: ShapeCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked JVP: the layer is linear, so the window means of ``x_dot``."""
         return self.apply(params, x_dot, tape=False)[0]
 
@@ -209,38 +221,45 @@ class GlobalAvgPool2d(LinearSecondOrder, ParameterFree):
 
     analytic = True
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         shape = tuple(input_shape)
         if len(shape) != 4:
             raise ShapeError(f"{self!r} takes (N, C, H, W) images; got input_shape {shape}.")
         return shape[:2]
 
-    def forward(self, params, x, **context):
+    def forward(self, params: Array | None, x: Array,
+                **context: Any) -> tuple[Array, ShapeCache]:
         """Returns ``(y (N, C), ShapeCache)``."""
         self._check_no_params(params)
         check_array("x", x, ndim=4, fix="GlobalAvgPool2d takes NCHW images (N, C, H, W).")
         return self.apply(params, x)
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array | None, x: Array, t: Any = None,
+              rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, ShapeCache]:
         """Unchecked forward: ``(y (N, C), ShapeCache)``."""
         return x.mean(axis=(2, 3)), ShapeCache(tuple(x.shape))
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array | None, cache: ShapeCache, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         """Returns ``(x_bar (N, C, H, W), empty params_bar or None)``."""
         check_y_bar(y_bar, cache.x_shape[:2])
         return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array | None, cache: ShapeCache, x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode: ``y_dot (N, C)`` is the spatial mean of ``x_dot (N, C, H, W)``."""
         self._check_no_params(params)
         self._check_tangents(x_dot, cache.x_shape, params_dot)
         return self.apply_jvp(params, cache, x_dot, params_dot)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array | None, cache: ShapeCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`."""
         return x_dot.mean(axis=(2, 3))
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array | None, cache: ShapeCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked VJP: the mean's cotangent spread evenly."""
         n, c, h, w = cache.x_shape
         xp = get_array_module(y_bar)

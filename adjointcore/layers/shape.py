@@ -18,9 +18,13 @@ References
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import prod
+from typing import Any
 
-from ..backend import get_array_module
+import numpy as np
+
+from ..backend import Array, get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._checks import check_y_bar
 from .base import LinearSecondOrder, ParameterFree
@@ -32,34 +36,41 @@ __all__ = ["Flatten", "Reshape", "ChannelPad", "ChannelUnpad"]
 class _ShapeLayer(LinearSecondOrder, ParameterFree):
     analytic = True
 
-    def _check_input(self, params, x):
+    def _check_input(self, params: Array | None, x: Array) -> Array:
         self._check_no_params(params)
         return check_array("x", x, ndim=tuple(range(2, 33)),
                            fix=f"{type(self).__name__} acts on batches (N, ...); add a batch "
                                f"axis with x[None].")
 
-    def _check_input_shape(self, input_shape) -> tuple:
+    def _check_input_shape(self, input_shape: Sequence[int]) -> tuple:
         shape = tuple(input_shape)
         if len(shape) < 2:
             raise ShapeError(f"{self!r} acts on batches (N, ...); got input_shape {shape}.")
         return shape
 
-    def forward(self, params, x, **context):
+    def forward(self, params: Array | None, x: Array,
+                **context: Any) -> tuple[Array, ShapeCache]:
         """Returns ``(y, ShapeCache)``; see the class for the shapes."""
         self._check_input(params, x)
-        self.output_shape(x.shape)          # rejects impossible shapes with a ShapeError
+        # rejects impossible shapes with a ShapeError (every concrete subclass defines it)
+        self.output_shape(x.shape)  # type: ignore[attr-defined]
         return self.apply(params, x)
 
-    def vjp(self, params, cache, y_bar, need_params=True):
+    def vjp(self, params: Array | None, cache: ShapeCache, y_bar: Array,
+            need_params: bool = True) -> tuple[Array, Array | None]:
         """Returns ``(x_bar (shape of x), empty params_bar or None)``."""
-        check_y_bar(y_bar, self.output_shape(cache.x_shape))
+        # every concrete subclass defines output_shape
+        check_y_bar(y_bar, self.output_shape(cache.x_shape))  # type: ignore[attr-defined]
         return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
 
-    def apply_vjp(self, params, cache, y_bar, params_bar=None):
+    def apply_vjp(self, params: Array | None, cache: ShapeCache, y_bar: Array,
+                  params_bar: Array | None = None) -> Array:
         """Unchecked :meth:`vjp` (no parameters)."""
-        return self._backward(y_bar, cache.x_shape)
+        # every concrete subclass defines _backward
+        return self._backward(y_bar, cache.x_shape)  # type: ignore[attr-defined]
 
-    def jvp(self, params, cache, x_dot, params_dot=None):
+    def jvp(self, params: Array | None, cache: ShapeCache, x_dot: Array,
+            params_dot: Array | None = None) -> Array:
         """Forward mode: the layer is linear, so ``y_dot`` is the layer applied to ``x_dot``.
 
         Parameters
@@ -78,7 +89,8 @@ class _ShapeLayer(LinearSecondOrder, ParameterFree):
         self._check_tangents(x_dot, cache.x_shape, params_dot)
         return self.apply_jvp(params, cache, x_dot, params_dot)
 
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+    def apply_jvp(self, params: Array | None, cache: ShapeCache, x_dot: Array,
+                  params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`."""
         return self.apply(params, x_dot, tape=False)[0]
 
@@ -86,15 +98,17 @@ class _ShapeLayer(LinearSecondOrder, ParameterFree):
 class Flatten(_ShapeLayer):
     """``(N, d1, d2, ...) -> (N, d1*d2*...)``."""
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         shape = self._check_input_shape(input_shape)
         return shape[0], prod(shape[1:])
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array | None, x: Array, t: Any = None,
+              rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, ShapeCache]:
         """Unchecked forward: ``(y (N, prod(x.shape[1:])), ShapeCache)``."""
         return x.reshape(x.shape[0], -1), ShapeCache(tuple(x.shape))
 
-    def _backward(self, y_bar, x_shape):
+    def _backward(self, y_bar: Array, x_shape: Sequence[int]) -> Array:
         return y_bar.reshape(x_shape)
 
 
@@ -107,7 +121,7 @@ class Reshape(_ShapeLayer):
         Per-sample target shape (batch axis excluded); at most one entry may be ``-1``.
     """
 
-    def __init__(self, shape):
+    def __init__(self, shape: int | tuple[int, ...] | list[int]) -> None:
         dims = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
         ok = all(isinstance(d, int) and not isinstance(d, bool) and (d >= 1 or d == -1)
                  for d in dims)
@@ -117,7 +131,7 @@ class Reshape(_ShapeLayer):
                              f"{shape!r}.")
         self.shape = dims
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         shape = self._check_input_shape(input_shape)
         size = prod(shape[1:])
         known = prod(d for d in self.shape if d != -1)
@@ -130,18 +144,20 @@ class Reshape(_ShapeLayer):
                              f"({size} values) to {self.shape}; the sizes must match.")
         return (shape[0],) + target
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array | None, x: Array, t: Any = None,
+              rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, ShapeCache]:
         """Unchecked forward: ``(y (N, *shape), ShapeCache)``."""
         return x.reshape((x.shape[0],) + self.shape), ShapeCache(tuple(x.shape))
 
-    def _backward(self, y_bar, x_shape):
+    def _backward(self, y_bar: Array, x_shape: Sequence[int]) -> Array:
         return y_bar.reshape(x_shape)
 
 
 class _ChannelLayer(_ShapeLayer):
     """Adds or drops ``extra`` channels on axis 1."""
 
-    def __init__(self, extra: int):
+    def __init__(self, extra: int) -> None:
         self.extra = check_positive_int("extra", extra, minimum=0)
 
 
@@ -156,11 +172,13 @@ class ChannelPad(_ChannelLayer):
     extra : int, >= 0
     """
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         shape = self._check_input_shape(input_shape)
         return (shape[0], shape[1] + self.extra) + shape[2:]
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array | None, x: Array, t: Any = None,
+              rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, ShapeCache]:
         """Unchecked forward: ``(y (N, C + extra, ...), ShapeCache)``."""
         xp = get_array_module(x)
         shape = tuple(x.shape)
@@ -168,7 +186,7 @@ class ChannelPad(_ChannelLayer):
         y[:, :shape[1]] = x
         return y, ShapeCache(shape)
 
-    def _backward(self, y_bar, x_shape):
+    def _backward(self, y_bar: Array, x_shape: Sequence[int]) -> Array:
         return y_bar[:, :x_shape[1]].copy()
 
 
@@ -182,18 +200,20 @@ class ChannelUnpad(_ChannelLayer):
     extra : int, >= 0
     """
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: Sequence[int]) -> tuple:
         shape = self._check_input_shape(input_shape)
         if shape[1] <= self.extra:
             raise ShapeError(f"{self!r} needs more than {self.extra} channels on axis 1, got "
                              f"input_shape {shape}; lower `extra`.")
         return (shape[0], shape[1] - self.extra) + shape[2:]
 
-    def apply(self, params, x, t=None, rng=None, tape=True):
+    def apply(self, params: Array | None, x: Array, t: Any = None,
+              rng: np.random.Generator | None = None,
+              tape: bool = True) -> tuple[Array, ShapeCache]:
         """Unchecked forward: ``(y (N, C - extra, ...), ShapeCache)``."""
         return x[:, :x.shape[1] - self.extra].copy(), ShapeCache(tuple(x.shape))
 
-    def _backward(self, y_bar, x_shape):
+    def _backward(self, y_bar: Array, x_shape: Sequence[int]) -> Array:
         xp = get_array_module(y_bar)
         x_bar = xp.zeros(x_shape, dtype=y_bar.dtype)
         x_bar[:, :y_bar.shape[1]] = y_bar

@@ -11,6 +11,7 @@ from adjointcore.checkpointing import Revolve, StoreAll, Uniform, run_adjoint
 from adjointcore.errors import ParameterError, ShapeError
 from adjointcore.gradcheck import central_difference, check_layer, relative_error, taylor_test
 from adjointcore.layers import ConcatConv2d, Conv2d, Flatten, Linear, Sequential, Tanh
+from adjointcore.layers.base import ProtocolKernel, layer_kernel
 from nets._rda import rda_step
 from nets.anodev2 import ANODEV2Block, ANODEV2Cache, LayerEvolution, RDAEvolution, apply_indices
 
@@ -218,6 +219,39 @@ def test_block_composes_in_sequential_and_passes_check_layer(number):
     np.testing.assert_array_equal(caches[0].zs[0], z0)
     report = check_layer(net, x=z0, params=params, seed=number, tol=CHECK_TOL)
     assert report.passed, str(report)
+
+
+@pytest.mark.parametrize("apply", ["euler", "endpoints"])
+def test_fast_path_apply_is_forward_and_used_in_sequential(apply):
+    """The rule is stored as ``apply_rule``, so ``Layer.apply`` (the fast path) is not hidden:
+    ``block.apply`` is bitwise ``block.forward``, and composites call the block itself, not a
+    ``ProtocolKernel`` wrapper."""
+    rng, f, evo, z0, w0, p = _problem(16)
+    block = ANODEV2Block(f, evo, n_z=2, n_w=4, apply=apply)
+    assert block.apply_rule == apply and callable(block.apply)
+    assert f"apply={apply!r}" in repr(block)
+    params = np.concatenate([w0, p])
+    y, cache = block.forward(params, z0)
+    y_fast, cache_fast = block.apply(params, z0)
+    np.testing.assert_array_equal(y_fast, y)
+    for a, b in zip(cache_fast.zs + cache_fast.thetas + (cache_fast.w_final,),
+                    cache.zs + cache.thetas + (cache.w_final,), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # t=, rng=, tape= of the fast-path signature are accepted
+    np.testing.assert_array_equal(block.apply(params, z0, 0.5, None, False)[0], y)
+
+    assert layer_kernel(block) is block
+    net = Sequential(block, Flatten(), Linear(2 * 16, 3))
+    assert net._kernels[0] is block and not isinstance(net._kernels[0], ProtocolKernel)
+    net_params = net.init(np.random.default_rng(1))
+    y_net, caches = net.forward(net_params, z0)
+    y_net_fast, caches_fast = net.apply(net_params, z0)
+    np.testing.assert_array_equal(y_net_fast, y_net)
+    y_bar = rng.standard_normal(y_net.shape)
+    x_bar, params_bar = net.vjp(net_params, caches, y_bar)
+    fast_bar = np.empty_like(params_bar)
+    np.testing.assert_array_equal(net.apply_vjp(net_params, caches_fast, y_bar, fast_bar), x_bar)
+    np.testing.assert_array_equal(fast_bar, params_bar)
 
 
 class _ScaledPBarEvolution(RDAEvolution):
