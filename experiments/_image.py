@@ -57,9 +57,18 @@ field VJPs, training time and evaluation time. A checkpoint every 50 optimiser s
 (``--checkpoint-every``) and after every epoch holds everything needed to continue bitwise:
 parameters, best parameters, Adam's state, the generator's state, the epoch's permutation,
 position, running sums and the early-stopping state.
+
+Hooks for other image experiments (the thesis' runs use none of them): :func:`train` takes a
+per-epoch ``models(epoch) -> (training model, evaluation model)`` (NODE-EW's switch from
+Euler backpropagation to the adjoint; stochastic depth's random training network beside its
+expectation-mode evaluation network), passes the loop's checkpointed generator to a training
+model that ``needs_rng``, and appends a ``record(loop)`` hook's per-epoch values to the
+history. :func:`image_config` takes the experiment's model names, its own checks and no
+ablations; :func:`trained_run` is the whole claim / train / test sequence of such a run.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Callable, NamedTuple, Optional
@@ -97,8 +106,8 @@ __all__ = ["SIMPLE_MODELS", "COMPLEX_MODELS", "MODELS", "ODE_MODELS", "THESIS_TA
            "SpatialPad", "SpatialCrop", "build_model", "simple_formula", "param_counts",
            "count_table", "split_ablations", "check_model_config", "load_data", "load_test",
            "data_info", "evaluate", "make_optimizer", "learning_rate", "Loop", "fresh", "restored",
-           "train",
-           "final_checkpoint", "metrics", "HIST_KEYS", "UNITS", "image_size"]
+           "train", "final_checkpoint", "metrics", "HIST_KEYS", "UNITS", "image_size",
+           "image_config", "Trained", "summary", "trained_run", "plot_curves"]
 
 SIMPLE_MODELS = ("odenet", "resnet_small", "resnet_large")
 COMPLEX_MODELS = ("complex_odenet", "complex_resnet")
@@ -357,10 +366,13 @@ ABLATIONS = {"activation": ("relu", ("relu", "tanh", "softplus")),
              "pre_activation": ("none", ("none", "relu", "tanh", "softplus"))}
 
 
-def image_config(name, modes, quick: bool, seed: int, overrides: Optional[dict]) -> dict:
+def image_config(name, modes, quick: bool, seed: int, overrides: Optional[dict], *,
+                 models=MODELS, ablations: bool = True, check: Optional[Callable] = None,
+                 hint: str = "") -> dict:
     """A run's configuration: ``modes = (full, quick, common)`` defaults, the seed and mode,
-    ``--set`` overrides (checked by :func:`durable.apply_overrides`) and ablation settings,
-    with the model settings checked (:func:`check_model_config`).
+    ``--set`` overrides (checked by :func:`durable.apply_overrides`) and ablation settings
+    (``ablations=False``: none, so their keys are unknown settings), with the model settings
+    checked (:func:`check_model_config`; ``models``, ``check`` and ``hint`` go there).
 
     Raises
     ------
@@ -370,9 +382,9 @@ def image_config(name, modes, quick: bool, seed: int, overrides: Optional[dict])
     full, quick_defaults, common = modes
     base = {**(quick_defaults if quick else full), **common, "seed": int(seed),
             "quick": bool(quick)}
-    overrides, ablations = split_ablations(name, overrides)
-    return check_model_config(name, {**durable.apply_overrides(name, base, overrides),
-                                     **ablations})
+    overrides, extra = split_ablations(name, overrides) if ablations else (overrides, {})
+    return check_model_config(name, {**durable.apply_overrides(name, base, overrides), **extra},
+                              models=models, check=check, hint=hint)
 
 
 def split_ablations(name: str, overrides: Optional[dict]) -> tuple:
@@ -399,8 +411,8 @@ _POSITIVE = ("width", "groups", "blocks_large", "pool", "downsample", "epochs", 
              "batch", "n_val", "eval_batch")
 
 
-def check_model_config(name: str, cfg: dict) -> dict:
-    """Raise :class:`experiments.durable.ConfigError` naming the bad settings."""
+def _bad_settings(cfg: dict, models) -> list:
+    """Names of the generic settings of ``cfg`` out of range (absent keys are not checked)."""
     bad = [k for k in _POSITIVE if k in cfg and (not isinstance(cfg[k], int) or cfg[k] < 1)]
     if cfg.get("augment", 0) < 0:
         bad.append("augment")
@@ -408,11 +420,9 @@ def check_model_config(name: str, cfg: dict) -> dict:
         v = cfg.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             bad.append(key)
-    if cfg["model"] not in MODELS:
+    if cfg["model"] not in models:
         bad.append("model")
-    for key in ("lr", "rtol", "atol", "t1"):
-        if cfg[key] <= 0:
-            bad.append(key)
+    bad += [k for k in ("lr", "rtol", "atol", "t1") if k in cfg and cfg[k] <= 0]
     if cfg.get("weight_decay", 0.0) < 0:
         bad.append("weight_decay")
     if cfg.get("lr_schedule", "constant") not in ("constant", "cosine"):
@@ -421,26 +431,37 @@ def check_model_config(name: str, cfg: dict) -> dict:
         bad.append("dataset")
     if cfg["dtype"] not in ("float32", "float64"):
         bad.append("dtype")
-    if cfg["gradient"] not in ("discrete", "backsolve", "interpolated"):
+    if cfg.get("gradient", "discrete") not in ("discrete", "backsolve", "interpolated"):
         bad.append("gradient")
-    widths = cfg.get("complex_widths")
+    widths = cfg.get("complex_widths", [2, 2, 2])
     if not (isinstance(widths, list) and len(widths) == 3 and all(
             isinstance(c, int) and c >= 2 for c in widths) and widths == sorted(widths)):
         bad.append("complex_widths")
     if not bad:
-        if 28 % cfg["downsample"] or image_size(cfg) % cfg["pool"]:
+        if 28 % cfg.get("downsample", 1) or image_size(cfg) % cfg.get("pool", 1):
             bad += ["downsample/pool (28 / downsample must be divisible by pool)"]
-        if (cfg["width"] + cfg["augment"]) % cfg["groups"]:
+        if "groups" in cfg and (cfg["width"] + cfg.get("augment", 0)) % cfg["groups"]:
             bad += ["groups (must divide width + augment)"]
-        if any(c % min(cfg["groups"], c) for c in widths):
+        if any(c % min(cfg.get("groups", 1), c) for c in widths):
             bad += ["groups (must divide each of complex_widths)"]
+    return bad
+
+
+def check_model_config(name: str, cfg: dict, models=MODELS, check: Optional[Callable] = None,
+                       hint: str = "") -> dict:
+    """Raise :class:`experiments.durable.ConfigError` naming the bad settings: the generic
+    ones, and those ``check(cfg)`` returns (an experiment's own; ``hint`` says their ranges).
+    """
+    bad = _bad_settings(cfg, models)
+    bad += [k for k in (check(cfg) if check is not None else ()) if k not in bad]
     if bad:
         raise durable.ConfigError(
             f"{name} settings {bad} are out of range: widths, counts and sizes are integers "
             f">= 1 (augment >= 0; n_train/n_test null or >= 1), lr/rtol/atol/t1 > 0, model one "
-            f"of {list(MODELS)}, dataset 'fashion-mnist' or 'mnist', dtype 'float32' or "
+            f"of {list(models)}, dataset 'fashion-mnist' or 'mnist', dtype 'float32' or "
             f"'float64', gradient 'discrete'/'backsolve'/'interpolated', complex_widths three "
-            f"non-decreasing integers >= 2; got { {k: cfg.get(k) for k in bad if k in cfg} }.")
+            f"non-decreasing integers >= 2{hint}; got "
+            f"{ {k: cfg.get(k) for k in bad if k in cfg} }.")
     return cfg
 
 
@@ -507,6 +528,7 @@ HIST_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "
              "nfe_backward_per_batch", "val_nfe_forward_per_batch")
 _FLOAT_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "eval_time_s",
                "nfe_forward_per_batch", "nfe_backward_per_batch", "val_nfe_forward_per_batch")
+_INT_KEYS = ("nfe_forward", "nfe_backward", "vjps_backward")
 UNITS = {
     "train_loss": "nats per example (mean over the epoch's batches)",
     "train_acc": "fraction (during the epoch's steps)", "val_loss": "nats per example",
@@ -556,28 +578,35 @@ def make_optimizer(cfg) -> Adam:
     return Adam(lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
 
 
-def fresh(cfg, model, opt) -> Loop:
+def fresh(cfg, model, opt, keys: tuple = ()) -> Loop:
+    """The loop before the first step (``keys``: the per-epoch keys of :func:`train`'s
+    ``record`` hook, kept beside :data:`HIST_KEYS`)."""
     rng = np.random.default_rng(cfg["seed"])
     params = model.init(rng, np.dtype(cfg["dtype"]))
     stop = {"best_val_loss": None, "best_epoch": 0, "bad_epochs": 0, "stopped": False}
     return Loop(params, opt.init_state(params), rng, 0, 0, None, _new_acc(),
-                {k: [] for k in HIST_KEYS}, stop, params.copy(), 0.0)
+                {k: [] for k in HIST_KEYS + tuple(keys)}, stop, params.copy(), 0.0)
 
 
-def restored(resumed, opt) -> Loop:
+def restored(resumed, opt, keys: tuple = ()) -> Loop:
+    """The loop of a checkpoint (``keys`` as for :func:`fresh`)."""
     ck = resumed["checkpoint"]
     arrays, pos = ck["arrays"], ck["position"]
     params = arrays["params"]
     return Loop(params, durable.restore_optimizer(opt.init_state(params), arrays, "opt."),
                 durable.restore_rng(ck["rng_state"]), pos["epoch"], pos["batch"],
                 arrays.get("perm"), pos["acc"], {k: resumed["metrics"][k].tolist()
-                                                 for k in HIST_KEYS}, pos["stop"],
-                arrays["best_params"], pos["wall_s"])
+                                                 for k in HIST_KEYS + tuple(keys)},
+                pos["stop"], arrays["best_params"], pos["wall_s"])
+
+
+def _dtype(key: str):
+    """float64 / int64 for the loop's own keys; a record hook's keep NumPy's choice."""
+    return np.float64 if key in _FLOAT_KEYS else np.int64 if key in _INT_KEYS else None
 
 
 def metrics(hist: dict, extra: Optional[dict] = None) -> dict:
-    out = {k: np.asarray(v, dtype=np.float64 if k in _FLOAT_KEYS else np.int64)
-           for k, v in hist.items()}
+    out = {k: np.asarray(v, dtype=_dtype(k)) for k, v in hist.items()}
     out.update(extra or {})
     return out
 
@@ -617,7 +646,10 @@ def learning_rate(cfg, epoch: int, batch: int, n_batches: int) -> float:
 
 
 def _step(model, opt, loop: Loop, x, y, records, epoch: int, lr: float) -> Loop:
-    logits, cache = model.forward(loop.params, x)
+    # a model that draws random numbers (stochastic depth) takes them from the loop's
+    # generator, which the checkpoints hold, so a resumed run draws the same gates
+    context = {"rng": loop.rng} if getattr(model, "needs_rng", False) else {}
+    logits, cache = model.forward(loop.params, x, **context)
     loss, g_logits = softmax_cross_entropy(logits, y)
     _, grad = model.vjp(loop.params, cache, g_logits)
     params, state = opt.step(loop.params, grad, loop.opt_state, lr=lr)
@@ -638,7 +670,7 @@ def _step(model, opt, loop: Loop, x, y, records, epoch: int, lr: float) -> Loop:
     return loop._replace(params=params, opt_state=state, acc=acc, batch=loop.batch + 1)
 
 
-def _end_epoch(loop: Loop, cfg, model, data, records) -> Loop:
+def _end_epoch(loop: Loop, cfg, model, data, records, record=None) -> Loop:
     start = time.perf_counter()
     val = evaluate(model, loop.params, data.x_val, data.y_val, cfg["eval_batch"], records)
     a = loop.acc
@@ -653,6 +685,8 @@ def _end_epoch(loop: Loop, cfg, model, data, records) -> Loop:
     hist["nfe_forward_per_batch"].append(a["nfe_forward"] / a["batches"])
     hist["nfe_backward_per_batch"].append(a["nfe_backward"] / a["batches"])
     hist["val_nfe_forward_per_batch"].append(val["nfe_forward"])
+    for key, value in (record(loop._replace(hist=hist)) if record is not None else {}).items():
+        hist[key].append(value)
     stop = dict(loop.stop)
     best = loop.best_params
     if stop["best_val_loss"] is None or val["loss"] < stop["best_val_loss"]:
@@ -677,9 +711,19 @@ def _epoch_line(loop: Loop, cfg, name: str) -> str:
             f"{s['bad_epochs']}/{cfg['patience']} without improvement)")
 
 
-def train(run, cfg, model, opt, loop: Loop, data, records: list, name: str) -> Loop:
+def train(run, cfg, model, opt, loop: Loop, data, records: list, name: str, *,
+          models: Optional[Callable] = None, record: Optional[Callable] = None) -> Loop:
     """Epochs from ``loop`` until ``cfg["epochs"]`` or early stopping, checkpointing through
-    :func:`durable.after_step` (``records``: the list the model's monitor appends to)."""
+    :func:`durable.after_step` (``records``: the list the model's monitor appends to).
+
+    Hooks (all optional): ``models(epoch) -> (training model, evaluation model)`` replaces
+    ``model`` (used for both) per epoch (0-based): a phase switch, or a stochastic training
+    model beside its deterministic evaluation model, all of one parameter layout. The training
+    model gets the loop's generator as ``rng=`` when it ``needs_rng``. ``record(loop) ->
+    {key: value}`` after each epoch's validation (``loop``: the epoch's final state, epoch
+    0-based, its history holding the epoch's metrics) appends per-epoch values to the history
+    (keys passed to :func:`fresh` and :func:`restored`)."""
+    models = models or (lambda epoch: (model, model))
     x_train, y_train = data.x_train, data.y_train
     n_batches = max(1, len(y_train) // cfg["batch"])
     session_start = time.perf_counter()
@@ -689,6 +733,7 @@ def train(run, cfg, model, opt, loop: Loop, data, records: list, name: str) -> L
                        initial=loop.epoch * n_batches + loop.batch, unit="step")
     with bar:
         while loop.epoch < cfg["epochs"] and not loop.stop["stopped"]:
+            model, eval_model = models(loop.epoch)
             if loop.perm is None:
                 loop = loop._replace(perm=loop.rng.permutation(len(y_train)))
             batches = np.array_split(loop.perm, n_batches)
@@ -708,8 +753,82 @@ def train(run, cfg, model, opt, loop: Loop, data, records: list, name: str) -> L
                 if loop.batch < n_batches:
                     since = durable.after_step(run, since + 1, lambda loop=loop: _checkpoint(
                         loop, cfg, n_batches, session_start), default_every=CHECKPOINT_EVERY)
-            loop = _end_epoch(loop, cfg, model, data, records)
+            loop = _end_epoch(loop, cfg, eval_model, data, records, record)
             log(_epoch_line(loop, cfg, name), quiet)
             since = durable.after_step(run, since + 1, lambda loop=loop: _checkpoint(
                 loop, cfg, n_batches, session_start), force=True)
     return loop._replace(wall=loop.wall + time.perf_counter() - session_start)
+
+
+# ------------------------------------------------------------------------------- a whole run
+class Trained(NamedTuple):
+    """What :func:`trained_run` yields: the claimed run, the model schedule, the trained loop,
+    the test result of the tested parameters (:func:`evaluate`'s dict) and the summary
+    metrics (:func:`summary`)."""
+
+    run: durable.Run
+    schedule: Callable
+    loop: Loop
+    test: dict
+    summary: dict
+
+
+def summary(loop: Loop, test: dict, test_time: float) -> dict:
+    """Per-run metrics of a trained loop (units in :data:`UNITS`)."""
+    return {"test_acc": test["acc"], "test_loss": test["loss"],
+            "test_nfe_forward_per_batch": test["nfe_forward"],
+            "best_epoch": loop.stop["best_epoch"], "epochs_run": loop.epoch,
+            "stopped_early": bool(loop.stop["stopped"]),
+            "mean_epoch_time_s": float(np.mean(loop.hist["epoch_time_s"])),
+            "test_time_s": test_time, "wall_time_s": loop.wall + test_time}
+
+
+@contextlib.contextmanager
+def trained_run(name: str, cfg: dict, out, options, plot_modules: dict, models: Callable, *,
+                keys: tuple = (), record: Optional[Callable] = None, tested: str = "best"):
+    """Check, load the data, claim, train (or resume) and test one image-classifier run; yields
+    :class:`Trained` inside the claim, for the caller to :func:`durable.finish` and plot.
+
+    ``models(cfg, monitor)`` returns ``schedule(epoch) -> (training model, evaluation model)``
+    (:func:`train`'s ``models`` hook; ``monitor(phase, work)`` is for the ODE blocks). The test
+    set is evaluated with the last epoch's evaluation model and the parameters of the best
+    validation loss (``tested="best"``) or of the last epoch (``"last"``). ``keys`` and
+    ``record(cfg, loop, data, schedule) -> {key: value}``: :func:`train`'s per-epoch hook.
+    """
+    options = options or durable.RunOptions()
+    durable.check_out_dir(out)
+    if options.plot:
+        durable.check_modules(plot_modules, f"{name}'s figure", "--no-plot")
+    data = load_data(cfg)
+    with durable.claim(name, cfg, out, options, plot_modules, data_info(cfg, data),
+                       checkpoints=True) as rn:
+        records = []
+        schedule = models(cfg, lambda phase, work: records.append((phase, work)))
+        hook = None if record is None else (lambda lp: record(cfg, lp, data, schedule))
+        opt = make_optimizer(cfg)
+        loop = fresh(cfg, schedule(0)[0], opt, keys) if rn.resumed is None else restored(
+            rn.resumed, opt, keys)
+        loop = train(rn, cfg, None, opt, loop, data, records, cfg["model"], models=schedule,
+                     record=hook)
+        start = time.perf_counter()
+        params = loop.best_params if tested == "best" else loop.params
+        test = evaluate(schedule(max(loop.epoch - 1, 0))[1], params, data.x_test, data.y_test,
+                        cfg["eval_batch"], records)
+        yield Trained(rn, schedule, loop, test, summary(loop, test, time.perf_counter() - start))
+
+
+def plot_curves(ax_loss, ax_acc, hist: dict, test_acc: float, paper_acc: Optional[float],
+                source: str) -> None:
+    """Loss and accuracy by epoch (training, validation) with the test accuracy, ours and the
+    paper's (``paper_acc`` a fraction, None: not drawn; ``source`` names it), on two axes."""
+    epochs = np.arange(1, len(hist["train_loss"]) + 1)
+    ax_loss.plot(epochs, hist["train_loss"], marker="o", label="train")
+    ax_loss.plot(epochs, hist["val_loss"], marker="s", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss (nats per example)", title="(a) loss")
+    ax_acc.plot(epochs, hist["train_acc"], marker="o", label="train")
+    ax_acc.plot(epochs, hist["val_acc"], marker="s", label="validation")
+    ax_acc.axhline(test_acc, color="C2", ls="--", label=f"test (ours) {100 * test_acc:.2f}%")
+    if paper_acc is not None:
+        ax_acc.axhline(paper_acc, color="C3", ls=":",
+                       label=f"test ({source}) {100 * paper_acc:.2f}%")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="(b) accuracy")

@@ -6,10 +6,13 @@ the run's full configuration without running it, so a caller (a sweep) can compu
 and files first: ``durable.run_paths(out, durable.run_identity(name, CONFIGS[name](...)))``.
 """
 from . import (
+    anodev2_classify,
     cnf2d,
     digits,
     gradcheck_report,
     gradient_accuracy,
+    lm_resnet_classify,
+    node_ew_mnist,
     rda_evolution,
     theorem1,
     thesis_efficiency,
@@ -25,6 +28,9 @@ EXPERIMENTS = {
     "cnf2d": cnf2d.run,
     "thesis_efficiency": thesis_efficiency.run,
     "thesis_eval_solvers": thesis_eval_solvers.run,
+    "node_ew_mnist": node_ew_mnist.run,
+    "lm_resnet_classify": lm_resnet_classify.run,
+    "anodev2_classify": anodev2_classify.run,
 }
 
 CONFIGS = {
@@ -36,9 +42,14 @@ CONFIGS = {
     "cnf2d": cnf2d.make_config,
     "thesis_efficiency": thesis_efficiency.make_config,
     "thesis_eval_solvers": thesis_eval_solvers.make_config,
+    "node_ew_mnist": node_ew_mnist.make_config,
+    "lm_resnet_classify": lm_resnet_classify.make_config,
+    "anodev2_classify": anodev2_classify.make_config,
 }
 
 #: Experiments with a training loop that checkpoints and resumes.
 CHECKPOINTED = frozenset({"digits", "theorem1"})
 CHECKPOINTED |= {"thesis_efficiency", "thesis_eval_solvers"}
 CHECKPOINTED |= {"cnf2d"}
+CHECKPOINTED |= {"anodev2_classify"}
+CHECKPOINTED |= {"node_ew_mnist", "lm_resnet_classify"}
