@@ -81,7 +81,6 @@ continues bitwise (the phase is a function of the epoch).
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
@@ -93,7 +92,7 @@ from . import _image, durable
 from ._plotting import PLOT_MODULES, caption, draw, integer_ticks, new_figure, save_figure
 from ._progress import log
 
-__all__ = ["run", "make_config", "build_schedule", "AnyBatchCoupledField", "QUICK", "FULL",
+__all__ = ["run", "make_config", "build_schedule", "QUICK", "FULL",
            "COMMON", "PAPER", "MODELS"]
 
 NAME = "node_ew_mnist"
@@ -168,59 +167,6 @@ def make_config(quick: bool = False, seed: int = 0, overrides: Optional[dict] = 
 
 
 # ------------------------------------------------------------------------------- the model
-class AnyBatchCoupledField:
-    """:class:`~nets.CoupledField` for states of any batch size: the coupled field fixes
-    ``x_shape``, batch included, while training and evaluation batches differ. Dispatches each
-    call to the coupled field of the batch its flat state holds (``(size - n_theta) /
-    prod(sample_shape)``), built once per batch size; all share ``f``, ``g`` and parameters."""
-
-    def __init__(self, f_layer, g_layer, sample_shape):
-        self.f_layer, self.g_layer = f_layer, g_layer
-        self.sample_shape = tuple(int(s) for s in sample_shape)
-        self.n_state_params = int(f_layer.n_params)
-        self.n_params = int(g_layer.n_params)
-        self._per_sample = math.prod(self.sample_shape)
-        self._fields = {}
-
-    def _batch(self, n_x: int) -> CoupledField:
-        n = n_x // self._per_sample
-        if n not in self._fields:
-            self._fields[n] = CoupledField(self.f_layer, self.g_layer, (n, *self.sample_shape))
-        return self._fields[n]
-
-    def _state(self, size: int) -> CoupledField:
-        return self._batch(size - self.n_state_params)
-
-    def init(self, rng, dtype=np.float64):
-        return self._batch(self._per_sample).init(rng, dtype)
-
-    def initial_state(self, x, theta0):
-        return self._batch(x.size).initial_state(x, theta0)
-
-    def initial_state_vjp(self, y0_bar):
-        return self._state(y0_bar.size).initial_state_vjp(y0_bar)
-
-    def output(self, y1):
-        return self._state(y1.size).output(y1)
-
-    def output_vjp(self, x_bar):
-        return self._batch(x_bar.size).output_vjp(x_bar)
-
-    def theta(self, y1):
-        """``theta`` of a flat final state."""
-        return self._state(y1.size).unpack(y1)[1]
-
-    def forward(self, t, y, params):
-        return self._state(y.size).forward(t, y, params)
-
-    def vjp(self, cache, dy_bar, need_params: bool = True):
-        return self._state(dy_bar.size).vjp(cache, dy_bar, need_params)
-
-    def __repr__(self) -> str:
-        return (f"AnyBatchCoupledField(f={self.f_layer!r}, g={self.g_layer!r}, "
-                f"sample_shape={self.sample_shape})")
-
-
 def _field(cfg):
     c, size = cfg["width"], _image.image_size(cfg)
     f = Sequential(Conv2d(c, c, 3, padding=1), GroupNorm(cfg["groups"], c), ReLU())
@@ -228,7 +174,7 @@ def _field(cfg):
         return f
     n, r = f.n_params, cfg["rank"]
     g = Sequential(Linear(n, r), Tanh(), Linear(r, n), Scale(n, init_value=0.0))
-    return AnyBatchCoupledField(f, g, (c, size, size))
+    return CoupledField(f, g, (None, c, size, size))     # the batch varies: left free
 
 
 def _stem_widths(cfg) -> list:
@@ -268,13 +214,13 @@ def theta_change(model, params) -> float:
     i = next(i for i, layer in enumerate(model.layers) if isinstance(layer, ODEBlock))
     stem, block = Sequential(*model.layers[:i]), model.layers[i]
     field = block.field_layer
-    if not isinstance(field, AnyBatchCoupledField):
+    if not isinstance(field, CoupledField):
         return 0.0
     offsets = np.cumsum([0] + [layer.n_params for layer in model.layers])
     p_block = params[offsets[i]:offsets[i + 1]]
     x = stem.forward(params[:offsets[i]], np.zeros((1, 1, 28, 28), dtype=params.dtype))[0]
     _, cache = block.forward(p_block, x)
-    theta0, theta1 = p_block[:field.n_state_params], field.theta(cache.sweep.ys[0])
+    theta0, theta1 = p_block[:field.n_state_params], field.unpack(cache.sweep.ys[0])[1]
     return float(np.linalg.norm(theta1 - theta0) / np.linalg.norm(theta0))
 
 

@@ -131,7 +131,10 @@ class CoupledField:
         ``g = 0`` (a plain neural ODE with constant weights; then ``params`` is ``None`` or a
         length-0 array).
     x_shape : tuple of int
-        Shape of the activation state (``(N, d)`` or ``(N, C, H, W)``).
+        Shape of the activation state (``(N, d)`` or ``(N, C, H, W)``). A leading ``None``
+        (``(None, C, H, W)``) leaves the batch free: each call takes it from its own state
+        (``(y.size - n_theta) / prod(x_shape[1:])``), so training and evaluation batches of
+        different sizes share one field.
     coupling : bool
         False drops ``(df/dtheta)^T dx_bar`` from the VJP's ``theta`` cotangent: the seed's
         printed eq. (5), as a field (see :func:`printed_eq5`); for comparison only.
@@ -155,14 +158,45 @@ class CoupledField:
         if f_layer.n_params == 0:
             raise ValueError(f"`f_layer` {f_layer!r} has no parameters, so there is no theta(t) "
                              f"to evolve; use a layer stack with weights.")
-        shape = tuple(int(s) for s in x_shape)
-        if not shape or min(shape) < 1:
-            raise ShapeError(f"`x_shape` must be a non-empty shape of positive sizes, got "
-                             f"{x_shape!r}; e.g. (batch, features).")
+        free = len(x_shape) > 0 and x_shape[0] is None
+        sizes = tuple(int(s) for s in x_shape[1 if free else 0:])
+        if (not sizes and not free) or (sizes and min(sizes) < 1):
+            raise ShapeError(f"`x_shape` must be a non-empty shape of positive sizes (a leading "
+                             f"None leaves the batch free), got {x_shape!r}; e.g. (batch, "
+                             f"features) or (None, features).")
         self.f_layer = f_layer
         self.g_layer = g_layer
         self.coupling = bool(coupling)
+        shape: tuple = ((None,) if free else ()) + sizes
+        #: The layout; with a free batch its ``x_shape`` starts with None (see :meth:`layout_of`).
         self.layout = CoupledLayout(shape, int(f_layer.n_params))
+
+    def layout_of(self, size: int) -> CoupledLayout:
+        """The layout of a flat state of ``size`` entries: :attr:`layout` for a fixed batch, the
+        batch ``(size - n_theta) / prod(x_shape[1:])`` for a free one.
+
+        Raises
+        ------
+        ShapeError
+            A free batch that ``size`` does not give as a positive integer.
+        """
+        lay = self.layout
+        if lay.x_shape[:1] != (None,):
+            return lay
+        sample = lay.x_shape[1:]
+        n_x, per = size - lay.n_theta, math.prod(sample)
+        if n_x < per or n_x % per:
+            raise ShapeError(f"a coupled state of {size} entries does not hold theta "
+                             f"({lay.n_theta},) and a whole batch of samples {sample}; build it "
+                             f"with pack(x, theta).")
+        return CoupledLayout((n_x // per, *sample), lay.n_theta)
+
+    def _layout_of_x(self, x_shape: tuple) -> CoupledLayout:
+        """The layout whose activations have shape ``x_shape`` (a free batch taken from it)."""
+        lay = self.layout
+        if lay.x_shape[:1] != (None,) or not x_shape:
+            return lay
+        return CoupledLayout((x_shape[0], *lay.x_shape[1:]), lay.n_theta)
 
     @property
     def n_params(self) -> int:
@@ -171,11 +205,11 @@ class CoupledField:
 
     def pack(self, x: Array, theta: Array) -> Array:
         """Flat state from ``x`` (``x_shape``) and ``theta`` (``(n_theta,)``)."""
-        return pack_state(self.layout, x, theta)
+        return pack_state(self._layout_of_x(tuple(x.shape)), x, theta)
 
     def unpack(self, y: Array) -> tuple[Array, Array]:
         """``(x, theta)`` views of a flat state."""
-        return unpack_state(self.layout, y)
+        return unpack_state(self.layout_of(int(y.size)), y)
 
     def init(self, rng: np.random.Generator, dtype: DTypeLike = np.float64) -> tuple[Array, Array]:
         """``(theta0, theta1)`` from the layers' initialisers (``theta1`` length 0 if g = 0)."""
@@ -211,8 +245,8 @@ class CoupledField:
         """``dy = [f(x, t, theta).ravel(), g(theta, t, theta1)]``; returns ``(dy, cache)``."""
         x, theta = self.unpack(y)
         dx, f_cache = _call(self.f_layer, theta, x, t)
-        if tuple(dx.shape) != self.layout.x_shape:
-            raise ShapeError(f"f_layer must map x {self.layout.x_shape} to the same shape, got "
+        if dx.shape != x.shape:
+            raise ShapeError(f"f_layer must map x {tuple(x.shape)} to the same shape, got "
                              f"{tuple(dx.shape)}; adjust its widths.")
         xp = get_array_module(y)
         if self.g_layer is None:
@@ -346,8 +380,8 @@ def node_ew_gradient(field: CoupledField, x0: Array, theta0: Array, theta1: Arra
     t_obs = np.atleast_1d(np.asarray(t_obs, dtype=np.float64))
     if t_obs.ndim != 1 or np.any(np.diff(t_obs) <= 0) or t_obs[0] <= t0:
         raise ValueError(f"`t_obs` must be increasing and after t0={t0!r}, got {t_obs}.")
-    lay = field.layout
     y0 = field.pack(x0, theta0)
+    lay = field.layout_of(int(y0.size))
     x_bars = check_cotangents("x_bars", x_bars, y0, (t_obs.size, *lay.x_shape),
                               fix="Stack one cotangent dl_k/dx per observation time.")
     xp = get_array_module(y0)

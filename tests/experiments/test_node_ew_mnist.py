@@ -8,7 +8,6 @@ import pytest
 from experiments import durable, registry, results
 from experiments import node_ew_mnist as ew
 from experiments.__main__ import main
-from nets import CoupledField, ODEBlock
 from tests.experiments._record import assert_run_record
 from tests.experiments.test_durable import Crash, _crash_after_checkpoints, assert_same_run
 
@@ -99,23 +98,6 @@ def test_resume_is_bitwise(tmp_path, monkeypatch, idx_dir, reference, crash_at):
                   options=RESUME) == 0
     (path,) = results.find_runs(tmp_path)
     assert_same_run(path, reference)
-
-
-def test_any_batch_field_is_the_coupled_field_bitwise():
-    cfg = ew.make_config(True, 0, {"model": "node_ew"})
-    field = ew._field(cfg)
-    rng = np.random.default_rng(0)
-    params = ODEBlock(field, method="rk4", steps=2).init(rng, np.float64)
-    for n in (3, 5):
-        x = rng.standard_normal((n, *field.sample_shape))
-        fixed = CoupledField(field.f_layer, field.g_layer, x.shape)
-        outs = []
-        for f in (field, fixed):
-            block = ODEBlock(f, method="rk4", steps=2, gradient="backsolve")
-            y, cache = block.forward(params, x)
-            outs.append((y, *block.vjp(params, cache, np.ones_like(y))))
-        for a, b in zip(*outs, strict=True):
-            assert np.array_equal(a, b)
 
 
 def test_full_configuration_and_registry():

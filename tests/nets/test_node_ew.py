@@ -320,3 +320,47 @@ def test_float64_cotangents_of_float32_state_give_float32_gradients(rng):
     g = node_ew_gradient(field, x0, theta0, theta1, [0.5, 1.0], np.ones((2,) + x0.shape),
                          method="rk4", steps=4)
     assert g.x0_bar.dtype == g.theta0_bar.dtype == g.theta1_bar.dtype == np.float32
+
+
+# ----------------------------------------------------------------------------- free batch
+def _conv_coupled(x_shape):
+    from adjointcore.layers import Conv2d, GroupNorm, ReLU, Scale
+    f = Sequential(Conv2d(2, 2, 3, padding=1), GroupNorm(1, 2), ReLU())
+    n = f.n_params
+    g = Sequential(Linear(n, 3), Tanh(), Linear(3, n), Scale(n, init_value=0.5))
+    return CoupledField(f, g, x_shape)
+
+
+def test_free_batch_field_equals_the_fixed_batch_field_bitwise():
+    """``x_shape=(None, ...)`` takes the batch from each state: forward, backsolve VJP and the
+    discrete VJP of blocks of two batch sizes are bitwise those of fixed-batch fields."""
+    free = _conv_coupled((None, 2, 4, 4))
+    rng = np.random.default_rng(0)
+    params = ODEBlock(free, method="rk4", steps=2).init(rng, np.float64)
+    for n in (3, 5):
+        x = rng.standard_normal((n, 2, 4, 4))
+        fixed = CoupledField(free.f_layer, free.g_layer, x.shape)
+        for gradient in ("discrete", "backsolve"):
+            outs = []
+            for field in (free, fixed):
+                block = ODEBlock(field, method="rk4", steps=2, gradient=gradient)
+                y, cache = block.forward(params, x)
+                outs.append((y, *block.vjp(params, cache, np.cos(y))))
+            for a, b in zip(*outs, strict=True):
+                assert np.array_equal(a, b)
+        assert free.layout_of(x.size + free.layout.n_theta).x_shape == x.shape
+
+
+@pytest.mark.parametrize("size", [0, 7, 33])
+def test_free_batch_refuses_a_state_that_holds_no_whole_batch(size):
+    free = _conv_coupled((None, 2, 4, 4))           # samples of 32 entries
+    with pytest.raises(ShapeError, match="whole batch"):
+        free.unpack(np.zeros(free.layout.n_theta + size))
+
+
+def test_free_batch_packs_any_batch_but_checks_the_sample_shape():
+    free = _conv_coupled((None, 2, 4, 4))
+    theta = np.zeros(free.layout.n_theta)
+    assert free.pack(np.ones((3, 2, 4, 4)), theta).shape == (3 * 32 + theta.size,)
+    with pytest.raises(ShapeError, match="must have shape"):
+        free.pack(np.ones((3, 2, 4, 5)), theta)
