@@ -25,19 +25,36 @@ def _timing(name: str) -> bool:
     return "wall" in name or "time" in name
 
 
+def bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same dtype, shape and bytes (so NaN equals the same NaN and -0.0 differs from 0.0);
+    object and string arrays by value."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.kind in "OUS":
+        return bool(np.array_equal(a, b))
+    return np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+
+
 def assert_same_run(a: Path, b: Path):
     """Every non-timing metric, table column and final array of two run files bitwise equal."""
     ra, rb = results.load(a), results.load(b)
     assert ra["config"] == rb["config"] and ra["run_id"] == rb["run_id"]
     for name, value in ra["metrics"].items():
         if not _timing(name):
-            assert value.dtype == rb["metrics"][name].dtype, name
-            assert np.array_equal(value, rb["metrics"][name]), name
+            assert bitwise_equal(np.asarray(value), np.asarray(rb["metrics"][name])), name
     ca, cb = results.load_checkpoint(a), results.load_checkpoint(b)
     assert set(ca["arrays"]) == set(cb["arrays"])
     for name, value in ca["arrays"].items():
-        assert np.array_equal(value, cb["arrays"][name]), name
+        assert bitwise_equal(np.asarray(value), np.asarray(cb["arrays"][name])), name
     assert ca["rng_state"] == cb["rng_state"]
+
+
+def test_bitwise_equal_compares_bytes():
+    nan = np.array([1.0, np.nan])
+    assert bitwise_equal(nan, nan.copy()) and not np.array_equal(nan, nan.copy())
+    assert not bitwise_equal(np.array([0.0]), np.array([-0.0]))
+    assert not bitwise_equal(np.array([1.0]), np.array([1.0], dtype=np.float32))
+    assert bitwise_equal(np.array(["a"]), np.array(["a"]))
 
 
 # ------------------------------------------------------------------------------- identity
