@@ -12,20 +12,17 @@ from experiments import anodev2_classify as anv
 from experiments import data, durable, registry, results
 from experiments.__main__ import main
 from nets.anodev2 import ANODEV2Block
+from tests.experiments._harness import (
+    QUIET,
+    assert_same_run,
+    crash_and_resume,
+    tiny,
+)
 from tests.experiments._record import assert_run_record
-from tests.experiments.test_durable import Crash, _crash_after_checkpoints, assert_same_run
 
 NAME = "anodev2_classify"
-QUIET = durable.RunOptions(quiet=True, plot=False)
-RESUME = durable.RunOptions(quiet=True, plot=False, resume=True)
-EVERY = durable.RunOptions(quiet=True, plot=False, checkpoint_every=1)
 #: Field evaluations per batch: forward, and recomputed in the backward pass.
 F_EVALS = {"resnet": (1, 0), "node": (2, 0), "anodev2_c1": (5, 5), "anodev2_c2": (2, 2)}
-
-
-def _tiny(idx_dir, **more):
-    return {"data_dir": idx_dir, "n_train": 64, "n_val": 32, "n_test": 32, "batch": 32,
-            "eval_batch": 32, **more}
 
 
 @pytest.mark.parametrize("model", anv.MODELS)
@@ -167,7 +164,7 @@ def test_bad_settings_fail_before_compute(tmp_path, idx_dir, capsys):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, idx_dir):
     out = tmp_path_factory.mktemp("anv_ref")
-    over = _tiny(idx_dir, model="anodev2_c2")
+    over = tiny(idx_dir, model="anodev2_c2")
     assert anv.run(True, out, 0, overrides=over, options=QUIET) == 0
     (path,) = results.find_runs(out)
     return path, over
@@ -178,15 +175,7 @@ def test_resume_after_a_crash_is_bitwise(tmp_path, monkeypatch, reference, crash
     """2 epochs of 2 batches, a checkpoint every step: 1 (and 3) mid-epoch, 2 at the end of
     epoch 1, 4 after the last epoch (before the test evaluation)."""
     ref, over = reference
-    _crash_after_checkpoints(monkeypatch, crash_at)
-    with pytest.raises(Crash):
-        anv.run(True, tmp_path, 0, overrides=over, options=EVERY)
-    monkeypatch.undo()
-    with pytest.raises(durable.RunExistsError, match="--resume to continue"):
-        anv.run(True, tmp_path, 0, overrides=over, options=QUIET)
-    assert anv.run(True, tmp_path, 0, overrides=over, options=RESUME) == 0
-    (path,) = results.find_runs(tmp_path)
-    assert not list(tmp_path.glob("*.ckpt.h5"))
+    path = crash_and_resume(monkeypatch, tmp_path, anv.run, over, crash_at)
     assert_same_run(path, ref)
     assert results.load(path)["tables"]["rda_coefficients"] == results.load(ref)["tables"][
         "rda_coefficients"]

@@ -13,10 +13,13 @@ from adjointcore.sensitivity import begin_trajectory_gradient
 from experiments import _toy2d, cnf2d, durable, registry, results
 from experiments.__main__ import main
 from nets import cnf_nll
+from tests.experiments._harness import (
+    QUIET,
+    assert_same_run,
+    crash_and_resume,
+)
 from tests.experiments._record import assert_run_record
-from tests.experiments.test_durable import Crash, _crash_after_checkpoints, assert_same_run
 
-QUIET = durable.RunOptions(quiet=True, plot=False)
 #: 8 trainings of 3 epochs: 3 checkpoints each with --checkpoint-every 1 (2 mid-training, one
 #: forced at its end), 24 in all.
 TINY = {"epochs": 3, "grid": 8, "n_plot_samples": 40}
@@ -201,17 +204,5 @@ def test_cnf2d_resume_is_bitwise(tmp_path, monkeypatch, cnf2d_reference, crash_a
     """Checkpoint 1: mid first training; 3: its end (the next not started); 4: first epoch of
     the second; 11/13: around the change of trace and data set; 24: after the last training.
     Each resumes to the uninterrupted run's numbers, bitwise."""
-    every = durable.RunOptions(quiet=True, plot=False, checkpoint_every=1)
-    _crash_after_checkpoints(monkeypatch, crash_at)
-    with pytest.raises(Crash):
-        cnf2d.run(True, tmp_path, 0, overrides=TINY, options=every)
-    monkeypatch.undo()
-    (ckpt,) = tmp_path.glob("*.ckpt.h5")
-    assert results.load(ckpt)["status"] == "checkpoint"
-    with pytest.raises(durable.RunExistsError, match="--resume to continue"):
-        cnf2d.run(True, tmp_path, 0, overrides=TINY, options=QUIET)
-    resume = durable.RunOptions(quiet=True, plot=False, resume=True)
-    assert cnf2d.run(True, tmp_path, 0, overrides=TINY, options=resume) == 0
-    (path,) = results.find_runs(tmp_path)
-    assert not ckpt.exists()
+    path = crash_and_resume(monkeypatch, tmp_path, cnf2d.run, TINY, crash_at)
     assert_same_run(path, cnf2d_reference)

@@ -14,39 +14,16 @@ import pytest
 
 from experiments import digits, durable, registry, results, theorem1
 from experiments.__main__ import main
+from tests.experiments._harness import (
+    QUIET,
+    Crash,
+    assert_same_run,
+    bitwise_equal,
+    crash_after_checkpoints,
+)
 
 TINY_DIGITS = {"epochs": 3, "n_train": 128, "batch": 32}          # 4 batches an epoch
 TINY_T1 = {"bp_iterations": 6, "ft_iterations": 2, "adj_iterations": 2}
-QUIET = durable.RunOptions(quiet=True, plot=False)
-
-
-def _timing(name: str) -> bool:
-    """Metrics that measure wall time (not reproducible, so not compared bitwise)."""
-    return "wall" in name or "time" in name
-
-
-def bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    """Same dtype, shape and bytes (so NaN equals the same NaN and -0.0 differs from 0.0);
-    object and string arrays by value."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    if a.dtype.kind in "OUS":
-        return bool(np.array_equal(a, b))
-    return np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
-
-
-def assert_same_run(a: Path, b: Path):
-    """Every non-timing metric, table column and final array of two run files bitwise equal."""
-    ra, rb = results.load(a), results.load(b)
-    assert ra["config"] == rb["config"] and ra["run_id"] == rb["run_id"]
-    for name, value in ra["metrics"].items():
-        if not _timing(name):
-            assert bitwise_equal(np.asarray(value), np.asarray(rb["metrics"][name])), name
-    ca, cb = results.load_checkpoint(a), results.load_checkpoint(b)
-    assert set(ca["arrays"]) == set(cb["arrays"])
-    for name, value in ca["arrays"].items():
-        assert bitwise_equal(np.asarray(value), np.asarray(cb["arrays"][name])), name
-    assert ca["rng_state"] == cb["rng_state"]
 
 
 def test_bitwise_equal_compares_bytes():
@@ -121,27 +98,6 @@ def test_second_writer_of_the_same_run_is_refused(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------- resume
-class Crash(Exception):
-    """Stands for a kill right after a checkpoint reached the disk."""
-
-
-def _crash_after_checkpoints(monkeypatch, n: int):
-    """Make the ``n``-th checkpoint write raise :class:`Crash` once it is on disk."""
-    real = results.atomic_write
-    count = {"ckpt": 0}
-
-    def write(path, fill):
-        out = real(path, fill)
-        if str(path).endswith(".ckpt.h5"):
-            count["ckpt"] += 1
-            if count["ckpt"] == n:
-                raise Crash(path)
-        return out
-
-    monkeypatch.setattr(results, "atomic_write", write)
-    return count
-
-
 @pytest.fixture(scope="module")
 def digits_reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits_ref")
@@ -155,7 +111,7 @@ def test_digits_resume_is_bitwise(tmp_path, monkeypatch, digits_reference, crash
     """A checkpoint every step (12 steps, 3 epochs of 4 batches): crashes mid-epoch, at an epoch
     end and after the last epoch all resume to the uninterrupted run's numbers, bitwise."""
     every = durable.RunOptions(quiet=True, plot=False, checkpoint_every=1)
-    _crash_after_checkpoints(monkeypatch, crash_at)
+    crash_after_checkpoints(monkeypatch, crash_at)
     with pytest.raises(Crash):
         digits.run(True, tmp_path, 0, overrides=TINY_DIGITS, options=every)
     monkeypatch.undo()
@@ -185,7 +141,7 @@ def test_theorem1_resume_is_bitwise(tmp_path, monkeypatch, theorem1_reference, c
     """Checkpoints 1-6: BP iterations (6: the last, before the switch); 7-8: fine-tuning; 9: the
     stage boundary; 10: the pure adjoint stage. Each resumes to the same numbers."""
     every = durable.RunOptions(quiet=True, plot=False, checkpoint_every=1)
-    _crash_after_checkpoints(monkeypatch, crash_at)
+    crash_after_checkpoints(monkeypatch, crash_at)
     with pytest.raises(Crash):
         theorem1.run(True, tmp_path, 0, overrides=TINY_T1, options=every)
     monkeypatch.undo()
@@ -201,7 +157,7 @@ def test_resume_without_checkpoint_starts_afresh(tmp_path, capsys):
 
 
 def test_resume_refuses_a_checkpoint_of_other_data(tmp_path, monkeypatch):
-    _crash_after_checkpoints(monkeypatch, 2)
+    crash_after_checkpoints(monkeypatch, 2)
     with pytest.raises(Crash):
         digits.run(True, tmp_path, 0, overrides=TINY_DIGITS, options=QUIET)
     monkeypatch.undo()

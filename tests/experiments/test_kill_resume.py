@@ -22,7 +22,8 @@ import pytest
 
 from experiments import results
 from experiments.__main__ import main
-from tests.experiments.test_durable import _writable, assert_same_run
+from tests.experiments._harness import assert_same_run
+from tests.experiments.test_durable import _writable
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPER = str(Path(__file__).with_name("_killable.py"))

@@ -10,18 +10,13 @@ from experiments import _image, durable, registry, results
 from experiments import lm_resnet_classify as lm
 from experiments.__main__ import main
 from nets import LMStack, ResNetStack
+from tests.experiments._harness import (
+    QUIET,
+    assert_same_run,
+    crash_and_resume,
+    tiny,
+)
 from tests.experiments._record import assert_run_record
-from tests.experiments.test_durable import Crash, _crash_after_checkpoints, assert_same_run
-
-QUIET = durable.RunOptions(quiet=True, plot=False)
-RESUME = durable.RunOptions(quiet=True, plot=False, resume=True)
-EVERY = durable.RunOptions(quiet=True, plot=False, checkpoint_every=1)
-
-
-def _tiny(idx_dir, **more):
-    """2 epochs of 2 batches of 32."""
-    return {"data_dir": idx_dir, "n_train": 64, "n_val": 32, "n_test": 32, "batch": 32,
-            "eval_batch": 32, **more}
 
 
 @pytest.mark.parametrize("model", lm.MODELS)
@@ -98,7 +93,7 @@ def test_stochastic_depth_gates_come_from_the_loop_generator(tmp_path, idx_dir, 
 
     monkeypatch.setattr(_image, "fresh", fresh)
     monkeypatch.setattr(nets.lm_resnet, "draw_gates", draw)
-    assert lm.run(True, tmp_path, 0, overrides=_tiny(idx_dir, model="lm_resnet_sd"),
+    assert lm.run(True, tmp_path, 0, overrides=tiny(idx_dir, model="lm_resnet_sd"),
                   options=QUIET) == 0
     assert len(draws) == 2 * 2 * 2                      # 2 epochs x 2 batches x 2 stacks
     assert all(rng is loops[0].rng for rng in draws)
@@ -107,7 +102,7 @@ def test_stochastic_depth_gates_come_from_the_loop_generator(tmp_path, idx_dir, 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, idx_dir):
     out = tmp_path_factory.mktemp("lm_ref")
-    over = _tiny(idx_dir, model="lm_resnet_sd")
+    over = tiny(idx_dir, model="lm_resnet_sd")
     assert lm.run(True, out, 0, overrides=over, options=QUIET) == 0
     return results.find_runs(out)[0]
 
@@ -117,13 +112,8 @@ def test_resume_with_stochastic_depth_is_bitwise(tmp_path, monkeypatch, idx_dir,
                                                  crash_at):
     """Checkpoints 1 and 3 mid-epoch (the generator has drawn gates since the permutation), 2 at
     the end of epoch 1."""
-    over = _tiny(idx_dir, model="lm_resnet_sd")
-    _crash_after_checkpoints(monkeypatch, crash_at)
-    with pytest.raises(Crash):
-        lm.run(True, tmp_path, 0, overrides=over, options=EVERY)
-    monkeypatch.undo()
-    assert lm.run(True, tmp_path, 0, overrides=over, options=RESUME) == 0
-    (path,) = results.find_runs(tmp_path)
+    over = tiny(idx_dir, model="lm_resnet_sd")
+    path = crash_and_resume(monkeypatch, tmp_path, lm.run, over, crash_at)
     assert_same_run(path, reference)
 
 

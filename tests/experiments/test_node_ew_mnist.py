@@ -8,18 +8,13 @@ import pytest
 from experiments import durable, registry, results
 from experiments import node_ew_mnist as ew
 from experiments.__main__ import main
+from tests.experiments._harness import (
+    QUIET,
+    assert_same_run,
+    crash_and_resume,
+    tiny,
+)
 from tests.experiments._record import assert_run_record
-from tests.experiments.test_durable import Crash, _crash_after_checkpoints, assert_same_run
-
-QUIET = durable.RunOptions(quiet=True, plot=False)
-RESUME = durable.RunOptions(quiet=True, plot=False, resume=True)
-EVERY = durable.RunOptions(quiet=True, plot=False, checkpoint_every=1)
-
-
-def _tiny(idx_dir, **more):
-    """2 epochs (1 Euler + 1 adjoint) of 2 batches of 32."""
-    return {"data_dir": idx_dir, "n_train": 64, "n_val": 32, "n_test": 32, "batch": 32,
-            "eval_batch": 32, **more}
 
 
 @pytest.mark.parametrize("model", ew.MODELS)
@@ -57,7 +52,7 @@ def test_quick_mode_records_both_phases(tmp_path, idx_dir, model, capsys):
 def test_bp_epochs_choose_the_gradient_method(tmp_path, idx_dir, bp_epochs, phases):
     """``bp_epochs=0``: pure adjoint training (the paper's Table 1 baseline); ``= epochs``: only
     backpropagation through Euler steps."""
-    over = _tiny(idx_dir, model="node_ew", bp_epochs=bp_epochs)
+    over = tiny(idx_dir, model="node_ew", bp_epochs=bp_epochs)
     assert ew.run(True, tmp_path, 0, overrides=over, options=QUIET) == 0
     m = results.load(results.find_runs(tmp_path)[0])["metrics"]
     assert list(m["phase"]) == phases
@@ -83,20 +78,15 @@ def test_bad_settings_fail_before_compute(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, idx_dir):
     out = tmp_path_factory.mktemp("node_ew_ref")
-    assert ew.run(True, out, 0, overrides=_tiny(idx_dir, model="node_ew"), options=QUIET) == 0
+    assert ew.run(True, out, 0, overrides=tiny(idx_dir, model="node_ew"), options=QUIET) == 0
     return results.find_runs(out)[0]
 
 
 @pytest.mark.parametrize("crash_at", [1, 2, 3])
 def test_resume_is_bitwise(tmp_path, monkeypatch, idx_dir, reference, crash_at):
     """Checkpoints: 1 mid Euler epoch, 2 at the phase switch, 3 mid adjoint epoch."""
-    _crash_after_checkpoints(monkeypatch, crash_at)
-    with pytest.raises(Crash):
-        ew.run(True, tmp_path, 0, overrides=_tiny(idx_dir, model="node_ew"), options=EVERY)
-    monkeypatch.undo()
-    assert ew.run(True, tmp_path, 0, overrides=_tiny(idx_dir, model="node_ew"),
-                  options=RESUME) == 0
-    (path,) = results.find_runs(tmp_path)
+    path = crash_and_resume(monkeypatch, tmp_path, ew.run, tiny(idx_dir, model="node_ew"),
+                            crash_at)
     assert_same_run(path, reference)
 
 

@@ -18,7 +18,7 @@ pytest.importorskip("distributed", reason="sweeps need dask.distributed: pip ins
 
 from experiments import digits, durable, results, sweep  # noqa: E402
 from experiments.__main__ import main  # noqa: E402
-from tests.experiments.test_durable import assert_same_run  # noqa: E402
+from tests.experiments._harness import assert_same_run  # noqa: E402
 
 #: The cheapest quick configuration that trains: digits --quick (2 epochs of 4 batches).
 GRID = ["--grid", "width=8,16", "--grid", "lr=0.01,0.03"]

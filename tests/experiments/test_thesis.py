@@ -11,18 +11,16 @@ from experiments import _image, data, durable, registry, results
 from experiments import thesis_efficiency as eff
 from experiments import thesis_eval_solvers as evs
 from experiments.__main__ import main
+from tests.experiments._harness import (
+    EVERY,
+    QUIET,
+    assert_same_run,
+    crash_and_resume,
+    tiny,
+)
 from tests.experiments._record import assert_run_record
-from tests.experiments.test_durable import Crash, _crash_after_checkpoints, assert_same_run
 
 NAME_EFF = "thesis_efficiency"
-QUIET = durable.RunOptions(quiet=True, plot=False)
-RESUME = durable.RunOptions(quiet=True, plot=False, resume=True)
-EVERY = durable.RunOptions(quiet=True, plot=False, checkpoint_every=1)
-
-
-def _tiny(idx_dir, **more):
-    return {"data_dir": idx_dir, "n_train": 64, "n_val": 32, "n_test": 32, "batch": 32,
-            "eval_batch": 32, **more}
 
 
 # ------------------------------------------------------------------------------- efficiency
@@ -124,7 +122,7 @@ def test_spatial_pad_and_crop_vjps_are_adjoint():
 @pytest.fixture(scope="module")
 def efficiency_reference(tmp_path_factory, idx_dir):
     out = tmp_path_factory.mktemp("eff_ref")
-    assert eff.run(True, out, 0, overrides=_tiny(idx_dir), options=QUIET) == 0
+    assert eff.run(True, out, 0, overrides=tiny(idx_dir), options=QUIET) == 0
     (path,) = results.find_runs(out)
     return path
 
@@ -134,15 +132,7 @@ def test_thesis_efficiency_resume_is_bitwise(tmp_path, monkeypatch, idx_dir,
                                              efficiency_reference, crash_at):
     """2 epochs of 2 batches, a checkpoint every step: 1 (and 3) mid-epoch, 2 at the end of
     epoch 1, 4 after the last epoch (before the test evaluation)."""
-    _crash_after_checkpoints(monkeypatch, crash_at)
-    with pytest.raises(Crash):
-        eff.run(True, tmp_path, 0, overrides=_tiny(idx_dir), options=EVERY)
-    monkeypatch.undo()
-    with pytest.raises(durable.RunExistsError, match="--resume to continue"):
-        eff.run(True, tmp_path, 0, overrides=_tiny(idx_dir), options=QUIET)
-    assert eff.run(True, tmp_path, 0, overrides=_tiny(idx_dir), options=RESUME) == 0
-    (path,) = results.find_runs(tmp_path)
-    assert not list(tmp_path.glob("*.ckpt.h5"))
+    path = crash_and_resume(monkeypatch, tmp_path, eff.run, tiny(idx_dir), crash_at)
     assert_same_run(path, efficiency_reference)
 
 
@@ -162,7 +152,7 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, idx_
         return out
 
     monkeypatch.setattr(_image, "evaluate", fake)
-    over = _tiny(idx_dir, n_test=31, epochs=10, patience=2)
+    over = tiny(idx_dir, n_test=31, epochs=10, patience=2)
     assert eff.run(True, tmp_path, 0, overrides=over, options=EVERY) == 0
     run = results.load(results.find_runs(tmp_path)[0])
     m = run["metrics"]
@@ -273,7 +263,7 @@ def test_thesis_eval_solvers_reads_a_thesis_efficiency_model(tmp_path, idx_dir,
 
 
 def test_thesis_eval_solvers_rejects_a_resnet_source(tmp_path, idx_dir):
-    assert eff.run(True, tmp_path, 0, overrides=_tiny(idx_dir, model="resnet_small",
+    assert eff.run(True, tmp_path, 0, overrides=tiny(idx_dir, model="resnet_small",
                                                       epochs=1), options=QUIET) == 0
     (src,) = results.find_runs(tmp_path)
     with pytest.raises(durable.ConfigError, match="ODE model"):
@@ -289,7 +279,7 @@ def test_thesis_eval_solvers_rejects_a_resnet_source(tmp_path, idx_dir):
 @pytest.fixture(scope="module")
 def eval_reference(tmp_path_factory, idx_dir):
     out = tmp_path_factory.mktemp("evs_ref")
-    over = _tiny(idx_dir, eval_n_test=32, tolerances=[1e-1, 1e-3], fixed_steps=[1], epochs=1)
+    over = tiny(idx_dir, eval_n_test=32, tolerances=[1e-1, 1e-3], fixed_steps=[1], epochs=1)
     assert evs.run(True, out, 0, overrides=over, options=QUIET) == 0
     return results.find_runs(out)[0], over
 
@@ -300,12 +290,7 @@ def test_thesis_eval_solvers_resume_is_bitwise(tmp_path, monkeypatch, eval_refer
     """Checkpoints 1-3: training (2 batches, epoch end: 3); 4-9: one per evaluation setting
     (euler, midpoint, rk4 at 1 step; dopri5, tsit5, bosh3 at 1e-1 and 1e-3)."""
     ref, over = eval_reference
-    _crash_after_checkpoints(monkeypatch, crash_at)
-    with pytest.raises(Crash):
-        evs.run(True, tmp_path, 0, overrides=over, options=EVERY)
-    monkeypatch.undo()
-    assert evs.run(True, tmp_path, 0, overrides=over, options=RESUME) == 0
-    (path,) = results.find_runs(tmp_path)
+    path = crash_and_resume(monkeypatch, tmp_path, evs.run, over, crash_at)
     assert_same_run(path, ref)
     drop = ("time_s", "ms_per_image")
     rows = [{k: v for k, v in r.items() if k not in drop}
