@@ -15,10 +15,12 @@ code (issue 14, point 3).
   lines name extras that ``pyproject.toml`` declares; ``python benchmarks/F`` and ``bash
   benchmarks/F`` name files that exist.
 - Blocks without a language (``protocols.md``'s signature listings) are prose, not code.
+- The ``>>>`` examples of the docstrings, which the API reference shows, run under doctest.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import io
 import re
@@ -200,3 +202,33 @@ def test_a_broken_shell_snippet_fails(command, error, match):
     error = {"ConfigError": durable.ConfigError, "SweepError": sweep.SweepError}.get(error, error)
     with pytest.raises(error, match=match):
         check_shell_command(command)
+
+
+# ----------------------------------------------------------------------------- docstrings
+def _package_modules() -> list:
+    """Every module of the three packages and of experiments (the API reference's sources)."""
+    import pkgutil
+    names = []
+    for package in ("adjointcore", "solvers", "nets", "experiments"):
+        pkg = importlib.import_module(package)
+        names.append(package)
+        names += [m.name for m in pkgutil.walk_packages(pkg.__path__, package + ".")
+                  if not m.name.endswith("__main__")]
+    return names
+
+
+def test_docstring_examples_run():
+    """The ``>>>`` examples in the docstrings (shown in the API reference) run and print what
+    they say (doctest, NumPy's printing as in the examples)."""
+    import doctest
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    examples = 0
+    for name in _package_modules():
+        module = importlib.import_module(name)
+        for test in finder.find(module, name, extraglobs={"np": np}):
+            if test.examples:
+                examples += len(test.examples)
+                result = runner.run(test, out=lambda text: None)
+                assert not result.failed, f"{test.name}: {result.failed} example(s) failed"
+    assert examples >= 20                     # the examples exist (five modules hold them)
