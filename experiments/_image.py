@@ -818,17 +818,21 @@ def trained_run(name: str, cfg: dict, out, options, plot_modules: dict, models: 
 
 
 def plot_curves(ax_loss, ax_acc, hist: dict, test_acc: float, paper_acc: Optional[float],
-                source: str) -> None:
+                source: str, best_epoch: Optional[int] = None,
+                titles: tuple = ("(a) loss", "(b) accuracy")) -> None:
     """Loss and accuracy by epoch (training, validation) with the test accuracy, ours and the
-    paper's (``paper_acc`` a fraction, None: not drawn; ``source`` names it), on two axes."""
+    paper's (``paper_acc`` a fraction, None: not drawn; ``source`` names it), on two axes;
+    ``best_epoch`` (1-based) marks the best validation loss."""
     epochs = np.arange(1, len(hist["train_loss"]) + 1)
     ax_loss.plot(epochs, hist["train_loss"], marker="o", label="train")
     ax_loss.plot(epochs, hist["val_loss"], marker="s", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="loss (nats per example)", title="(a) loss")
+    if best_epoch is not None:
+        ax_loss.axvline(best_epoch, color="0.6", ls=":", label="best validation loss")
+    ax_loss.set(xlabel="epoch", ylabel="loss (nats per example)", title=titles[0])
     ax_acc.plot(epochs, hist["train_acc"], marker="o", label="train")
     ax_acc.plot(epochs, hist["val_acc"], marker="s", label="validation")
     ax_acc.axhline(test_acc, color="C2", ls="--", label=f"test (ours) {100 * test_acc:.2f}%")
     if paper_acc is not None:
         ax_acc.axhline(paper_acc, color="C3", ls=":",
                        label=f"test ({source}) {100 * paper_acc:.2f}%")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="(b) accuracy")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title=titles[1])

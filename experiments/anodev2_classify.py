@@ -551,15 +551,7 @@ def _plot(hist, extra, path, cfg, stem, coeffs):
     fig = new_figure((11, 7.2))
     (ax1, ax2), (ax3, ax4) = fig.subplots(2, 2)
     epochs = np.arange(1, len(hist["train_loss"]) + 1)
-    ax1.plot(epochs, hist["train_loss"], marker="o", label="train")
-    ax1.plot(epochs, hist["val_loss"], marker="s", label="validation")
-    ax1.axvline(extra["best_epoch"], color="0.6", ls=":", label="best validation loss")
-    ax1.set(xlabel="epoch", ylabel="loss (nats per example)", title="(a) loss")
-    ax2.plot(epochs, hist["train_acc"], marker="o", label="train")
-    ax2.plot(epochs, hist["val_acc"], marker="s", label="validation")
-    ax2.axhline(extra["test_acc"], color="C2", ls="--",
-                label=f"test {100 * extra['test_acc']:.2f}%")
-    ax2.set(xlabel="epoch", ylabel="accuracy", title="(b) accuracy")
+    _image.plot_curves(ax1, ax2, hist, extra["test_acc"], None, "", extra["best_epoch"])
     times, norms = extra["kernel_times"], extra["kernel_norms"]
     rel = norms / norms[0]
     for i in range(norms.shape[1]):

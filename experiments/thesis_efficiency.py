@@ -152,17 +152,9 @@ def _plot(hist, extra, path, cfg, stem):
     fig = new_figure((11, 7.2))
     (ax1, ax2), (ax3, ax4) = fig.subplots(2, 2)
     epochs = np.arange(1, len(hist["train_loss"]) + 1)
-    ax1.plot(epochs, hist["train_loss"], marker="o", label="train")
-    ax1.plot(epochs, hist["val_loss"], marker="s", label="validation")
-    ax1.axvline(extra["best_epoch"], color="0.6", ls=":", label="best validation loss")
-    ax1.set(xlabel="epoch", ylabel="loss (nats per example)", title="(a) loss (Fig. 8.2b)")
-    ax2.plot(epochs, hist["train_acc"], marker="o", label="train")
-    ax2.plot(epochs, hist["val_acc"], marker="s", label="validation")
-    ax2.axhline(extra["test_acc"], color="C2", ls="--",
-                label=f"test (ours) {100 * extra['test_acc']:.2f}%")
     thesis = _image.THESIS_TABLE_8_1[cfg["model"]]
-    ax2.axhline(thesis[0] / 100, color="C3", ls=":", label=f"test (thesis) {thesis[0]:.2f}%")
-    ax2.set(xlabel="epoch", ylabel="accuracy", title="(b) accuracy (Fig. 8.2a)")
+    _image.plot_curves(ax1, ax2, hist, extra["test_acc"], thesis[0] / 100, "thesis",
+                       extra["best_epoch"], ("(a) loss (Fig. 8.2b)", "(b) accuracy (Fig. 8.2a)"))
     if cfg["model"] in _image.ODE_MODELS:
         ax3.plot(epochs, hist["nfe_forward_per_batch"], marker="o", label="forward (FNFE)")
         ax3.plot(epochs, hist["nfe_backward_per_batch"], marker="s", label="backward (BNFE)")
