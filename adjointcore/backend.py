@@ -22,7 +22,7 @@ from numpy.typing import DTypeLike
 # disagree and the code is backend-generic (``xp = get_array_module(x)``). Defined once, in
 # ``solvers`` (the bottom of the package DAG, which imports nothing from this repository), and
 # re-exported here for adjointcore, nets and user layers: ``from adjointcore.backend import Array``.
-from solvers._xp import Array as Array
+from solvers import Array as Array
 
 __all__ = [
     "FLOAT_DTYPES", "COMPLEX_DTYPES", "DEFAULT_DTYPE",

@@ -20,6 +20,7 @@ from ._solve import adaptive_methods, solve
 from ._stepper import RKStepper, get_stepper
 from ._tableau import ButcherTableau
 from ._work import Work
+from ._xp import Array as Array  # the array annotation (Any), re-exported by adjointcore.backend
 from .tableaux import TABLEAUX, get_tableau
 
 __all__ = [
