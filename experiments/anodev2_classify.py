@@ -90,7 +90,6 @@ bitwise. The comparison (4 models x 3 seeds, 2 workers)::
 from __future__ import annotations
 
 import math
-import time
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -476,33 +475,20 @@ def run(quick: bool = False, out: str = "results", seed: int = 0, *,
     """ANODEV2 (config. 1, 2) vs neural ODE vs ResNet, ResNet-4-like, FashionMNIST."""
     options = options or durable.RunOptions()
     cfg = make_config(quick, seed, overrides)
-    durable.check_out_dir(out)
-    if options.plot:
-        durable.check_modules(PLOT_MODULES, f"{NAME}'s figure", "--no-plot")
-    data = _image.load_data(cfg)
-    info = _image.data_info(cfg, data)
     kind = cfg["model"]
-    with durable.claim(NAME, cfg, out, options, PLOT_MODULES, info, checkpoints=True) as rn:
-        records = []
-        model = build_model(cfg, monitor=lambda phase, work: records.append((phase, work)))
-        opt = _image.make_optimizer(cfg)
-        loop = _image.fresh(cfg, model, opt) if rn.resumed is None else _image.restored(
-            rn.resumed, opt)
-        loop = _image.train(rn, cfg, model, opt, loop, data, records, kind)
-        start = time.perf_counter()
-        test = _image.evaluate(model, loop.best_params, data.x_test, data.y_test,
-                               cfg["eval_batch"], records)
-        test_time = time.perf_counter() - start
+
+    def schedule(cfg, monitor):
+        model = build_model(cfg, monitor=monitor)
+        return lambda epoch: (model, model)
+
+    with _image.trained_run(NAME, cfg, out, options, PLOT_MODULES, schedule) as done:
+        rn, loop, test = done.run, done.loop, done.test
+        model = done.schedule(0)[0]
         counts = count_table(cfg)
         mine = next(r for r in counts if r["model"] == kind)
         times, norms, applied = kernel_trajectory(model, loop.best_params)
         paper = PAPER_CIFAR10[kind]
-        extra = {"test_acc": test["acc"], "test_loss": test["loss"],
-                 "test_nfe_forward_per_batch": test["nfe_forward"],
-                 "best_epoch": loop.stop["best_epoch"], "epochs_run": loop.epoch,
-                 "stopped_early": bool(loop.stop["stopped"]),
-                 "mean_epoch_time_s": float(np.mean(loop.hist["epoch_time_s"])),
-                 "test_time_s": test_time, "wall_time_s": loop.wall + test_time,
+        extra = {**done.summary,
                  "params_total": mine["params"], "params_fc": mine["params_fc"],
                  "params_not_fc": mine["params"] - mine["params_fc"],
                  "params_block": mine["params_block"],
