@@ -61,6 +61,7 @@ from adjointcore.layers import (
 from adjointcore.layers.activation import tanh_derivative
 from adjointcore.layers.base import tangent_sum
 from adjointcore.layers.norm import _channel
+from tests.adjointcore._examples import forward_fresh, split_example
 
 EXAMPLES = builtin_examples(np.random.default_rng(0))
 IDS = [e[0] for e in EXAMPLES]
@@ -68,27 +69,11 @@ SEEDS = [0, 1]
 GROSS = 1e-3          # a dropped term is an O(1) error: 1e5 x the FD tolerance
 
 
-def _split(example, dtype=np.float64):
-    name, layer, x, kwargs = example
-    kwargs = dict(kwargs)
-    params = kwargs.pop("params", None)
-    if params is None:
-        params = layer.init(np.random.default_rng(1))
-    return layer, x.astype(dtype), params.astype(dtype), kwargs
-
-
-def _forward(layer, params, x, kwargs):
-    kw = dict(kwargs)
-    if "rng" in kw:
-        kw["rng"] = copy.deepcopy(kw["rng"])
-    return layer.forward(params, x, **kw)
-
-
 # -- every catalog layer ------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
 def test_catalog_jvp_float64(example, seed):
-    layer, x, params, kwargs = _split(example)
+    layer, x, params, kwargs = split_example(example)
     report = check_jvp(layer, x, params=params, seed=seed, **kwargs)
     assert report.passed, str(report)
     blocks = ["x"] + (["params", "joint"] if params.size else [])
@@ -103,16 +88,16 @@ def test_catalog_jvp_float64(example, seed):
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
 def test_catalog_jvp_float32_keeps_dtype(example):
-    layer, x, params, kwargs = _split(example, np.float32)
+    layer, x, params, kwargs = split_example(example, np.float32)
     report = check_jvp(layer, x, params=params, **kwargs)   # a float64 y_dot is a failure
     assert report.passed, str(report)
-    y, cache = _forward(layer, params, x, kwargs)
+    y, cache = forward_fresh(layer, params, x, kwargs)
     rng = np.random.default_rng(4)
     x_dot = rng.standard_normal(x.shape).astype(np.float32)
     p_dot = rng.standard_normal(params.shape).astype(np.float32) if params.size else None
     y_dot = layer.jvp(params, cache, x_dot, p_dot)
     assert y_dot.dtype == np.float32 and y.dtype == np.float32
-    y64, c64 = _forward(layer, params.astype(np.float64), x.astype(np.float64), kwargs)
+    y64, c64 = forward_fresh(layer, params.astype(np.float64), x.astype(np.float64), kwargs)
     ref = layer.jvp(params.astype(np.float64), c64, x_dot.astype(np.float64),
                     None if p_dot is None else p_dot.astype(np.float64))
     assert relative_error(y_dot, ref) <= 1e-5
@@ -142,8 +127,8 @@ def test_catalog_covers_every_builtin_layer_class():
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
 def test_apply_jvp_equals_checked_jvp_bitwise(example):
-    layer, x, params, kwargs = _split(example)
-    _, cache = _forward(layer, params, x, kwargs)
+    layer, x, params, kwargs = split_example(example)
+    _, cache = forward_fresh(layer, params, x, kwargs)
     rng = np.random.default_rng(5)
     x_dot = rng.standard_normal(x.shape)
     p_dot = rng.standard_normal(params.shape) if params.size else None
@@ -159,10 +144,10 @@ def test_apply_jvp_equals_checked_jvp_bitwise(example):
 @pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
 def test_zero_params_dot_is_the_none_path(example):
     """``params_dot=None`` means a zero parameter tangent (same values, bit for bit)."""
-    layer, x, params, kwargs = _split(example)
+    layer, x, params, kwargs = split_example(example)
     if not params.size:
         pytest.skip("no parameters")
-    _, cache = _forward(layer, params, x, kwargs)
+    _, cache = forward_fresh(layer, params, x, kwargs)
     x_dot = np.random.default_rng(6).standard_normal(x.shape)
     x_keep = x_dot.copy()
     assert np.array_equal(layer.jvp(params, cache, x_dot, np.zeros_like(params)),
@@ -512,8 +497,8 @@ def test_layer_without_jvp_is_named():
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
 def test_wrong_tangent_shapes_are_named(example):
-    layer, x, params, kwargs = _split(example)
-    _, cache = _forward(layer, params, x, kwargs)
+    layer, x, params, kwargs = split_example(example)
+    _, cache = forward_fresh(layer, params, x, kwargs)
     if not (isinstance(layer, Dropout) and cache.mask is None):   # eval dropout: any shape
         with pytest.raises(ShapeError, match="`x_dot`"):
             layer.jvp(params, cache, np.zeros((7,) + x.shape))
@@ -690,6 +675,6 @@ GPU_EXAMPLES = EXAMPLES
 @pytest.mark.parametrize("example", GPU_EXAMPLES, ids=[e[0] for e in GPU_EXAMPLES])
 def test_catalog_jvp_on_backend(example, xp):
     """The same checks on the array module under test (CuPy on a GPU machine)."""
-    layer, x, params, kwargs = _split(example)
+    layer, x, params, kwargs = split_example(example)
     report = check_jvp(layer, xp.asarray(x), params=xp.asarray(params), **kwargs)
     assert report.passed, str(report)

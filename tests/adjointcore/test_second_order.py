@@ -43,6 +43,7 @@ from adjointcore.layers import (
     Tanh,
 )
 from adjointcore.layers.base import SecondOrderBars, call_jvp_vjp, kernel_jvp
+from tests.adjointcore._examples import assert_quadratic_form_gradient
 
 GROSS = 1e-3        # a dropped term: >= 1e5 x the FD tolerance
 
@@ -144,16 +145,7 @@ def test_vjp_of_v_J_v_matches_quadratic_form_fd():
     rng = np.random.default_rng(5)
     z, v, u = (rng.standard_normal((2, 3)) for _ in range(3))
     params = layer.init(rng)
-
-    def quad(zz):
-        _, c = layer.forward(params, zz)
-        return float((v * layer.jvp(params, c, v)).sum())
-
-    _, cache = layer.forward(params, z)
-    z_bar = layer.jvp_vjp(params, cache, v, None, v).x_bar
-    eps = 1e-5
-    fd = (quad(z + eps * u) - quad(z - eps * u)) / (2 * eps)
-    assert abs(fd - (z_bar * u).sum()) <= 1e-8 * max(abs(fd), 1.0)
+    assert_quadratic_form_gradient(layer, params, z, v, u)
 
 
 # -- mutation tests -----------------------------------------------------------------------------

@@ -31,8 +31,6 @@ named figures exceeding 1e3 x their tolerance.
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 
@@ -63,6 +61,7 @@ from adjointcore.layers import (
 )
 from adjointcore.layers.base import SecondOrderBars
 from adjointcore.layers.norm import _channel, _normalise_vjp
+from tests.adjointcore._examples import assert_quadratic_form_gradient, forward_fresh, split_example
 
 EXAMPLES = builtin_examples(np.random.default_rng(0))
 IDS = [e[0] for e in EXAMPLES]
@@ -73,22 +72,6 @@ FD, COMPLEX, TAYLOR = 1e-8, 1e-13, 0.05
 #: test_second_order.py, and through the catalog here too).
 NEW = (BatchNorm, GroupNorm, MaxPool2d, AvgPool2d, GlobalAvgPool2d, Flatten, Reshape, ChannelPad,
        ChannelUnpad, Dropout)
-
-
-def _split(example, dtype=np.float64):
-    name, layer, x, kwargs = example
-    kwargs = dict(kwargs)
-    params = kwargs.pop("params", None)
-    if params is None:
-        params = layer.init(np.random.default_rng(1))
-    return layer, x.astype(dtype), params.astype(dtype), kwargs
-
-
-def _forward(layer, params, x, kwargs):
-    kw = dict(kwargs)
-    if "rng" in kw:
-        kw["rng"] = copy.deepcopy(kw["rng"])
-    return layer.forward(params, x, **kw)
 
 
 def _assert_figures(layer, report, kwargs):
@@ -108,14 +91,14 @@ def _assert_figures(layer, report, kwargs):
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
 def test_catalog_second_order_float64(example, seed):
-    layer, x, params, kwargs = _split(example)
+    layer, x, params, kwargs = split_example(example)
     report = check_jvp_vjp(layer, x, params=params, seed=seed, **kwargs)
     _assert_figures(layer, report, kwargs)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
 def test_catalog_second_order_float32_keeps_dtype(example):
-    layer, x, params, kwargs = _split(example, np.float32)
+    layer, x, params, kwargs = split_example(example, np.float32)
     report = check_jvp_vjp(layer, x, params=params, **kwargs)   # a float64 bar is a failure
     assert report.passed, str(report)
 
@@ -147,7 +130,7 @@ NEW_IDS = [e[0] for e in NEW_EXAMPLES]
 
 
 def _tangents(layer, params, x, kwargs, seed=5):
-    y, cache = _forward(layer, params, x, kwargs)
+    y, cache = forward_fresh(layer, params, x, kwargs)
     rng = np.random.default_rng(seed)
     x_dot = rng.standard_normal(x.shape)
     p_dot = rng.standard_normal(params.shape) if params.size else None
@@ -160,7 +143,7 @@ def test_fast_path_equals_checked_and_tangent_bars_are_the_vjp(example):
     """``apply_jvp_vjp`` is ``jvp_vjp`` bit for bit; ``x_dot_bar``/``params_dot_bar`` are the
     layer's own VJP of ``y_dot_bar`` bit for bit; ``y_bar`` adds exactly its VJP for the layers
     without second derivative."""
-    layer, x, params, kwargs = _split(example)
+    layer, x, params, kwargs = split_example(example)
     cache, x_dot, p_dot, g, y_bar = _tangents(layer, params, x, kwargs)
     for pd in (None, p_dot):
         for yb in (None, y_bar):
@@ -182,7 +165,7 @@ def test_fast_path_equals_checked_and_tangent_bars_are_the_vjp(example):
 
 @pytest.mark.parametrize("example", NEW_EXAMPLES, ids=NEW_IDS)
 def test_inputs_are_not_modified(example):
-    layer, x, params, kwargs = _split(example)
+    layer, x, params, kwargs = split_example(example)
     cache, x_dot, p_dot, g, y_bar = _tangents(layer, params, x, kwargs)
     kept = [None if a is None else a.copy() for a in (params, x_dot, p_dot, g, y_bar)]
     layer.jvp_vjp(params, cache, x_dot, p_dot, g, y_bar)
@@ -269,16 +252,7 @@ def test_divergence_gradient_of_a_normalised_field():
     rng = np.random.default_rng(7)
     z, v, u = (rng.standard_normal((2, 2, 3, 3)) for _ in range(3))
     params = _perturbed(layer, 7)
-
-    def quad(zz):
-        _, c = layer.forward(params, zz)
-        return float((v * layer.jvp(params, c, v)).sum())
-
-    _, cache = layer.forward(params, z)
-    z_bar = layer.jvp_vjp(params, cache, v, None, v).x_bar
-    eps = 1e-5
-    fd = (quad(z + eps * u) - quad(z - eps * u)) / (2 * eps)
-    assert abs(fd - (z_bar * u).sum()) <= 1e-8 * max(abs(fd), 1.0)
+    assert_quadratic_form_gradient(layer, params, z, v, u)
 
 
 # -- mutation tests -----------------------------------------------------------------------------
@@ -491,8 +465,8 @@ def test_unmutated_bases_pass():
 # -- errors -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("example", NEW_EXAMPLES, ids=NEW_IDS)
 def test_bad_arguments_are_named(example):
-    layer, x, params, kwargs = _split(example)
-    y, cache = _forward(layer, params, x, kwargs)
+    layer, x, params, kwargs = split_example(example)
+    y, cache = forward_fresh(layer, params, x, kwargs)
     x_dot, g = np.zeros_like(x), np.zeros_like(y)
     eval_dropout = isinstance(layer, Dropout) and cache.mask is None
     if not eval_dropout:                                       # eval dropout: any shape
@@ -526,6 +500,6 @@ def test_norm_channel_mismatch_is_named():
 def test_new_second_order_on_backend(example, xp):
     """The same checks on the array module under test (the device emulation; CuPy on a GPU
     machine)."""
-    layer, x, params, kwargs = _split(example)
+    layer, x, params, kwargs = split_example(example)
     report = check_jvp_vjp(layer, xp.asarray(x), params=xp.asarray(params), **kwargs)
     assert report.passed, str(report)
