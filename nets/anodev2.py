@@ -47,8 +47,8 @@ then, for ``j = M - 1 .. 0`` with ``M = max(a_i)`` and ``w_bar_M = sum_{a_i = M}
 giving ``z0_bar = z_bar_0``, ``w0_bar = w_bar_0`` and ``p_bar``. The weight sweep restarts from
 ``w0`` under the block's checkpoint ``schedule`` of :mod:`adjointcore.checkpointing`
 (``StoreAll()`` by default, ``Revolve(s)`` for binomial checkpointing of the weight trajectory);
-the z sweep keeps the ``n_z`` states ``z_i`` and applied weights and recomputes each ``f`` cache
-once.
+the z sweep uses the ``n_z`` states ``z_i``, applied weights and ``f`` caches kept by the
+forward (no ``f`` evaluation in the reverse pass).
 
 References
 ----------
@@ -193,10 +193,14 @@ class ANODEV2Cache(NamedTuple):
         ``w_{n_w} = w(t1)``, the end of the weight evolution (bitwise
         ``block.weights(w0, p)[-1]``). Read-only output: the VJP does not use it (steps after
         the last applied index do not influence the block's output).
+    f_caches : tuple
+        The cache of ``f`` at each activation step, kept for the VJP (which would otherwise
+        evaluate ``f`` again at every ``(z_i, w_{a_i})``).
     """
     zs: tuple[Array, ...]
     thetas: tuple[Array, ...]
     w_final: Array
+    f_caches: tuple[Any, ...]
 
 
 class ANODEV2Block(Layer):
@@ -417,14 +421,15 @@ class ANODEV2Block(Layer):
                     fix="x is the initial activation z0, a real array f accepts.")
         w0, p = params[self._w0_slice], params[self._p_slice]
         step = evolution_step(self.evolution, p)
-        z, w, j, zs, thetas = x, w0, 0, [], []
+        z, w, j, zs, thetas, f_caches = x, w0, 0, [], [], []
         for i, a in enumerate(self.apply_at):
             while j < a:
                 w = step(w, j * self.dt_w, self.dt_w)[0]
                 j += 1
             zs.append(z)
             thetas.append(w)
-            dz, _ = self.f.forward(w, z, **self._context(i))
+            dz, f_cache = self.f.forward(w, z, **self._context(i))
+            f_caches.append(f_cache)
             if tuple(dz.shape) != tuple(z.shape):
                 raise ShapeError(f"`f` must preserve the shape of z {tuple(z.shape)}, got "
                                  f"{tuple(dz.shape)}; pad the convolutions (padding=k//2).")
@@ -432,7 +437,7 @@ class ANODEV2Block(Layer):
         while j < self.n_w:          # to w(t1): no influence on z, exposed as cache.w_final
             w = step(w, j * self.dt_w, self.dt_w)[0]
             j += 1
-        return z, ANODEV2Cache(tuple(zs), tuple(thetas), w)
+        return z, ANODEV2Cache(tuple(zs), tuple(thetas), w, tuple(f_caches))
 
     # -- reverse ---------------------------------------------------------------------------------
     def vjp(self, params: Array, cache: ANODEV2Cache, y_bar: Array,
@@ -465,8 +470,7 @@ class ANODEV2Block(Layer):
         w0, p = params[self._w0_slice], params[self._p_slice]
         inject: dict[int, Any] = {}
         for i in reversed(range(self.n_z)):
-            _, f_cache = self.f.forward(cache.thetas[i], cache.zs[i], **self._context(i))
-            x_bar, g = call_vjp(self.f, cache.thetas[i], f_cache, self.dt_z * z_bar,
+            x_bar, g = call_vjp(self.f, cache.thetas[i], cache.f_caches[i], self.dt_z * z_bar,
                                 need_params)
             z_bar = z_bar + x_bar
             if need_params:

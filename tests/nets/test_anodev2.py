@@ -328,6 +328,36 @@ def test_forward_returns_the_final_weights(n_z, n_w, apply):
     assert counts == {"step": 0, "step_vjp": 0}          # x_bar needs no weight sweep
 
 
+def test_vjp_uses_the_forward_f_caches_and_evaluates_no_f():
+    """The forward keeps f's cache at each activation step (``cache.f_caches``); the reverse
+    pass makes one f VJP per step and no f evaluation."""
+    rng, f, evo, z0, w0, p = _problem(18)
+    block = ANODEV2Block.from_configuration(f, evo, 1)
+    params = np.concatenate([w0, p])
+    _, cache = block.forward(params, z0)
+    assert len(cache.f_caches) == block.n_z
+    calls = {"forward": 0, "vjp": 0}
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(f, name)
+
+        def forward(self, *args, **kwargs):
+            calls["forward"] += 1
+            return f.forward(*args, **kwargs)
+
+        def vjp(self, *args, **kwargs):
+            calls["vjp"] += 1
+            return f.vjp(*args, **kwargs)
+
+    counted = ANODEV2Block.from_configuration(Counting(), evo, 1)
+    y_bar = rng.standard_normal(z0.shape)
+    got = counted.vjp(params, cache, y_bar)
+    assert calls == {"forward": 0, "vjp": block.n_z}
+    for a, b in zip(got, block.vjp(params, cache, y_bar), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 # -- configurations --------------------------------------------------------------------------------
 def test_paper_configurations_apply_the_right_weights():
     assert apply_indices(5, 5) == (0, 1, 2, 3, 4)                   # configuration 1
