@@ -198,7 +198,8 @@ def _seed_table_parser() -> argparse.ArgumentParser:
     parser.add_argument("--by", required=True, metavar="KEYS",
                         help="comma-separated configuration keys (or --table columns) to group on")
     parser.add_argument("--values", required=True, metavar="NAMES",
-                        help="comma-separated scalar metrics (or --table columns) to aggregate")
+                        help="comma-separated scalar metrics (or --table columns) to aggregate; "
+                             "per-epoch metrics with a reduction, e.g. epoch_time_s:mean")
     parser.add_argument("--table", metavar="T", help="aggregate the rows of this HDF5 table")
     parser.add_argument("--quick", action="store_true", help="the quick runs")
     parser.add_argument("--digits", type=_positive, default=4, metavar="N",

@@ -13,6 +13,11 @@ run, ``--by`` naming configuration keys such as ``model``), or from one of the r
 tables (``--table NAME``: every row of that table in every run, ``--by`` naming its columns).
 Rows that agree on ``--by`` are grouped; each value is reported as ``mean +- std (n)``, the
 sample standard deviation (ddof 1) over the group's rows. Booleans are counted (``k/n``).
+
+A per-epoch metric (an array) is reduced to one number per run by a suffix: ``NAME:mean``,
+``NAME:last``, ``NAME:min``, ``NAME:max`` or ``NAME:sum``, e.g.
+``--values test_acc,nfe_forward_per_batch:mean`` (the forward NFE per batch averaged over a run's
+epochs, then mean +- std over seeds).
 """
 from __future__ import annotations
 
@@ -26,7 +31,12 @@ import numpy as np
 from . import results
 from .durable import ExperimentError
 
-__all__ = ["SeedTableError", "run_rows", "group_rows", "format_cell", "markdown", "seed_table"]
+__all__ = ["SeedTableError", "REDUCTIONS", "run_rows", "group_rows", "format_cell", "markdown",
+           "seed_table"]
+
+#: Reductions of an array metric to one number per run (``NAME:REDUCTION``).
+REDUCTIONS = {"mean": np.mean, "last": lambda a: a[-1], "min": np.min, "max": np.max,
+              "sum": np.sum}
 
 
 class SeedTableError(ExperimentError):
@@ -38,6 +48,30 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.reshape(-1)[0].item() if value.size == 1 else None
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _metric(value: Any) -> Any:
+    """:func:`_scalar` of ``value``, or a numeric array as it is (reduced by ``NAME:REDUCTION``);
+    None for anything else."""
+    scalar = _scalar(value)
+    if scalar is None and isinstance(value, np.ndarray) and value.dtype.kind in "biuf" \
+            and value.size:
+        return value
+    return scalar
+
+
+def _value(row: dict, name: str) -> Any:
+    """``row[name]``, or the reduction ``REDUCTION`` of the array ``row[NAME]`` for
+    ``name = "NAME:REDUCTION"``."""
+    base, _, reduction = name.partition(":")
+    value = row[base]
+    if reduction:
+        return REDUCTIONS[reduction](np.asarray(value, dtype=np.float64)).item()
+    if isinstance(value, np.ndarray):
+        raise SeedTableError(f"{base!r} holds one value per epoch (shape {value.shape}); name "
+                             f"a reduction, e.g. {base}:mean (one of "
+                             f"{', '.join(REDUCTIONS)}).")
+    return value
 
 
 def run_rows(folder, experiment: str, table: Optional[str] = None, quick: bool = False) -> list:
@@ -59,8 +93,8 @@ def run_rows(folder, experiment: str, table: Optional[str] = None, quick: bool =
         run = results.load(path)
         seed = int(run["config"]["seed"])
         if table is None:
-            scalars = {k: _scalar(v) for k, v in run["metrics"].items()}
-            rows.append({**run["config"], **{k: v for k, v in scalars.items()
+            metrics = {k: _metric(v) for k, v in run["metrics"].items()}
+            rows.append({**run["config"], **{k: v for k, v in metrics.items()
                                              if v is not None}, "seed": seed})
             continue
         if table not in run["tables"]:
@@ -82,11 +116,16 @@ def group_rows(rows: Sequence[dict], by: Sequence[str], values: Sequence[str]) -
     Raises
     ------
     SeedTableError
-        A key of ``by`` or a name of ``values`` missing from a row.
+        A key of ``by`` or a name of ``values`` missing from a row, an unknown reduction, or an
+        array value named without one.
     """
+    unknown = sorted({v.partition(":")[2] for v in values if ":" in v} - set(REDUCTIONS))
+    if unknown:
+        raise SeedTableError(f"unknown reduction(s) {unknown} in --values; use one of "
+                             f"{', '.join(REDUCTIONS)} (e.g. nfe_forward_per_batch:mean).")
     groups: dict = {}
     for row in rows:
-        missing = [k for k in (*by, *values) if k not in row]
+        missing = [k for k in (*by, *(v.partition(":")[0] for v in values)) if k not in row]
         if missing:
             raise SeedTableError(f"rows have no {missing}; available: {sorted(row)}.")
         key = tuple(row[k] for k in by)
@@ -94,7 +133,7 @@ def group_rows(rows: Sequence[dict], by: Sequence[str], values: Sequence[str]) -
                                         **{v: [] for v in values}})
         group["seeds"].add(row["seed"])
         for v in values:
-            group[v].append(row[v])
+            group[v].append(_value(row, v))
     return [dict(g, seeds=sorted(g["seeds"])) for g in groups.values()]
 
 

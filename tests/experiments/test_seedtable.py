@@ -39,6 +39,16 @@ def test_scalar_metrics_grouped_by_a_config_key(runs):
     assert table.splitlines()[0] == "| model | test_acc | seeds |"
 
 
+def test_array_metrics_are_reduced_per_run_then_over_seeds(runs):
+    # "curve" is [0, 1, 2] in every run: mean 1, last 2, max 2, sum 3, min 0, with zero spread
+    table = seedtable.seed_table(runs, "toy", ["model"],
+                                 ["curve:mean", "curve:last", "curve:min", "curve:sum"])
+    assert "| a | 1.000 +- 0.000 (3) | 2.000 +- 0.000 (3) | 0.000 +- 0.000 (3) | " \
+           "3.000 +- 0.000 (3) | 0,1,2 |" in table
+    assert table.splitlines()[0] == "| model | curve:mean | curve:last | curve:min | curve:sum " \
+                                    "| seeds |"
+
+
 def test_table_rows_grouped_by_their_columns_and_booleans_counted(runs):
     table = seedtable.seed_table(runs, "toy", ["dataset"], ["nll", "faster"], table="summary")
     # the five accuracies: mean 4.41 / 5 = 0.882, sample std sqrt(0.01288 / 4) = 0.05675
@@ -64,6 +74,10 @@ def test_cli_prints_the_table(runs, capsys):
      "no finished run of 'nope'"),
     (["--experiment", "toy", "--by", "modle", "--values", "test_acc"], "rows have no ['modle']"),
     (["--experiment", "toy", "--by", "model", "--values", "x", "--table", "t"], "no table 't'"),
+    (["--experiment", "toy", "--by", "model", "--values", "curve"],
+     "'curve' holds one value per epoch (shape (3,)); name a reduction, e.g. curve:mean"),
+    (["--experiment", "toy", "--by", "model", "--values", "curve:median"],
+     "unknown reduction(s) ['median']"),
 ])
 def test_cli_refusals_name_the_problem(runs, capsys, argv, message):
     assert main(["seed-table", str(runs), *argv]) == 2
