@@ -161,8 +161,8 @@ class _CountedLayer:
 def _anodev2_rows(sys_, ref, cfg):
     """ANODEV2 block with LayerEvolution(g), n_z = n_w = N; and its agreement with Euler.
 
-    NFE are measured evaluations of ``f`` (forward: ``N``; backward: its VJPs plus the forward
-    evaluations it recomputes, ``2 N``), as for the coupled-field rows; the evaluations of ``g``
+    NFE are measured evaluations of ``f`` (forward: ``N``; backward: its ``N`` VJPs, on the
+    caches the forward kept), as for the coupled-field rows; the evaluations of ``g``
     are in the row's ``g_forward_nfe`` (``N``: the block's forward evolves the weights to
     ``w(T)``) and ``g_backward_nfe`` (the ``N - 1`` steps that reach ``x(T)``, replayed,
     recomputed and differentiated).

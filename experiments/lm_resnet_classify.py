@@ -136,7 +136,7 @@ def make_config(quick: bool = False, seed: int = 0, overrides: Optional[dict] = 
         An unknown key, a value of the wrong type, or a value out of range.
     """
     return _image.image_config(NAME, (FULL, QUICK, COMMON), quick, seed, overrides,
-                               models=MODELS, ablations=False, check=_bad, hint=_HINT)
+                               models=MODELS, check=_bad, hint=_HINT)
 
 
 # ------------------------------------------------------------------------------- the model

@@ -1,7 +1,7 @@
 """Seed 003 (Bijsterbosch, *The Parameter Efficiency of Neural ODEs*), sections 7.3 and 8.1-8.2:
 ODEnet vs ResNet of matched structure on FashionMNIST.
 
-One run trains one model (``--set model=...``; :mod:`experiments._image` describes them):
+One run trains one model (``--set model=...``; :mod:`experiments._thesis` describes them):
 ``odenet`` (default), ``resnet_small``, ``resnet_large`` (the simple architecture, Table 7.4) or
 ``complex_odenet``, ``complex_resnet`` (section 7.3.2, Table 7.5). Adam on softmax
 cross-entropy, validation loss after every epoch, early stopping with patience 5 (section
@@ -53,7 +53,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import _image, durable
+from . import _image, _thesis, durable
 from ._plotting import PLOT_MODULES, caption, draw, integer_ticks, new_figure, save_figure
 from ._progress import log
 
@@ -85,7 +85,8 @@ def make_config(quick: bool = False, seed: int = 0, overrides: Optional[dict] = 
     experiments.durable.ConfigError
         An unknown key, a value of the wrong type, or a value out of range.
     """
-    return _image.image_config(NAME, (FULL, QUICK, COMMON), quick, seed, overrides)
+    return _image.image_config(NAME, (FULL, QUICK, COMMON), quick, seed, overrides,
+                               models=_thesis.MODELS, ablations=_thesis.ABLATIONS)
 
 
 def run(quick: bool = False, out: str = "results", seed: int = 0, *,
@@ -100,7 +101,7 @@ def run(quick: bool = False, out: str = "results", seed: int = 0, *,
     info = _image.data_info(cfg, data)
     with durable.claim(NAME, cfg, out, options, PLOT_MODULES, info, checkpoints=True) as rn:
         records = []
-        model = _image.build_model(cfg, monitor=lambda phase, work: records.append(
+        model = _thesis.build_model(cfg, monitor=lambda phase, work: records.append(
             (phase, work)))
         opt = _image.make_optimizer(cfg)
         loop = _image.fresh(cfg, model, opt) if rn.resumed is None else _image.restored(
@@ -110,9 +111,9 @@ def run(quick: bool = False, out: str = "results", seed: int = 0, *,
         test = _image.evaluate(model, loop.best_params, data.x_test, data.y_test,
                                cfg["eval_batch"], records)
         test_time = time.perf_counter() - start
-        counts = _image.count_table(cfg)
+        counts = _thesis.count_table(cfg)
         mine = next(r for r in counts if r["model"] == cfg["model"])
-        thesis = _image.THESIS_TABLE_8_1[cfg["model"]]
+        thesis = _thesis.THESIS_TABLE_8_1[cfg["model"]]
         extra = {"test_acc": test["acc"], "test_loss": test["loss"],
                  "test_nfe_forward_per_batch": test["nfe_forward"],
                  "best_epoch": loop.stop["best_epoch"], "epochs_run": loop.epoch,
@@ -128,11 +129,11 @@ def run(quick: bool = False, out: str = "results", seed: int = 0, *,
         tables = {"param_counts": counts,
                   "thesis_table_8_1": [
                       {"model": k, "thesis_test_acc_percent": v[0], "thesis_test_loss": v[1],
-                       "thesis_epoch_time": v[2]} for k, v in _image.THESIS_TABLE_8_1.items()],
+                       "thesis_epoch_time": v[2]} for k, v in _thesis.THESIS_TABLE_8_1.items()],
                   "thesis_ablations": [
                       {"table": t, "setting": k, "thesis_accuracy_percent": a,
                        "thesis_loss": loss, "thesis_fnfe": f, "thesis_bnfe": b}
-                      for t, k, a, loss, f, b in _image.THESIS_ABLATIONS],
+                      for t, k, a, loss, f, b in _thesis.THESIS_ABLATIONS],
                   "summary": [{"model": cfg["model"], "test_acc_percent": 100 * test["acc"],
                                "test_loss": test["loss"], "thesis_test_acc_percent": thesis[0],
                                "thesis_test_loss": thesis[1], "params": mine["params"],
@@ -152,10 +153,10 @@ def _plot(hist, extra, path, cfg, stem):
     fig = new_figure((11, 7.2))
     (ax1, ax2), (ax3, ax4) = fig.subplots(2, 2)
     epochs = np.arange(1, len(hist["train_loss"]) + 1)
-    thesis = _image.THESIS_TABLE_8_1[cfg["model"]]
+    thesis = _thesis.THESIS_TABLE_8_1[cfg["model"]]
     _image.plot_curves(ax1, ax2, hist, extra["test_acc"], thesis[0] / 100, "thesis",
                        extra["best_epoch"], ("(a) loss (Fig. 8.2b)", "(b) accuracy (Fig. 8.2a)"))
-    if cfg["model"] in _image.ODE_MODELS:
+    if cfg["model"] in _thesis.ODE_MODELS:
         ax3.plot(epochs, hist["nfe_forward_per_batch"], marker="o", label="forward (FNFE)")
         ax3.plot(epochs, hist["nfe_backward_per_batch"], marker="s", label="backward (BNFE)")
         ax3.set(xlabel="epoch", ylabel="NFE per training batch (mean)",
@@ -171,7 +172,7 @@ def _plot(hist, extra, path, cfg, stem):
         integer_ticks(ax.xaxis)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    if cfg["model"] not in _image.ODE_MODELS:
+    if cfg["model"] not in _thesis.ODE_MODELS:
         ax3.set(xticks=[], yticks=[])
     fig.suptitle(f"{cfg['model']} on {cfg['dataset']}: test accuracy "
                  f"{100 * extra['test_acc']:.2f}% (thesis {thesis[0]:.2f}%), loss "
@@ -183,7 +184,7 @@ def _plot(hist, extra, path, cfg, stem):
             "n_train", "n_val",
             "n_test", "dtype", "seed", "quick")
     shown = dict(cfg, thesis_table_8_1="; ".join(
-        f"{k} {v[0]:.2f}% / {v[1]:.4f} / {v[2]}" for k, v in _image.THESIS_TABLE_8_1.items()))
+        f"{k} {v[0]:.2f}% / {v[1]:.4f} / {v[2]}" for k, v in _thesis.THESIS_TABLE_8_1.items()))
     lines = caption(fig, stem, shown, keys + ("thesis_table_8_1",))
     save_figure(fig, path, caption_lines=lines)
     return path

@@ -3,7 +3,7 @@ at test time with other solvers and tolerances.
 
 The model is the ODEnet of a finished ``thesis_efficiency`` run (``--set source=PATH.h5``: its
 configuration and best-validation parameters are read back) or, without a source, one trained
-here the same way (Dopri5, continuous adjoint, early stopping; :mod:`experiments._image`). The
+here the same way (Dopri5, continuous adjoint, early stopping; :mod:`experiments._thesis`). The
 test images are then classified with every setting of the grid:
 
 * fixed steps: ``fixed_solvers`` (Euler, midpoint, RK4) x ``fixed_steps`` (1, 2, 4, 8 equal
@@ -42,7 +42,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import _image, durable, results
+from . import _image, _thesis, durable, results
 from ._plotting import PLOT_MODULES, caption, draw, new_figure, save_figure
 from ._progress import log, progress_bar
 
@@ -95,9 +95,10 @@ def make_config(quick: bool = False, seed: int = 0, overrides: Optional[dict] = 
     experiments.durable.ConfigError
         An unknown key, a value of the wrong type, or a value out of range.
     """
-    cfg = _image.image_config(NAME, (FULL, QUICK, COMMON), quick, seed, overrides)
+    cfg = _image.image_config(NAME, (FULL, QUICK, COMMON), quick, seed, overrides,
+                               models=_thesis.MODELS, ablations=_thesis.ABLATIONS)
     bad = []
-    if cfg["model"] not in _image.ODE_MODELS:
+    if cfg["model"] not in _thesis.ODE_MODELS:
         bad.append("model (an ODE model: odenet or complex_odenet)")
     if not (isinstance(cfg["eval_n_test"], int) and cfg["eval_n_test"] >= 1):
         bad.append("eval_n_test")
@@ -152,12 +153,12 @@ def _source_model(cfg):
                                   f"a finished thesis_efficiency run file (.h5).") from err
     scfg = src["config"]
     if src["experiment"] != "thesis_efficiency" or src["status"] != "finished" or \
-            scfg.get("model") not in _image.ODE_MODELS:
+            scfg.get("model") not in _thesis.ODE_MODELS:
         raise durable.ConfigError(f"--set source={cfg['source']!r} is a {src['status']} "
                                   f"{src['experiment']} run of model {scfg.get('model')!r}; "
                                   f"pass a finished thesis_efficiency run of an ODE model.")
-    keys = MODEL_KEYS + tuple(_image.ABLATIONS)
-    model_cfg = {**{k: v for k, v in cfg.items() if k not in _image.ABLATIONS},
+    keys = MODEL_KEYS + tuple(_thesis.ABLATIONS)
+    model_cfg = {**{k: v for k, v in cfg.items() if k not in _thesis.ABLATIONS},
                  **{k: scfg[k] for k in keys if k in scfg},
                  "data_dir": cfg["data_dir"] if cfg["data_dir"] is not None
                  else scfg.get("data_dir")}
@@ -169,7 +170,7 @@ def _source_model(cfg):
 
 
 def _eval_model(model_cfg, solver, steps, tol, monitor):
-    return _image.build_model({**model_cfg, "solver": solver, "steps": steps,
+    return _thesis.build_model({**model_cfg, "solver": solver, "steps": steps,
                                "rtol": tol or model_cfg["rtol"], "atol": tol or model_cfg["atol"],
                                "gradient": "backsolve"}, monitor=monitor)
 
@@ -219,7 +220,7 @@ def run(quick: bool = False, out: str = "results", seed: int = 0, *,
         elif phase == "eval":
             params = None
         else:
-            model = _image.build_model(cfg, monitor=lambda p, w: records.append((p, w)))
+            model = _thesis.build_model(cfg, monitor=lambda p, w: records.append((p, w)))
             opt = _image.make_optimizer(cfg)
             loop = _image.fresh(cfg, model, opt) if resumed is None else _image.restored(
                 resumed, opt)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments import _image, data, durable, registry, results
+from experiments import _image, _thesis, data, durable, registry, results
 from experiments import thesis_efficiency as eff
 from experiments import thesis_eval_solvers as evs
 from experiments.__main__ import main
@@ -24,7 +24,7 @@ NAME_EFF = "thesis_efficiency"
 
 
 # ------------------------------------------------------------------------------- efficiency
-@pytest.mark.parametrize("model", _image.MODELS)
+@pytest.mark.parametrize("model", _thesis.MODELS)
 def test_thesis_efficiency_quick_writes_results_and_figure(tmp_path, idx_dir, model, capsys):
     argv = ["thesis_efficiency", "--quick", "--out", str(tmp_path), "--set",
             f"data_dir={idx_dir}", "--set", f"model={model}"]
@@ -41,19 +41,19 @@ def test_thesis_efficiency_quick_writes_results_and_figure(tmp_path, idx_dir, mo
         assert m[key].shape == (2,) and np.all(np.isfinite(m[key])), key
     assert 0 <= m["test_acc"] <= 1 and np.isfinite(m["test_loss"])
     assert m["train_loss"][1] < m["train_loss"][0] or model.startswith("complex")
-    if model in _image.ODE_MODELS:     # Dopri5: 2 + 6 per attempted step
+    if model in _thesis.ODE_MODELS:     # Dopri5: 2 + 6 per attempted step
         assert np.all(m["nfe_forward"] > 0) and np.all(m["nfe_backward"] > 0)
         assert np.all(m["nfe_forward_per_batch"] >= 8)
         assert m["test_nfe_forward_per_batch"] > 0
     else:
         assert not np.any(m["nfe_forward"]) and m["test_nfe_forward_per_batch"] == 0
     counts = {r["model"]: r for r in run["tables"]["param_counts"]}
-    assert set(counts) == set(_image.MODELS)
-    assert m["params_total"] == counts[model]["params"] == _image.param_counts(
-        _image.build_model(cfg))["total"]
-    thesis = _image.THESIS_TABLE_8_1[model]
+    assert set(counts) == set(_thesis.MODELS)
+    assert m["params_total"] == counts[model]["params"] == _thesis.param_counts(
+        _thesis.build_model(cfg))["total"]
+    thesis = _thesis.THESIS_TABLE_8_1[model]
     assert run["metric_attrs"]["test_acc"]["thesis_test_acc_percent"] == thesis[0]
-    assert [r["model"] for r in run["tables"]["thesis_table_8_1"]] == list(_image.MODELS)
+    assert [r["model"] for r in run["tables"]["thesis_table_8_1"]] == list(_thesis.MODELS)
     params = results.load_checkpoint(path)["arrays"]["params"]
     assert params.dtype == np.float32 and params.shape == (m["params_total"],)
     assert f"(thesis {thesis[0]:.2f}%)" in capsys.readouterr().out
@@ -64,23 +64,23 @@ def test_simple_parameter_counts_match_the_formula():
     for width, augment, downsample, pool, time_conv in [(4, 2, 2, 1, False), (16, 2, 2, 1, False),
                                                         (6, 0, 1, 2, True), (8, 4, 4, 7, False),
                                                         (64, 2, 1, 2, False)]:
-        for kind in _image.SIMPLE_MODELS:
+        for kind in _thesis.SIMPLE_MODELS:
             cfg = {**base, "model": kind, "width": width, "augment": augment,
                    "downsample": downsample, "pool": pool, "time_conv": time_conv}
-            built = _image.param_counts(_image.build_model(cfg))
-            formula = _image.simple_formula(kind, width, augment, 28 // downsample, pool,
+            built = _thesis.param_counts(_thesis.build_model(cfg))
+            formula = _thesis.simple_formula(kind, width, augment, 28 // downsample, pool,
                                             cfg["blocks_large"], time_conv)
             assert built == formula, (kind, width, augment, downsample, pool, time_conv)
 
 
 def test_thesis_scale_counts_are_those_of_table_7_4():
-    rows = {r["model"]: r for r in _image.count_table(eff.make_config(True))}
-    assert [rows[k]["thesis_scale_params"] for k in _image.SIMPLE_MODELS] == [168_900, 168_904,
+    rows = {r["model"]: r for r in _thesis.count_table(eff.make_config(True))}
+    assert [rows[k]["thesis_scale_params"] for k in _thesis.SIMPLE_MODELS] == [168_900, 168_904,
                                                                               247_708]
-    assert [rows[k]["thesis_scale_params_not_fc"] for k in _image.SIMPLE_MODELS] == [
+    assert [rows[k]["thesis_scale_params_not_fc"] for k in _thesis.SIMPLE_MODELS] == [
         39_530, 39_534, 118_338]
-    for kind in _image.SIMPLE_MODELS:     # the thesis rounds to three digits
-        reported, reported_not_fc = _image.THESIS_TABLE_7_4[kind]
+    for kind in _thesis.SIMPLE_MODELS:     # the thesis rounds to three digits
+        reported, reported_not_fc = _thesis.THESIS_TABLE_7_4[kind]
         assert abs(rows[kind]["thesis_scale_params"] / reported - 1) < 0.003
         assert abs(rows[kind]["thesis_scale_params_not_fc"] / reported_not_fc - 1) < 0.015
     # the ODE block's field is the residual block: the ODEnet differs only in its stem
@@ -93,7 +93,7 @@ def test_thesis_scale_counts_are_those_of_table_7_4():
 
 def test_complex_odenet_keeps_the_state_dimensions(idx_dir):
     cfg = eff.make_config(True, 0, {"model": "complex_odenet", "downsample": 1})
-    model = _image.build_model(cfg)
+    model = _thesis.build_model(cfg)
     block = model.layers[0]
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
     state_shape = block.output_shape(x.shape)
@@ -108,7 +108,7 @@ def test_complex_odenet_keeps_the_state_dimensions(idx_dir):
 def test_spatial_pad_and_crop_vjps_are_adjoint():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 4, 5))
-    pad, crop = _image.SpatialPad(7, 7), _image.SpatialCrop(4, 5)
+    pad, crop = _thesis.SpatialPad(7, 7), _thesis.SpatialCrop(4, 5)
     y, cache = pad.forward(None, x)
     assert y.shape == (2, 3, 7, 7) and np.array_equal(crop.forward(None, y)[0], x)
     y_bar = rng.standard_normal(y.shape)
@@ -182,17 +182,17 @@ def test_ablation_settings_build_the_thesis_variants_and_keep_default_identities
     cfg = eff.make_config(True, 0, {"activation": "tanh", "pre_activation": "softplus",
                                     "t1": 2.0})
     assert durable.run_identity(NAME_EFF, cfg) != durable.run_identity(NAME_EFF, plain)
-    model = _image.build_model(cfg)
+    model = _thesis.build_model(cfg)
     _stem, pre, block = model.layers[:3]
     assert isinstance(pre, Softplus) and isinstance(block.field_layer.layers[-1], Tanh)
     assert block.t_span == (0.0, 2.0)
-    assert model.n_params == _image.build_model(plain).n_params
-    resnet = _image.build_model({**cfg, "model": "resnet_small"})
+    assert model.n_params == _thesis.build_model(plain).n_params
+    resnet = _thesis.build_model({**cfg, "model": "resnet_small"})
     assert isinstance(resnet.layers[1], Softplus)
     assert isinstance(resnet.layers[2].inner.layers[-1], Tanh)
     with pytest.raises(durable.ConfigError, match="activation"):
         eff.make_config(True, 0, {"activation": "elu"})
-    settings = {r[1] for r in _image.THESIS_ABLATIONS}
+    settings = {r[1] for r in _thesis.THESIS_ABLATIONS}
     assert {"activation=tanh", "pre_activation=softplus", "t1=2"} <= settings
 
 
