@@ -17,10 +17,11 @@ at fixed ``t``, from the cache of ``forward``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .backend import Array
-from .layers.base import call_jvp, call_vjp, layer_kernel
+from .layers.base import bind_layer, call_jvp, call_vjp, layer_kernel
 
 __all__ = ["LayerField", "LayerFieldCache"]
 
@@ -74,6 +75,13 @@ class LayerField:
     def evaluate(self, t: float, y: Array, params: Array) -> Array:
         """``dy`` without argument checks or cache (forward-only sweeps)."""
         return self._kernel.apply(params, y, t, None, False)[0]
+
+    def bind(self, params: Array) -> Callable[[float, Array], Array]:
+        """``evaluate(t, y) -> dy`` with ``params`` fixed (the layer's bound map,
+        :func:`~adjointcore.layers.base.bind_layer`): bitwise :meth:`evaluate`, without its
+        per-call parameter views."""
+        layer_map = bind_layer(self._kernel, params)
+        return lambda t, y: layer_map(y, t)
 
     def forward_unchecked(self, t: float, y: Array, params: Array) -> tuple[Array, LayerFieldCache]:
         """:meth:`forward` without argument checks."""

@@ -145,6 +145,21 @@ class FieldKernel:
             return self._forward(t, y, params)[0]
         return self._evaluate(t, y, params)
 
+    def bind(self, params: Any) -> Callable[[float, Array], Array]:
+        """``evaluate(t, y) -> dy`` with ``params`` fixed, counted like :meth:`evaluate`: the
+        field's own ``bind(params)`` when it has one (e.g. ``LayerField``: parameter views
+        taken once), else :meth:`evaluate`. Bitwise :meth:`evaluate` either way; call it after
+        the first evaluation, which checks the field."""
+        bind = getattr(self.field, "bind", None)
+        if not callable(bind) or not self._checked:
+            return lambda t, y: self.evaluate(t, y, params)
+        bound = bind(params)
+
+        def evaluate(t: float, y: Array) -> Array:
+            self.nfe += 1
+            return bound(t, y)
+        return evaluate
+
     def forward(self, t: float, y: Array, params: Any) -> tuple[Array, Any]:
         """``(dy, cache)`` for a later VJP."""
         self.nfe += 1

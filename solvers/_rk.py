@@ -58,7 +58,7 @@ class RKStages(NamedTuple):
 
 
 @lru_cache(maxsize=64)
-def _coefficients(tab: ButcherTableau, xp: Any,
+def rk_coefficients(tab: ButcherTableau, xp: Any,
                   dtype: DTypeLike) -> tuple[Array, Array, Array | None]:
     """``(a, b, b_err)`` of ``tab`` as ``xp`` arrays of real ``dtype`` (cached per module/dtype)."""
     b_err = None if tab.b_err is None else xp.asarray(tab.b_err, dtype=dtype)
@@ -73,7 +73,7 @@ def _weighted_sum(xp: Any, weights: Array, stack: Array) -> Array:
     return xp.dot(weights.reshape(1, m), stack.reshape(m, -1)).reshape(stack.shape[1:])
 
 
-def _combine(xp: Any, y: Array | float, h: float, weights: Array, k: Array) -> Array:
+def combine(xp: Any, y: Array | float, h: float, weights: Array, k: Array) -> Array:
     """``y + h * sum_j weights[j] k[j]``, in place in the one new array.
 
     A non-finite stage (an overflowing trial step) makes ``0 * inf = nan`` here; the caller
@@ -129,7 +129,7 @@ def rk_step(field: Any, tab: ButcherTableau, t: float, y: Array, h: float, param
     xp = get_array_module(y)
     t, h = float(t), float(h)
     n_eval = tab.n_stages if full else tab.n_live
-    a, b, b_err = _coefficients(tab, xp, real_dtype(y.dtype))
+    a, b, b_err = rk_coefficients(tab, xp, real_dtype(y.dtype))
     c = tab.c_floats
     k: Array
     caches: list[Any]
@@ -139,7 +139,7 @@ def rk_step(field: Any, tab: ButcherTableau, t: float, y: Array, h: float, param
             if i == 0 and f0 is not None:
                 dy, cache = f0 if isinstance(f0, tuple) else (f0, None)
             else:
-                y_i = y if i == 0 else _combine(xp, y, h, a[i, :i], k[:i])
+                y_i = y if i == 0 else combine(xp, y, h, a[i, :i], k[:i])
                 if tape:
                     dy, cache = kernel.forward(t + c[i] * h, y_i, params)
                 else:
@@ -154,8 +154,8 @@ def rk_step(field: Any, tab: ButcherTableau, t: float, y: Array, h: float, param
         # Summing over the live stages only makes y1 bitwise equal to the FSAL stage input
         # (a[-1, :n_live] == b[:n_live]) and independent of `full`.
         n_live = tab.n_live
-        y1 = _combine(xp, y, h, b[:n_live], k[:n_live])
-        y_err = None if (b_err is None or not full) else _combine(xp, 0.0, h, b_err, k)
+        y1 = combine(xp, y, h, b[:n_live], k[:n_live])
+        y_err = None if (b_err is None or not full) else combine(xp, 0.0, h, b_err, k)
     return y1, y_err, RKStages(t, y, h, k, tuple(caches))
 
 
@@ -193,7 +193,7 @@ def rk_step_vjp(field: Any, tab: ButcherTableau, stages: RKStages, y1_bar: Array
     kernel = field_kernel(field)
     xp = get_array_module(y1_bar)
     n = stages.k.shape[0]
-    a, b, _ = _coefficients(tab, xp, real_dtype(stages.k.dtype))
+    a, b, _ = rk_coefficients(tab, xp, real_dtype(stages.k.dtype))
     h = stages.h
     buffers = kernel.param_buffers(y1_bar) if need_params else None
     w = None

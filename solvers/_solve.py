@@ -51,11 +51,11 @@ from ._inputs import (
     check_y0,
 )
 from ._result import MESSAGES, Solution, SolveError, Status
-from ._rk import RKStages, rk_step
+from ._rk import RKStages, combine, rk_coefficients, rk_step
 from ._stepper import get_stepper, is_rk_method
 from ._tableau import ButcherTableau
 from ._work import Work
-from ._xp import Array, get_array_module
+from ._xp import Array, get_array_module, real_dtype
 from .tableaux import TABLEAUX, get_tableau
 
 #: Default tolerances of adaptive solves.
@@ -314,6 +314,50 @@ def _rk_loop(field: FieldKernel, tab: ButcherTableau, t0: float, t1: float, y0: 
     return rec
 
 
+def _fixed_rk_forward(field: FieldKernel, tab: ButcherTableau, t0: float, t1: float, y0: Array,
+                      params: Any, n_fixed: int, max_steps: int, rec: _Record) -> _Record:
+    """``n_fixed`` equal RK steps of a host solve that keeps no stages, builds no dense output
+    and streams nothing: the arithmetic of :func:`rk_step` (stage inputs, update) with the
+    field bound to ``params`` once (:meth:`FieldKernel.bind`) and the tableau rows sliced once.
+    ``rec`` is filled as :func:`_rk_loop` fills it, bit for bit (states, grid, NFE, status);
+    the embedded error estimate, which fixed steps do not use, is not formed."""
+    f = field.evaluate(t0, y0, params)
+    rec.nfe += 1
+    if not _finite(f):
+        rec.status, rec.detail = Status.NON_FINITE, NONFINITE_F0
+        return rec
+    evaluate = field.bind(params)
+    a, b, _ = rk_coefficients(tab, np, real_dtype(y0.dtype))
+    s, n_live, c = tab.n_stages, tab.n_live, tab.c_floats
+    rows = [a[i, :i] for i in range(s)]
+    b_live = b[:n_live]
+    k = np.empty((s,) + tuple(f.shape), dtype=f.dtype)
+    t, y, dt = t0, y0, (t1 - t0) / n_fixed
+    with np.errstate(invalid="ignore", over="ignore"):      # as rk_step (see _combine)
+        for n in range(n_fixed):
+            if n >= max_steps:
+                rec.status = Status.MAX_STEPS
+                break
+            t_new = t1 if n == n_fixed - 1 else t0 + (n + 1) * dt    # as _rk_loop's grid
+            h = t_new - t
+            k[0] = f
+            for i in range(1, s):
+                k[i] = evaluate(t + c[i] * h, combine(np, y, h, rows[i], k[:i]))
+            y1 = combine(np, y, h, b_live, k[:n_live])
+            rec.nfe += s - 1
+            if not _finite(y1):
+                rec.status, rec.n_rejected = Status.NON_FINITE, rec.n_rejected + 1
+                break
+            if tab.fsal:
+                f = k[-1].copy()
+            elif n + 1 < n_fixed:
+                f = evaluate(t_new, y1)
+                rec.nfe += 1
+            rec.accept(t_new, y1, h, None)
+            t, y = t_new, y1
+    return rec
+
+
 def _stepper_loop(field: FieldKernel, stepper: Any, t0: float, t1: float, y0: Array, params: Any,
                   n_fixed: int, max_steps: int, dense: bool, rec: _Record) -> _Record:
     """``n_fixed`` equal steps of a protocol stepper (linear multistep methods)."""
@@ -449,7 +493,10 @@ def solve(field: Any, y0: Any, t_span: Any, params: Any = None,
         if given:
             raise ValueError(f"{given} only apply to adaptive solves; drop them or set steps=None")
         h_abs = abs(t1 - t0) / steps
-        if rk:
+        if rk and not dense and get_array_module(y0) is np:
+            _fixed_rk_forward(field, get_tableau(method), t0, t1, y0, params, steps, max_steps,
+                              rec)
+        elif rk:
             _rk_loop(field, get_tableau(method), t0, t1, y0, params, h_abs, max_steps, dense,
                      n_fixed=steps, rec=rec)
         else:

@@ -28,6 +28,14 @@ Solvers and adjoints validate their inputs once, at the public entry point, and 
     the parameter cotangent is *written* into it (overwriting; composites hand each child its
     slice of one flat buffer), so no per-call gradient vector is allocated or concatenated.
 
+``bind(params) -> evaluate(x, t=None) -> y``
+    The forward-only map with the parameters fixed: parameter views are taken once, so a
+    solver that evaluates the same layer many times with the same ``params`` (a fixed-step
+    forward solve) pays for them once. ``evaluate(x, t)`` is bitwise
+    ``apply(params, x, t, None, tape=False)[0]``; the parameters are read through views, so
+    in-place changes of ``params`` show. :func:`bind_layer` gives this for any kernel (the
+    default goes through ``apply``).
+
 For the built-in layers, ``forward``/``vjp`` are the checks followed by ``apply``/``apply_vjp``,
 so both paths give bitwise identical results.
 
@@ -91,7 +99,7 @@ from ._checks import (
     prefixed_shapes,
 )
 
-__all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "param_layout",
+__all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "bind_layer", "param_layout",
            "accepts_need_params", "call_vjp", "call_jvp", "kernel_jvp", "tangent_sum",
            "SecondOrderBars", "call_jvp_vjp", "add_time_bar", "linear_jvp_vjp",
            "LinearSecondOrder",
@@ -307,6 +315,20 @@ def layer_kernel(layer: Any) -> Any:
     return ProtocolKernel(layer)
 
 
+def bind_layer(kernel: Any, params: Array) -> Callable[..., Array]:
+    """``evaluate(x, t=None) -> y``: the forward-only map of a layer kernel (see
+    :func:`layer_kernel`) with ``params`` fixed; the kernel's own ``bind`` when it has one,
+    else a call of its ``apply`` without a tape (bitwise the same result either way)."""
+    bind = getattr(kernel, "bind", None)
+    if callable(bind):
+        return bind(params)
+    apply = kernel.apply
+
+    def evaluate(x: Array, t: Any = None) -> Array:
+        return apply(params, x, t, None, False)[0]
+    return evaluate
+
+
 class Layer:
     """Base class for built-in layers: flat parameters with named views, input checks.
 
@@ -382,6 +404,15 @@ class Layer:
         """Unchecked VJP writing the parameter cotangent into ``params_bar`` (if given);
         default: :meth:`vjp`."""
         return _vjp_into(self, self.n_params, params, cache, y_bar, params_bar)
+
+    def bind(self, params: Array) -> Callable[..., Array]:
+        """``evaluate(x, t=None) -> y``, the forward-only map with ``params`` fixed (module
+        notes); default: :meth:`apply` without a tape."""
+        apply = self.apply
+
+        def evaluate(x: Array, t: Any = None) -> Array:
+            return apply(params, x, t, None, False)[0]
+        return evaluate
 
     def jvp(self, params: Array, cache: Any, x_dot: Array,
             params_dot: Array | None = None) -> Array:

@@ -7,7 +7,7 @@ flags ``analytic``/``time_dependent``/``needs_rng`` are read when present.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,6 +20,7 @@ from .base import (
     Layer,
     SecondOrderBars,
     add_time_bar,
+    bind_layer,
     call_jvp,
     call_jvp_vjp,
     call_vjp,
@@ -237,6 +238,20 @@ class Sequential(_Composite):
             x, cache = kernel.apply(params[sl], x, t, rng, tape)
             caches.append(cache)
         return x, (tuple(caches) if tape else None)
+
+    def bind(self, params: Array) -> Callable[..., Array]:
+        """``evaluate(x, t=None)``: the children's bound maps (:func:`bind_layer`) in order (a
+        subclass that overrides :meth:`apply` gets the generic :meth:`Layer.bind`)."""
+        if type(self).apply is not Sequential.apply:
+            return Layer.bind(self, params)
+        children = tuple(bind_layer(kernel, params[sl])
+                         for kernel, sl in zip(self._kernels, self._slices, strict=True))
+
+        def evaluate(x: Array, t: Any = None) -> Array:
+            for child in children:
+                x = child(x, t)
+            return x
+        return evaluate
 
     def apply_vjp(self, params: Array, cache: tuple[Any, ...], y_bar: Array,
                   params_bar: Array | None = None) -> Array:

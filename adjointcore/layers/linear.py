@@ -11,7 +11,7 @@ References
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -130,6 +130,24 @@ class Linear(Layer):
         if bs is not None:
             y += params[bs]
         return y, (LinearCache(x) if tape else None)
+
+    def bind(self, params: Array) -> Callable[..., Array]:
+        """``evaluate(x, t=None) = x @ W.T + b`` with the views ``W.T`` and ``b`` taken once
+        (bitwise :meth:`apply`); a subclass that overrides :meth:`apply` (``ConcatLinear``)
+        gets the generic :meth:`Layer.bind` through its own ``apply``."""
+        if type(self).apply is not Linear.apply:
+            return Layer.bind(self, params)
+        ws, wshape, bs = self._layout
+        w_t = params[ws].reshape(wshape).T
+        if bs is None:
+            return lambda x, t=None: x @ w_t
+        b = params[bs]
+
+        def evaluate(x: Array, t: Any = None) -> Array:
+            y = x @ w_t
+            y += b
+            return y
+        return evaluate
 
     def vjp(self, params: Array, cache: Any, y_bar: Array,
             need_params: bool = True) -> tuple[Array, Array | None]:

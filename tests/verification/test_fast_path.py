@@ -2,7 +2,9 @@
 the checked path computes.
 
 * every built-in layer: ``apply``/``apply_vjp`` equal ``forward``/``vjp`` bit for bit, and a
-  forward-only ``apply(tape=False)`` gives the same output;
+  forward-only ``apply(tape=False)`` and the bound map ``bind(params)`` give the same output;
+* a fixed-step forward solve on the host (the bound field, tableau rows sliced once) fills its
+  record bit for bit as the general step loop does: states, grid, NFE, failure status;
 * ``FieldKernel``: the first evaluation is checked (a wrong field fails naming itself), work is
   counted, parameter cotangents are accumulated in reusable buffers with the roundings of
   freshly allocated sums;
@@ -23,6 +25,7 @@ from adjointcore.errors import ShapeError
 from adjointcore.fields import LayerField
 from adjointcore.gradcheck.catalog import builtin_examples
 from adjointcore.layers import ConcatLinear, Linear, Sequential, Tanh
+from adjointcore.layers.base import bind_layer, layer_kernel
 from adjointcore.sensitivity import continuous_adjoint
 from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward
 from nets import ODEBlock
@@ -50,6 +53,101 @@ def test_apply_equals_checked_path_bitwise(example):
     if not getattr(layer, "needs_rng", False):
         y_untaped, _ = layer.apply(params, x, kwargs.get("t"), None, tape=False)
         assert np.array_equal(y_untaped, y)
+        assert _bound_equals_apply(layer, params, x, kwargs.get("t"))
+
+
+def _bound_equals_apply(layer, params, x, t=None):
+    """Whether the bound map of ``layer`` gives ``apply(tape=False)``'s output bit for bit."""
+    expected = layer_kernel(layer).apply(params, x, t, None, False)[0]
+    return np.array_equal(bind_layer(layer_kernel(layer), params)(x, t), expected)
+
+
+class BiaslessBind(Linear):
+    """Mutant: the bound map forgets the bias (``apply`` is intact)."""
+
+    def bind(self, params):
+        w_t = params[self._layout[0]].reshape(self._layout[1]).T
+        return lambda x, t=None: x @ w_t
+
+
+class DoubledApply(Linear):
+    """A subclass with its own ``apply``: its bound map must go through it."""
+
+    def apply(self, params, x, t=None, rng=None, tape=True):
+        y, cache = super().apply(params, x, t, rng, tape)
+        return 2 * y, cache
+
+
+def test_bound_map_mutant_is_caught_and_overridden_apply_is_honoured():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 3))
+    mutant = BiaslessBind(3, 2)
+    assert not _bound_equals_apply(mutant, mutant.init(rng), x)
+    for layer in (DoubledApply(3, 2), Sequential(DoubledApply(3, 2), Tanh())):
+        assert _bound_equals_apply(layer, layer.init(rng), x)
+
+
+def test_bound_map_reads_parameters_through_views():
+    """In-place changes of ``params`` after binding show, as in ``apply``."""
+    layer, params = _mlp()
+    x = np.random.default_rng(6).standard_normal((5, 3))
+    bound = bind_layer(layer, params)
+    params *= 1.5
+    assert np.array_equal(bound(x, 0.25), layer.apply(params, x, 0.25, None, False)[0])
+
+
+def _general_loop(field, method, y0, params, steps, max_steps=10_000, t_span=(0.0, 1.0)):
+    """The record of the general RK step loop (the path the fast fixed-step loop replaces)."""
+    from solvers._field import field_kernel
+    from solvers._solve import _Record, _rk_loop
+    from solvers.tableaux import get_tableau
+    t0, t1 = t_span
+    rec = _Record(t0, y0)
+    _rk_loop(field_kernel(field), get_tableau(method), t0, t1, y0, params,
+             abs(t1 - t0) / steps, max_steps, False, n_fixed=steps, rec=rec)
+    return rec
+
+
+def _assert_same_record(sol, rec):
+    assert sol.status == rec.status and sol.stats.nfe == rec.nfe
+    assert sol.stats.n_rejected == rec.n_rejected
+    assert np.array_equal(sol.grid, np.asarray(rec.grid))
+    assert np.array_equal(sol.step_sizes, np.asarray(rec.hs))
+    assert np.array_equal(sol.ys, np.stack(rec.ys))
+
+
+@pytest.mark.parametrize("method", list(solvers.TABLEAUX))
+@pytest.mark.parametrize("t_span", [(0.0, 1.0), (0.7, -0.3)])
+def test_fixed_step_forward_fills_the_record_of_the_general_loop(method, t_span):
+    layer, params = _mlp()
+    y0 = np.random.default_rng(7).standard_normal((4, 3))
+    sol = solvers.solve(LayerField(layer), y0, t_span, params, method=method, steps=7,
+                        dense_output=False)
+    _assert_same_record(sol, _general_loop(LayerField(layer), method, y0, params, 7,
+                                           t_span=t_span))
+
+
+def test_fixed_step_forward_of_a_plain_function_and_its_failures_match_the_general_loop():
+    """A field without ``bind`` (a function), a solve cut by ``max_steps``, and fields that
+    blow up mid-solve or at ``t0`` give the general loop's status, NFE and partial states."""
+    y0 = np.array([[0.5, -1.0]])
+
+    def decay(t, y):
+        return -y * (1.0 + t)
+
+    def blow_up(t, y):
+        return y * np.where(t > 0.45, np.inf, 1.0)
+
+    def nan_at_start(t, y):
+        return y * np.nan
+
+    cases = [(decay, 10, 10_000), (decay, 10, 4), (blow_up, 10, 10_000),
+             (nan_at_start, 5, 10_000)]
+    for fn, steps, max_steps in cases:
+        for method in ("rk4", "dopri5"):
+            sol = solvers.solve(fn, y0, (0.0, 1.0), method=method, steps=steps,
+                                max_steps=max_steps, dense_output=False, raise_on_failure=False)
+            _assert_same_record(sol, _general_loop(fn, method, y0, None, steps, max_steps))
 
 
 
