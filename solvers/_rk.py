@@ -59,7 +59,7 @@ class RKStages(NamedTuple):
 
 @lru_cache(maxsize=64)
 def rk_coefficients(tab: ButcherTableau, xp: Any,
-                  dtype: DTypeLike) -> tuple[Array, Array, Array | None]:
+                    dtype: DTypeLike) -> tuple[Array, Array, Array | None]:
     """``(a, b, b_err)`` of ``tab`` as ``xp`` arrays of real ``dtype`` (cached per module/dtype)."""
     b_err = None if tab.b_err is None else xp.asarray(tab.b_err, dtype=dtype)
     return xp.asarray(tab.a, dtype=dtype), xp.asarray(tab.b, dtype=dtype), b_err

@@ -333,7 +333,7 @@ def _fixed_rk_forward(field: FieldKernel, tab: ButcherTableau, t0: float, t1: fl
     b_live = b[:n_live]
     k = np.empty((s,) + tuple(f.shape), dtype=f.dtype)
     t, y, dt = t0, y0, (t1 - t0) / n_fixed
-    with np.errstate(invalid="ignore", over="ignore"):      # as rk_step (see _combine)
+    with np.errstate(invalid="ignore", over="ignore"):      # as rk_step (see combine)
         for n in range(n_fixed):
             if n >= max_steps:
                 rec.status = Status.MAX_STEPS
