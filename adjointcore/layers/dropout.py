@@ -129,6 +129,12 @@ class Dropout(ParameterFree):
         -------
         y_dot : ndarray, shape of ``x`` (``x_dot`` itself in eval mode or with p = 0)
         """
+        self._check_mask_tangents(params, cache, x_dot, params_dot)
+        return self.apply_jvp(params, cache, x_dot, params_dot)
+
+    def _check_mask_tangents(self, params: Array | None, cache: DropoutCache, x_dot: Array,
+                             params_dot: Array | None) -> None:
+        """No parameters; ``x_dot`` of the mask's shape (any shape without a mask)."""
         self._check_no_params(params)
         if cache.mask is not None:
             self._check_tangents(x_dot, cache.mask.shape, params_dot)
@@ -136,7 +142,6 @@ class Dropout(ParameterFree):
             # None entries: any size along that axis (check_array accepts them)
             self._check_tangents(x_dot, (None,) * getattr(x_dot, "ndim", 0),  # type: ignore[arg-type]
                                  params_dot)
-        return self.apply_jvp(params, cache, x_dot, params_dot)
 
     def apply_jvp(self, params: Array | None, cache: DropoutCache, x_dot: Array,
                   params_dot: Array | None = None) -> Array:
@@ -157,13 +162,7 @@ class Dropout(ParameterFree):
         ShapeError, ParameterError, TypeError
             Naming ``params``, ``x_dot``, ``params_dot``, ``y_dot_bar`` or ``y_bar``.
         """
-        self._check_no_params(params)
-        if cache.mask is not None:
-            self._check_tangents(x_dot, cache.mask.shape, params_dot)
-        else:
-            # None entries: any size along that axis (check_array accepts them)
-            self._check_tangents(x_dot, (None,) * getattr(x_dot, "ndim", 0),  # type: ignore[arg-type]
-                                 params_dot)
+        self._check_mask_tangents(params, cache, x_dot, params_dot)
         return super().jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, y_bar)
 
     def apply_jvp_vjp(self, params: Array | None, cache: DropoutCache, x_dot: Array,
