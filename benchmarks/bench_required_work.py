@@ -71,12 +71,13 @@ def layout(prob):
 
 
 def lean_forward(prob, steps, tape):
-    """RK4 on ``linspace(0, 1, steps + 1)``; returns ``(y_N, states, caches)``."""
+    """RK4 on ``linspace(0, 1, steps + 1)``; returns ``(y_N, tape)``, the tape holding each
+    step's ``(h, [(stage input, pre-activation, hidden)] * 4)`` when ``tape`` is true."""
     sl, s1, s2 = layout(prob)
     p = prob.params
     W1, b1, W2, b2 = p[sl[0]].reshape(s1), p[sl[1]], p[sl[2]].reshape(s2), p[sl[3]]
     grid = np.linspace(0.0, 1.0, steps + 1)
-    y, states, caches = prob.z0, [], []
+    y, states = prob.z0, []
     for n in range(steps):
         h = grid[n + 1] - grid[n]
         k = np.empty((4,) + y.shape, dtype=y.dtype)
@@ -93,7 +94,7 @@ def lean_forward(prob, steps, tape):
         if tape:
             states.append((h, stage))
         y = combine(y, h, B, k)
-    return y, states, caches
+    return y, states
 
 
 def lean_gradient(prob, steps):
@@ -101,7 +102,7 @@ def lean_gradient(prob, steps):
     sl, s1, s2 = layout(prob)
     p = prob.params
     W1, W2 = p[sl[0]].reshape(s1), p[sl[2]].reshape(s2)
-    _, tape, _ = lean_forward(prob, steps, tape=True)
+    _, tape = lean_forward(prob, steps, tape=True)
     n_params = p.size
     dtype = np.result_type(prob.z0.dtype, p.dtype)
     buf0, buf1 = np.empty(n_params, dtype=dtype), np.empty(n_params, dtype=dtype)

@@ -218,6 +218,14 @@ def _too_small(h_abs: float, t: float, t0: float, t1: float, direction: float) -
     return h_abs < UNDERFLOW_ULPS * abs(np.nextafter(scale, direction * np.inf) - scale)
 
 
+def _fixed_time(t0: float, t1: float, n_fixed: int, n: int) -> float:
+    """Grid point ``n`` of ``n_fixed`` equal steps, as ``np.linspace(t0, t1, n_fixed + 1)``
+    computes it (no drift, ``t1`` exact). Steps take ``h`` as the difference of neighbours, so a
+    replay of ``grid`` reproduces a solve bit for bit and the last step's ``c = 1`` stage sits
+    exactly at ``t1``."""
+    return t1 if n == n_fixed else t0 + n * ((t1 - t0) / n_fixed)
+
+
 def _rk_loop(field: FieldKernel, tab: ButcherTableau, t0: float, t1: float, y0: Array, params: Any,
              h_abs: float | None, max_steps: int, dense: bool, ctrl: Any = None,
              n_fixed: int | None = None, norm: Callable[[Array], Any] | None = None,
@@ -260,11 +268,8 @@ def _rk_loop(field: FieldKernel, tab: ButcherTableau, t0: float, t1: float, y0: 
                 h = t_new - t
                 t_new = t + h
         else:
-            # Grid points as np.linspace(t0, t1, n_fixed + 1) (no drift, t1 exact) and h the
-            # difference of neighbours: a replay of `grid` reproduces the solve bit for bit, and
-            # the last step's c = 1 stage sits exactly at t1.
             # n_fixed is given without ctrl
-            t_new = t1 if n_acc == n_fixed - 1 else t0 + (n_acc + 1) * ((t1 - t0) / n_fixed)  # type: ignore[operator]
+            t_new = _fixed_time(t0, t1, n_fixed, n_acc + 1)  # type: ignore[arg-type]
             h = t_new - t
         y1, y_err, stages = rk_step(field, tab, t, y, h, params, f0=f, tape=taped)
         rec.nfe += len(stages.k) - 1
@@ -332,13 +337,13 @@ def _fixed_rk_forward(field: FieldKernel, tab: ButcherTableau, t0: float, t1: fl
     rows = [a[i, :i] for i in range(s)]
     b_live = b[:n_live]
     k = np.empty((s,) + tuple(f.shape), dtype=f.dtype)
-    t, y, dt = t0, y0, (t1 - t0) / n_fixed
+    t, y = t0, y0
     with np.errstate(invalid="ignore", over="ignore"):      # as rk_step (see combine)
         for n in range(n_fixed):
             if n >= max_steps:
                 rec.status = Status.MAX_STEPS
                 break
-            t_new = t1 if n == n_fixed - 1 else t0 + (n + 1) * dt    # as _rk_loop's grid
+            t_new = _fixed_time(t0, t1, n_fixed, n + 1)
             h = t_new - t
             k[0] = f
             for i in range(1, s):
