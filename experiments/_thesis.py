@@ -131,15 +131,44 @@ class _ShapeCache(NamedTuple):
     x_shape: tuple
 
 
-class SpatialPad(ParameterFree):
-    """Zero padding at the bottom/right of H and W up to ``(height, width)``: the complex
-    ODEnet's way of giving the field's pooled output the state's dimensions (thesis 7.3.2).
-    Linear; the VJP crops the cotangent."""
+def _zero_pad(x, shape):
+    """``x`` (N, C, h, w) in the top-left corner of zeros of ``shape`` (N, C, H, W)."""
+    y = np.zeros(shape, dtype=x.dtype)
+    y[:, :, :x.shape[2], :x.shape[3]] = x
+    return y
+
+
+def _crop(x, height: int, width: int):
+    """The top-left ``(height, width)`` of H and W of ``x``, contiguous."""
+    return np.ascontiguousarray(x[:, :, :height, :width])
+
+
+class _SpatialResize(ParameterFree):
+    """Shared plumbing of :class:`SpatialPad` and :class:`SpatialCrop`: linear maps of H and W
+    to ``(height, width)``, checked by ``output_shape``; the JVP is the map itself."""
 
     analytic = True
 
     def __init__(self, height: int, width: int):
         self.height, self.width = int(height), int(width)
+
+    def forward(self, params, x, **context):
+        self.output_shape(x.shape)
+        return self.apply(params, x)
+
+    def vjp(self, params, cache, y_bar, need_params=True):
+        return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
+
+    def apply_jvp(self, params, cache, x_dot, params_dot=None):
+        return self.apply(params, x_dot)[0]
+
+    jvp = apply_jvp
+
+
+class SpatialPad(_SpatialResize):
+    """Zero padding at the bottom/right of H and W up to ``(height, width)``: the complex
+    ODEnet's way of giving the field's pooled output the state's dimensions (thesis 7.3.2).
+    Linear; the VJP crops the cotangent."""
 
     def output_shape(self, input_shape):
         n, c, h, w = input_shape
@@ -148,37 +177,17 @@ class SpatialPad(ParameterFree):
                              f"{h}x{w}.")
         return (n, c, self.height, self.width)
 
-    def forward(self, params, x, **context):
-        self.output_shape(x.shape)
-        return self.apply(params, x)
-
     def apply(self, params, x, t=None, rng=None, tape=True):
-        n, c, h, w = x.shape
-        y = np.zeros((n, c, self.height, self.width), dtype=x.dtype)
-        y[:, :, :h, :w] = x
-        return y, _ShapeCache(tuple(x.shape))
-
-    def vjp(self, params, cache, y_bar, need_params=True):
-        return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
+        n, c = x.shape[:2]
+        return _zero_pad(x, (n, c, self.height, self.width)), _ShapeCache(tuple(x.shape))
 
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
-        h, w = cache.x_shape[2:]
-        return np.ascontiguousarray(y_bar[:, :, :h, :w])
-
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
-        return self.apply(params, x_dot)[0]
-
-    jvp = apply_jvp
+        return _crop(y_bar, *cache.x_shape[2:])
 
 
-class SpatialCrop(ParameterFree):
+class SpatialCrop(_SpatialResize):
     """The top-left ``(height, width)`` of H and W (removes :class:`SpatialPad`'s zeros after
     the block). Linear; the VJP pads the cotangent with zeros."""
-
-    analytic = True
-
-    def __init__(self, height: int, width: int):
-        self.height, self.width = int(height), int(width)
 
     def output_shape(self, input_shape):
         n, c, h, w = input_shape
@@ -187,26 +196,11 @@ class SpatialCrop(ParameterFree):
                              f"{h}x{w}.")
         return (n, c, self.height, self.width)
 
-    def forward(self, params, x, **context):
-        self.output_shape(x.shape)
-        return self.apply(params, x)
-
     def apply(self, params, x, t=None, rng=None, tape=True):
-        return (np.ascontiguousarray(x[:, :, :self.height, :self.width]),
-                _ShapeCache(tuple(x.shape)))
-
-    def vjp(self, params, cache, y_bar, need_params=True):
-        return self.apply_vjp(params, cache, y_bar), self._params_bar(y_bar, need_params)
+        return _crop(x, self.height, self.width), _ShapeCache(tuple(x.shape))
 
     def apply_vjp(self, params, cache, y_bar, params_bar=None):
-        x_bar = np.zeros(cache.x_shape, dtype=y_bar.dtype)
-        x_bar[:, :, :self.height, :self.width] = y_bar
-        return x_bar
-
-    def apply_jvp(self, params, cache, x_dot, params_dot=None):
-        return self.apply(params, x_dot)[0]
-
-    jvp = apply_jvp
+        return _zero_pad(y_bar, cache.x_shape)
 
 
 # ------------------------------------------------------------------------------- models
