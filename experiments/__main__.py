@@ -251,10 +251,10 @@ def sweep_main(argv) -> int:
 def plot_sweep_main(argv) -> int:
     """``python -m experiments plot-sweep DIR --x KEY --y METRIC``."""
     args = _plot_sweep_parser().parse_args(argv)
-    from . import sweep
+    from . import sweepplot
 
     def run():
-        path = sweep.plot_sweep(args.dir, args.x, args.y, args.png, args.experiment, args.logx,
+        path = sweepplot.plot_sweep(args.dir, args.x, args.y, args.png, args.experiment, args.logx,
                                 args.logy)
         print(f"figure: {path}", flush=True)
         return 0

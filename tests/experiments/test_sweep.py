@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("distributed", reason="sweeps need dask.distributed: pip install -e '.[test]'")
 
-from experiments import digits, durable, results, sweep  # noqa: E402
+from experiments import digits, durable, results, sweep, sweepplot  # noqa: E402
 from experiments.__main__ import main  # noqa: E402
 from tests.experiments._harness import assert_same_run  # noqa: E402
 
@@ -272,7 +272,7 @@ def test_dry_run_lists_without_running(tmp_path, monkeypatch, capsys):
 def test_plot_sweep_draws_mean_and_std_over_seeds(swept, tmp_path, capsys):
     out, _, _ = swept
     table = results.sweep_table(out)
-    lines = sweep.summarize(table, "lr", "test_acc")
+    lines = sweepplot.summarize(table, "lr", "test_acc")
     assert [line["label"] for line in lines] == ["width=16", "width=8"]
     for line in lines:
         width = int(line["label"].split("=")[1])
