@@ -9,7 +9,9 @@ Protocol (duck-typed; :mod:`solvers` relies on nothing else)
 Optional fast methods, used by the solvers and adjoints after their first (checked) evaluation
 (see :class:`solvers.FieldKernel`): ``evaluate(t, y, params) -> dy`` (forward only, no cache),
 ``forward_unchecked(t, y, params) -> (dy, cache)`` and ``vjp_into(cache, dy_bar, params_bar)
--> y_bar`` (parameter cotangent written into ``params_bar`` unless it is None).
+-> y_bar`` (parameter cotangent written into ``params_bar`` unless it is None), and ``bind(params)
+-> bound`` with ``bound(t, y)``, ``bound.forward(t, y)`` and ``bound.vjp_into(cache, dy_bar,
+params_bar)``: the same three with the parameters fixed (:class:`BoundLayerField`).
 
 Forward mode (optional, :class:`LayerField` has it): ``jvp(cache, y_dot, params_dot=None) ->
 dy_dot``, the directional derivative of ``dy = f(t, y, params)`` along ``(y_dot, params_dot)``
@@ -17,13 +19,12 @@ at fixed ``t``, from the cache of ``forward``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .backend import Array
 from .layers.base import bind_layer, call_jvp, call_vjp, layer_kernel
 
-__all__ = ["LayerField", "LayerFieldCache"]
+__all__ = ["LayerField", "LayerFieldCache", "BoundLayerField", "BoundField"]
 
 
 class LayerFieldCache(NamedTuple):
@@ -31,6 +32,64 @@ class LayerFieldCache(NamedTuple):
 
     params: Array
     layer_cache: Any
+
+
+#: The fast methods a field's bound form replaces.
+_FAST_METHODS = ("evaluate", "forward_unchecked", "vjp_into")
+
+
+class BoundField:
+    """A field's own fast methods with ``params`` fixed (no views taken in advance): what
+    :meth:`LayerField.bind` gives a subclass that overrides one of them."""
+
+    __slots__ = ("field", "params")
+
+    def __init__(self, field: Any, params: Array) -> None:
+        self.field, self.params = field, params
+
+    def __call__(self, t: float, y: Array) -> Array:
+        """``field.evaluate(t, y, params)``."""
+        return self.field.evaluate(t, y, self.params)
+
+    def forward(self, t: float, y: Array) -> tuple[Array, Any]:
+        """``field.forward_unchecked(t, y, params)``."""
+        return self.field.forward_unchecked(t, y, self.params)
+
+    def vjp_into(self, cache: Any, dy_bar: Array, params_bar: Array | None = None) -> Array:
+        """``field.vjp_into(cache, dy_bar, params_bar)``."""
+        return self.field.vjp_into(cache, dy_bar, params_bar)
+
+
+class BoundLayerField:
+    """A :class:`LayerField` with its parameters fixed (:meth:`LayerField.bind`).
+
+    ``bound(t, y) -> dy``, ``bound.forward(t, y) -> (dy, cache)`` and ``bound.vjp_into(cache,
+    dy_bar, params_bar) -> y_bar`` are bitwise the field's ``evaluate``, ``forward_unchecked``
+    and ``vjp_into`` at these parameters. A cache made with other parameters (another array
+    object) is differentiated at its own parameters, as :meth:`LayerField.vjp_into` does.
+    """
+
+    __slots__ = ("_kernel", "params", "_layer")
+
+    def __init__(self, kernel: Any, params: Array) -> None:
+        self._kernel, self.params = kernel, params
+        self._layer = bind_layer(kernel, params)
+
+    def __call__(self, t: float, y: Array) -> Array:
+        """``dy`` (no cache)."""
+        return self._layer(y, t)
+
+    def forward(self, t: float, y: Array) -> tuple[Array, LayerFieldCache]:
+        """``(dy, cache)`` for a later VJP."""
+        dy, cache = self._layer.forward(y, t)
+        return dy, LayerFieldCache(self.params, cache)
+
+    def vjp_into(self, cache: LayerFieldCache, dy_bar: Array,
+                 params_bar: Array | None = None) -> Array:
+        """``y_bar``; the parameter cotangent is written into ``params_bar`` unless None."""
+        if cache.params is self.params:
+            return self._layer.vjp_into(cache.layer_cache, dy_bar, params_bar)
+        return self._kernel.apply_vjp(cache.params, cache.layer_cache, dy_bar, params_bar)
 
 
 class LayerField:
@@ -76,12 +135,16 @@ class LayerField:
         """``dy`` without argument checks or cache (forward-only sweeps)."""
         return self._kernel.apply(params, y, t, None, False)[0]
 
-    def bind(self, params: Array) -> Callable[[float, Array], Array]:
-        """``evaluate(t, y) -> dy`` with ``params`` fixed (the layer's bound map,
-        :func:`~adjointcore.layers.base.bind_layer`): bitwise :meth:`evaluate`, without its
-        per-call parameter views."""
-        layer_map = bind_layer(self._kernel, params)
-        return lambda t, y: layer_map(y, t)
+    def bind(self, params: Array) -> BoundLayerField | BoundField:
+        """The field with ``params`` fixed (the layer bound once,
+        :func:`~adjointcore.layers.base.bind_layer`): bitwise :meth:`evaluate`,
+        :meth:`forward_unchecked` and :meth:`vjp_into`, without their per-call parameter
+        views. A subclass that overrides one of those three gets a :class:`BoundField`
+        calling its own methods."""
+        if any(getattr(type(self), name) is not getattr(LayerField, name)
+               for name in _FAST_METHODS):
+            return BoundField(self, params)
+        return BoundLayerField(self._kernel, params)
 
     def forward_unchecked(self, t: float, y: Array, params: Array) -> tuple[Array, LayerFieldCache]:
         """:meth:`forward` without argument checks."""

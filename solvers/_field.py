@@ -87,6 +87,13 @@ class FieldKernel:
     ``vjp_into(cache, dy_bar, params_bar) -> y_bar``
         The VJP with the parameter cotangent written into ``params_bar`` (None: not needed).
 
+    ``bind(params) -> bound``
+        The field with ``params`` fixed (e.g. :class:`adjointcore.fields.BoundLayerField`:
+        parameter views taken once): ``bound(t, y) -> dy``, and optionally ``bound.forward(t,
+        y) -> (dy, cache)`` and ``bound.vjp_into(cache, dy_bar, params_bar) -> y_bar`` (which
+        must accept any cache of the field), bitwise the unbound methods. The kernel binds
+        once per ``params`` object it is called with and uses the bound methods from then on.
+
     A field without them is called through ``forward``/``vjp`` as before.
 
     Attributes
@@ -109,6 +116,9 @@ class FieldKernel:
         self._evaluate = getattr(field, "evaluate", None)
         self._forward = getattr(field, "forward_unchecked", None) or field.forward
         self._vjp_into = getattr(field, "vjp_into", None)
+        bind = getattr(field, "bind", None)
+        self._bind = bind if callable(bind) else None
+        self._bound: tuple[Any, Any, bool] | None = None
 
     @property
     def n_params(self) -> int | None:
@@ -136,24 +146,37 @@ class FieldKernel:
         self._checked = True
         return dy, cache
 
+    def _bound_to(self, params: Any) -> tuple[Any, Any, bool]:
+        """``(params, bound, taped)``: the field bound to this ``params`` object (bound again
+        when another object comes); ``taped`` when the bound field has ``forward`` and
+        ``vjp_into``. Only for a checked field with ``bind``."""
+        bound = self._bound
+        if bound is None or bound[0] is not params:
+            b = self._bind(params)               # type: ignore[misc]  # callers check _bind
+            taped = callable(getattr(b, "forward", None)) and callable(getattr(b, "vjp_into",
+                                                                               None))
+            bound = self._bound = (params, b, taped)
+        return bound
+
     def evaluate(self, t: float, y: Array, params: Any) -> Array:
         """``dy`` only (no cache kept)."""
         self.nfe += 1
         if not self._checked:
             return self._first(t, y, params)[0]
+        if self._bind is not None:
+            return self._bound_to(params)[1](t, y)
         if self._evaluate is None:
             return self._forward(t, y, params)[0]
         return self._evaluate(t, y, params)
 
     def bind(self, params: Any) -> Callable[[float, Array], Array]:
         """``evaluate(t, y) -> dy`` with ``params`` fixed, counted like :meth:`evaluate`: the
-        field's own ``bind(params)`` when it has one (e.g. ``LayerField``: parameter views
+        field's own bound map when it has ``bind`` (e.g. ``LayerField``: parameter views
         taken once), else :meth:`evaluate`. Bitwise :meth:`evaluate` either way; call it after
         the first evaluation, which checks the field."""
-        bind = getattr(self.field, "bind", None)
-        if not callable(bind) or not self._checked:
+        if self._bind is None or not self._checked:
             return lambda t, y: self.evaluate(t, y, params)
-        bound = bind(params)
+        bound = self._bound_to(params)[1]
 
         def evaluate(t: float, y: Array) -> Array:
             self.nfe += 1
@@ -165,6 +188,10 @@ class FieldKernel:
         self.nfe += 1
         if not self._checked:
             return self._first(t, y, params)
+        if self._bind is not None:
+            _, bound, taped = self._bound_to(params)
+            if taped:
+                return bound.forward(t, y)
         return self._forward(t, y, params)
 
     def vjp(self, cache: Any, dy_bar: Array,
@@ -176,6 +203,9 @@ class FieldKernel:
     def vjp_into(self, cache: Any, dy_bar: Array, params_bar: Array | None) -> Array:
         """``y_bar``; the parameter cotangent is written into ``params_bar`` unless None."""
         self.n_vjp += 1
+        bound = self._bound
+        if bound is not None and bound[2]:
+            return bound[1].vjp_into(cache, dy_bar, params_bar)
         if self._vjp_into is not None:
             return self._vjp_into(cache, dy_bar, params_bar)
         y_bar, p_bar, _ = self.field.vjp(cache, dy_bar, need_params=params_bar is not None)

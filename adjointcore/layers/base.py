@@ -28,13 +28,16 @@ Solvers and adjoints validate their inputs once, at the public entry point, and 
     the parameter cotangent is *written* into it (overwriting; composites hand each child its
     slice of one flat buffer), so no per-call gradient vector is allocated or concatenated.
 
-``bind(params) -> evaluate(x, t=None) -> y``
-    The forward-only map with the parameters fixed: parameter views are taken once, so a
-    solver that evaluates the same layer many times with the same ``params`` (a fixed-step
-    forward solve) pays for them once. ``evaluate(x, t)`` is bitwise
-    ``apply(params, x, t, None, tape=False)[0]``; the parameters are read through views, so
+``bind(params) -> bound`` (a :class:`BoundLayer`)
+    The layer with its parameters fixed: parameter views are taken once, so a solver or an
+    adjoint sweep that calls the same layer many times with the same ``params`` pays for them
+    once. ``bound(x, t=None) -> y`` is bitwise ``apply(params, x, t, None, tape=False)[0]``,
+    ``bound.forward(x, t=None) -> (y, cache)`` is bitwise ``apply(params, x, t)`` (the same
+    cache) and ``bound.vjp_into(cache, y_bar, params_bar=None) -> x_bar`` is bitwise
+    ``apply_vjp(params, cache, y_bar, params_bar)``. The parameters are read through views, so
     in-place changes of ``params`` show. :func:`bind_layer` gives this for any kernel (the
-    default goes through ``apply``).
+    default, :class:`BoundLayer`, goes through ``apply``/``apply_vjp``; a ``bind`` that returns
+    a bare ``evaluate`` callable is accepted for the forward-only map).
 
 For the built-in layers, ``forward``/``vjp`` are the checks followed by ``apply``/``apply_vjp``,
 so both paths give bitwise identical results.
@@ -99,7 +102,8 @@ from ._checks import (
     prefixed_shapes,
 )
 
-__all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "bind_layer", "param_layout",
+__all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "BoundLayer", "bind_layer",
+           "param_layout",
            "accepts_need_params", "call_vjp", "call_jvp", "kernel_jvp", "tangent_sum",
            "SecondOrderBars", "call_jvp_vjp", "add_time_bar", "linear_jvp_vjp",
            "LinearSecondOrder",
@@ -315,18 +319,58 @@ def layer_kernel(layer: Any) -> Any:
     return ProtocolKernel(layer)
 
 
-def bind_layer(kernel: Any, params: Array) -> Callable[..., Array]:
-    """``evaluate(x, t=None) -> y``: the forward-only map of a layer kernel (see
-    :func:`layer_kernel`) with ``params`` fixed; the kernel's own ``bind`` when it has one,
-    else a call of its ``apply`` without a tape (bitwise the same result either way)."""
-    bind = getattr(kernel, "bind", None)
-    if callable(bind):
-        return bind(params)
-    apply = kernel.apply
+class BoundLayer:
+    """A layer kernel with its parameters fixed (``bind(params)``; see the module notes).
 
-    def evaluate(x: Array, t: Any = None) -> Array:
-        return apply(params, x, t, None, False)[0]
-    return evaluate
+    This default calls the kernel's ``apply``/``apply_vjp`` with the stored ``params``;
+    ``Linear`` and ``Sequential`` return subclasses that take their parameter views once.
+
+    Parameters
+    ----------
+    kernel : layer kernel
+        Has ``apply`` and ``apply_vjp`` (:func:`layer_kernel`).
+    params : array, shape (n_params,)
+        Kept by reference (not copied).
+    evaluate : callable, optional
+        ``evaluate(x, t=None) -> y``, a forward-only map to use instead of ``apply`` (a user
+        layer's ``bind`` that returns a bare callable).
+    """
+
+    __slots__ = ("kernel", "params", "_evaluate")
+
+    def __init__(self, kernel: Any, params: Array,
+                 evaluate: Callable[..., Array] | None = None) -> None:
+        self.kernel, self.params, self._evaluate = kernel, params, evaluate
+
+    def __call__(self, x: Array, t: Any = None) -> Array:
+        """``y`` without a tape: bitwise ``apply(params, x, t, None, tape=False)[0]``."""
+        if self._evaluate is not None:
+            return self._evaluate(x, t)
+        return self.kernel.apply(self.params, x, t, None, False)[0]
+
+    def forward(self, x: Array, t: Any = None) -> tuple[Array, Any]:
+        """``(y, cache)``: bitwise ``apply(params, x, t)``."""
+        return self.kernel.apply(self.params, x, t, None, True)
+
+    def vjp_into(self, cache: Any, y_bar: Array, params_bar: Array | None = None) -> Array:
+        """``x_bar``, the parameter cotangent written into ``params_bar`` (None: skipped):
+        bitwise ``apply_vjp(params, cache, y_bar, params_bar)``."""
+        return self.kernel.apply_vjp(self.params, cache, y_bar, params_bar)
+
+
+def bind_layer(kernel: Any, params: Array) -> BoundLayer:
+    """A layer kernel (see :func:`layer_kernel`) with ``params`` fixed: the kernel's own
+    ``bind`` when it has one, else :class:`BoundLayer` (bitwise the same results either way).
+    A ``bind`` returning a bare ``evaluate(x, t=None)`` callable serves the forward-only map;
+    ``forward`` and ``vjp_into`` then go through ``apply``/``apply_vjp``."""
+    bind = getattr(kernel, "bind", None)
+    if not callable(bind):
+        return BoundLayer(kernel, params)
+    bound = bind(params)
+    if isinstance(bound, BoundLayer) or (callable(getattr(bound, "forward", None))
+                                         and callable(getattr(bound, "vjp_into", None))):
+        return bound
+    return BoundLayer(kernel, params, evaluate=bound)
 
 
 class Layer:
@@ -405,14 +449,10 @@ class Layer:
         default: :meth:`vjp`."""
         return _vjp_into(self, self.n_params, params, cache, y_bar, params_bar)
 
-    def bind(self, params: Array) -> Callable[..., Array]:
-        """``evaluate(x, t=None) -> y``, the forward-only map with ``params`` fixed (module
-        notes); default: :meth:`apply` without a tape."""
-        apply = self.apply
-
-        def evaluate(x: Array, t: Any = None) -> Array:
-            return apply(params, x, t, None, False)[0]
-        return evaluate
+    def bind(self, params: Array) -> BoundLayer:
+        """The layer with ``params`` fixed (module notes); default: a :class:`BoundLayer`
+        calling :meth:`apply` and :meth:`apply_vjp`."""
+        return BoundLayer(self, params)
 
     def jvp(self, params: Array, cache: Any, x_dot: Array,
             params_dot: Array | None = None) -> Array:

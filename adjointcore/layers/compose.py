@@ -7,7 +7,7 @@ flags ``analytic``/``time_dependent``/``needs_rng`` are read when present.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -17,6 +17,7 @@ from ..backend import Array, as_dtype, get_array_module
 from ..errors import ParameterError, ShapeError, check_array, check_generator, check_params
 from ._checks import check_child_layer, check_params_dot, init_child, prefixed_shapes
 from .base import (
+    BoundLayer,
     Layer,
     SecondOrderBars,
     add_time_bar,
@@ -239,19 +240,15 @@ class Sequential(_Composite):
             caches.append(cache)
         return x, (tuple(caches) if tape else None)
 
-    def bind(self, params: Array) -> Callable[..., Array]:
-        """``evaluate(x, t=None)``: the children's bound maps (:func:`bind_layer`) in order (a
-        subclass that overrides :meth:`apply` gets the generic :meth:`Layer.bind`)."""
-        if type(self).apply is not Sequential.apply:
+    def bind(self, params: Array) -> BoundLayer:
+        """The stack with ``params`` fixed: the children bound to their slices once
+        (:class:`BoundSequential`, bitwise :meth:`apply`/:meth:`apply_vjp`); a subclass that
+        overrides :meth:`apply` or :meth:`apply_vjp` gets the generic
+        :class:`~adjointcore.layers.base.BoundLayer` through its own methods."""
+        if type(self).apply is not Sequential.apply \
+                or type(self).apply_vjp is not Sequential.apply_vjp:
             return Layer.bind(self, params)
-        children = tuple(bind_layer(kernel, params[sl])
-                         for kernel, sl in zip(self._kernels, self._slices, strict=True))
-
-        def evaluate(x: Array, t: Any = None) -> Array:
-            for child in children:
-                x = child(x, t)
-            return x
-        return evaluate
+        return BoundSequential(self, params)
 
     def apply_vjp(self, params: Array, cache: tuple[Any, ...], y_bar: Array,
                   params_bar: Array | None = None) -> Array:
@@ -348,6 +345,43 @@ class Sequential(_Composite):
     def __repr__(self) -> str:
         inner = ",\n".join(f"  ({i}) {c!r}" for i, c in enumerate(self.layers))
         return f"Sequential(\n{inner}\n)" if inner else "Sequential()"
+
+
+class BoundSequential(BoundLayer):
+    """:class:`Sequential` with its parameters fixed (:meth:`Sequential.bind`): each child bound
+    to its slice of ``params`` once (:func:`~adjointcore.layers.base.bind_layer`)."""
+
+    __slots__ = ("_children", "_slices")
+
+    def __init__(self, layer: Sequential, params: Array) -> None:
+        super().__init__(layer, params)
+        self._slices = layer._slices
+        self._children = tuple(bind_layer(kernel, params[sl])
+                               for kernel, sl in zip(layer._kernels, self._slices, strict=True))
+
+    def __call__(self, x: Array, t: Any = None) -> Array:
+        """The children's forward-only maps in order."""
+        for child in self._children:
+            x = child(x, t)
+        return x
+
+    def forward(self, x: Array, t: Any = None) -> tuple[Array, tuple[Any, ...]]:
+        """``(y, caches)`` with one cache per child (bitwise ``Sequential.apply``)."""
+        caches = []
+        for child in self._children:
+            x, cache = child.forward(x, t)
+            caches.append(cache)
+        return x, tuple(caches)
+
+    def vjp_into(self, cache: tuple[Any, ...], y_bar: Array,
+                 params_bar: Array | None = None) -> Array:
+        """The children's VJPs backwards, each writing into its slice of ``params_bar``
+        (bitwise ``Sequential.apply_vjp``)."""
+        children, slices = self._children, self._slices
+        for i in range(len(children) - 1, -1, -1):
+            y_bar = children[i].vjp_into(cache[i], y_bar,
+                                         None if params_bar is None else params_bar[slices[i]])
+        return y_bar
 
 
 class ResidualCache(NamedTuple):

@@ -11,7 +11,7 @@ References
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,7 +20,7 @@ from .. import init as initmod
 from ..backend import Array, get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
-from .base import Layer, SecondOrderBars, param_layout, tangent_sum
+from .base import BoundLayer, Layer, SecondOrderBars, param_layout, tangent_sum
 
 __all__ = ["Linear", "ConcatLinear", "LinearCache", "ConcatLinearCache"]
 
@@ -126,28 +126,17 @@ class Linear(Layer):
               tape: bool = True) -> tuple[Array, Any | None]:
         """Unchecked :meth:`forward` (``tape=False``: no cache)."""
         ws, wshape, bs = self._layout
-        y = x @ params[ws].reshape(wshape).T
-        if bs is not None:
-            y += params[bs]
+        y = _affine(x, params[ws].reshape(wshape).T, None if bs is None else params[bs])
         return y, (LinearCache(x) if tape else None)
 
-    def bind(self, params: Array) -> Callable[..., Array]:
-        """``evaluate(x, t=None) = x @ W.T + b`` with the views ``W.T`` and ``b`` taken once
-        (bitwise :meth:`apply`); a subclass that overrides :meth:`apply` (``ConcatLinear``)
-        gets the generic :meth:`Layer.bind` through its own ``apply``."""
-        if type(self).apply is not Linear.apply:
+    def bind(self, params: Array) -> BoundLayer:
+        """The layer with ``params`` fixed, the views ``W``, ``W.T`` and ``b`` taken once
+        (:class:`BoundLinear`, bitwise :meth:`apply`/:meth:`apply_vjp`); a subclass that
+        overrides :meth:`apply` or :meth:`apply_vjp` (``ConcatLinear``) gets the generic
+        :class:`~adjointcore.layers.base.BoundLayer` through its own methods."""
+        if type(self).apply is not Linear.apply or type(self).apply_vjp is not Linear.apply_vjp:
             return Layer.bind(self, params)
-        ws, wshape, bs = self._layout
-        w_t = params[ws].reshape(wshape).T
-        if bs is None:
-            return lambda x, t=None: x @ w_t
-        b = params[bs]
-
-        def evaluate(x: Array, t: Any = None) -> Array:
-            y = x @ w_t
-            y += b
-            return y
-        return evaluate
+        return BoundLinear(self, params)
 
     def vjp(self, params: Array, cache: Any, y_bar: Array,
             need_params: bool = True) -> tuple[Array, Array | None]:
@@ -160,13 +149,8 @@ class Linear(Layer):
     def apply_vjp(self, params: Array, cache: Any, y_bar: Array,
                   params_bar: Array | None = None) -> Array:
         """Unchecked :meth:`vjp`; the parameter cotangent is written into ``params_bar``."""
-        ws, wshape, bs = self._layout
-        x_bar = y_bar @ params[ws].reshape(wshape)
-        if params_bar is not None:
-            get_array_module(y_bar).matmul(y_bar.T, cache.x, out=params_bar[ws].reshape(wshape))
-            if bs is not None:
-                y_bar.sum(axis=0, out=params_bar[bs])
-        return x_bar
+        ws, wshape, _ = self._layout
+        return _affine_vjp(y_bar, cache.x, params[ws].reshape(wshape), self._layout, params_bar)
 
     def jvp(self, params: Array, cache: Any, x_dot: Array,
             params_dot: Array | None = None) -> Array:
@@ -279,6 +263,53 @@ class Linear(Layer):
             if hb is not None:
                 hb[...] = y_sum
         return SecondOrderBars(x_bar, params_bar, x_dot_bar, params_dot_bar, t_bar)
+
+
+class BoundLinear(BoundLayer):
+    """:class:`Linear` with its parameters fixed (:meth:`Linear.bind`): ``W``, ``W.T`` and ``b``
+    are views taken once; the parameter cotangent's layout is the layer's."""
+
+    __slots__ = ("_w", "_w_t", "_b", "_layout")
+
+    def __init__(self, layer: Linear, params: Array) -> None:
+        super().__init__(layer, params)
+        ws, wshape, bs = self._layout = layer._layout
+        self._w = params[ws].reshape(wshape)
+        self._w_t = self._w.T
+        self._b = None if bs is None else params[bs]
+
+    def __call__(self, x: Array, t: Any = None) -> Array:
+        """``x @ W.T + b`` (bitwise ``Linear.apply(..., tape=False)``)."""
+        return _affine(x, self._w_t, self._b)
+
+    def forward(self, x: Array, t: Any = None) -> tuple[Array, LinearCache]:
+        """``(x @ W.T + b, LinearCache(x))`` (bitwise ``Linear.apply``)."""
+        return _affine(x, self._w_t, self._b), LinearCache(x)
+
+    def vjp_into(self, cache: Any, y_bar: Array, params_bar: Array | None = None) -> Array:
+        """Bitwise ``Linear.apply_vjp`` (:func:`_affine_vjp`)."""
+        return _affine_vjp(y_bar, cache.x, self._w, self._layout, params_bar)
+
+
+def _affine(x: Array, w_t: Array, b: Array | None) -> Array:
+    """``x @ w_t + b`` (``b`` None: no bias), the bias added in place."""
+    y = x @ w_t
+    if b is not None:
+        y += b
+    return y
+
+
+def _affine_vjp(y_bar: Array, x: Array, w: Array, layout: tuple[slice, tuple[int, ...],
+                slice | None], params_bar: Array | None) -> Array:
+    """``x_bar = y_bar @ w``; ``y_bar.T @ x`` and ``sum(y_bar, axis=0)`` written into the
+    weight and bias slices (``layout``: ``Linear._layout``) of ``params_bar`` unless None."""
+    x_bar = y_bar @ w
+    if params_bar is not None:
+        ws, wshape, bs = layout
+        get_array_module(y_bar).matmul(y_bar.T, x, out=params_bar[ws].reshape(wshape))
+        if bs is not None:
+            y_bar.sum(axis=0, out=params_bar[bs])
+    return x_bar
 
 
 class ConcatLinear(Linear):

@@ -1,8 +1,10 @@
 """The unchecked fast path (validate at the boundary, run unchecked inside) computes exactly what
 the checked path computes.
 
-* every built-in layer: ``apply``/``apply_vjp`` equal ``forward``/``vjp`` bit for bit, and a
-  forward-only ``apply(tape=False)`` and the bound map ``bind(params)`` give the same output;
+* every built-in layer: ``apply``/``apply_vjp`` equal ``forward``/``vjp`` bit for bit, a
+  forward-only ``apply(tape=False)`` gives the same output, and the bound layer
+  ``bind(params)`` gives ``apply``/``apply_vjp``'s outputs, caches and cotangents bit for bit;
+  so does the bound field a ``FieldKernel`` keeps per parameter object;
 * a fixed-step forward solve on the host (the bound field, tableau rows sliced once) fills its
   record bit for bit as the general step loop does: states, grid, NFE, failure status;
 * ``FieldKernel``: the first evaluation is checked (a wrong field fails naming itself), work is
@@ -26,6 +28,7 @@ from adjointcore.fields import LayerField
 from adjointcore.gradcheck.catalog import builtin_examples
 from adjointcore.layers import ConcatLinear, Linear, Sequential, Tanh
 from adjointcore.layers.base import bind_layer, layer_kernel
+from adjointcore.layers.linear import BoundLinear
 from adjointcore.sensitivity import continuous_adjoint
 from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward
 from nets import ODEBlock
@@ -57,13 +60,24 @@ def test_apply_equals_checked_path_bitwise(example):
 
 
 def _bound_equals_apply(layer, params, x, t=None):
-    """Whether the bound map of ``layer`` gives ``apply(tape=False)``'s output bit for bit."""
-    expected = layer_kernel(layer).apply(params, x, t, None, False)[0]
-    return np.array_equal(bind_layer(layer_kernel(layer), params)(x, t), expected)
+    """Whether the bound ``layer`` gives, bit for bit, ``apply(tape=False)``'s output (calling
+    it), ``apply``'s output (``forward``) and ``apply_vjp``'s input and parameter cotangents
+    (``vjp_into``, on the bound forward's cache)."""
+    kernel = layer_kernel(layer)
+    bound = bind_layer(kernel, params)
+    y, cache = kernel.apply(params, x, t, None, True)
+    y_bar = np.random.default_rng(2).standard_normal(y.shape)
+    p_bar, p_bar_bound = np.full(layer.n_params, np.nan), np.full(layer.n_params, np.nan)
+    x_bar = kernel.apply_vjp(params, cache, y_bar, p_bar)
+    y_bound, cache_bound = bound.forward(x, t)
+    x_bar_bound = bound.vjp_into(cache_bound, y_bar, p_bar_bound)
+    return (np.array_equal(bound(x, t), kernel.apply(params, x, t, None, False)[0])
+            and np.array_equal(y_bound, y) and np.array_equal(x_bar_bound, x_bar)
+            and np.array_equal(p_bar_bound, p_bar))
 
 
 class BiaslessBind(Linear):
-    """Mutant: the bound map forgets the bias (``apply`` is intact)."""
+    """Mutant: the bound map (a bare callable) forgets the bias (``apply`` is intact)."""
 
     def bind(self, params):
         w_t = params[self._layout[0]].reshape(self._layout[1]).T
@@ -94,6 +108,64 @@ def test_bound_map_reads_parameters_through_views():
     bound = bind_layer(layer, params)
     params *= 1.5
     assert np.array_equal(bound(x, 0.25), layer.apply(params, x, 0.25, None, False)[0])
+    assert np.array_equal(bound.forward(x, 0.25)[0], layer.apply(params, x, 0.25)[0])
+
+
+class _BoundDroppedBias(BoundLinear):
+    """Mutant: the bound VJP forgets the bias cotangent."""
+
+    def vjp_into(self, cache, y_bar, params_bar=None):
+        x_bar = super().vjp_into(cache, y_bar, params_bar)
+        if params_bar is not None:
+            params_bar[self._layout[2]] = 0.0
+        return x_bar
+
+
+class BoundDroppedBiasLinear(Linear):
+    """A layer whose ``apply_vjp`` is right but whose bound VJP (what solvers and adjoints
+    use after their first evaluation) is the mutant above."""
+
+    def bind(self, params):
+        return _BoundDroppedBias(self, params)
+
+
+def test_bound_vjp_mutant_is_caught_directly_and_through_the_adjoint():
+    layer, params = _mlp()
+    mutant = Sequential(ConcatLinear(3, 6), Tanh(), BoundDroppedBiasLinear(6, 3))
+    x = np.random.default_rng(6).standard_normal((5, 3))
+    assert _bound_equals_apply(layer, params, x, 0.25)
+    assert not _bound_equals_apply(mutant, params, x, 0.25)
+    assert _discrete_gradient_error(mutant, params) > 1e-3
+
+
+def test_field_kernel_binds_once_per_parameter_object_and_honours_other_caches():
+    """The kernel binds the field for the parameter object it is called with (again for a new
+    object); a cache made at other parameters is differentiated at its own parameters."""
+    layer, params = _mlp()
+    field = LayerField(layer)
+    binds = []
+
+    class Counted(LayerField):
+        def bind(self, p):
+            binds.append(p)
+            return super().bind(p)
+
+    kernel = solvers.FieldKernel(Counted(layer))
+    y, y_bar = np.random.default_rng(7).standard_normal((2, 4, 3))
+    kernel.evaluate(0.0, y, params)                   # the checked first evaluation binds nothing
+    assert binds == []
+    _, cache = kernel.forward(0.1, y, params)
+    kernel.evaluate(0.2, y, params)
+    assert len(binds) == 1 and binds[0] is params
+    other = 1.25 * params
+    _, other_cache = field.forward_unchecked(0.1, y, other)
+    buf, ref = np.empty(layer.n_params), np.empty(layer.n_params)
+    for c, p in ((cache, params), (other_cache, other)):
+        x_bar = kernel.vjp_into(c, y_bar, buf)
+        ref_x_bar = layer.apply_vjp(p, c.layer_cache, y_bar, ref)
+        assert np.array_equal(x_bar, ref_x_bar) and np.array_equal(buf, ref)
+    kernel.forward(0.1, y, other)
+    assert len(binds) == 2 and binds[1] is other
 
 
 def _general_loop(field, method, y0, params, steps, max_steps=10_000, t_span=(0.0, 1.0)):
