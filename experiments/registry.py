@@ -4,8 +4,11 @@
 one durable run and returns its exit status; ``CONFIGS[name](quick, seed, overrides)`` returns
 the run's full configuration without running it, so a caller (a sweep) can compute its identity
 and files first: ``durable.run_paths(out, durable.run_identity(name, CONFIGS[name](...)))``.
+``OPTIONAL_SETTINGS[name]`` lists the settings that configuration omits at their defaults
+(:func:`settings` puts them back).
 """
 from . import (
+    _thesis,
     anodev2_classify,
     cnf2d,
     digits,
@@ -46,6 +49,19 @@ CONFIGS = {
     "lm_resnet_classify": lm_resnet_classify.make_config,
     "anodev2_classify": anodev2_classify.make_config,
 }
+
+#: Settings an experiment accepts that its configuration holds only when set to something other
+#: than their default (so default runs keep their identity): name -> {key: default}.
+OPTIONAL_SETTINGS = {
+    "thesis_efficiency": {key: default for key, (default, _) in _thesis.ABLATIONS.items()},
+}
+
+
+def settings(name: str, config: dict) -> dict:
+    """``config`` with the optional settings of experiment ``name`` it leaves out at their
+    defaults (:data:`OPTIONAL_SETTINGS`): every setting the run was made with."""
+    return {**OPTIONAL_SETTINGS.get(name, {}), **config}
+
 
 #: Experiments with a training loop that checkpoints and resumes.
 CHECKPOINTED = frozenset({"digits", "theorem1"})

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import results
 from .durable import ExperimentError
+from .registry import settings
 
 __all__ = ["SeedTableError", "REDUCTIONS", "run_rows", "group_rows", "format_cell", "markdown",
            "seed_table"]
@@ -94,8 +95,9 @@ def run_rows(folder, experiment: str, table: Optional[str] = None, quick: bool =
         seed = int(run["config"]["seed"])
         if table is None:
             metrics = {k: _metric(v) for k, v in run["metrics"].items()}
-            rows.append({**run["config"], **{k: v for k, v in metrics.items()
-                                             if v is not None}, "seed": seed})
+            rows.append({**settings(experiment, run["config"]),
+                         **{k: v for k, v in metrics.items() if v is not None},
+                         "seed": seed})
             continue
         if table not in run["tables"]:
             raise SeedTableError(f"{path.name} has no table {table!r}; its tables are "

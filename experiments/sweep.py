@@ -125,18 +125,19 @@ def _strip_set(message: str) -> str:
 
 def parse_grid(experiment: str, texts, quick: bool = False, fixed: Optional[dict] = None) -> dict:
     """``["KEY=V1,V2", ...]`` as ``{KEY: [value, ...]}``, each key a setting of ``experiment``
-    and each value accepted by its configuration (checked with the other keys at their
-    defaults and ``fixed``, the ``--set`` overrides).
+    (optional ones included: :data:`experiments.registry.OPTIONAL_SETTINGS`) and each value
+    accepted by its configuration (checked with the other keys at their defaults and
+    ``fixed``, the ``--set`` overrides).
 
     Raises
     ------
     SweepError
         Naming the ``--grid`` argument, the key or value, and what is accepted.
     """
-    from .registry import CONFIGS
+    from .registry import CONFIGS, settings
     make = CONFIGS[experiment]
     fixed = dict(fixed or {})
-    defaults = make(quick, 0, fixed)
+    defaults = settings(experiment, make(quick, 0, fixed))
     known = sorted(k for k in defaults if k not in ("seed", "quick"))
     grid = {}
     for text in texts:
@@ -171,10 +172,11 @@ def parse_grid(experiment: str, texts, quick: bool = False, fixed: Optional[dict
                 cfg = make(quick, 0, {**fixed, key: value})
             except durable.ConfigError as err:
                 raise SweepError(f"--grid {key}={r}: {_strip_set(str(err))}") from None
-            canon = json.dumps(cfg[key], sort_keys=True, default=results._json_default)
+            value_set = settings(experiment, cfg)[key]
+            canon = json.dumps(value_set, sort_keys=True, default=results._json_default)
             if canon in seen:
                 raise SweepError(f"--grid {text!r}: the values {seen[canon]!r} and {r!r} are the "
-                                 f"same setting ({key}={cfg[key]!r}); list each value once.")
+                                 f"same setting ({key}={value_set!r}); list each value once.")
             seen[canon] = r
             parsed.append(value)
         grid[key] = parsed
@@ -283,9 +285,11 @@ def _base_row(experiment: str, run_id: durable.RunId) -> dict:
             "seed": run_id.seed, "config_hash": run_id.config_hash}
 
 
-def _config_columns(config: dict) -> dict:
-    """``config.KEY`` columns (seed and quick have their own columns)."""
-    return {f"config.{k}": v for k, v in results._flat_config(config)
+def _config_columns(experiment: str, config: dict) -> dict:
+    """``config.KEY`` columns, optional settings at their defaults included (seed and quick
+    have their own columns)."""
+    from .registry import settings
+    return {f"config.{k}": v for k, v in results._flat_config(settings(experiment, config))
             if k not in ("seed", "quick")}
 
 
@@ -330,7 +334,7 @@ def run_row(path, **extra) -> dict:
            "wall_time_s": float(wall) if wall is not None and np.ndim(wall) == 0 else None,
            "nfe_forward": fwd, "nfe_backward": bwd, "nfe": fwd + bwd}
     row.update({k: v for k, v in extra.items() if k in row or v is not None})
-    row.update(_config_columns(cfg))
+    row.update(_config_columns(r["experiment"], cfg))
     row.update(_final_values(r["metrics"]))
     return row
 
@@ -344,7 +348,7 @@ def _unfinished_row(experiment: str, config: dict, out: Path, status: str = "pen
            "task_wall_s": None, "wall_time_s": None, "nfe_forward": None, "nfe_backward": None,
            "nfe": None}
     row.update(extra)
-    row.update(_config_columns(config))
+    row.update(_config_columns(experiment, config))
     return row
 
 

@@ -88,3 +88,18 @@ def test_a_missing_folder_is_refused(tmp_path, capsys):
     assert main(["seed-table", str(tmp_path / "none"), "--experiment", "toy", "--by", "model",
                  "--values", "test_acc"]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_optional_settings_are_filled_in_at_their_defaults(tmp_path):
+    # thesis_efficiency leaves its ablation keys out of a default run's configuration; the
+    # table still groups on them, the default run under the default value
+    meta = results.run_metadata()
+    for stem, extra, acc in (("thesis_efficiency-0123456789-seed0", {}, 0.86),
+                             ("thesis_efficiency-abcdef0123-seed0", {"activation": "tanh"}, 0.84)):
+        results.save(tmp_path / f"{stem}.h5", "thesis_efficiency",
+                     {"model": "odenet", "seed": 0, **extra}, {"test_acc": np.float64(acc)},
+                     meta=meta, run_id=stem)
+    table = seedtable.seed_table(tmp_path, "thesis_efficiency", ["activation", "pre_activation"],
+                                 ["test_acc"])
+    assert "| relu | none | 0.8600 (1) | 0 |" in table
+    assert "| tanh | none | 0.8400 (1) | 0 |" in table

@@ -260,6 +260,27 @@ def test_seed_and_grid_parsing():
     assert len({p.stem for p in plan.points}) == 4
 
 
+def test_grid_over_optional_settings_keeps_the_default_runs_identity():
+    # thesis_efficiency's ablation keys are absent from its configuration at their defaults
+    # (so the default run's identity does not depend on them), yet a sweep can grid over them
+    grid = sweep.parse_grid("thesis_efficiency", ["activation=relu,tanh"], quick=True)
+    assert grid == {"activation": ["relu", "tanh"]}
+    plan = sweep.plan_sweep("thesis_efficiency", grid, [0], quick=True)
+    default, tanh = plan.points
+    assert "activation" not in default.config and tanh.config["activation"] == "tanh"
+    assert default.stem == sweep.plan_sweep("thesis_efficiency", {}, [0], quick=True) \
+        .points[0].stem
+    # the sweep index has the column for every run, the default's value included
+    assert [sweep._config_columns("thesis_efficiency", p.config)["config.activation"]
+            for p in plan.points] == ["relu", "tanh"]
+    with pytest.raises(sweep.SweepError, match="'relu' and 'relu' are the same setting"):
+        sweep.parse_grid("thesis_efficiency", ["activation=relu,relu"], quick=True)
+    with pytest.raises(sweep.SweepError, match=r"activation=gelu: .*must be one of"):
+        sweep.parse_grid("thesis_efficiency", ["activation=gelu"], quick=True)
+    with pytest.raises(sweep.SweepError, match="has no setting 'activation'"):
+        sweep.parse_grid("digits", ["activation=relu"], quick=True)
+
+
 def test_dry_run_lists_without_running(tmp_path, monkeypatch, capsys):
     _no_cluster(monkeypatch)
     assert _sweep(tmp_path, "--dry-run") == 0
