@@ -17,6 +17,7 @@ methods", ACM TOMS 17 (1991) 533-554.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -100,8 +101,10 @@ def _scaled_rms(xp: Any, mag: Array, peak: Array, mean: Callable[[Array], Array]
     """``peak * sqrt(mean((mag / peak)**2))`` as a 0-d array on the device. The divisor is 1
     when ``peak`` is 0 or non-finite, so the result is then 0, inf or nan without 0/0 or
     inf/inf (no floating-point warnings)."""
-    ok = xp.isfinite(peak) & (peak > 0)
-    scale = xp.where(ok, peak, xp.ones_like(peak))
+    if xp is np:                            # host: scalar arithmetic, the same dtype and bits
+        scale = peak if (np.isfinite(peak) and peak > 0) else peak.dtype.type(1)
+    else:                                   # device: no transfer to branch on
+        scale = xp.where(xp.isfinite(peak) & (peak > 0), peak, xp.ones_like(peak))
     return scale * xp.sqrt(mean((mag / scale) ** 2))
 
 
@@ -132,11 +135,17 @@ def _host(tol: Any) -> NDArray[np.float64]:
 
 
 def _check_tolerances(rtol: Any, atol: Any) -> None:
-    rtol_h, atol_h = _host(rtol), _host(atol)
-    if not np.all(np.isfinite(rtol_h)) or np.any(rtol_h < MIN_RTOL):
+    if type(rtol) is float and type(atol) is float:     # the common case: no array to build
+        bad_rtol = not (math.isfinite(rtol) and rtol >= MIN_RTOL)
+        bad_atol = not (math.isfinite(atol) and atol >= 0)
+    else:
+        rtol_h, atol_h = _host(rtol), _host(atol)
+        bad_rtol = not np.all(np.isfinite(rtol_h)) or np.any(rtol_h < MIN_RTOL)
+        bad_atol = not np.all(np.isfinite(atol_h)) or np.any(atol_h < 0)
+    if bad_rtol:
         raise ValueError(f"`rtol` must be finite and >= {MIN_RTOL:.1e} (100 eps); got {rtol!r}. "
                          "Tighter tolerances cannot be met in float64.")
-    if not np.all(np.isfinite(atol_h)) or np.any(atol_h < 0):
+    if bad_atol:
         raise ValueError(f"`atol` must be finite and >= 0; got {atol!r}")
 
 
@@ -158,14 +167,18 @@ class _Tolerances:
     def scaled_error(self, y_err: Array, y0: Array, y1: Array) -> Array:
         """``y_err / (atol + rtol * max(|y0|, |y1|))``, elementwise (shape of ``y_err``)."""
         xp = get_array_module(y_err, y0, y1)
-        real = real_dtype(y0.dtype)
-        rtol, atol = (float(v) if np.ndim(v) == 0 else xp.asarray(v, dtype=real)
-                      for v in (self.rtol, self.atol))
+        rtol, atol = self.rtol, self.atol
+        if not (type(rtol) is float and type(atol) is float):
+            real = real_dtype(y0.dtype)
+            rtol, atol = (float(v) if np.ndim(v) == 0 else xp.asarray(v, dtype=real)
+                          for v in (rtol, atol))
         return y_err / (atol + rtol * xp.maximum(xp.abs(y0), xp.abs(y1)))
 
     def on_device(self, like: Array) -> _Tolerances:
         """This controller with array tolerances moved to the array module and real dtype of
         ``like`` (the state), so that :meth:`scaled_error` copies nothing per step."""
+        if type(self.rtol) is float and type(self.atol) is float:
+            return self                     # nothing to move
         xp, real = get_array_module(like), real_dtype(like.dtype)
         moved = {name: float(v) if np.ndim(v) == 0 else xp.asarray(v, dtype=real)
                  for name, v in (("rtol", self.rtol), ("atol", self.atol))}

@@ -327,6 +327,41 @@ def test_rms_norms_non_finite_and_extreme_entries():
         assert norm(np.full((2, 2), 3.0, dtype=np.float32)) == pytest.approx(3.0, rel=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
+def test_host_norm_is_bitwise_the_device_formula(dtype):
+    """The host branch of the scaled RMS (NumPy scalars, no 0-d ``where``) gives the bits and
+    dtype of the branch-free formula the device uses, for ordinary, tiny, huge, zero and
+    non-finite peaks."""
+    from solvers._controller import _scaled_rms
+
+    def device_formula(mag, peak):
+        scale = np.where(np.isfinite(peak) & (peak > 0), peak, np.ones_like(peak))
+        return scale * np.sqrt(np.mean((mag / scale) ** 2))
+
+    rng = np.random.default_rng(3)
+    for factor in (1.0, 1e-30, 1e30, 0.0):
+        for bad in (None, np.inf, np.nan):
+            x = (rng.standard_normal((4, 5)) * factor).astype(dtype)
+            if bad is not None:
+                x[1, 2] = bad
+            mag = np.abs(x)
+            with np.errstate(over="ignore"):    # 1e30**2 in float32 beside an inf: both ways
+                got = _scaled_rms(np, mag, mag.max(), np.mean)
+                want = device_formula(mag, mag.max())
+            assert got.dtype == want.dtype
+            assert got.tobytes() == np.asarray(want, dtype=want.dtype).tobytes()
+
+
+def test_scalar_tolerances_are_checked_like_arrays():
+    for rtol, atol, bad in ((1e-20, 1e-8, "rtol"), (np.nan, 1e-8, "rtol"), (1e-6, -1.0, "atol"),
+                            (1e-6, np.inf, "atol")):
+        for kind in (float, np.float64, lambda v: np.array([v, v])):
+            with pytest.raises(ValueError, match=f"`{bad}` must be finite"):
+                PIController(rtol=kind(rtol), atol=kind(atol))
+    ctrl = PIController(rtol=1e-6, atol=1e-9)
+    assert ctrl.on_device(np.ones(2, dtype=np.float32)) is ctrl   # nothing to move
+
+
 def test_array_tolerances_are_cast_once_to_the_state():
     """``on_device`` puts array tolerances on the state's module and real dtype once per solve
     (``scaled_error`` then copies nothing per step); scalars become Python floats."""
