@@ -140,8 +140,8 @@ def _check_tolerances(rtol: Any, atol: Any) -> None:
         bad_atol = not (math.isfinite(atol) and atol >= 0)
     else:
         rtol_h, atol_h = _host(rtol), _host(atol)
-        bad_rtol = not np.all(np.isfinite(rtol_h)) or np.any(rtol_h < MIN_RTOL)
-        bad_atol = not np.all(np.isfinite(atol_h)) or np.any(atol_h < 0)
+        bad_rtol = bool(not np.all(np.isfinite(rtol_h)) or np.any(rtol_h < MIN_RTOL))
+        bad_atol = bool(not np.all(np.isfinite(atol_h)) or np.any(atol_h < 0))
     if bad_rtol:
         raise ValueError(f"`rtol` must be finite and >= {MIN_RTOL:.1e} (100 eps); got {rtol!r}. "
                          "Tighter tolerances cannot be met in float64.")
