@@ -12,12 +12,21 @@ parameter counts of all five models at this scale and at the thesis' (Tables 7.4
 thesis' Table 8.1 row beside ours (HDF5 attributes of ``test_acc`` and the table
 ``thesis_table_8_1``; the figure's title and caption).
 
-Ablations (Tables 7.1-7.3, run as sweeps over this experiment, in the thesis' 10k-subset mode
-``--set n_train=10000``): ``--set pre_activation=relu|tanh|softplus`` (an activation between the
-stem and the block, Table 7.1; default none), ``--set activation=tanh|softplus`` (inside the
-block, Table 7.2; default relu), ``--set t1=2|5|10`` (final time, Table 7.3). The thesis' rows
-are stored in every file (table ``thesis_ablations``). The two activation keys enter a run's
-configuration only when set to a non-default value.
+Ablations (Tables 7.1-7.3, run as sweeps over this experiment): ``pre_activation=relu|tanh|
+softplus`` (an activation between the stem and the block, Table 7.1; default none),
+``activation=tanh|softplus`` (inside the block, Table 7.2; default relu), ``t1=2|5|10`` (final
+time, Table 7.3). The thesis' rows are stored in every file (table ``thesis_ablations``). The
+two activation keys enter a run's configuration only when set to a non-default value (so the
+default run keeps its identity); a sweep grids over them all the same::
+
+    python -m experiments sweep thesis_efficiency --grid activation=relu,tanh,softplus \
+        --seeds 0-2 --set n_train=2000 --set n_val=2000
+
+(likewise ``--grid pre_activation=none,relu,tanh,softplus`` and ``--grid t1=1,2,5,10``). The
+thesis ran them in its 10k-subset mode (``--set n_train=10000``), where one ODEnet run takes
+about 35 min here: the 27 runs of the three tables over 3 seeds would take about 8 hours on 2
+cores, so the ablations run on 2,000 training and 2,000 validation images (the full test
+set), with the baseline rerun at that scale.
 
 Scale (2 shared CPU cores instead of the thesis' K80 GPU, where the simple ODEnet took 4 min an
 epoch): width 16 + 2 augmented channels instead of 64 + 2, and ``downsample=2``: a 2x2 stride-2
