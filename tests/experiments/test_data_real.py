@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from experiments import data
+from experiments import data, idx
 
 # Per-class counts (digits / Zalando classes 0..9) of the official files.
 COUNTS = {
@@ -48,7 +48,7 @@ def test_real_files_match_recorded_checksums(real):
     name, folder, _ = real
     ds = data.DATASETS[name]
     for stem, digest in ds.sha256.items():
-        assert hashlib.sha256(data._read_idx_bytes(folder / f"{stem}.gz")).hexdigest() == digest
+        assert hashlib.sha256(idx._read_idx_bytes(folder / f"{stem}.gz")).hexdigest() == digest
     # SHA256SUMS lists the .gz files as written (`sha256sum -c SHA256SUMS` passes).
     for line in (folder / "SHA256SUMS").read_text().splitlines():
         digest, fname = line.split()
