@@ -134,8 +134,13 @@ def _host(tol: Any) -> NDArray[np.float64]:
     return to_host_float64(tol)
 
 
+def _both_floats(rtol: Any, atol: Any) -> bool:
+    """Whether both tolerances are Python floats (the common case: no array to build or move)."""
+    return type(rtol) is float and type(atol) is float
+
+
 def _check_tolerances(rtol: Any, atol: Any) -> None:
-    if type(rtol) is float and type(atol) is float:     # the common case: no array to build
+    if _both_floats(rtol, atol):
         bad_rtol = not (math.isfinite(rtol) and rtol >= MIN_RTOL)
         bad_atol = not (math.isfinite(atol) and atol >= 0)
     else:
@@ -168,7 +173,7 @@ class _Tolerances:
         """``y_err / (atol + rtol * max(|y0|, |y1|))``, elementwise (shape of ``y_err``)."""
         xp = get_array_module(y_err, y0, y1)
         rtol, atol = self.rtol, self.atol
-        if not (type(rtol) is float and type(atol) is float):
+        if not _both_floats(rtol, atol):
             real = real_dtype(y0.dtype)
             rtol, atol = (float(v) if np.ndim(v) == 0 else xp.asarray(v, dtype=real)
                           for v in (rtol, atol))
@@ -177,7 +182,7 @@ class _Tolerances:
     def on_device(self, like: Array) -> _Tolerances:
         """This controller with array tolerances moved to the array module and real dtype of
         ``like`` (the state), so that :meth:`scaled_error` copies nothing per step."""
-        if type(self.rtol) is float and type(self.atol) is float:
+        if _both_floats(self.rtol, self.atol):
             return self                     # nothing to move
         xp, real = get_array_module(like), real_dtype(like.dtype)
         moved = {name: float(v) if np.ndim(v) == 0 else xp.asarray(v, dtype=real)
