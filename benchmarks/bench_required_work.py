@@ -22,9 +22,17 @@ and times it beside the floor and the engine in one process (interleaved medians
 replica's ratio to the floor bounds from below what any implementation with bitwise-unchanged
 gradients can reach; the engine's ratio to the lean replica is the engine's own overhead.
 
+The adaptive row does the same for P1's Dopri5 block (rtol 1e-6, atol 1e-8, the discrete
+adjoint of the accepted grid): Hairer's starting step, the seven-stage FSAL steps with their
+embedded error estimate and RMS norm, the PI controller's scalar updates, then the reverse
+sweep over the six kept (live) stages of each accepted step. It checks its evaluation and VJP
+counts and its gradient against the engine's, bitwise; the floor is that of its 26
+evaluations and 24 VJPs, as in ``bench_p1.py``'s dopri5 row.
+
 Run::
 
     python benchmarks/bench_required_work.py [--sizes small,medium] [--repeat 9]
+                                             [--dopri5-sizes small]
 """
 from __future__ import annotations
 
@@ -45,7 +53,28 @@ B = np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6])
 #: Column j of RK4's ``a`` below the diagonal: the weights of ``w_i`` (i > j) in kappa_j.
 A_COLUMNS = (np.array([0.5, 0.0, 0.0]), np.array([0.5, 0.0]), np.array([1.0]))
 #: Issue 8's targets (engine / floor).
-TARGETS = {"small": {"taped": 1.5, "forward": 2.0}, "medium": {"taped": 1.15, "forward": 1.1}}
+TARGETS = {"small": {"taped": 1.5, "forward": 2.0, "dopri5": 3.0},
+           "medium": {"taped": 1.15, "forward": 1.1, "dopri5": None}}
+
+#: Dormand-Prince 5(4) (``solvers.tableaux.DOPRI5``, Dormand & Prince 1980), written out with
+#: the same Python float expressions: ``a`` (7 x 7, last row = ``b``, FSAL), ``b``, ``b_err``.
+DP_B = [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0]
+DP_A = np.array([[0, 0, 0, 0, 0, 0, 0],
+                 [1 / 5, 0, 0, 0, 0, 0, 0],
+                 [3 / 40, 9 / 40, 0, 0, 0, 0, 0],
+                 [44 / 45, -56 / 15, 32 / 9, 0, 0, 0, 0],
+                 [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0, 0, 0],
+                 [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656, 0, 0],
+                 DP_B], dtype=np.float64)
+DP_B_ERR = np.array([35 / 384 - 5179 / 57600, 0, 500 / 1113 - 7571 / 16695,
+                     125 / 192 - 393 / 640, -2187 / 6784 + 92097 / 339200,
+                     11 / 84 - 187 / 2100, -1 / 40], dtype=np.float64)
+DP_B_ARR = np.array(DP_B, dtype=np.float64)
+#: P1's Dopri5 row: rtol, atol, PI exponents for k = 5 (beta2 = 0.2 / k, beta1 = 1/k - 0.75
+#: beta2), Hairer's safety / factor limits / error memory floor, the solver's landing ulps.
+RTOL, ATOL, K = 1e-6, 1e-8, 5
+BETA2 = 0.2 / K
+BETA1 = 1.0 / K - 0.75 * BETA2
 
 
 def weighted_sum(weights, stack):
@@ -135,6 +164,135 @@ def lean_gradient(prob, steps):
     return y_bar, acc
 
 
+def mlp_eval(weights, x):
+    """The bound MLP field ``tanh(x W1^T + b1) W2^T + b2``: ``(dy, (x, z, hidden))``."""
+    W1, b1, W2, b2 = weights
+    z = x @ W1.T
+    z += b1
+    hidden = np.tanh(z)
+    out = hidden @ W2.T
+    out += b2
+    return out, (x, z, hidden)
+
+
+def mlp_vjp_into(weights, sl, shapes, cache, kappa, buf):
+    """The field's VJP at ``cache`` with the parameter cotangent written into ``buf``."""
+    W1, _, W2, _ = weights
+    x, z, hidden = cache
+    x_bar = kappa @ W2
+    np.matmul(kappa.T, hidden, out=buf[sl[2]].reshape(shapes[1]))
+    kappa.sum(axis=0, out=buf[sl[3]])
+    g = tanh_derivative(z, x_bar)
+    w_i = g @ W1
+    np.matmul(g.T, x, out=buf[sl[0]].reshape(shapes[0]))
+    g.sum(axis=0, out=buf[sl[1]])
+    return w_i
+
+
+def rms(scaled):
+    """The solver's RMS norm ``m * sqrt(mean((|s| / m)^2))``, ``m = max |s|`` (1 if 0)."""
+    mag = np.abs(scaled)
+    peak = mag.max()
+    scale = peak if (np.isfinite(peak) and peak > 0) else peak.dtype.type(1)
+    return float(scale * np.sqrt(np.mean((mag / scale) ** 2)))
+
+
+def scaled(err, y0, y1):
+    """``err / (atol + rtol max(|y0|, |y1|))`` with P1's scalar tolerances."""
+    return err / (ATOL + RTOL * np.maximum(np.abs(y0), np.abs(y1)))
+
+
+def first_step(weights, y0, f0):
+    """Hairer's starting step (one evaluation), capped at the span 1."""
+    zeros = np.zeros_like(y0)
+    d0, d1 = rms(scaled(y0, y0, zeros)), rms(scaled(f0, y0, zeros))
+    h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+    f1, _ = mlp_eval(weights, y0 + h0 * f0)
+    d_max = max(d1, rms(scaled(f1 - f0, y0, zeros)) / h0)
+    h1 = max(1e-6, 1e-3 * h0) if d_max <= 1e-15 else (0.01 / d_max) ** (1.0 / 6)
+    return min(float(min(100.0 * h0, h1)), 1.0)
+
+
+def lean_dopri5(prob):
+    """Dopri5 on ``[0, 1]`` (rtol 1e-6, atol 1e-8, PI control, FSAL) with every accepted
+    step's stages taped, then the discrete adjoint of the accepted grid in the engine's order:
+    ``(x_bar, params_bar, nfe, n_vjp)``."""
+    sl, s1, s2 = layout(prob)
+    p = prob.params
+    weights = (p[sl[0]].reshape(s1), p[sl[1]], p[sl[2]].reshape(s2), p[sl[3]])
+    y = prob.z0
+    f = mlp_eval(weights, y)
+    h_abs, nfe = first_step(weights, y, f[0]), 2
+    t, err_prev, rejected, tape = 0.0, 1.0, False, []
+    while t != 1.0:
+        t_new = t + h_abs
+        if 1.0 - t_new <= 10 * np.spacing(1.0):
+            t_new, h = 1.0, 1.0 - t
+        else:
+            h = t_new - t
+            t_new = t + h
+        k = np.empty((7,) + y.shape, dtype=y.dtype)
+        k[0], caches = f[0], [f[1]]
+        for i in range(1, 7):
+            dy, cache = mlp_eval(weights, combine(y, h, DP_A[i, :i], k[:i]))
+            k[i] = dy
+            caches.append(cache)
+        nfe += 6
+        y1 = combine(y, h, DP_B_ARR[:6], k[:6])
+        y_err = weighted_sum(DP_B_ERR, k)
+        y_err *= h
+        err = rms(scaled(0.0 + y_err, y, y1))
+        if err > 1.0:
+            h_abs, rejected = abs(h * max(0.2, 0.9 * err ** (-1.0 / K))), True
+            continue
+        factor = 10.0 if err == 0.0 else 0.9 * err ** (-BETA1) * err_prev ** BETA2
+        h_abs = abs(h * min(max(factor, 0.2), 1.0 if rejected else 10.0))
+        err_prev, rejected = max(err, 1e-4), False
+        tape.append((h, caches))
+        f, t, y = (k[6], caches[6]), t_new, y1
+    n_params = p.size
+    bufs = np.empty(n_params, dtype=p.dtype), np.empty(n_params, dtype=p.dtype)
+    y_bar, acc = np.zeros_like(y) + prob.C, None
+    for h, caches in reversed(tape):
+        w, pb = None, None
+        for i in range(5, -1, -1):
+            kappa = DP_B_ARR[i] * y_bar
+            if w is not None:               # the kept stages are the six live ones
+                kappa += weighted_sum(DP_A[i + 1:6, i], w[i + 1:6])
+            kappa *= h
+            w_i = mlp_vjp_into(weights, sl, (s1, s2), caches[i], kappa,
+                               bufs[0] if pb is None else bufs[1])
+            if pb is None:
+                pb = bufs[0]
+            else:
+                pb += bufs[1]
+            if w is None:
+                w = np.zeros((6,) + w_i.shape, dtype=np.result_type(w_i, y_bar))
+            w[i] = w_i
+        y_bar = y_bar + w.sum(axis=0)
+        acc = pb.copy() if acc is None else acc.__iadd__(pb)
+    return y_bar, acc, nfe, 6 * len(tape)
+
+
+def run_dopri5(size, repeat):
+    """The adaptive Dopri5 row: lean replica, engine and the floor of their evaluations."""
+    prob = p1.make_problem(size, "float64", 0)
+    block = p1.dopri5_block(prob)
+    engine = p1.dopri5_fwd_grad(block, prob)
+    lean_x, lean_p, nfe, n_vjp = lean_dopri5(prob)
+    if (nfe, n_vjp) != (engine["fwd_nfe"], engine["vjps"]) or not (
+            np.array_equal(lean_x, engine["x_bar"])
+            and np.array_equal(lean_p, engine["params_bar"])):
+        raise AssertionError(f"{size}: the lean Dopri5 replica ({nfe} evaluations, {n_vjp} "
+                             f"VJPs) is not bitwise the engine's ({engine['fwd_nfe']}, "
+                             f"{engine['vjps']})")
+    lean = p1.interleaved_medians(lambda: lean_dopri5(prob),
+                                  lambda: p1.floor_taped(prob, nfe, n_vjp), repeat)
+    eng = p1.interleaved_medians(lambda: p1.dopri5_fwd_grad(block, prob),
+                                 lambda: p1.floor_taped(prob, nfe, n_vjp), repeat)
+    return [(size, "dopri5", f"adaptive dopri5 ({nfe} NFE, {n_vjp} VJPs)", lean, eng)]
+
+
 def run_size(size, repeat, steps):
     """One size's rows: floor, lean replica and engine (taped fwd+grad and forward only)."""
     prob = p1.make_problem(size, "float64", 0)
@@ -154,8 +312,8 @@ def run_size(size, repeat, steps):
                                  lambda: p1.floor_taped(prob, n, 0), repeat)
     engine_fwd = p1.interleaved_medians(lambda: p1.solve_forward(prob, steps),
                                         lambda: p1.floor_taped(prob, n, 0), repeat)
-    return [(size, "taped fwd+grad", taped, engine_taped),
-            (size, "forward only", fwd, engine_fwd)]
+    return [(size, "taped", "taped fwd+grad", taped, engine_taped),
+            (size, "forward", "forward only", fwd, engine_fwd)]
 
 
 def main(argv=None):
@@ -163,14 +321,18 @@ def main(argv=None):
     parser.add_argument("--sizes", default="small,medium")
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--dopri5-sizes", default="small",
+                        help="sizes of the adaptive Dopri5 row ('' for none)")
     args = parser.parse_args(argv)
     print("| size | row | floor | lean replica | lean / floor | engine | engine / floor | "
           "engine / lean | target |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for size in args.sizes.split(","):
-        for sz, row, (t_lean, t_floor), (t_eng, t_floor2) in run_size(size, args.repeat,
-                                                                      args.steps):
-            key = "taped" if row.startswith("taped") else "forward"
+    rows = [lambda size=size: run_size(size, args.repeat, args.steps)
+            for size in args.sizes.split(",")]
+    rows += [lambda size=size: run_dopri5(size, args.repeat)
+             for size in filter(None, args.dopri5_sizes.split(","))]
+    for run in rows:
+        for sz, key, row, (t_lean, t_floor), (t_eng, t_floor2) in run():
             print(f"| {sz} | {row} | {t_floor * 1e3:.2f} ms | {t_lean * 1e3:.2f} ms | "
                   f"{t_lean / t_floor:.2f} | {t_eng * 1e3:.2f} ms | {t_eng / t_floor2:.2f} | "
                   f"{t_eng / t_lean:.2f} | {TARGETS[sz][key]} |", flush=True)
