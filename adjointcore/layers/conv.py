@@ -261,7 +261,7 @@ class Conv2d(Layer):
                                         "axis with x[:, None] for single-channel data.")
         self._check_channels(tuple(x.shape))
         views = self.views(params)
-        check_backends(repr(self), params, x)
+        check_backends(self, params, x)
         return views, output_hw(self._geometry, x.shape[2:], repr(self))
 
     # -- evaluation ----------------------------------------------------------------------------

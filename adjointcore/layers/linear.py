@@ -103,7 +103,7 @@ class Linear(Layer):
             raise ShapeError(f"`x` has {x.shape[1]} features (shape {tuple(x.shape)}) but "
                              f"{self!r} expects in_features={self.in_features}.")
         views = self.views(params)
-        check_backends(repr(self), params, x)
+        check_backends(self, params, x)
         return views
 
     def _weights(self, params: Array) -> tuple[Array, Array | None]:

@@ -5,6 +5,7 @@ import pytest
 from adjointcore.backend import get_array_module, to_host
 from adjointcore.errors import NonFiniteError, ParameterError, ShapeError
 from adjointcore.gradcheck import check_layer
+from adjointcore.layers.conv import Conv2d
 from adjointcore.layers.linear import ConcatLinear, Linear
 
 # Central differences of maps that are linear in x (and bilinear in (x, params)) are exact up to
@@ -208,3 +209,19 @@ def test_concat_linear_rejects_bad_time(rng, dense, t, error, match):
     layer = ConcatLinear(4, 3)
     with pytest.raises(error, match=match):
         layer.forward(layer.init(rng), dense, t=t)
+
+
+@pytest.mark.parametrize("layer", [Linear(2, 3), Conv2d(1, 2, 3)], ids=["linear", "conv2d"])
+def test_mixed_backends_are_refused_naming_the_layer(layer, monkeypatch):
+    """A host ``x`` with device ``params`` is refused before any compute, the message naming
+    the layer (its repr, formatted only on failure) and the fix. Without a GPU the device side
+    is simulated by marking ``params`` as a CuPy array in the check."""
+    import adjointcore.layers._checks as checks
+
+    params = layer.init(np.random.default_rng(0))
+    x = np.zeros((4, 2) if isinstance(layer, Linear) else (1, 1, 5, 5))
+    monkeypatch.setattr(checks, "is_cupy_array", lambda a: a is params)
+    with pytest.raises(TypeError, match=r"params` is on the GPU \(CuPy\) but `x` is on the host"
+                       ) as err:
+        layer.forward(params, x)
+    assert str(err.value).startswith(repr(layer) + ":") and "to_device" in str(err.value)
