@@ -132,7 +132,7 @@ def _sweep_parser() -> argparse.ArgumentParser:
         prog="python -m experiments sweep",
         description="Run a grid of settings x seeds of one experiment as durable runs on Dask "
                     "(finished runs are skipped, interrupted ones resume) and keep the index "
-                    "OUT/sweep.h5 (experiments.results.sweep_table).")
+                    "OUT/sweep.h5 (experiments.sweepindex.sweep_table).")
     parser.add_argument("name", help="experiment to sweep (python -m experiments --list)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                         help="values of one setting (repeatable; values read like --set; the "

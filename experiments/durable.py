@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-from . import results
+from . import provenance, results
 
 __all__ = ["ExperimentError", "OutputDirError", "MissingDependencyError", "ConfigError",
            "RunExistsError", "RunFinished", "RunLockedError", "RunInterrupted", "RunId",
@@ -465,7 +465,7 @@ def claim(experiment: str, config: dict, out, options: Optional[RunOptions] = No
         if resumed is not None:
             _warn_code_change(resumed, note)
         stop = threading.Event()
-        run = Run(run_id, paths, out, config, options, results.run_metadata(), resumed, stop,
+        run = Run(run_id, paths, out, config, options, provenance.run_metadata(), resumed, stop,
                   data or {})
         with (_stop_on_sigint(stop) if checkpoints else contextlib.nullcontext()):
             yield run
@@ -474,7 +474,7 @@ def claim(experiment: str, config: dict, out, options: Optional[RunOptions] = No
 
 
 def _warn_code_change(resumed: dict, note) -> None:
-    now = results.git_state()
+    now = provenance.git_state()
     before = (resumed.get("git_commit"), resumed.get("git_diff_sha256"))
     if before != (now["git_commit"], now["git_diff_sha256"]) and before[1] is not None:
         note(f"the code changed since the checkpoint (commit {before[0][:12]} diff "

@@ -23,27 +23,30 @@ Layout of a file
 Files written before issue 10 (tables as JSON attributes of ``tables``, no units) still load.
 :func:`save` writes to a temporary name in the same folder, flushes, fsyncs and renames it over
 ``path`` (:func:`atomic_write`), so a kill at any instant leaves the old file or the new one.
+
+The root attributes' provenance (versions, git state, BLAS, device) is gathered by
+:func:`experiments.provenance.run_metadata`, re-exported here. The sweep index of a results
+folder (:func:`sweep_table` and the other names of :mod:`experiments.sweepindex`) is written
+with this module's tables and stays importable from here.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
-import importlib.metadata
 import json
 import os
-import platform
 import re
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
+from .provenance import run_metadata
+
 __all__ = ["output_path", "run_metadata", "save", "load", "load_checkpoint", "atomic_write",
            "write_results", "write_checkpoint_group", "find_runs", "default_unit",
-           "ResultsFileError", "SWEEP_INDEX", "write_sweep_index", "read_sweep_rows",
-           "sweep_table"]
+           "ResultsFileError",
+           # defined in experiments.sweepindex, resolved by __getattr__ at the end of this file
+           "SWEEP_INDEX", "write_sweep_index", "read_sweep_rows", "sweep_table"]  # noqa: F822
 
 #: Root attributes every file written by :func:`save` has.
 ROOT_ATTRS = ("experiment", "config", "versions", "git_commit", "backend", "device", "created")
@@ -51,10 +54,6 @@ ROOT_ATTRS = ("experiment", "config", "versions", "git_commit", "backend", "devi
 #: Root attributes added by issue 10 (absent from older files; :func:`load` returns None).
 EXTRA_ATTRS = ("status", "run_id", "git_dirty", "git_diff_sha256", "blas_library",
                "blas_threads")
-
-#: Distributions whose versions every run records (not imported to read them).
-PACKAGES = ("numpy", "scipy", "h5py", "scikit-learn", "matplotlib", "threadpoolctl", "filelock",
-            "tqdm")
 
 #: A run file's name: ``EXPERIMENT[_quick]-CONFIGHASH-seedN[.ckpt].h5`` (experiments.durable).
 RUN_NAME = re.compile(r"^(?P<name>[A-Za-z0-9_]+?)(?P<quick>_quick)?-(?P<hash>[0-9a-f]{10})"
@@ -117,83 +116,6 @@ def _json_default(value):
 
 def _dumps(value) -> str:
     return json.dumps(value, sort_keys=True, default=_json_default)
-
-
-def _cpu_description() -> str:
-    """``"cpu (<machine>, <n> usable cores)"``: what the timings of a NumPy run ran on."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cores = os.cpu_count()
-    return f"cpu ({platform.machine() or 'unknown'}, {cores} usable cores)"
-
-
-def _git(*args) -> bytes | None:
-    """Output of ``git ARGS`` run in this package's folder, or None (no git, not a checkout)."""
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, timeout=20,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout if out.returncode == 0 else None
-
-
-def git_state() -> dict:
-    """``{"git_commit", "git_dirty", "git_diff_sha256"}`` of the checkout this code runs from.
-
-    ``git_dirty`` is True when tracked files differ from the commit (untracked files, such as
-    results, do not count); ``git_diff_sha256`` is the SHA-256 of ``git diff HEAD --binary``
-    (the hash of the empty diff when clean), so two runs of the same edited tree can be matched.
-    Outside a git checkout: ``"unknown"``, False and ``""``.
-    """
-    head = _git("rev-parse", "HEAD")
-    if head is None:
-        return {"git_commit": "unknown", "git_dirty": False, "git_diff_sha256": ""}
-    diff = _git("diff", "HEAD", "--binary") or b""
-    return {"git_commit": head.decode().strip() or "unknown", "git_dirty": bool(diff),
-            "git_diff_sha256": hashlib.sha256(diff).hexdigest()}
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def blas_info() -> list:
-    """threadpoolctl's record of every BLAS/OpenMP library loaded (library, version, threads)."""
-    try:
-        import threadpoolctl
-    except ImportError:
-        return []
-    keys = ("user_api", "internal_api", "version", "num_threads", "threading_layer", "filepath")
-    return [{k: info.get(k) for k in keys} for info in threadpoolctl.threadpool_info()]
-
-
-def run_metadata(backend: str = "numpy", device: str | None = None) -> dict:
-    """Versions, git state, BLAS, backend and device of this run (default device: this CPU).
-
-    Returns
-    -------
-    dict
-        ``versions`` (python, adjointcore and :data:`PACKAGES`, plus cupy when imported),
-        ``git_commit``, ``git_dirty``, ``git_diff_sha256``, ``blas`` (list of dict),
-        ``blas_library``, ``blas_threads``, ``backend``, ``device``, ``created``.
-    """
-    import adjointcore
-    versions = {"python": platform.python_version(), "adjointcore": adjointcore.__version__}
-    versions.update({dist: _version(dist) for dist in PACKAGES})
-    if "cupy" in sys.modules or backend == "cupy":
-        versions["cupy"] = getattr(sys.modules.get("cupy"), "__version__", "not imported")
-    blas = blas_info()
-    first = next((b for b in blas if b.get("user_api") == "blas"), None)
-    library = (f"{first['internal_api']} {first['version']} ({first['threading_layer']})"
-               if first else "unknown")
-    return {"versions": versions, **git_state(), "blas": blas, "blas_library": library,
-            "blas_threads": int(first["num_threads"]) if first else -1, "backend": backend,
-            "device": _cpu_description() if device is None else device,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat()}
 
 
 def default_unit(name: str) -> str:
@@ -660,133 +582,17 @@ def load_checkpoint(path) -> dict:
                 f"({type(err).__name__}: {err}); {_rerun_hint(path)}.") from err
 
 
-# --------------------------------------------------------------------------------- sweeps
-#: The sweep index of a results folder (:mod:`experiments.sweep`): one row per run.
-SWEEP_INDEX = "sweep.h5"
-#: Its format tag (root attribute ``format``).
-SWEEP_FORMAT = "adjointcore-sweep-index/1"
+# --------------------------------------------------------------------------------- moved names
+#: Names of :mod:`experiments.sweepindex` that stay importable from here (they were defined
+#: here). Resolved on first use: that module imports this one, so a plain import would be
+#: circular.
+_SWEEP_INDEX_NAMES = frozenset({"SWEEP_INDEX", "SWEEP_FORMAT", "write_sweep_index",
+                                "read_sweep_rows", "sweep_table"})
 
 
-def write_sweep_index(path, rows: list, attrs: dict | None = None) -> Path:
-    """Replace the sweep index ``path`` atomically with ``rows`` (dicts) as the compound dataset
-    ``runs`` (one column per key, see :func:`_write_table`); ``attrs`` become JSON root
-    attributes. Callers serialise writers themselves (:mod:`experiments.sweep` holds a lock)."""
-    def fill(f):
-        f.attrs["format"] = SWEEP_FORMAT
-        f.attrs["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
-        for key, value in (attrs or {}).items():
-            f.attrs[key] = _dumps(value)
-        _write_table(f, "runs", rows)
-
-    return atomic_write(Path(path), fill)
-
-
-def _sweep_index_path(path) -> Path:
-    path = Path(path)
-    if path.is_dir() or path.suffix != ".h5":
-        path = path / SWEEP_INDEX
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no sweep index {str(path)!r}: a sweep writes it before its first run and as runs "
-            f"complete; run one first (python -m experiments sweep NAME --grid KEY=V1,V2 "
-            f"--seeds 0-4 --out {str(path.parent)!r}).")
-    return path
-
-
-def _check_sweep_index(f, path: Path) -> None:
-    if f.attrs.get("format") != SWEEP_FORMAT or not isinstance(f.get("runs"), h5py.Dataset):
-        raise ResultsFileError(f"{str(path)!r} is not a sweep index written by "
-                               f"experiments.sweep (no format {SWEEP_FORMAT!r} with a 'runs' "
-                               f"table); pass the folder a sweep wrote into.")
-
-
-def read_sweep_rows(path) -> tuple:
-    """``(rows, attrs)`` of a sweep index (a folder or the file): rows as dicts (missing cells
-    left out), root attributes JSON-decoded."""
-    path = _sweep_index_path(path)
-    shown = repr(str(path))
-    with _open(path) as f:
-        _check_sweep_index(f, path)
-        try:
-            attrs = {k: (json.loads(v) if k not in ("format", "updated") else str(v))
-                     for k, v in f.attrs.items()}
-            rows = _read_table(f["runs"])
-        except (OSError, KeyError, ValueError, TypeError) as err:
-            raise ResultsFileError(f"sweep index {shown} is damaged ({type(err).__name__}: "
-                                   f"{err}); resubmit the sweep to rewrite it.") from err
-    return rows, attrs
-
-
-def sweep_table(path, frame: bool = False):
-    """The sweep index of a results folder as columns (one entry per run).
-
-    Parameters
-    ----------
-    path : str or Path
-        The ``--out`` folder of ``python -m experiments sweep`` (or its ``sweep.h5``).
-    frame : bool
-        Return a ``pandas.DataFrame`` instead (needs pandas).
-
-    Returns
-    -------
-    dict of str -> ndarray
-        Columns in file order: ``run_id``, ``experiment``, ``quick``, ``seed``,
-        ``config_hash``, ``status`` (``"pending"``, ``"finished"``, ``"check_failed"``: the
-        experiment's own check failed but its file is written, ``"failed"``), ``action``
-        (``"ran"``, ``"resumed"``, ``"existing"``: finished before this submission), ``error``,
-        ``file``, ``worker``, ``task_wall_s`` (this submission's wall time), ``wall_time_s``
-        (the run's own, all sessions), ``nfe_forward``, ``nfe_backward``, ``nfe``; then
-        ``config.KEY`` for every configuration entry and ``metric.NAME`` for every metric's
-        final value (a scalar, or the last entry of a per-iteration array). Numeric columns
-        are NumPy arrays (a missing cell is NaN; integer and boolean columns with missing
-        cells become float or object arrays); text columns are object arrays with None for a
-        missing cell.
-
-    Raises
-    ------
-    FileNotFoundError
-        No index there (the message gives the sweep command).
-    ResultsFileError
-        The file is not a sweep index or is damaged.
-    """
-    path = _sweep_index_path(path)
-    with _open(path) as f:
-        _check_sweep_index(f, path)
-        ds = f["runs"]
-        if ds.attrs.get("empty", False):
-            columns = {}
-        else:
-            table = ds[()]
-            kinds = [k.decode() if isinstance(k, bytes) else str(k) for k in ds.attrs["kinds"]]
-            present = ds.attrs["present"] if "present" in ds.attrs else np.ones(
-                (len(table), len(table.dtype.names)), dtype=bool)
-            columns = {name: _sweep_column(table[name], kind, present[:, j])
-                       for j, (name, kind) in enumerate(zip(table.dtype.names, kinds,
-                                                            strict=True))}
-    if frame:
-        try:
-            import pandas
-        except ImportError as err:
-            raise ImportError("sweep_table(..., frame=True) needs pandas (pip install pandas); "
-                              "without it, use the dict of columns (frame=False).") from err
-        return pandas.DataFrame(columns)
-    return columns
-
-
-def _sweep_column(values, kind: str, present) -> np.ndarray:
-    """One column of the index as described by :func:`sweep_table`."""
-    if kind in ("str", "json"):
-        out = np.empty(len(values), dtype=object)
-        for i, v in enumerate(values):
-            out[i] = _cell(v, kind) if present[i] else None
-        return out
-    column = np.asarray(values)
-    if present.all():
-        return column
-    if kind == "bool":
-        out = column.astype(object)
-        out[~present] = None
-        return out
-    out = column.astype(np.float64)
-    out[~present] = np.nan
-    return out
+def __getattr__(name: str) -> Any:
+    """``experiments.results.sweep_table`` and the other sweep-index names (PEP 562)."""
+    if name in _SWEEP_INDEX_NAMES:
+        from . import sweepindex
+        return getattr(sweepindex, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ JSON, else text) and checks every point against the experiment's configuration
   ``--scheduler tcp://HOST:8786`` (or a scheduler file) submits to an existing cluster whose
   workers see ``DIR`` at the same path.
 
-The sweep index ``DIR/sweep.h5`` (:func:`experiments.results.sweep_table`) holds one row per run
+The sweep index ``DIR/sweep.h5`` (:func:`experiments.sweepindex.sweep_table`) holds one row per run
 (configuration columns, status, final metrics, wall time, NFE), is written before the first
 task and rewritten atomically as runs complete (at most every ``index_every`` seconds, and at
 the end), under a lock so that several sweeps can share a folder: rows of other runs are kept.
@@ -48,7 +48,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import durable, results
+from . import durable, results, sweepindex
 
 __all__ = ["SweepError", "Point", "Plan", "parse_seeds", "parse_grid", "plan_sweep",
            "run_point", "run_row", "execute", "DASK_MODULES"]
@@ -430,8 +430,8 @@ class _Index:
     lock (``.sweep.h5.lock``), atomically, at most every ``every`` seconds unless forced."""
 
     def __init__(self, out: Path, plan: Plan, every: float):
-        self.path = out / results.SWEEP_INDEX
-        self.lock = out / f".{results.SWEEP_INDEX}.lock"
+        self.path = out / sweepindex.SWEEP_INDEX
+        self.lock = out / f".{sweepindex.SWEEP_INDEX}.lock"
         self.plan = plan
         self.every = every
         self.rows = {}
@@ -439,7 +439,7 @@ class _Index:
         self.before = {}
         if self.path.exists():
             with contextlib.suppress(results.ResultsFileError, OSError):
-                self.before = {r.get("run_id"): r for r in results.read_sweep_rows(self.path)[0]}
+                self.before = {r.get("run_id"): r for r in sweepindex.read_sweep_rows(self.path)[0]}
 
     def finished_row(self, point: Point, path: Path) -> dict:
         """The row of a run finished before this submission: the index's own (which says how
@@ -461,7 +461,7 @@ class _Index:
             old, attrs = [], {}
             if self.path.exists():
                 with contextlib.suppress(results.ResultsFileError, OSError):
-                    old, attrs = results.read_sweep_rows(self.path)
+                    old, attrs = sweepindex.read_sweep_rows(self.path)
             merged = {r.get("run_id"): r for r in old}
             for run_id, row in self.rows.items():     # another sweep may have finished it
                 if not (row["status"] == "pending" and merged.get(run_id, {}).get("status")
@@ -471,7 +471,7 @@ class _Index:
             mine = self.plan.describe()
             if mine not in submissions:
                 submissions.append(mine)
-            results.write_sweep_index(self.path, list(merged.values()),
+            sweepindex.write_sweep_index(self.path, list(merged.values()),
                                       {"submissions": submissions})
         self.last = now
         return self.path

@@ -1,7 +1,7 @@
 """Plots of a sweep index: a metric's mean +- standard deviation over seeds against a setting.
 
 ``python -m experiments plot-sweep DIR --x KEY --y METRIC`` (:func:`plot_sweep`) reads
-``DIR/sweep.h5`` (:func:`experiments.results.sweep_table`, written by
+``DIR/sweep.h5`` (:func:`experiments.sweepindex.sweep_table`, written by
 :mod:`experiments.sweep`), groups the finished runs by the settings that vary
 (:func:`summarize`) and draws one line per group, with the shared settings as a caption.
 """
@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import durable, results
+from . import durable, results, sweepindex
 from .sweep import SweepError
 
 __all__ = ["summarize", "plot_sweep"]
@@ -42,7 +42,7 @@ def summarize(table: dict, x: str, y: str, experiment: Optional[str] = None) -> 
     Parameters
     ----------
     table : dict of columns
-        :func:`experiments.results.sweep_table`.
+        :func:`experiments.sweepindex.sweep_table`.
     x : str
         A configuration key (``lr`` or ``config.lr``) or any column.
     y : str
@@ -123,7 +123,7 @@ def plot_sweep(folder, x: str, y: str, png=None, experiment: Optional[str] = Non
     from ._plotting import PLOT_MODULES, new_figure, save_figure
     durable.check_modules({"matplotlib": PLOT_MODULES["matplotlib"]}, "plot-sweep")
     folder = Path(folder)
-    table = results.sweep_table(folder)
+    table = sweepindex.sweep_table(folder)
     lines = summarize(table, x, y, experiment)
     xcol, ycol = lines[0]["xcol"], lines[0]["ycol"]
     xname, yname = xcol.removeprefix("config."), ycol.removeprefix("metric.")
@@ -164,7 +164,7 @@ def _caption(fig, folder: Path, fixed: dict, runs: int, fontsize: float = 7) -> 
     import textwrap
     width = int(0.9 * fig.get_figwidth() * 72 / (0.65 * fontsize))
     body = ", ".join(f"{k}={v}" for k, v in fixed.items())
-    text = "\n".join(textwrap.wrap(f"sweep index {folder / results.SWEEP_INDEX} ({runs} "
+    text = "\n".join(textwrap.wrap(f"sweep index {folder / sweepindex.SWEEP_INDEX} ({runs} "
                                     f"finished runs); shared settings: {body}", width))
     fig.text(0.01, 0.005, text, ha="left", va="bottom", fontsize=fontsize, color="0.3",
              family="monospace")

@@ -97,3 +97,32 @@ def test_tables_round_trip_as_compound_datasets(tmp_path):
         assert ds["n"].tolist() == [1, 2] and ds.attrs["present"][1].tolist() == [
             True, True, True, False, True]
         assert list(ds.attrs["json_columns"]) == ["extra"]
+
+
+def test_moved_names_stay_importable_from_results():
+    """Provenance moved to experiments.provenance and the sweep index to
+    experiments.sweepindex; ``experiments.results.run_metadata``, ``.sweep_table`` and the
+    other names of its ``__all__`` (documented there) are the same objects."""
+    from experiments import provenance, sweepindex
+    from experiments.results import run_metadata, sweep_table
+    assert run_metadata is provenance.run_metadata and sweep_table is sweepindex.sweep_table
+    for name in sweepindex.__all__:
+        assert getattr(results, name) is getattr(sweepindex, name)
+    assert set(results.__all__) >= set(sweepindex.__all__) - {"SWEEP_FORMAT"}
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        results.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("statement", ["import experiments.sweepindex",
+                                       "from experiments.results import sweep_table",
+                                       "from experiments.sweep import plan_sweep"])
+def test_new_modules_import_first_in_a_fresh_process(statement):
+    """experiments.sweepindex imports experiments.results, which resolves the sweep-index
+    names lazily: either may be imported first."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", statement], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

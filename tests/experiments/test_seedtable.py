@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments import results, seedtable
+from experiments import provenance, results, seedtable
 from experiments.__main__ import main
 
 ACC = {("a", 0): 0.90, ("a", 1): 0.92, ("a", 2): 0.94, ("b", 0): 0.80, ("b", 1): 0.85}
@@ -14,7 +14,7 @@ ACC = {("a", 0): 0.90, ("a", 1): 0.92, ("a", 2): 0.94, ("b", 0): 0.80, ("b", 1):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs")
-    meta = results.run_metadata()
+    meta = provenance.run_metadata()
     for (model, seed), acc in ACC.items():
         stem = f"toy-{'0123456789' if model == 'a' else 'abcdef0123'}-seed{seed}"
         results.save(folder / f"{stem}.h5", "toy", {"model": model, "seed": seed, "lr": 0.1},
@@ -93,7 +93,7 @@ def test_a_missing_folder_is_refused(tmp_path, capsys):
 def test_optional_settings_are_filled_in_at_their_defaults(tmp_path):
     # thesis_efficiency leaves its ablation keys out of a default run's configuration; the
     # table still groups on them, the default run under the default value
-    meta = results.run_metadata()
+    meta = provenance.run_metadata()
     for stem, extra, acc in (("thesis_efficiency-0123456789-seed0", {}, 0.86),
                              ("thesis_efficiency-abcdef0123-seed0", {"activation": "tanh"}, 0.84)):
         results.save(tmp_path / f"{stem}.h5", "thesis_efficiency",

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("distributed", reason="sweeps need dask.distributed: pip install -e '.[test]'")
 
-from experiments import digits, durable, results, sweep, sweepplot  # noqa: E402
+from experiments import digits, durable, results, sweep, sweepindex, sweepplot  # noqa: E402
 from experiments.__main__ import main  # noqa: E402
 from tests.experiments._harness import assert_same_run  # noqa: E402
 
@@ -62,7 +62,7 @@ def client():
 def test_sweep_on_local_cluster_writes_the_index(swept):
     out, status, _ = swept
     assert status == 0
-    table = results.sweep_table(out)
+    table = sweepindex.sweep_table(out)
     runs = results.find_runs(out, "digits", quick=True)
     assert len(runs) == 8 and len(table["run_id"]) == 8
     assert set(table["status"]) == {"finished"} and set(table["action"]) == {"ran"}
@@ -79,13 +79,13 @@ def test_sweep_on_local_cluster_writes_the_index(swept):
         assert table["nfe"][i] == table["nfe_forward"][i] + table["nfe_backward"][i]
         assert r["blas_threads"] in (1, -1)           # one BLAS thread per worker (-1: unknown)
     assert np.all(table["task_wall_s"] > 0)
-    assert results.sweep_table(out / "sweep.h5")["run_id"].tolist() == table["run_id"].tolist()
+    assert sweepindex.sweep_table(out / "sweep.h5")["run_id"].tolist() == table["run_id"].tolist()
 
 
 def test_resubmission_skips_finished_runs(swept, monkeypatch, capsys):
     out, _, _ = swept
     before = {p: p.stat().st_mtime_ns for p in results.find_runs(out)}
-    rows = results.sweep_table(out)
+    rows = sweepindex.sweep_table(out)
     _no_cluster(monkeypatch)
     capsys.readouterr()
     assert _sweep(out) == 0
@@ -93,7 +93,7 @@ def test_resubmission_skips_finished_runs(swept, monkeypatch, capsys):
     assert "8 finished already (skipped), 0 to run" in printed
     assert "8 runs, all finished before: nothing to run" in printed
     assert {p: p.stat().st_mtime_ns for p in results.find_runs(out)} == before
-    again = results.sweep_table(out)
+    again = sweepindex.sweep_table(out)
     assert again["worker"].tolist() == rows["worker"].tolist()      # the index keeps its rows
 
 
@@ -110,7 +110,7 @@ def test_resubmission_to_a_scheduler_runs_only_what_is_missing(swept, client, tm
     capsys.readouterr()
     assert _sweep(out, "--scheduler", client.scheduler.address) == 0
     assert "7 finished already (skipped), 1 to run" in capsys.readouterr().out
-    table = results.sweep_table(out)
+    table = sweepindex.sweep_table(out)
     assert gone.exists() and len(table["run_id"]) == 8 and set(table["status"]) == {"finished"}
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     actions = dict(zip(table["run_id"], table["action"], strict=False))
@@ -146,13 +146,13 @@ def test_killed_worker_mid_sweep_still_completes_every_run(client, tmp_path, mon
     killed one's place, so the cluster stays usable for later tests.)"""
     plan = sweep.plan_sweep("digits", GRID[1::2], "0-1", quick=True, fixed={"epochs": 6})
     killed, finished_per_write = {}, []
-    write = results.write_sweep_index
+    write = sweepindex.write_sweep_index
 
     def counting_write(path, rows, attrs=None):
         finished_per_write.append(sum(r["status"] == "finished" for r in rows))
         return write(path, rows, attrs)
 
-    monkeypatch.setattr(results, "write_sweep_index", counting_write)
+    monkeypatch.setattr(sweepindex, "write_sweep_index", counting_write)
     watcher = threading.Thread(target=_kill_first_checkpointing_worker, daemon=True,
                                args=(tmp_path, set(client.run(os.getpid).values()), killed))
     watcher.start()
@@ -163,7 +163,7 @@ def test_killed_worker_mid_sweep_still_completes_every_run(client, tmp_path, mon
     assert finished_per_write[0] == 0 and finished_per_write[-1] == 8
     assert finished_per_write == sorted(finished_per_write) and len(finished_per_write) >= 9
     (stem, pid), = killed.items()
-    table = results.sweep_table(tmp_path)
+    table = sweepindex.sweep_table(tmp_path)
     assert set(table["status"]) == {"finished"} and len(table["run_id"]) == 8
     i = table["run_id"].tolist().index(stem)
     assert table["action"][i] == "resumed" and not table["worker"][i].endswith(f":{pid}")
@@ -182,11 +182,11 @@ def test_run_locked_by_a_live_process_is_waited_for_then_reported(client, tmp_pa
                        note=lambda text: None):
         status = sweep.execute(plan, tmp_path, client=client, quiet=True, lock_wait=0.5)
     assert status == 1
-    table = results.sweep_table(tmp_path)
+    table = sweepindex.sweep_table(tmp_path)
     assert table["status"].tolist() == ["failed"]
     assert "is being written by another process" in table["error"][0]
     assert sweep.execute(plan, tmp_path, client=client, quiet=True) == 0    # lock released
-    assert results.sweep_table(tmp_path)["status"].tolist() == ["finished"]
+    assert sweepindex.sweep_table(tmp_path)["status"].tolist() == ["finished"]
 
 
 # ------------------------------------------------------------------------------- refusals
@@ -292,7 +292,7 @@ def test_dry_run_lists_without_running(tmp_path, monkeypatch, capsys):
 # ------------------------------------------------------------------------------- plotting
 def test_plot_sweep_draws_mean_and_std_over_seeds(swept, tmp_path, capsys):
     out, _, _ = swept
-    table = results.sweep_table(out)
+    table = sweepindex.sweep_table(out)
     lines = sweepplot.summarize(table, "lr", "test_acc")
     assert [line["label"] for line in lines] == ["width=16", "width=8"]
     for line in lines:
@@ -313,4 +313,4 @@ def test_plot_sweep_draws_mean_and_std_over_seeds(swept, tmp_path, capsys):
     assert main(["plot-sweep", str(tmp_path / "none"), "--x", "lr", "--y", "loss"]) == 2
     assert "no sweep index" in capsys.readouterr().err
     with pytest.raises(results.ResultsFileError, match="is not a sweep index"):
-        results.sweep_table(results.find_runs(out)[0])
+        sweepindex.sweep_table(results.find_runs(out)[0])
