@@ -120,7 +120,7 @@ def _seconds(text: str) -> float:
 
 def _seeds(text: str) -> list:
     """argparse type: ``--seeds`` (``0-4``, ``0,3,7``, ``0-2,10``)."""
-    from .sweep import SweepError, parse_seeds
+    from .sweepplan import SweepError, parse_seeds
     try:
         return parse_seeds(text)
     except SweepError as err:
@@ -237,10 +237,10 @@ def sweep_main(argv) -> int:
     if args.name not in registry.EXPERIMENTS:
         parser.error(f"unknown experiment {args.name!r}; choose one of "
                      f"{sorted(registry.EXPERIMENTS)}")
-    from . import sweep
+    from . import sweep, sweepplan
 
     def run():
-        plan = sweep.plan_sweep(args.name, args.grid, args.seeds, args.quick, args.set)
+        plan = sweepplan.plan_sweep(args.name, args.grid, args.seeds, args.quick, args.set)
         return sweep.execute(plan, args.out, scheduler=args.scheduler, workers=args.workers,
                              checkpoint_every=args.checkpoint_every, plot=args.plot_runs,
                              retries=args.retries, blas_threads=args.blas_threads,

@@ -19,28 +19,27 @@ JSON, else text) and checks every point against the experiment's configuration
   ``--scheduler tcp://HOST:8786`` (or a scheduler file) submits to an existing cluster whose
   workers see ``DIR`` at the same path.
 
-The sweep index ``DIR/sweep.h5`` (:func:`experiments.sweepindex.sweep_table`) holds one row per run
-(configuration columns, status, final metrics, wall time, NFE), is written before the first
+The sweep index ``DIR/sweep.h5`` (:func:`experiments.sweepindex.sweep_table`) holds one row per
+run (configuration columns, status, final metrics, wall time, NFE), is written before the first
 task and rewritten atomically as runs complete (at most every ``index_every`` seconds, and at
 the end), under a lock so that several sweeps can share a folder: rows of other runs are kept.
 ``python -m experiments plot-sweep DIR --x KEY --y METRIC``
 (:func:`experiments.sweepplot.plot_sweep`) draws a metric's mean +- standard deviation over
 seeds.
+
+This module runs a plan: :func:`execute` submits it, :func:`run_point` is one task and
+:func:`run_row` one row of the index. The plan comes from :mod:`experiments.sweepplan`
+(:func:`plan_sweep`, :class:`SweepError` and the rest of its names are re-exported here), the
+Dask cluster from :mod:`experiments._cluster`, and the index file from
+:mod:`experiments.sweepindex`.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import importlib.util
-import itertools
-import json
 import math
 import os
-import re
-import signal
 import socket
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -49,6 +48,8 @@ from typing import Optional
 import numpy as np
 
 from . import durable, results, sweepindex
+from ._cluster import _connect, _describe_failure, _limit_blas
+from .sweepplan import Plan, Point, SweepError, parse_grid, parse_seeds, plan_sweep
 
 __all__ = ["SweepError", "Point", "Plan", "parse_seeds", "parse_grid", "plan_sweep",
            "run_point", "run_row", "execute", "DASK_MODULES"]
@@ -58,225 +59,6 @@ DASK_MODULES = {"dask": "adjointcore[sweep]", "distributed": "adjointcore[sweep]
 
 #: Exit statuses of :func:`execute`.
 OK, SOME_FAILED, INTERRUPTED = 0, 1, 130
-
-
-class SweepError(durable.ExperimentError):
-    """A sweep refused before any compute: bad ``--grid``/``--seeds``/``--workers``, an
-    unreachable scheduler; the message names the argument and the fix."""
-
-
-# ------------------------------------------------------------------------------- parsing
-def parse_seeds(text: str) -> list:
-    """``"0-4"``, ``"0,3,7"``, ``"0-2,10"`` or ``"5"`` as a list of distinct seeds >= 0.
-
-    Raises
-    ------
-    SweepError
-        Naming ``--seeds``, the bad part and the accepted forms.
-    """
-    forms = "e.g. --seeds 0-4 (0 to 4), --seeds 0,3,7 or --seeds 0-2,10"
-    text = str(text).strip()
-    if not text:
-        raise SweepError(f"--seeds is empty; pass non-negative integers, {forms}.")
-    seeds = []
-    for part in text.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
-        if m is None:
-            raise SweepError(f"--seeds {text!r}: {part!r} is not a non-negative integer or a "
-                             f"range START-END; {forms}.")
-        start, end = int(m[1]), int(m[2]) if m[2] is not None else int(m[1])
-        if end < start:
-            raise SweepError(f"--seeds {text!r}: the range {part!r} runs downwards; write "
-                             f"START-END with START <= END, {forms}.")
-        seeds.extend(range(start, end + 1))
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise SweepError(f"--seeds {text!r} names seeds {repeated} more than once; each seed "
-                         f"is one run.")
-    return seeds
-
-
-def _split_values(text: str) -> list:
-    """Split on commas outside brackets, braces and quotes (so JSON lists stay whole)."""
-    parts, depth, quote, current = [], 0, None, []
-    for ch in text:
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    parts.append("".join(current))
-    return [p.strip() for p in parts]
-
-
-def _strip_set(message: str) -> str:
-    """A :class:`durable.ConfigError` message without its leading ``--set KEY=VALUE: ``."""
-    return re.sub(r"^--set [^:]*: ", "", message)
-
-
-def parse_grid(experiment: str, texts, quick: bool = False, fixed: Optional[dict] = None) -> dict:
-    """``["KEY=V1,V2", ...]`` as ``{KEY: [value, ...]}``, each key a setting of ``experiment``
-    (optional ones included: :data:`experiments.registry.OPTIONAL_SETTINGS`) and each value
-    accepted by its configuration (checked with the other keys at their defaults and
-    ``fixed``, the ``--set`` overrides).
-
-    Raises
-    ------
-    SweepError
-        Naming the ``--grid`` argument, the key or value, and what is accepted.
-    """
-    from .registry import CONFIGS, settings
-    make = CONFIGS[experiment]
-    fixed = dict(fixed or {})
-    defaults = settings(experiment, make(quick, 0, fixed))
-    known = sorted(k for k in defaults if k not in ("seed", "quick"))
-    grid = {}
-    for text in texts:
-        key, sep, values = str(text).partition("=")
-        key = key.strip()
-        if not sep or not key or not values.strip():
-            raise SweepError(f"--grid {text!r} must look like KEY=V1,V2,..., e.g. --grid "
-                             f"lr=0.01,0.03 (values read like --set: JSON, else text).")
-        if key == "seed":
-            raise SweepError(f"--grid {text!r}: seeds are given by --seeds (e.g. --seeds 0-4), "
-                             f"not by --grid.")
-        if key == "quick":
-            raise SweepError(f"--grid {text!r}: quick mode is the flag --quick (a sweep runs "
-                             f"one mode).")
-        if key not in defaults:
-            raise SweepError(f"--grid {text!r}: {experiment} has no setting {key!r}; choose "
-                             f"one of {known}.")
-        if key in grid:
-            raise SweepError(f"--grid {key}=... is given twice; list all its values in one "
-                             f"--grid {key}=V1,V2,...")
-        if key in fixed:
-            raise SweepError(f"--grid {key}=... and --set {key}=... both set {key!r}; keep one.")
-        raw = _split_values(values)
-        if any(not r for r in raw):
-            raise SweepError(f"--grid {text!r} has an empty value; separate values by single "
-                             f"commas, e.g. --grid {key}=1,2.")
-        parsed = []
-        seen = {}
-        for r in raw:
-            value = durable.parse_override(f"{key}={r}")[1]
-            try:
-                cfg = make(quick, 0, {**fixed, key: value})
-            except durable.ConfigError as err:
-                raise SweepError(f"--grid {key}={r}: {_strip_set(str(err))}") from None
-            value_set = settings(experiment, cfg)[key]
-            canon = json.dumps(value_set, sort_keys=True, default=results._json_default)
-            if canon in seen:
-                raise SweepError(f"--grid {text!r}: the values {seen[canon]!r} and {r!r} are the "
-                                 f"same setting ({key}={value_set!r}); list each value once.")
-            seen[canon] = r
-            parsed.append(value)
-        grid[key] = parsed
-    return grid
-
-
-@dataclasses.dataclass(frozen=True)
-class Point:
-    """One run of a sweep: its grid values, seed, overrides, configuration and identity."""
-
-    experiment: str
-    quick: bool
-    seed: int
-    grid: dict
-    overrides: dict
-    set_texts: tuple
-    config: dict
-    run_id: durable.RunId
-
-    @property
-    def stem(self) -> str:
-        return self.run_id.stem
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """A checked sweep: the points in submission order (seeds outermost) and what was asked."""
-
-    experiment: str
-    quick: bool
-    grid: dict
-    seeds: list
-    fixed: dict
-    points: list
-
-    def describe(self) -> dict:
-        """What the index records about this submission."""
-        return {"experiment": self.experiment, "quick": self.quick, "grid": self.grid,
-                "seeds": self.seeds, "set": self.fixed, "runs": len(self.points)}
-
-
-def plan_sweep(experiment: str, grid=(), seeds="0", quick: bool = False, fixed=()) -> Plan:
-    """Check and expand a sweep before anything runs.
-
-    Parameters
-    ----------
-    experiment : str
-        A name in :data:`experiments.registry.EXPERIMENTS`.
-    grid : iterable of str or dict
-        ``"KEY=V1,V2"`` texts (as ``--grid``) or ``{KEY: [values]}``.
-    seeds : str or iterable of int
-        ``"0-4"`` (as ``--seeds``) or the seeds.
-    quick : bool
-    fixed : iterable of str or dict
-        ``"KEY=VALUE"`` texts (as ``--set``) or ``{KEY: value}``: the same in every run.
-
-    Raises
-    ------
-    SweepError, durable.ConfigError
-        An unknown experiment, key or value, bad seeds, or two points with one identity.
-    """
-    from .registry import CONFIGS
-    if experiment not in CONFIGS:
-        raise SweepError(f"unknown experiment {experiment!r}; choose one of {sorted(CONFIGS)}.")
-    if isinstance(fixed, dict):
-        fixed_texts = tuple(f"{k}={json.dumps(v)}" for k, v in fixed.items())
-        fixed = dict(fixed)
-    else:
-        fixed_texts = tuple(fixed)
-        fixed = dict(durable.parse_override(t) for t in fixed_texts)
-    CONFIGS[experiment](quick, 0, fixed)             # --set checked with its own messages
-    if isinstance(grid, dict):
-        grid = parse_grid(experiment, [f"{k}={','.join(json.dumps(v) for v in vs)}"
-                                       for k, vs in grid.items()], quick, fixed)
-    else:
-        grid = parse_grid(experiment, list(grid), quick, fixed)
-    if isinstance(seeds, str):
-        seeds = parse_seeds(seeds)
-    else:
-        seeds = parse_seeds(",".join(str(int(s)) for s in seeds))
-    keys = list(grid)
-    points, stems = [], {}
-    for seed in seeds:
-        for combo in itertools.product(*(grid[k] for k in keys)):
-            values = dict(zip(keys, combo, strict=False))
-            overrides = {**fixed, **values}
-            try:
-                cfg = CONFIGS[experiment](quick, seed, overrides)
-            except durable.ConfigError as err:
-                shown = " ".join(f"{k}={v!r}" for k, v in values.items())
-                raise SweepError(f"--grid point {shown}: {_strip_set(str(err))}") from None
-            run_id = durable.run_identity(experiment, cfg)
-            if run_id.stem in stems:
-                raise SweepError(f"--grid points {stems[run_id.stem]} and {values} give the same "
-                                 f"run {run_id.stem}; list each value once.")
-            stems[run_id.stem] = values
-            texts = fixed_texts + tuple(f"{k}={json.dumps(v)}" for k, v in values.items())
-            points.append(Point(experiment, bool(quick), seed, values, overrides, texts, cfg,
-                                run_id))
-    return Plan(experiment, bool(quick), grid, seeds, fixed, points)
 
 
 # ------------------------------------------------------------------------------- rows
@@ -353,19 +135,6 @@ def _unfinished_row(experiment: str, config: dict, out: Path, status: str = "pen
 
 
 # ------------------------------------------------------------------------------- worker side
-_BLAS_LIMITED = {}
-
-
-def _limit_blas(threads: Optional[int]) -> None:
-    """Pin this worker process's BLAS/OpenMP pools to ``threads`` (once per process)."""
-    if not threads or _BLAS_LIMITED.get("n") == threads:
-        return
-    with contextlib.suppress(ImportError):
-        import threadpoolctl
-        threadpoolctl.threadpool_limits(limits=int(threads))   # kept for the process's life
-    _BLAS_LIMITED["n"] = threads
-
-
 def run_point(spec: dict) -> dict:
     """Run one point of a sweep (a Dask task); returns its index row.
 
@@ -478,129 +247,6 @@ class _Index:
 
 
 # ------------------------------------------------------------------------------- client side
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
-
-
-def _blas_env(threads: int) -> dict:
-    n = str(int(threads))
-    return {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n,
-            "VECLIB_MAXIMUM_THREADS": n, "NUMEXPR_NUM_THREADS": n}
-
-
-@contextlib.contextmanager
-def _sigint_ignored():
-    """SIGINT ignored in this process (main thread only) while the block runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _ignore_sigint() -> None:
-    with contextlib.suppress(ValueError):          # not the main thread: nothing to do
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _make_plugin_class():
-    from distributed.diagnostics.plugin import WorkerPlugin
-
-    class IgnoreSigint(WorkerPlugin):
-        """Worker plugin: the worker process ignores SIGINT (the sweep's client handles
-        Ctrl-C and shuts the local cluster down)."""
-
-        name = "adjointcore-ignore-sigint"
-
-        def setup(self, worker):
-            _ignore_sigint()
-
-    return IgnoreSigint
-
-
-def _ignore_sigint_plugin():
-    """A worker plugin instance that makes each worker process ignore SIGINT."""
-    return _make_plugin_class()()
-
-
-def _register_plugin(client, plugin) -> None:
-    register = getattr(client, "register_plugin", None) or client.register_worker_plugin
-    with contextlib.suppress(Exception):                  # a nicety: never fail the sweep
-        register(plugin, name=plugin.name)
-
-
-@contextlib.contextmanager
-def _connect(scheduler: Optional[str], workers: Optional[int], pending: int, blas_threads: int,
-             say):
-    """A ``distributed.Client``: to ``scheduler`` (an address or a scheduler file), or to an
-    embedded LocalCluster of ``workers`` processes (default: the usable cores, at most one per
-    pending run), one thread each; closed (the LocalCluster shut down) at the end."""
-    from distributed import Client, LocalCluster
-    if scheduler:
-        try:
-            if Path(scheduler).expanduser().is_file():
-                client = Client(scheduler_file=str(Path(scheduler).expanduser()),
-                                timeout="20s")
-            else:
-                client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError, ValueError) as err:
-            raise SweepError(f"--scheduler {scheduler!r}: no Dask scheduler answered ({err}); "
-                             f"start one with `dask scheduler` (it prints its address, e.g. "
-                             f"tcp://HOST:8786) and workers with `dask worker tcp://HOST:8786`, "
-                             f"or leave out --scheduler to run on this machine.") from None
-        try:
-            n = len(client.scheduler_info().get("workers", {}))
-            say(f"sweep: scheduler {client.scheduler.address} with {n} worker(s)"
-                + ("; runs start when workers join (dask worker ADDRESS)" if n == 0 else ""))
-            yield client
-        finally:
-            client.close()
-        return
-    n = max(1, min(workers or _usable_cores(), pending))
-    # A free port for the scheduler's HTTP server (its dashboard when bokeh is installed):
-    # the default 8787 would clash with another cluster on this machine. The worker processes
-    # ignore Ctrl-C (this process stops the sweep and shuts them down): spawned while SIGINT is
-    # ignored, and restarted ones through a worker plugin.
-    with _sigint_ignored():
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", env=_blas_env(blas_threads))
-    client = Client(cluster)
-    _register_plugin(client, _ignore_sigint_plugin())
-    link = (f", dashboard {client.dashboard_link}"
-            if importlib.util.find_spec("bokeh") is not None else "")
-    say(f"sweep: local Dask cluster of {n} worker process(es), 1 thread and {blas_threads} BLAS "
-        f"thread(s) each{link}")
-    try:
-        yield client
-    finally:
-        with contextlib.suppress(Exception):
-            client.close()
-        with contextlib.suppress(Exception):
-            cluster.close()
-
-
-def _describe_failure(future) -> str:
-    try:
-        err = future.exception(timeout=5)
-    except Exception as exc:  # noqa: BLE001 - the failure is reported, not raised
-        err = exc
-    name = type(err).__name__
-    if name == "KilledWorker":
-        return (f"KilledWorker: the workers running it died repeatedly (more than "
-                f"distributed.scheduler.allowed-failures times; {err}); resubmit the sweep to "
-                f"resume it from its checkpoint, and check the workers' memory")
-    if isinstance(err, ModuleNotFoundError):
-        return (f"{name}: {err}; install this project in the workers' environment "
-                f"(pip install -e .) so that they can import experiments")
-    return f"{name}: {err}"
-
-
 def _checks(plan: Plan, out, plot: bool, scheduler, workers) -> Path:
     durable.check_modules(DASK_MODULES, "a sweep (Dask)")
     if plot:

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from . import durable, results, sweepindex
-from .sweep import SweepError
+from .sweepplan import SweepError
 
 __all__ = ["summarize", "plot_sweep"]
 

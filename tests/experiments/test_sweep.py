@@ -16,7 +16,15 @@ import pytest
 
 pytest.importorskip("distributed", reason="sweeps need dask.distributed: pip install -e '.[test]'")
 
-from experiments import digits, durable, results, sweep, sweepindex, sweepplot  # noqa: E402
+from experiments import (  # noqa: E402
+    digits,
+    durable,
+    results,
+    sweep,
+    sweepindex,
+    sweepplan,
+    sweepplot,
+)
 from experiments.__main__ import main  # noqa: E402
 from tests.experiments._harness import assert_same_run  # noqa: E402
 
@@ -27,7 +35,9 @@ SEEDS = ["--seeds", "0-1"]
 
 
 def _no_cluster(monkeypatch):
-    """Fail the test if anything tries to start or reach a Dask cluster."""
+    """Fail the test if anything tries to start or reach a Dask cluster. (``_connect`` is
+    defined in experiments._cluster; ``sweep.execute`` looks it up in experiments.sweep, which
+    imports it, so it is patched there.)"""
     def refuse(*args, **kwargs):
         raise AssertionError("a cluster was started")
     monkeypatch.setattr(sweep, "_connect", refuse)
@@ -144,7 +154,7 @@ def test_killed_worker_mid_sweep_still_completes_every_run(client, tmp_path, mon
     checkpoint (the kernel released the dead process's lock); every run finishes, and the
     resumed one equals an uninterrupted run bitwise. (The nanny starts a fresh worker in the
     killed one's place, so the cluster stays usable for later tests.)"""
-    plan = sweep.plan_sweep("digits", GRID[1::2], "0-1", quick=True, fixed={"epochs": 6})
+    plan = sweepplan.plan_sweep("digits", GRID[1::2], "0-1", quick=True, fixed={"epochs": 6})
     killed, finished_per_write = {}, []
     write = sweepindex.write_sweep_index
 
@@ -176,7 +186,7 @@ def test_killed_worker_mid_sweep_still_completes_every_run(client, tmp_path, mon
 
 
 def test_run_locked_by_a_live_process_is_waited_for_then_reported(client, tmp_path):
-    plan = sweep.plan_sweep("digits", ["width=8"], "0", quick=True)
+    plan = sweepplan.plan_sweep("digits", ["width=8"], "0", quick=True)
     (point,) = plan.points
     with durable.claim("digits", point.config, tmp_path, durable.RunOptions(plot=False),
                        note=lambda text: None):
@@ -187,6 +197,13 @@ def test_run_locked_by_a_live_process_is_waited_for_then_reported(client, tmp_pa
     assert "is being written by another process" in table["error"][0]
     assert sweep.execute(plan, tmp_path, client=client, quiet=True) == 0    # lock released
     assert sweepindex.sweep_table(tmp_path)["status"].tolist() == ["finished"]
+
+
+def test_planning_names_stay_importable_from_sweep():
+    """The planning moved to experiments.sweepplan; ``sweep.plan_sweep`` and the rest of its
+    names (documented there) are the same objects."""
+    for name in sweepplan.__all__:
+        assert name in sweep.__all__ and getattr(sweep, name) is getattr(sweepplan, name)
 
 
 # ------------------------------------------------------------------------------- refusals
@@ -246,13 +263,13 @@ def test_bad_options_are_refused_before_compute(tmp_path, monkeypatch, capsys):
 
 
 def test_seed_and_grid_parsing():
-    assert sweep.parse_seeds("0-4") == [0, 1, 2, 3, 4]
-    assert sweep.parse_seeds("0-2, 10,7") == [0, 1, 2, 10, 7]
-    assert sweep.parse_seeds("3") == [3]
-    grid = sweep.parse_grid("theorem1", ["variant=backsolve,interpolated", "lr=1e-3,3e-3"],
+    assert sweepplan.parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert sweepplan.parse_seeds("0-2, 10,7") == [0, 1, 2, 10, 7]
+    assert sweepplan.parse_seeds("3") == [3]
+    grid = sweepplan.parse_grid("theorem1", ["variant=backsolve,interpolated", "lr=1e-3,3e-3"],
                             quick=True)
     assert grid == {"variant": ["backsolve", "interpolated"], "lr": [1e-3, 3e-3]}
-    plan = sweep.plan_sweep("digits", {"width": [8, 16]}, [2, 5], quick=True,
+    plan = sweepplan.plan_sweep("digits", {"width": [8, 16]}, [2, 5], quick=True,
                             fixed={"epochs": 1})
     assert [(p.seed, p.grid["width"]) for p in plan.points] == [(2, 8), (2, 16), (5, 8),
                                                                 (5, 16)]
@@ -263,22 +280,22 @@ def test_seed_and_grid_parsing():
 def test_grid_over_optional_settings_keeps_the_default_runs_identity():
     # thesis_efficiency's ablation keys are absent from its configuration at their defaults
     # (so the default run's identity does not depend on them), yet a sweep can grid over them
-    grid = sweep.parse_grid("thesis_efficiency", ["activation=relu,tanh"], quick=True)
+    grid = sweepplan.parse_grid("thesis_efficiency", ["activation=relu,tanh"], quick=True)
     assert grid == {"activation": ["relu", "tanh"]}
-    plan = sweep.plan_sweep("thesis_efficiency", grid, [0], quick=True)
+    plan = sweepplan.plan_sweep("thesis_efficiency", grid, [0], quick=True)
     default, tanh = plan.points
     assert "activation" not in default.config and tanh.config["activation"] == "tanh"
-    assert default.stem == sweep.plan_sweep("thesis_efficiency", {}, [0], quick=True) \
+    assert default.stem == sweepplan.plan_sweep("thesis_efficiency", {}, [0], quick=True) \
         .points[0].stem
     # the sweep index has the column for every run, the default's value included
     assert [sweep._config_columns("thesis_efficiency", p.config)["config.activation"]
             for p in plan.points] == ["relu", "tanh"]
-    with pytest.raises(sweep.SweepError, match="'relu' and 'relu' are the same setting"):
-        sweep.parse_grid("thesis_efficiency", ["activation=relu,relu"], quick=True)
-    with pytest.raises(sweep.SweepError, match=r"activation=gelu: .*must be one of"):
-        sweep.parse_grid("thesis_efficiency", ["activation=gelu"], quick=True)
-    with pytest.raises(sweep.SweepError, match="has no setting 'activation'"):
-        sweep.parse_grid("digits", ["activation=relu"], quick=True)
+    with pytest.raises(sweepplan.SweepError, match="'relu' and 'relu' are the same setting"):
+        sweepplan.parse_grid("thesis_efficiency", ["activation=relu,relu"], quick=True)
+    with pytest.raises(sweepplan.SweepError, match=r"activation=gelu: .*must be one of"):
+        sweepplan.parse_grid("thesis_efficiency", ["activation=gelu"], quick=True)
+    with pytest.raises(sweepplan.SweepError, match="has no setting 'activation'"):
+        sweepplan.parse_grid("digits", ["activation=relu"], quick=True)
 
 
 def test_dry_run_lists_without_running(tmp_path, monkeypatch, capsys):

@@ -10,7 +10,7 @@ code (issue 14, point 3).
 - Shell blocks (``bash``) are checked without running anything long: ``python -m experiments
   NAME ...`` lines are parsed by the command line's own parser and their configuration is built
   (so an unknown experiment, a bad ``--set`` key or value fails here); ``sweep`` lines are
-  planned (``sweep.plan_sweep``, which checks the grid and seeds), ``plot-sweep`` and
+  planned (``sweepplan.plan_sweep``, which checks the grid and seeds), ``plot-sweep`` and
   ``seed-table`` lines parsed; ``pip install -e ".[X]"``
   lines name extras that ``pyproject.toml`` declares; ``python benchmarks/F`` and ``bash
   benchmarks/F`` name files that exist.
@@ -121,7 +121,7 @@ def _extras() -> set:
 
 def check_shell_command(command: str) -> str:
     """Check one documented shell command without running it; returns what kind it was."""
-    from experiments import durable, registry, sweep
+    from experiments import durable, registry, sweepplan
     from experiments.__main__ import (
         _parser,
         _plot_sweep_parser,
@@ -133,7 +133,7 @@ def check_shell_command(command: str) -> str:
         rest = argv[3:]
         if rest and rest[0] == "sweep":
             args = _sweep_parser().parse_args(rest[1:])
-            sweep.plan_sweep(args.name, args.grid, args.seeds, args.quick, args.set)
+            sweepplan.plan_sweep(args.name, args.grid, args.seeds, args.quick, args.set)
             return "sweep"
         if rest and rest[0] in ("plot-sweep", "seed-table"):
             parser = _plot_sweep_parser() if rest[0] == "plot-sweep" else _seed_table_parser()
@@ -198,8 +198,9 @@ def test_rst_blocks_are_found_and_dedented(tmp_path):
     ("python -m experiments sweep digits --grid width=abc", "SweepError", "must be int"),
 ])
 def test_a_broken_shell_snippet_fails(command, error, match):
-    from experiments import durable, sweep
-    error = {"ConfigError": durable.ConfigError, "SweepError": sweep.SweepError}.get(error, error)
+    from experiments import durable, sweepplan
+    error = {"ConfigError": durable.ConfigError,
+             "SweepError": sweepplan.SweepError}.get(error, error)
     with pytest.raises(error, match=match):
         check_shell_command(command)
 
