@@ -22,7 +22,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .backend import Array
-from .layers.base import bind_layer, call_jvp, call_vjp, layer_kernel
+from .layers.base import call_jvp, layer_kernel
+from .layers.binding import bind_layer, call_vjp
 
 __all__ = ["LayerField", "LayerFieldCache", "BoundLayerField", "BoundField"]
 

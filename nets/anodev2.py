@@ -76,7 +76,8 @@ from adjointcore.errors import (
     check_params,
     check_positive_int,
 )
-from adjointcore.layers.base import Layer, call_vjp, init_child
+from adjointcore.layers.base import Layer, init_child
+from adjointcore.layers.binding import call_vjp
 
 from ._rda import RDAEvolution, RDAEvolutionCache
 

@@ -69,7 +69,7 @@ from adjointcore.backend import Array, get_array_module
 from adjointcore.divergence import METHODS, DivergenceCache, divergence_vjp, draw_probes
 from adjointcore.divergence import divergence as field_divergence
 from adjointcore.errors import ShapeError, check_array
-from adjointcore.layers.base import call_vjp
+from adjointcore.layers.binding import call_vjp
 
 __all__ = ["CNF", "CoupledCNF", "CNFCache", "CoupledCNFCache", "cnf_nll"]
 

@@ -52,7 +52,8 @@ from numpy.typing import DTypeLike, NDArray
 
 from adjointcore.backend import Array, as_dtype, get_array_module, real_dtype
 from adjointcore.errors import check_array, check_params
-from adjointcore.layers.base import Layer, call_vjp
+from adjointcore.layers.base import Layer
+from adjointcore.layers.binding import call_vjp
 
 from ._blocks import (
     block_context,

@@ -45,7 +45,7 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from adjointcore.backend import Array, get_array_module
 from adjointcore.errors import ShapeError
-from adjointcore.layers.base import call_vjp
+from adjointcore.layers.binding import call_vjp
 from adjointcore.sensitivity import check_cotangents, trajectory_gradient
 from solvers import Work
 

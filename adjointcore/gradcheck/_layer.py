@@ -39,7 +39,7 @@ from numpy.typing import DTypeLike
 
 from ..backend import FLOAT_DTYPES, Array, get_array_module, real_dtype
 from ..errors import check_array
-from ..layers.base import call_vjp
+from ..layers.binding import call_vjp
 from ._complex import complex_step
 from ._dot import _norm, dot_product_test, inner
 from ._fd import central_difference, machine_eps, relative_error, richardson_difference

@@ -46,7 +46,8 @@ from numpy.typing import DTypeLike
 
 from ..backend import Array, get_array_module, real_dtype
 from ..errors import check_array
-from ..layers.base import SecondOrderBars, call_jvp_vjp, kernel_jvp, layer_kernel
+from ..layers.base import call_jvp_vjp, kernel_jvp, layer_kernel
+from ..layers.second_order import SecondOrderBars
 from ._complex import complex_step
 from ._dot import _norm, inner
 from ._fd import central_difference, relative_error

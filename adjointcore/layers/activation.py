@@ -28,7 +28,8 @@ from ..backend import Array, get_array_module
 from ..errors import check_array
 from ._checks import finite_float
 from ._parallel import MIN_PARALLEL_SIZE, chunked
-from .base import ParameterFree, SecondOrderBars
+from .base import ParameterFree
+from .second_order import SecondOrderBars
 
 __all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "ELU", "tanh_derivative",
            "MaskCache", "TanhCache", "SigmoidCache", "LogisticCache", "ELUCache",

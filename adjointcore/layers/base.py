@@ -79,20 +79,26 @@ input, so the complex-step check applies), ``time_dependent``, ``needs_rng``, ``
 
 Nothing is stored on ``self`` during a call: a layer can be evaluated many times per solver step
 and recomputed under checkpointing.
+
+The module holds :class:`Layer`, :class:`ParameterFree` and the dispatch over the optional
+methods (:func:`layer_kernel`, :func:`call_jvp`, :func:`kernel_jvp`, :func:`call_jvp_vjp`, which
+tell a layer's own method from the :class:`Layer` default). The helpers that do not depend on
+:class:`Layer` live in :mod:`adjointcore.layers.binding` (:func:`call_vjp`,
+:class:`BoundLayer`, :func:`bind_layer`) and :mod:`adjointcore.layers.second_order`
+(:class:`SecondOrderBars`, :func:`tangent_sum`, :func:`add_time_bar`, :func:`linear_jvp_vjp`,
+:class:`LinearSecondOrder`); every name of ``__all__`` is importable from here.
 """
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
-from functools import lru_cache
+from collections.abc import Sequence
 from math import prod
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 from ..backend import Array, as_dtype, get_array_module
-from ..errors import ParameterError, check_array, check_generator, check_params
+from ..errors import check_array, check_generator, check_params
 from ._checks import (
     check_child_layer,
     check_params_dot,
@@ -100,6 +106,15 @@ from ._checks import (
     check_y_bar,
     init_child,
     prefixed_shapes,
+)
+from .binding import BoundLayer, _vjp_into, accepts_need_params, bind_layer, call_vjp
+from .second_order import (
+    LinearSecondOrder,
+    SecondOrderBars,
+    _no_jvp_vjp,
+    add_time_bar,
+    linear_jvp_vjp,
+    tangent_sum,
 )
 
 __all__ = ["Layer", "ParameterFree", "ProtocolKernel", "layer_kernel", "BoundLayer", "bind_layer",
@@ -133,50 +148,6 @@ def _context(timed: bool, random: bool, t: Any, rng: np.random.Generator | None)
     if random:
         context["rng"] = rng
     return context
-
-
-def accepts_need_params(vjp: Callable[..., Any]) -> bool:
-    """Whether a layer's ``vjp`` takes the optional ``need_params`` keyword (or ``**kwargs``);
-    the documented minimal protocol is ``vjp(params, cache, y_bar)``. Looked up once per
-    function (cached on the underlying function object, not on any layer)."""
-    return _function_accepts_need_params(getattr(vjp, "__func__", vjp))
-
-
-@lru_cache(maxsize=512)
-def _function_accepts_need_params(func: Callable[..., Any]) -> bool:
-    try:
-        parameters = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):       # no signature: call with the minimal protocol
-        return False
-    return any(p.name == "need_params" or p.kind is inspect.Parameter.VAR_KEYWORD
-               for p in parameters)
-
-
-def call_vjp(layer: Any, params: Array, cache: Any, y_bar: Array, need_params: bool = True,
-             takes_flag: bool | None = None) -> tuple[Array, Array | None]:
-    """``layer.vjp(params, cache, y_bar)``, with ``need_params`` only if the layer takes it
-    (``takes_flag``: the precomputed :func:`accepts_need_params`)."""
-    if takes_flag is None:
-        takes_flag = accepts_need_params(layer.vjp)
-    if takes_flag:
-        return layer.vjp(params, cache, y_bar, need_params=need_params)
-    return layer.vjp(params, cache, y_bar)
-
-
-def _vjp_into(layer: Any, n_params: int, params: Array, cache: Any, y_bar: Array,
-              params_bar: Array | None, takes_flag: bool = True) -> Array:
-    """``layer.vjp`` with its parameter cotangent copied into ``params_bar`` (if given), its
-    length checked (a wrong one would shift every later block of a composite's gradient)."""
-    need = params_bar is not None
-    x_bar, p_bar = call_vjp(layer, params, cache, y_bar, need, takes_flag)
-    if need and n_params:
-        if getattr(p_bar, "size", None) != n_params:
-            raise ParameterError(f"{type(layer).__name__}.vjp returned params_bar of shape "
-                                 f"{getattr(p_bar, 'shape', type(p_bar).__name__)}, expected "
-                                 f"{n_params} values (its n_params); fix the layer's vjp.")
-        # `need`: params_bar is given; a layer with n_params returns p_bar
-        params_bar[...] = p_bar.reshape(-1)  # type: ignore[index,union-attr]
-    return x_bar
 
 
 def _no_jvp(layer: Any, where: str = "") -> NotImplementedError:
@@ -213,54 +184,6 @@ def kernel_jvp(kernel: Any, params: Array, cache: Any, x_dot: Array,
     if not callable(fn) or getattr(fn, "__func__", None) is Layer.apply_jvp:
         return call_jvp(kernel, params, cache, x_dot, params_dot, where)
     return fn(params, cache, x_dot, params_dot)
-
-
-def tangent_sum(a: Array, b: Array) -> Array:
-    """``a + b`` with NumPy promotion; added in place into ``a`` when that keeps ``a``'s dtype
-    (``a`` must then be a fresh array the caller owns, never an input or a cache entry)."""
-    if np.result_type(a.dtype, b.dtype) == a.dtype \
-            and np.broadcast_shapes(a.shape, b.shape) == tuple(a.shape):
-        a += b
-        return a
-    return a + b
-
-
-class SecondOrderBars(NamedTuple):
-    """Result of ``jvp_vjp``: the VJP of the tangent-lifted map
-    ``(x, params, t, x_dot, params_dot) -> (y, y_dot)``.
-
-    Attributes
-    ----------
-    x_bar : ndarray, shape of ``x``
-    params_bar : ndarray, shape (n_params,)
-    x_dot_bar : ndarray, shape of ``x``
-    params_dot_bar : ndarray, shape (n_params,)
-    t_bar : 0-d ndarray or None
-        None for a layer that does not depend on ``t``.
-    """
-
-    x_bar: Array
-    params_bar: Array
-    x_dot_bar: Array
-    params_dot_bar: Array
-    t_bar: Array | None
-
-
-def add_time_bar(a: Array | None, b: Array | None) -> Array | None:
-    """Sum of two ``t_bar`` values where ``None`` means "no dependence on ``t``"."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b
-
-
-def _no_jvp_vjp(layer: Any, where: str = "") -> NotImplementedError:
-    who = f"{where} ({type(layer).__name__})" if where else type(layer).__name__
-    return NotImplementedError(
-        f"{who} has no second-order jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, "
-        f"y_bar=None); add one (see docs/protocols.md, 'Second order') or keep the layer out "
-        f"of divergence gradients.")
 
 
 def call_jvp_vjp(layer: Any, params: Array | None, cache: Any, x_dot: Array,
@@ -317,60 +240,6 @@ def layer_kernel(layer: Any) -> Any:
     if callable(getattr(layer, "apply", None)) and callable(getattr(layer, "apply_vjp", None)):
         return layer
     return ProtocolKernel(layer)
-
-
-class BoundLayer:
-    """A layer kernel with its parameters fixed (``bind(params)``; see the module notes).
-
-    This default calls the kernel's ``apply``/``apply_vjp`` with the stored ``params``;
-    ``Linear`` and ``Sequential`` return subclasses that take their parameter views once.
-
-    Parameters
-    ----------
-    kernel : layer kernel
-        Has ``apply`` and ``apply_vjp`` (:func:`layer_kernel`).
-    params : array, shape (n_params,)
-        Kept by reference (not copied).
-    evaluate : callable, optional
-        ``evaluate(x, t=None) -> y``, a forward-only map to use instead of ``apply`` (a user
-        layer's ``bind`` that returns a bare callable).
-    """
-
-    __slots__ = ("kernel", "params", "_evaluate")
-
-    def __init__(self, kernel: Any, params: Array,
-                 evaluate: Callable[..., Array] | None = None) -> None:
-        self.kernel, self.params, self._evaluate = kernel, params, evaluate
-
-    def __call__(self, x: Array, t: Any = None) -> Array:
-        """``y`` without a tape: bitwise ``apply(params, x, t, None, tape=False)[0]``."""
-        if self._evaluate is not None:
-            return self._evaluate(x, t)
-        return self.kernel.apply(self.params, x, t, None, False)[0]
-
-    def forward(self, x: Array, t: Any = None) -> tuple[Array, Any]:
-        """``(y, cache)``: bitwise ``apply(params, x, t)``."""
-        return self.kernel.apply(self.params, x, t, None, True)
-
-    def vjp_into(self, cache: Any, y_bar: Array, params_bar: Array | None = None) -> Array:
-        """``x_bar``, the parameter cotangent written into ``params_bar`` (None: skipped):
-        bitwise ``apply_vjp(params, cache, y_bar, params_bar)``."""
-        return self.kernel.apply_vjp(self.params, cache, y_bar, params_bar)
-
-
-def bind_layer(kernel: Any, params: Array) -> BoundLayer:
-    """A layer kernel (see :func:`layer_kernel`) with ``params`` fixed: the kernel's own
-    ``bind`` when it has one, else :class:`BoundLayer` (bitwise the same results either way).
-    A ``bind`` returning a bare ``evaluate(x, t=None)`` callable serves the forward-only map;
-    ``forward`` and ``vjp_into`` then go through ``apply``/``apply_vjp``."""
-    bind = getattr(kernel, "bind", None)
-    if not callable(bind):
-        return BoundLayer(kernel, params)
-    bound = bind(params)
-    if isinstance(bound, BoundLayer) or (callable(getattr(bound, "forward", None))
-                                         and callable(getattr(bound, "vjp_into", None))):
-        return bound
-    return BoundLayer(kernel, params, evaluate=bound)
 
 
 class Layer:
@@ -565,75 +434,3 @@ class ParameterFree(Layer):
             return None
         xp = get_array_module(x_like)
         return xp.zeros(0, dtype=x_like.dtype)
-
-
-def linear_jvp_vjp(layer: Any, params: Array | None, cache: Any, x_shape: Sequence[int],
-                   x_dot: Array, y_dot_bar: Array, y_bar: Array | None = None) -> SecondOrderBars:
-    """Second-order VJP of a parameter-free layer that is linear in ``x`` given its cache.
-
-    For ``y = J x`` with ``J`` fixed by the cache (a pooling window's weights, a max-pool's
-    argmax, a dropout mask, a reshape) the tangent map is ``y_dot = J x_dot``, independent of
-    ``x``: the second derivative vanishes, and the VJP of ``(x, x_dot) -> (y, y_dot)`` is the
-    layer's own VJP applied to each cotangent.
-
-    Parameters
-    ----------
-    layer : layer with ``apply_vjp``
-    params : None or ndarray, shape (0,)
-    cache : NamedTuple
-        From the layer's taped forward.
-    x_shape : tuple
-        Shape of the forward input (of ``x_bar``).
-    x_dot : ndarray, shape ``x_shape``
-        Only its dtype is used (the tangent does not enter the cotangents).
-    y_dot_bar : ndarray, shape of ``y``
-    y_bar : ndarray, shape of ``y``, optional
-
-    Returns
-    -------
-    SecondOrderBars
-        ``(J^T y_bar or zeros, empty, J^T y_dot_bar, empty, None)``; ``x_dot_bar`` may be a view
-        of ``y_dot_bar`` (or ``y_dot_bar`` itself) exactly when the layer's VJP returns one.
-    """
-    xp = get_array_module(y_dot_bar)
-    x_dot_bar = layer.apply_vjp(params, cache, y_dot_bar)
-    if y_bar is None:
-        x_bar = xp.zeros(tuple(x_shape), dtype=np.result_type(y_dot_bar.dtype, x_dot.dtype))
-    else:
-        x_bar = layer.apply_vjp(params, cache, y_bar)
-    empty = xp.zeros(0, dtype=x_bar.dtype)
-    return SecondOrderBars(x_bar, empty, x_dot_bar, empty, None)
-
-
-class LinearSecondOrder:
-    """Mixin: ``jvp_vjp`` of a parameter-free layer that is linear given its cache, whose cache
-    records the input shape as ``x_shape``."""
-
-    def jvp_vjp(self, params: Array | None, cache: Any, x_dot: Array, params_dot: Array | None,
-                y_dot_bar: Array, y_bar: Array | None = None) -> SecondOrderBars:
-        """Second-order VJP (see :func:`linear_jvp_vjp`): the checks of :meth:`jvp`
-        (``params``, ``x_dot`` of the cached input's shape, ``params_dot``), then those of
-        :meth:`Layer.jvp_vjp <adjointcore.layers.Layer.jvp_vjp>` (``y_dot_bar``, ``y_bar``).
-
-        Returns
-        -------
-        SecondOrderBars
-            ``(x_bar, empty, x_dot_bar, empty, None)``.
-
-        Raises
-        ------
-        ShapeError, ParameterError, TypeError
-            Naming ``params``, ``x_dot``, ``params_dot``, ``y_dot_bar`` or ``y_bar``.
-        """
-        self._check_no_params(params)  # type: ignore[attr-defined]  # a mixin of Layer subclasses
-        # a mixin of Layer subclasses
-        self._check_tangents(x_dot, cache.x_shape, params_dot)  # type: ignore[attr-defined]
-        # a mixin: the next class in the MRO is a Layer
-        return super().jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, y_bar)  # type: ignore[misc]
-
-    def apply_jvp_vjp(self, params: Array | None, cache: Any, x_dot: Array,
-                      params_dot: Array | None, y_dot_bar: Array,
-                      y_bar: Array | None = None) -> SecondOrderBars:
-        """Unchecked :meth:`jvp_vjp`: ``x_dot_bar = J^T y_dot_bar``, ``x_bar = J^T y_bar``
-        (zero without ``y_bar``); no second-order term (:func:`linear_jvp_vjp`)."""
-        return linear_jvp_vjp(self, params, cache, cache.x_shape, x_dot, y_dot_bar, y_bar)

@@ -16,18 +16,9 @@ from numpy.typing import DTypeLike
 from ..backend import Array, as_dtype, get_array_module
 from ..errors import ParameterError, ShapeError, check_array, check_generator, check_params
 from ._checks import check_child_layer, check_params_dot, init_child, prefixed_shapes
-from .base import (
-    BoundLayer,
-    Layer,
-    SecondOrderBars,
-    add_time_bar,
-    bind_layer,
-    call_jvp,
-    call_jvp_vjp,
-    call_vjp,
-    kernel_jvp,
-    layer_kernel,
-)
+from .base import Layer, call_jvp, call_jvp_vjp, kernel_jvp, layer_kernel
+from .binding import BoundLayer, bind_layer, call_vjp
+from .second_order import SecondOrderBars, add_time_bar
 
 __all__ = ["Sequential", "Residual", "ResidualCache"]
 

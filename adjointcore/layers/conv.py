@@ -58,7 +58,8 @@ from ._im2col import (
     window_counts,
     windows,
 )
-from .base import Layer, SecondOrderBars, param_layout, tangent_sum
+from .base import Layer, param_layout
+from .second_order import SecondOrderBars, tangent_sum
 
 __all__ = ["Conv2d", "ConcatConv2d", "ConvCache"]
 

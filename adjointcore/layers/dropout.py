@@ -15,7 +15,8 @@ import numpy as np
 from ..backend import Array, get_array_module, real_dtype
 from ..errors import check_array, check_probability
 from ._checks import check_mode
-from .base import ParameterFree, SecondOrderBars, linear_jvp_vjp
+from .base import ParameterFree
+from .second_order import SecondOrderBars, linear_jvp_vjp
 
 __all__ = ["Dropout", "DropoutCache"]
 

@@ -15,17 +15,9 @@ import numpy as np
 from ..backend import Array, get_array_module
 from ..errors import ShapeError, check_array, check_params, check_positive_int
 from ._checks import check_y_bar, out_dtype
-from .base import (
-    Layer,
-    SecondOrderBars,
-    add_time_bar,
-    call_jvp,
-    call_jvp_vjp,
-    kernel_jvp,
-    param_layout,
-    tangent_sum,
-)
+from .base import Layer, call_jvp, call_jvp_vjp, kernel_jvp, param_layout
 from .compose import _child_tangent, _Composite
+from .second_order import SecondOrderBars, add_time_bar, tangent_sum
 
 __all__ = ["Scale", "Parallel", "ScaleCache", "ParallelCache"]
 

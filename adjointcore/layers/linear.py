@@ -20,7 +20,9 @@ from .. import init as initmod
 from ..backend import Array, get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
-from .base import BoundLayer, Layer, SecondOrderBars, param_layout, tangent_sum
+from .base import Layer, param_layout
+from .binding import BoundLayer
+from .second_order import SecondOrderBars, tangent_sum
 
 __all__ = ["Linear", "ConcatLinear", "LinearCache", "ConcatLinearCache"]
 

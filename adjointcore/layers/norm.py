@@ -36,7 +36,8 @@ import numpy as np
 from ..backend import Array, get_array_module, real_dtype
 from ..errors import ShapeError, check_array, check_positive_int, check_probability
 from ._checks import check_flag, check_mode, finite_float, out_dtype
-from .base import Layer, SecondOrderBars, tangent_sum
+from .base import Layer
+from .second_order import SecondOrderBars, tangent_sum
 
 __all__ = ["BatchNorm", "GroupNorm", "BatchNormCache", "BatchNormEvalCache", "GroupNormCache",
            "update_running_stats"]

@@ -32,7 +32,8 @@ from ._im2col import (
     window_counts,
     windows,
 )
-from .base import LinearSecondOrder, ParameterFree
+from .base import ParameterFree
+from .second_order import LinearSecondOrder
 
 __all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "MaxPoolCache", "ShapeCache"]
 

@@ -27,8 +27,9 @@ import numpy as np
 from ..backend import Array, get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._checks import check_y_bar
-from .base import LinearSecondOrder, ParameterFree
+from .base import ParameterFree
 from .pool import ShapeCache
+from .second_order import LinearSecondOrder
 
 __all__ = ["Flatten", "Reshape", "ChannelPad", "ChannelUnpad"]
 

@@ -59,8 +59,8 @@ from adjointcore.layers import (
     Tanh,
 )
 from adjointcore.layers.activation import tanh_derivative
-from adjointcore.layers.base import tangent_sum
 from adjointcore.layers.norm import _channel
+from adjointcore.layers.second_order import tangent_sum
 from tests.adjointcore._examples import forward_fresh, split_example
 
 EXAMPLES = builtin_examples(np.random.default_rng(0))

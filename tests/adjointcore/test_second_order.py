@@ -42,7 +42,8 @@ from adjointcore.layers import (
     Softplus,
     Tanh,
 )
-from adjointcore.layers.base import SecondOrderBars, call_jvp_vjp, kernel_jvp
+from adjointcore.layers.base import call_jvp_vjp, kernel_jvp
+from adjointcore.layers.second_order import SecondOrderBars
 from tests.adjointcore._examples import assert_quadratic_form_gradient
 
 GROSS = 1e-3        # a dropped term: >= 1e5 x the FD tolerance

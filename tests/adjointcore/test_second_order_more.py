@@ -59,8 +59,8 @@ from adjointcore.layers import (
     Softplus,
     Tanh,
 )
-from adjointcore.layers.base import SecondOrderBars
 from adjointcore.layers.norm import _channel, _normalise_vjp
+from adjointcore.layers.second_order import SecondOrderBars
 from tests.adjointcore._examples import assert_quadratic_form_gradient, forward_fresh, split_example
 
 EXAMPLES = builtin_examples(np.random.default_rng(0))

@@ -27,7 +27,8 @@ from adjointcore.errors import ShapeError
 from adjointcore.fields import LayerField
 from adjointcore.gradcheck.catalog import builtin_examples
 from adjointcore.layers import ConcatLinear, Linear, Sequential, Tanh
-from adjointcore.layers.base import bind_layer, layer_kernel
+from adjointcore.layers.base import layer_kernel
+from adjointcore.layers.binding import bind_layer
 from adjointcore.layers.linear import BoundLinear
 from adjointcore.sensitivity import continuous_adjoint
 from adjointcore.sensitivity.discrete import discrete_adjoint, grid_forward
