@@ -12,7 +12,8 @@
 """
 from ._rda import rda_step, rda_step_vjp, wavenumbers
 from .anodev2 import ANODEV2Block, ANODEV2Cache, LayerEvolution, RDAEvolution
-from .cnf import CNF, CoupledCNF, cnf_nll
+from .cnf import CNF, cnf_nll
+from .coupled_cnf import CoupledCNF
 from .lm_resnet import LMStack, ResNetStack, ShakeShake, linear_survival
 from .node_ew import CoupledField, node_ew_gradient
 from .odeblock import ODEBlock, ODEBlockCache

@@ -355,3 +355,22 @@ def test_bad_inputs_raise_before_compute():
     with pytest.raises(ValueError, match="n_probes"):
         cnf.redraw(rng, n_probes=0)
     assert isinstance(cnf.forward(0.0, cnf.pack(x), params)[1], CNFCache)
+
+
+def test_coupled_cnf_module_and_old_import_paths():
+    """CoupledCNF lives in nets.coupled_cnf; nets and nets.cnf export the same objects, and
+    each module imports first in a fresh interpreter (no import cycle)."""
+    import subprocess
+    import sys
+
+    import nets
+    from nets import cnf as cnf_module
+    from nets import coupled_cnf
+
+    assert nets.CoupledCNF is cnf_module.CoupledCNF is coupled_cnf.CoupledCNF
+    assert cnf_module.CoupledCNFCache is coupled_cnf.CoupledCNFCache
+    assert nets.CNF is cnf_module.CNF and nets.cnf_nll is cnf_module.cnf_nll
+    for module in ("nets.coupled_cnf", "nets.cnf", "nets._density"):
+        done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, (module, done.stderr)
