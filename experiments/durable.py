@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-from . import provenance, results
+from . import _tables, provenance, results
 
 __all__ = ["ExperimentError", "OutputDirError", "MissingDependencyError", "ConfigError",
            "RunExistsError", "RunFinished", "RunLockedError", "RunInterrupted", "RunId",
@@ -169,7 +169,7 @@ def config_hash(experiment: str, config: dict) -> str:
     """First 10 hex digits of the SHA-256 of the canonical JSON of ``config`` without ``seed``."""
     body = {k: v for k, v in config.items() if k != "seed"}
     text = json.dumps({"experiment": experiment, "config": body}, sort_keys=True,
-                      default=results._json_default)
+                      default=_tables._json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -356,7 +356,7 @@ def _load_resume(paths: RunPaths, config: dict, data: dict) -> dict:
     except (results.ResultsFileError, OSError) as err:
         raise RunExistsError(f"the checkpoint {str(paths.checkpoint)!r} cannot be read ({err}); "
                              f"pass --overwrite to start the run over.") from err
-    same = json.dumps(partial["config"], sort_keys=True) == results._dumps(config)
+    same = json.dumps(partial["config"], sort_keys=True) == _tables._dumps(config)
     if not same:
         raise ConfigError(f"the checkpoint {str(paths.checkpoint)!r} has another configuration "
                           f"than this run ({partial['config']} vs {config}); pass --overwrite "

@@ -25,21 +25,25 @@ Files written before issue 10 (tables as JSON attributes of ``tables``, no units
 ``path`` (:func:`atomic_write`), so a kill at any instant leaves the old file or the new one.
 
 The root attributes' provenance (versions, git state, BLAS, device) is gathered by
-:func:`experiments.provenance.run_metadata`, re-exported here. The sweep index of a results
-folder (:func:`sweep_table` and the other names of :mod:`experiments.sweepindex`) is written
-with this module's tables and stays importable from here.
+:func:`experiments.provenance.run_metadata`, re-exported here. The encoding of the ``config``
+attributes and the tables is :mod:`experiments._tables`; run-file names (:func:`find_runs`,
+:func:`output_path`, the rerun command in :func:`load`'s errors) are
+:mod:`experiments._runfiles`, re-exported here. The sweep index of a results folder
+(:func:`sweep_table` and the other names of :mod:`experiments.sweepindex`) is written with this
+module's tables and stays importable from here.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from ._runfiles import _rerun_hint, find_runs, output_path
+from ._tables import _attr_value, _dumps, _flat_config, _read_table, _write_table
 from .provenance import run_metadata
 
 __all__ = ["output_path", "run_metadata", "save", "load", "load_checkpoint", "atomic_write",
@@ -55,67 +59,11 @@ ROOT_ATTRS = ("experiment", "config", "versions", "git_commit", "backend", "devi
 EXTRA_ATTRS = ("status", "run_id", "git_dirty", "git_diff_sha256", "blas_library",
                "blas_threads")
 
-#: A run file's name: ``EXPERIMENT[_quick]-CONFIGHASH-seedN[.ckpt].h5`` (experiments.durable).
-RUN_NAME = re.compile(r"^(?P<name>[A-Za-z0-9_]+?)(?P<quick>_quick)?-(?P<hash>[0-9a-f]{10})"
-                      r"-seed(?P<seed>\d+)(?P<ckpt>\.ckpt)?$")
-
 
 class ResultsFileError(ValueError):
     """A path given to :func:`load` is not a complete results file written by :func:`save`
     (a directory, an empty, truncated or corrupt file, a non-HDF5 file, or an HDF5 file of
     another layout). The message names the path, says what is wrong and how to regenerate it."""
-
-
-def output_path(out, experiment: str, quick: bool, suffix: str = ".h5") -> Path:
-    """``out/EXPERIMENT.h5`` for a full run, ``out/EXPERIMENT_quick.h5`` for a quick one
-    (the names before issue 10; durable runs are named by :func:`experiments.durable.run_paths`).
-    """
-    return Path(out) / f"{experiment}{'_quick' if quick else ''}{suffix}"
-
-
-def find_runs(out, experiment: str | None = None, quick: bool | None = None,
-              seed: int | None = None) -> list:
-    """Finished run files under ``out`` (named ``EXPERIMENT[_quick]-HASH-seedN.h5``), sorted.
-
-    Parameters
-    ----------
-    out : str or Path
-        The ``--out`` folder.
-    experiment, quick, seed : optional
-        Keep only runs of this experiment / mode / seed.
-
-    Returns
-    -------
-    list of Path
-        Checkpoints (``*.ckpt.h5``) and temporary files are not listed.
-    """
-    found = []
-    for path in sorted(Path(out).glob("*.h5")):
-        m = RUN_NAME.match(path.name[:-3])
-        if m is None or m["ckpt"]:
-            continue
-        if experiment is not None and m["name"] != experiment:
-            continue
-        if quick is not None and bool(m["quick"]) != bool(quick):
-            continue
-        if seed is not None and int(m["seed"]) != int(seed):
-            continue
-        found.append(path)
-    return found
-
-
-def _json_default(value):
-    """JSON form of what :mod:`json` cannot encode: NumPy scalars/arrays as numbers/lists,
-    anything else (paths, dtypes) as its ``str``."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def _dumps(value) -> str:
-    return json.dumps(value, sort_keys=True, default=_json_default)
 
 
 def default_unit(name: str) -> str:
@@ -172,82 +120,6 @@ def atomic_write(path, fill) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
-
-
-def _flat_config(config: dict, prefix: str = ""):
-    """``(key, value)`` pairs of a nested configuration, keys joined by ``.``."""
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            yield from _flat_config(value, f"{name}.")
-        else:
-            yield name, value
-
-
-def _attr_value(value):
-    """``value`` as an HDF5 attribute: numbers, booleans, strings and numeric lists as they are,
-    None as ``"None"``, anything else as JSON text."""
-    if isinstance(value, (bool, int, float, str, np.generic)):
-        return value
-    if value is None:
-        return "None"
-    arr = np.asarray(value, dtype=object)
-    if arr.ndim >= 1 and arr.size and all(isinstance(v, (bool, int, float, np.generic))
-                                          for v in arr.ravel()):
-        return np.asarray(value)
-    return _dumps(value)
-
-
-def _column_kind(values) -> str:
-    """``"bool"``, ``"int"``, ``"float"``, ``"str"`` or ``"json"`` for a table column."""
-    if all(isinstance(v, (bool, np.bool_)) for v in values):
-        return "bool"
-    numbers = [isinstance(v, (int, float, np.integer, np.floating))
-               and not isinstance(v, (bool, np.bool_)) for v in values]
-    if all(numbers):
-        ints = all(isinstance(v, (int, np.integer)) for v in values)
-        return "int" if ints else "float"
-    if all(isinstance(v, str) for v in values):
-        return "str"
-    return "json"
-
-
-_KIND_DTYPE = {"bool": np.bool_, "int": np.int64, "float": np.float64}
-_KIND_FILL = {"bool": False, "int": -1, "float": np.nan, "str": "", "json": ""}
-
-
-def _table_array(rows: list):
-    """Rows (dicts) as ``(structured array, kinds, present mask)``; columns in first-seen order."""
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    present = np.array([[k in row and row[k] is not None for k in columns] for row in rows],
-                       dtype=bool).reshape(len(rows), len(columns))
-    kinds = [_column_kind([row[k] for row in rows if row.get(k) is not None]) for k in columns]
-    dtype = [(k, _KIND_DTYPE.get(kind, h5py.string_dtype()))
-             for k, kind in zip(columns, kinds, strict=True)]
-    table = np.zeros(len(rows), dtype=dtype)
-    for j, (key, kind) in enumerate(zip(columns, kinds, strict=False)):
-        cells = [row.get(key) if present[i, j] else _KIND_FILL[kind] for i, row in enumerate(rows)]
-        if kind == "json":
-            cells = [_dumps(c) if present[i, j] else "" for i, c in enumerate(cells)]
-        elif kind == "str":
-            cells = [str(c) for c in cells]
-        table[key] = np.array(cells, dtype=object) if kind in ("str", "json") else cells
-    return table, kinds, present
-
-
-def _write_table(group, name: str, rows: list) -> None:
-    if not rows:
-        ds = group.create_dataset(name, data=np.zeros(0, dtype=[("empty", np.int8)]))
-        ds.attrs["empty"] = True
-        return
-    table, kinds, present = _table_array(rows)
-    ds = group.create_dataset(name, data=table)
-    ds.attrs["kinds"] = np.array(kinds, dtype=h5py.string_dtype())
-    json_cols = [k for k, kind in zip(table.dtype.names, kinds, strict=False) if kind == "json"]
-    if json_cols:
-        ds.attrs["json_columns"] = np.array(json_cols, dtype=h5py.string_dtype())
-    if not present.all():
-        ds.attrs["present"] = present
 
 
 def _check_names(metrics: dict, tables: dict) -> dict:
@@ -360,31 +232,6 @@ def write_checkpoint_group(f, arrays: dict, position: dict, rng_state: dict | No
 
 
 # --------------------------------------------------------------------------------- reading
-def _rerun_hint(path: Path) -> str:
-    """How to regenerate ``path``: the exact command when its name is a run file's
-    (``NAME[_quick]-HASH-seedN[.ckpt].h5``, or the older ``NAME[_quick].h5``) for a registered
-    experiment, else the generic one (with its folder)."""
-    stem = path.name[:-3] if path.name.endswith(".h5") else path.stem
-    run = RUN_NAME.match(stem)
-    if run is not None:
-        name, quick, seed = run["name"], bool(run["quick"]), f" --seed {run['seed']}"
-    else:
-        quick = stem.endswith("_quick")
-        name, seed = (stem[:-len("_quick")] if quick else stem), ""
-    out = repr(str(path.parent))
-    try:                    # imported only on this error path (it imports every experiment)
-        from .registry import EXPERIMENTS
-    except Exception:  # noqa: BLE001 - an error message must not fail: use the generic hint
-        EXPERIMENTS = {}
-    if path.suffix == ".h5" and name in EXPERIMENTS:
-        extra = (" (with the same --set options, if it had any)" if run is not None else "")
-        resume = (" --resume" if run is not None and run["ckpt"] else "")
-        return (f"rerun the experiment to regenerate it: python -m experiments {name}"
-                f"{' --quick' if quick else ''}{seed} --out {out}{resume}{extra}")
-    return (f"rerun the experiment that wrote it to regenerate it: python -m experiments NAME "
-            f"[--quick] --out {out} (`python -m experiments --list` lists the names)")
-
-
 def _results_path(path) -> Path:
     """``path`` as a :class:`Path` to an existing, non-empty HDF5 file; the project's error
     naming the path otherwise (checked before h5py opens it, whose errors omit the path)."""
@@ -434,32 +281,6 @@ def _layout_problems(f) -> list:
     if not isinstance(f.get("metrics"), h5py.Group):
         problems.append("the group 'metrics'")
     return problems
-
-
-def _cell(value, kind: str):
-    """A table cell as the Python value that was saved."""
-    if kind == "bool":
-        return bool(value)
-    if kind == "int":
-        return int(value)
-    if kind == "float":
-        return float(value)
-    text = value.decode() if isinstance(value, bytes) else str(value)
-    return json.loads(text) if kind == "json" else text
-
-
-def _read_table(ds) -> list:
-    """Rows (dicts) of a compound table dataset written by :func:`_write_table`."""
-    if ds.attrs.get("empty", False):
-        return []
-    table = ds[()]
-    columns = table.dtype.names
-    kinds = [k.decode() if isinstance(k, bytes) else str(k) for k in ds.attrs["kinds"]]
-    present = ds.attrs["present"] if "present" in ds.attrs else np.ones(
-        (len(table), len(columns)), dtype=bool)
-    pairs = list(enumerate(zip(columns, kinds, strict=True)))
-    return [{c: _cell(table[i][c], kind) for j, (c, kind) in pairs if present[i, j]}
-            for i in range(len(table))]
 
 
 def _open(path: Path):

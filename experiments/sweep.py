@@ -47,7 +47,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import durable, results, sweepindex
+from . import _tables, durable, results, sweepindex
 from ._cluster import _connect, _describe_failure, _limit_blas
 from .sweepplan import Plan, Point, SweepError, parse_grid, parse_seeds, plan_sweep
 
@@ -71,7 +71,7 @@ def _config_columns(experiment: str, config: dict) -> dict:
     """``config.KEY`` columns, optional settings at their defaults included (seed and quick
     have their own columns)."""
     from .registry import settings
-    return {f"config.{k}": v for k, v in results._flat_config(settings(experiment, config))
+    return {f"config.{k}": v for k, v in _tables._flat_config(settings(experiment, config))
             if k not in ("seed", "quick")}
 
 

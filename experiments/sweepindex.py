@@ -16,15 +16,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .results import (
-    ResultsFileError,
-    _cell,
-    _dumps,
-    _open,
-    _read_table,
-    _write_table,
-    atomic_write,
-)
+from ._tables import _cell, _dumps, _read_table, _write_table
+from .results import ResultsFileError, _open, atomic_write
 
 __all__ = ["SWEEP_INDEX", "SWEEP_FORMAT", "write_sweep_index", "read_sweep_rows", "sweep_table"]
 

@@ -16,7 +16,7 @@ import json
 import re
 from typing import Optional
 
-from . import durable, results
+from . import _tables, durable
 
 __all__ = ["SweepError", "Point", "Plan", "parse_seeds", "parse_grid", "plan_sweep"]
 
@@ -134,7 +134,7 @@ def parse_grid(experiment: str, texts, quick: bool = False, fixed: Optional[dict
             except durable.ConfigError as err:
                 raise SweepError(f"--grid {key}={r}: {_strip_set(str(err))}") from None
             value_set = settings(experiment, cfg)[key]
-            canon = json.dumps(value_set, sort_keys=True, default=results._json_default)
+            canon = json.dumps(value_set, sort_keys=True, default=_tables._json_default)
             if canon in seen:
                 raise SweepError(f"--grid {text!r}: the values {seen[canon]!r} and {r!r} are the "
                                  f"same setting ({key}={value_set!r}); list each value once.")

@@ -100,12 +100,14 @@ def test_tables_round_trip_as_compound_datasets(tmp_path):
 
 
 def test_moved_names_stay_importable_from_results():
-    """Provenance moved to experiments.provenance and the sweep index to
-    experiments.sweepindex; ``experiments.results.run_metadata``, ``.sweep_table`` and the
-    other names of its ``__all__`` (documented there) are the same objects."""
-    from experiments import provenance, sweepindex
-    from experiments.results import run_metadata, sweep_table
+    """Provenance moved to experiments.provenance, the sweep index to experiments.sweepindex
+    and the run-file names to experiments._runfiles; ``experiments.results.run_metadata``,
+    ``.sweep_table``, ``.find_runs`` and the other names of its ``__all__`` (documented there)
+    are the same objects."""
+    from experiments import _runfiles, provenance, sweepindex
+    from experiments.results import find_runs, output_path, run_metadata, sweep_table
     assert run_metadata is provenance.run_metadata and sweep_table is sweepindex.sweep_table
+    assert find_runs is _runfiles.find_runs and output_path is _runfiles.output_path
     for name in sweepindex.__all__:
         assert getattr(results, name) is getattr(sweepindex, name)
     assert set(results.__all__) >= set(sweepindex.__all__) - {"SWEEP_FORMAT"}
