@@ -40,23 +40,33 @@ Hutchinson-trained models).
 The run is durable (:mod:`experiments.durable`): checkpoints every 100 epochs (default of
 ``--checkpoint-every``) and after every training; ``--resume`` continues bitwise. Compare
 NODE and NODE-EW over seeds by running ``--seed 0``, ``1``, ``2`` (each its own file).
+
+The models and their solves are :mod:`experiments._cnf2d_model` (:class:`Model` and
+:func:`build_model` importable from here), the figures :mod:`experiments._cnf2d_plot`.
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import NamedTuple, Optional
 
 import numpy as np
 
 import solvers
-from adjointcore.layers import ConcatLinear, Linear, Scale, Sequential, Tanh
 from adjointcore.optim import Adam
-from adjointcore.sensitivity import begin_trajectory_gradient
-from nets import CNF, CoupledCNF, cnf_nll
 
 from . import _toy2d, durable
-from ._plotting import PLOT_MODULES, caption, draw, new_figure, save_figure
+from ._cnf2d_model import (
+    MODEL_LABELS,
+    Model,
+    _train_step,
+    build_model,
+    grid_axis,
+    heldout_nll,
+    inverse_samples,
+    learned_density,
+)
+from ._cnf2d_plot import _plot
+from ._plotting import PLOT_MODULES, draw
 from ._progress import log, progress_bar
 from ._training import check_loss
 
@@ -65,7 +75,6 @@ __all__ = ["run", "make_config", "QUICK", "FULL", "COMMON", "MODELS", "TRACES", 
 
 MODELS = ("node", "node_ew")
 TRACES = ("exact", "hutchinson")
-MODEL_LABELS = {"node": "NODE", "node_ew": "NODE-EW"}
 
 #: Quick: seconds (the tests).
 QUICK = {"datasets": ["two_moons", "checkerboard"], "models": list(MODELS),
@@ -168,88 +177,6 @@ def make_data(cfg, dataset: str):
     """``(train (n_train, 2), test (n_test, 2))`` of ``dataset`` for this seed."""
     return (_toy2d.sample(dataset, cfg["n_train"], _rng(cfg, dataset, "train")),
             _toy2d.sample(dataset, cfg["n_test"], _rng(cfg, dataset, "test")))
-
-
-# ------------------------------------------------------------------------------ models
-class Model:
-    """A CNF (``"node"``) or a NODE-EW CNF (``"node_ew"``) on batches of any size: fields per
-    batch size, the flat trained vector ``[theta0 (, theta1)]``, the initial state and the
-    gradient of the NLL."""
-
-    def __init__(self, kind: str, hidden: int):
-        self.kind = kind
-        self.f = Sequential(ConcatLinear(2, hidden), Tanh(), ConcatLinear(hidden, 2))
-        self.n_theta = int(self.f.n_params)
-        self.g = None
-        if kind == "node_ew":
-            n = self.n_theta
-            self.g = Sequential(Linear(n, n), Tanh(), Scale(n, init_value=0.0))
-
-    @property
-    def n_params(self) -> int:
-        return self.n_theta + (0 if self.g is None else int(self.g.n_params))
-
-    def field(self, n: int):
-        if self.g is None:
-            return CNF(self.f, (n, 2))
-        return CoupledCNF(self.f, self.g, (n, 2))
-
-    def init(self, theta0_rng, theta1_rng) -> np.ndarray:
-        theta0 = self.f.init(theta0_rng)
-        if self.g is None:
-            return theta0
-        return np.concatenate([theta0, self.g.init(theta1_rng)])
-
-    def initial(self, field, x, params):
-        """``(y0, field parameters)``."""
-        if self.g is None:
-            return field.pack(x), params
-        return field.pack(x, params[:self.n_theta]), params[self.n_theta:]
-
-    def grad(self, field, y0_bar, params_bar):
-        """The gradient with respect to the trained vector."""
-        if self.g is None:
-            return params_bar
-        return np.concatenate([field.initial_state_vjp(y0_bar)[1], params_bar])
-
-
-def build_model(cfg, kind: str) -> Model:
-    """The model ``kind`` (``"node"`` or ``"node_ew"``) of this configuration."""
-    return Model(kind, cfg["hidden"])
-
-
-def _solve_options(cfg) -> dict:
-    return {"t0": 0.0, "gradient": "discrete", "method": cfg["solver"], "rtol": cfg["rtol"],
-            "atol": cfg["atol"], "max_steps": cfg["max_steps"]}
-
-
-def _nll(model: Model, cfg, params, x):
-    """Per-point NLL ``(n,)`` with the exact trace, the final state and the solve's NFE."""
-    field = model.field(len(x))
-    y0, p = model.initial(field, x, params)
-    sol = solvers.solve(field, y0, (0.0, cfg["t1"]), p, method=cfg["solver"], rtol=cfg["rtol"],
-                        atol=cfg["atol"], max_steps=cfg["max_steps"], dense_output=False)
-    y1 = sol.ys[-1]
-    z, logp = field.unpack_density(y1)
-    nll = 0.5 * np.sum(z * z, axis=1) + math.log(2 * math.pi) + logp
-    return nll, y1, int(sol.stats.nfe)
-
-
-def heldout_nll(model: Model, cfg, params, x) -> tuple:
-    """``(mean held-out NLL, NFE)`` with the exact trace."""
-    nll, _, nfe = _nll(model, cfg, params, x)
-    return float(np.mean(nll)), nfe
-
-
-def _train_step(model: Model, cfg, field, params, x):
-    """``(NLL, gradient, forward NFE, VJPs, accepted steps)`` of one batch."""
-    y0, p = model.initial(field, x, params)
-    sweep = begin_trajectory_gradient(field, y0, p, [cfg["t1"]], **_solve_options(cfg))
-    value, y1_bar = cnf_nll(field, sweep.ys[0])
-    g = sweep.gradient(y1_bar[None])
-    grad = model.grad(field, g.y0_bar, g.params_bar)
-    return (float(value), grad, int(sweep.stats.forward_nfe), int(g.stats.vjps),
-            int(sweep.stats.n_accepted))
 
 
 # ------------------------------------------------------------------------------ loop state
@@ -399,36 +326,6 @@ def _train(run, cfg, loop: Loop, data) -> Loop:
 
 
 # ------------------------------------------------------------------------------ evaluation
-def grid_axis(cfg) -> np.ndarray:
-    """The density grid's coordinates along each axis (cell centres)."""
-    r, n = cfg["plot_range"], cfg["grid"]
-    edges = np.linspace(-r, r, n + 1)
-    return 0.5 * (edges[1:] + edges[:-1])
-
-
-def learned_density(model: Model, cfg, params):
-    """``(log p on the grid (G, G) [row: y, column: x], theta(t1) or None)``: each grid point
-    solved to the base with the exact trace."""
-    axis = grid_axis(cfg)
-    gx, gy = np.meshgrid(axis, axis)
-    pts = np.stack([gx.ravel(), gy.ravel()], axis=1)
-    nll, y1, _ = _nll(model, cfg, params, pts)
-    theta1 = None if model.g is None else model.field(len(pts)).unpack(y1)[1].copy()
-    return (-nll).reshape(gx.shape), theta1
-
-
-def inverse_samples(model: Model, cfg, params, theta_t1, rng) -> np.ndarray:
-    """Base samples ``N(0, I)`` pushed back to data space by the inverse solve (``t1 -> 0``)."""
-    n = cfg["n_plot_samples"]
-    z1 = rng.standard_normal((n, 2))
-    field = model.field(n)
-    if model.g is None:
-        y1, p = field.pack(z1), params
-    else:
-        y1, p = field.pack(z1, theta_t1), params[model.n_theta:]
-    sol = solvers.solve(field, y1, (cfg["t1"], 0.0), p, method=cfg["solver"], rtol=cfg["rtol"],
-                        atol=cfg["atol"], max_steps=cfg["max_steps"], dense_output=False)
-    return field.unpack_density(sol.ys[-1])[0].copy()
 
 
 def _first_at_or_below(curve, level) -> int:
@@ -542,77 +439,3 @@ def run(quick: bool = False, out: str = "results", seed: int = 0, *,
         status = draw(options, lambda: _plot(path, metrics, cfg, rn.id.stem, gauss))
     finite = all(np.all(np.isfinite(loop.done[f"{t.key}.heldout_nll"])) for t in task_list)
     return status if finite else 1
-
-
-# ------------------------------------------------------------------------------ figures
-STYLES = {("node", "exact"): {"color": "C0", "ls": "-", "lw": 1.2},
-          ("node_ew", "exact"): {"color": "C3", "ls": "-", "lw": 1.2},
-          ("node", "hutchinson"): {"color": "C0", "ls": ":", "lw": 1.2},
-          ("node_ew", "hutchinson"): {"color": "C3", "ls": ":", "lw": 1.2}}
-
-
-def _scatter(ax, pts, r, title, color="k"):
-    ax.scatter(pts[:, 0], pts[:, 1], s=1.5, c=color, alpha=0.5, linewidths=0)
-    ax.set(xlim=(-r, r), ylim=(-r, r), aspect="equal", xticks=[], yticks=[])
-    ax.set_title(title, fontsize=8)
-
-
-def _density(ax, logp, r, title):
-    ax.imshow(np.exp(logp), origin="lower", extent=(-r, r, -r, r), cmap="viridis",
-              interpolation="nearest")
-    ax.set(xlim=(-r, r), ylim=(-r, r), aspect="equal", xticks=[], yticks=[])
-    ax.set_title(title, fontsize=8)
-
-
-def _plot_one(path, metrics, cfg, stem, gauss, trace):
-    """Rows: data sets; columns: data, densities and inverse-solve samples of the models trained
-    with ``trace``, held-out NLL against epoch (all trainings) with the Gaussian's level."""
-    datasets, models = cfg["datasets"], cfg["models"]
-    ncol = 2 + 2 * len(models)
-    fig = new_figure((2.3 * ncol, 2.3 * len(datasets) + 0.9))
-    axes = fig.subplots(len(datasets), ncol, squeeze=False)
-    r = cfg["plot_range"]
-    for i, d in enumerate(datasets):
-        row = axes[i]
-        _scatter(row[0], metrics[f"{d}.train"], r, f"{d}: data")
-        for j, mdl in enumerate(models):
-            key = f"{d}.{mdl}.{trace}"
-            nll = metrics[f"{key}.heldout_nll"][-1]
-            _density(row[1 + j], metrics[f"{key}.log_density"], r,
-                     f"{MODEL_LABELS[mdl]} density (NLL {nll:.2f})")
-            _scatter(row[1 + len(models) + j], metrics[f"{key}.samples"], r,
-                     f"{MODEL_LABELS[mdl]}: base samples pushed back", color=STYLES[(mdl,
-                                                                                      trace)][
-                         "color"])
-        ax = row[-1]
-        for mdl in models:
-            for tr in cfg["traces"]:
-                curve = metrics[f"{d}.{mdl}.{tr}.heldout_nll"]
-                ax.plot(np.arange(len(curve)), curve, label=f"{MODEL_LABELS[mdl]} {tr}",
-                        **STYLES[(mdl, tr)])
-        ax.axhline(gauss[d], color="0.4", ls="--", lw=1, label="one Gaussian")
-        if f"{d}.true_nll" in metrics:
-            ax.axhline(metrics[f"{d}.true_nll"], color="0.6", ls="-.", lw=1, label="true density")
-        lo = min(float(np.min(metrics[f"{d}.{m}.{t}.heldout_nll"])) for m in models
-                 for t in cfg["traces"])
-        ax.set_ylim(min(lo, metrics.get(f"{d}.true_nll", lo)) - 0.1, gauss[d] + 0.6)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel("held-out NLL [nats]", fontsize=8)
-        ax.tick_params(labelsize=7)
-        if i == 0:
-            ax.legend(fontsize=6)
-    fig.suptitle(f"CNF on 2-D densities, {trace} trace in training: NODE vs NODE-EW "
-                 f"({cfg['epochs']} epochs x {cfg['batch']} points, Adam)", fontsize=10)
-    lines = caption(fig, stem, cfg, ("hidden", "epochs", "batch", "lr", "solver", "rtol",
-                                     "atol", "t1", "probes", "n_train", "n_test", "seed",
-                                     "quick"))
-    save_figure(fig, path, dpi=90, caption_lines=lines)
-    return path
-
-
-def _plot(h5_path, metrics, cfg, stem, gauss):
-    paths = []
-    for k, trace in enumerate(cfg["traces"]):
-        path = h5_path.with_suffix(".png") if k == 0 else h5_path.with_suffix(f".{trace}.png")
-        paths.append(_plot_one(path, metrics, cfg, stem, gauss, trace))
-    return ", ".join(str(p) for p in paths)

@@ -10,7 +10,7 @@ import pytest
 
 import solvers
 from adjointcore.sensitivity import begin_trajectory_gradient
-from experiments import _toy2d, cnf2d, durable, registry, results
+from experiments import _cnf2d_model, _toy2d, cnf2d, durable, registry, results
 from experiments.__main__ import main
 from nets import cnf_nll
 from tests.experiments._harness import (
@@ -106,7 +106,7 @@ def test_inverse_solve_inverts_the_flow(kind):
     """Base samples pushed back to data space and solved forward again land where they
     started (to the solver tolerance), and the learned density integrates to about 1."""
     cfg, model, params = _trained_like(kind)
-    logp, theta_t1 = cnf2d.learned_density(model, cfg, params)
+    logp, theta_t1 = _cnf2d_model.learned_density(model, cfg, params)
     assert logp.shape == (40, 40) and np.all(np.isfinite(logp))
     h = 2 * cfg["plot_range"] / cfg["grid"]
     assert 0.97 < np.exp(logp).sum() * h * h < 1.01
@@ -114,7 +114,7 @@ def test_inverse_solve_inverts_the_flow(kind):
         assert theta_t1.shape == (model.n_theta,) and not np.allclose(
             theta_t1, params[:model.n_theta])
     rng = np.random.default_rng(5)
-    x = cnf2d.inverse_samples(model, cfg, params, theta_t1, rng)
+    x = _cnf2d_model.inverse_samples(model, cfg, params, theta_t1, rng)
     z = np.random.default_rng(5).standard_normal((cfg["n_plot_samples"], 2))
     field = model.field(len(x))
     y0, p = model.initial(field, x, params)
