@@ -15,25 +15,44 @@ the third part of the identity), so runs of different seeds or configurations ne
 file. :func:`claim` is what every experiment (and a sweep, per grid point) calls first: it checks
 the output folder and optional packages, takes the lock, refuses to overwrite a finished run
 (unless ``overwrite``) and loads the checkpoint to continue from (``resume``).
+
+The refusals (:class:`ExperimentError` and its subclasses, each with its exit status) and the
+checks made before any compute (:func:`check_out_dir`, :func:`check_modules`,
+:func:`apply_overrides`, :func:`parse_override`) are :mod:`experiments._preflight`; the
+conversion of a loop's RNG and optimiser state to what a checkpoint stores (:func:`rng_state`,
+:func:`optimizer_arrays` and back) is :mod:`experiments._loopstate`. All these names are
+importable from here.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 import shlex
 import signal
-import sys
 import threading
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 from . import _tables, provenance, results
+from ._loopstate import optimizer_arrays, restore_optimizer, restore_rng, rng_state
+from ._preflight import (
+    ConfigError,
+    ExperimentError,
+    MissingDependencyError,
+    OutputDirError,
+    RunExistsError,
+    RunFinished,
+    RunLockedError,
+    apply_overrides,
+    check_modules,
+    check_out_dir,
+    parse_override,
+)
 
 __all__ = ["ExperimentError", "OutputDirError", "MissingDependencyError", "ConfigError",
            "RunExistsError", "RunFinished", "RunLockedError", "RunInterrupted", "RunId",
@@ -41,41 +60,6 @@ __all__ = ["ExperimentError", "OutputDirError", "MissingDependencyError", "Confi
            "check_out_dir", "check_modules", "apply_overrides", "parse_override", "claim",
            "save_checkpoint", "after_step", "finish", "resume_command", "rng_state",
            "restore_rng", "optimizer_arrays", "restore_optimizer", "array_checksum"]
-
-
-class ExperimentError(Exception):
-    """A run refused before any compute; the message names the argument or path and the fix."""
-
-    exit_code = 2
-
-
-class OutputDirError(ExperimentError):
-    """``--out`` cannot hold results (a file, under a file, read-only, not creatable)."""
-
-
-class MissingDependencyError(ExperimentError):
-    """An optional package the run needs is not installed; the message says what to install."""
-
-
-class ConfigError(ExperimentError, ValueError):
-    """A configuration override is unknown or of the wrong type, or a checkpoint's data or
-    configuration does not match this run."""
-
-
-class RunExistsError(ExperimentError):
-    """A finished run or an interrupted run's checkpoint of this identity exists already."""
-
-
-class RunFinished(ExperimentError):
-    """``--resume`` of a run that has already finished: nothing to do (exit status 0)."""
-
-    exit_code = 0
-
-
-class RunLockedError(ExperimentError):
-    """Another process is writing the run of this identity."""
-
-    exit_code = 3
 
 
 class RunInterrupted(Exception):
@@ -194,120 +178,6 @@ def array_checksum(*arrays) -> str:
         digest.update(f"{a.dtype.str}{a.shape}".encode())
         digest.update(a.tobytes())
     return digest.hexdigest()
-
-
-# ------------------------------------------------------------------------------- checks
-def check_out_dir(out) -> Path:
-    """``out`` as a folder that exists (created if missing) and accepts new files.
-
-    Raises
-    ------
-    OutputDirError
-        ``out`` is a file, lies under a regular file, cannot be created, or is not writable
-        (read-only folder or file system); the message names the path and the fix.
-    """
-    out = Path(out)
-    shown = repr(str(out))
-    fix = "pass --out with a writable folder (it is created if missing)"
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"--out {shown} is an existing file, not a directory; {fix}.")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputDirError(f"--out {shown} lies under {str(parent)!r}, which is a "
-                                     f"regular file, not a folder; {fix}.")
-            break
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputDirError(f"--out {shown} cannot be created ({err.strerror or err}); "
-                             f"{fix}.") from err
-    probe = out / f".write-test.{os.getpid()}"
-    try:
-        with open(probe, "wb") as fh:
-            fh.write(b"ok")
-    except OSError as err:
-        raise OutputDirError(f"--out {shown} is not writable ({err.strerror or err}); {fix}, "
-                             f"or fix its permissions.") from err
-    finally:
-        with contextlib.suppress(OSError):
-            probe.unlink()
-    return out
-
-
-def _installed(module: str) -> bool:
-    if module in sys.modules:
-        return sys.modules[module] is not None
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def check_modules(modules: dict, purpose: str, skip_flag: str = "") -> None:
-    """Raise :class:`MissingDependencyError` naming what to ``pip install`` for ``purpose``.
-
-    Parameters
-    ----------
-    modules : dict of str -> str
-        Import name -> pip requirement (e.g. ``{"matplotlib": "adjointcore[plot]"}``).
-    purpose : str
-        What needs them (``"digits's figure"``).
-    skip_flag : str
-        A flag that avoids the need (``"--no-plot"``), named in the message.
-    """
-    missing = {m: req for m, req in modules.items() if not _installed(m)}
-    if missing:
-        reqs = " ".join(shlex.quote(r) for r in dict.fromkeys(missing.values()))
-        skip = f", or pass {skip_flag} to skip it" if skip_flag else ""
-        raise MissingDependencyError(f"{purpose} needs {sorted(missing)}, not installed: pip "
-                                     f"install {reqs}{skip}.")
-
-
-def parse_override(text: str) -> tuple:
-    """``"KEY=VALUE"`` as ``(KEY, value)``; VALUE is read as JSON (numbers, true/false, null,
-    lists) and otherwise kept as text."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r} must look like KEY=VALUE, e.g. --set epochs=3.")
-    try:
-        return key.strip(), json.loads(value)
-    except ValueError:
-        return key.strip(), value
-
-
-def _fits(default, value) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    if default is None:
-        return value is None or isinstance(value, (int, float, str))
-    return isinstance(value, type(default))
-
-
-def apply_overrides(experiment: str, defaults: dict, overrides: Optional[dict]) -> dict:
-    """``defaults`` updated by ``overrides``, each key known and each value of the default's type.
-
-    Raises
-    ------
-    ConfigError
-        Naming the key, what it must be and the keys there are.
-    """
-    cfg = dict(defaults)
-    for key, value in (overrides or {}).items():
-        if key not in defaults or key in ("seed", "quick"):
-            known = sorted(k for k in defaults if k not in ("seed", "quick"))
-            raise ConfigError(f"--set {key}=...: {experiment} has no setting {key!r} (--seed "
-                              f"and --quick are flags); choose one of {known}.")
-        if not _fits(defaults[key], value):
-            raise ConfigError(f"--set {key}={value!r}: {experiment}'s {key!r} must be "
-                              f"{type(defaults[key]).__name__} like its default "
-                              f"{defaults[key]!r}.")
-        cfg[key] = float(value) if isinstance(defaults[key], float) else value
-    return cfg
 
 
 # ------------------------------------------------------------------------------- claim
@@ -558,37 +428,3 @@ def finish(run: Run, metrics: dict, tables: Optional[dict] = None, units: Option
     with contextlib.suppress(OSError):
         run.paths.checkpoint.unlink()
     return path
-
-
-# ------------------------------------------------------------------------------- state
-def rng_state(rng: np.random.Generator) -> dict:
-    """The bit generator's full state (JSON-serialisable)."""
-    return rng.bit_generator.state
-
-
-def restore_rng(state: dict) -> np.random.Generator:
-    """A Generator continuing exactly where the one with ``state`` stopped."""
-    bit_generator = getattr(np.random, state["bit_generator"])()
-    bit_generator.state = state
-    return np.random.Generator(bit_generator)
-
-
-def optimizer_arrays(prefix: str, state: Any) -> dict:
-    """An optimiser's NamedTuple state as ``{prefix + field: array}`` (None fields left out)."""
-    return {f"{prefix}{k}": np.asarray(v) for k, v in state._asdict().items() if v is not None}
-
-
-def restore_optimizer(template: Any, arrays: dict, prefix: str) -> Any:
-    """The optimiser state saved by :func:`optimizer_arrays`, of ``template``'s type.
-
-    Scalars come back as the Python numbers they were (h5py reads a scalar dataset as a NumPy
-    scalar, and ``b ** numpy.int64(t)`` can round differently from ``b ** t``: a resumed run
-    would then drift from an uninterrupted one in the last bit).
-    """
-    fields = {}
-    for name in template._fields:
-        value = arrays.get(f"{prefix}{name}")
-        if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
-            value = value.item()
-        fields[name] = value
-    return type(template)(**fields)

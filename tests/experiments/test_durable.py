@@ -270,6 +270,20 @@ def test_bad_flags_are_usage_errors(capsys, argv, text):
     assert text in capsys.readouterr().err
 
 
+def test_moved_names_stay_importable_from_durable():
+    """The refusals and pre-compute checks moved to experiments._preflight and the loop-state
+    conversions to experiments._loopstate; ``experiments.durable`` gives the same objects."""
+    from experiments import _loopstate, _preflight
+    moved = {_preflight: ["ExperimentError", "OutputDirError", "MissingDependencyError",
+                          "ConfigError", "RunExistsError", "RunFinished", "RunLockedError",
+                          "check_out_dir", "check_modules", "apply_overrides",
+                          "parse_override"],
+             _loopstate: ["rng_state", "restore_rng", "optimizer_arrays", "restore_optimizer"]}
+    for module, names in moved.items():
+        for name in names:
+            assert name in durable.__all__ and getattr(durable, name) is getattr(module, name)
+
+
 def test_run_options_reject_contradictions():
     with pytest.raises(durable.ConfigError, match="exclude each other"):
         durable.RunOptions(resume=True, overwrite=True)
