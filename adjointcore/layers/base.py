@@ -114,6 +114,7 @@ from .second_order import (
     _no_jvp_vjp,
     add_time_bar,
     linear_jvp_vjp,
+    missing_method,
     tangent_sum,
 )
 
@@ -151,11 +152,9 @@ def _context(timed: bool, random: bool, t: Any, rng: np.random.Generator | None)
 
 
 def _no_jvp(layer: Any, where: str = "") -> NotImplementedError:
-    who = f"{where} ({type(layer).__name__})" if where else type(layer).__name__
-    return NotImplementedError(
-        f"{who} has no forward-mode jvp(params, cache, x_dot, params_dot=None) -> y_dot; add "
-        f"one to the layer (see docs/protocols.md, 'Forward mode') or keep it out of "
-        f"forward-mode computations.")
+    return missing_method(layer, where, "forward-mode jvp(params, cache, x_dot, params_dot=None) "
+                          "-> y_dot; add one to the layer (see docs/protocols.md, 'Forward "
+                          "mode') or keep it out of forward-mode computations.")
 
 
 def call_jvp(layer: Any, params: Array, cache: Any, x_dot: Array, params_dot: Array | None = None,

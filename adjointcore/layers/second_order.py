@@ -66,12 +66,17 @@ def add_time_bar(a: Array | None, b: Array | None) -> Array | None:
     return a + b
 
 
-def _no_jvp_vjp(layer: Any, where: str = "") -> NotImplementedError:
+def missing_method(layer: Any, where: str, what: str) -> NotImplementedError:
+    """The error for a layer without an optional protocol method: ``"{who} has no {what}"``,
+    ``who`` naming ``where`` (the caller's context, may be empty) and the layer's class."""
     who = f"{where} ({type(layer).__name__})" if where else type(layer).__name__
-    return NotImplementedError(
-        f"{who} has no second-order jvp_vjp(params, cache, x_dot, params_dot, y_dot_bar, "
-        f"y_bar=None); add one (see docs/protocols.md, 'Second order') or keep the layer out "
-        f"of divergence gradients.")
+    return NotImplementedError(f"{who} has no {what}")
+
+
+def _no_jvp_vjp(layer: Any, where: str = "") -> NotImplementedError:
+    return missing_method(layer, where, "second-order jvp_vjp(params, cache, x_dot, params_dot, "
+                          "y_dot_bar, y_bar=None); add one (see docs/protocols.md, 'Second "
+                          "order') or keep the layer out of divergence gradients.")
 
 
 def linear_jvp_vjp(layer: Any, params: Array | None, cache: Any, x_shape: Sequence[int],
