@@ -58,8 +58,8 @@ from adjointcore.layers import (
     Softplus,
     Tanh,
 )
+from adjointcore.layers._affine_norm import _channel
 from adjointcore.layers.activation import tanh_derivative
-from adjointcore.layers.norm import _channel
 from adjointcore.layers.second_order import tangent_sum
 from tests.adjointcore._examples import forward_fresh, split_example
 

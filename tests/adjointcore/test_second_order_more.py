@@ -59,7 +59,7 @@ from adjointcore.layers import (
     Softplus,
     Tanh,
 )
-from adjointcore.layers.norm import _channel, _normalise_vjp
+from adjointcore.layers._affine_norm import _channel, _normalise_vjp
 from adjointcore.layers.second_order import SecondOrderBars
 from tests.adjointcore._examples import assert_quadratic_form_gradient, forward_fresh, split_example
 
