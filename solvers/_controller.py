@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from ._field import FieldKernel
 from ._xp import Array, get_array_module, real_dtype, to_host_float64
 
 #: Aim below the tolerance so the next step is likely to be accepted (Hairer's ``fac = 0.9``).
@@ -77,7 +78,16 @@ def rms_norm(scaled: Array) -> float:
 def _rms_on_device(scaled: Array) -> Array:
     xp = get_array_module(scaled)
     mag = xp.abs(scaled)
-    return _scaled_rms(xp, mag, mag.max(), xp.mean)
+    return _scaled_rms(xp, mag, mag.max(), _host_mean if xp is np else xp.mean)
+
+
+def _host_mean(sq: NDArray[np.floating]) -> np.floating:
+    """``numpy.mean(sq)`` of a real float32/float64 host array, bitwise: the same pairwise sum
+    (``add.reduce`` over all axes) divided by the ``intp`` count and cast back to the dtype,
+    as ``numpy.mean`` does, without its Python bookkeeping (once per adaptive step)."""
+    if sq.dtype.type not in (np.float64, np.float32):
+        return np.mean(sq)
+    return sq.dtype.type(np.add.reduce(sq, axis=None) / np.intp(sq.size))
 
 
 def per_sample_rms_norm(scaled: Array) -> float:
@@ -172,12 +182,17 @@ class _Tolerances:
     def scaled_error(self, y_err: Array, y0: Array, y1: Array) -> Array:
         """``y_err / (atol + rtol * max(|y0|, |y1|))``, elementwise (shape of ``y_err``)."""
         xp = get_array_module(y_err, y0, y1)
+        return y_err / self.error_scale(xp.maximum(xp.abs(y0), xp.abs(y1)))
+
+    def error_scale(self, magnitude: Array) -> Array:
+        """``atol + rtol * magnitude`` (the divisor of :meth:`scaled_error`), with array
+        tolerances in the array module and real dtype of ``magnitude``."""
         rtol, atol = self.rtol, self.atol
         if not _both_floats(rtol, atol):
-            real = real_dtype(y0.dtype)
+            xp, real = get_array_module(magnitude), real_dtype(magnitude.dtype)
             rtol, atol = (float(v) if np.ndim(v) == 0 else xp.asarray(v, dtype=real)
                           for v in (rtol, atol))
-        return y_err / (atol + rtol * xp.maximum(xp.abs(y0), xp.abs(y1)))
+        return atol + rtol * magnitude
 
     def on_device(self, like: Array) -> _Tolerances:
         """This controller with array tolerances moved to the array module and real dtype of
@@ -290,7 +305,8 @@ def initial_step(field: Any, t0: float, y0: Array, params: Any, order: int, rtol
 
     Parameters
     ----------
-    field : object with ``forward``; evaluated exactly once (at ``y0 + h0 f0``)
+    field : object with ``forward``, or a :class:`~solvers._field.FieldKernel` (then its
+        forward-only ``evaluate``); evaluated exactly once (at ``y0 + h0 f0``)
     t0 : float
     y0, f0 : array
         Initial state and ``f(t0, y0)``.
@@ -310,18 +326,20 @@ def initial_step(field: Any, t0: float, y0: Array, params: Any, order: int, rtol
         solve then stops with ``STEP_UNDERFLOW``).
     """
     xp = get_array_module(y0)
-    tol = _Tolerances(rtol, atol)
     nrm = rms_norm if norm is None else (lambda s: float(norm(s)))
-    zeros = xp.zeros_like(y0)
-    d0 = nrm(tol.scaled_error(y0, y0, zeros))
-    d1 = nrm(tol.scaled_error(f0, y0, zeros))
+    # Every error here is scaled by max(|y0|, |0|) = |y0|: one divisor for the three norms.
+    scale = _Tolerances(rtol, atol).error_scale(xp.abs(y0))
+    d0 = nrm(y0 / scale)
+    d1 = nrm(f0 / scale)
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
     if not np.isfinite(h0) or h0 <= 0.0:    # d1 inf (f0 overflowed): let the solve fail cleanly
         return 0.0
-    f1, _ = field.forward(t0 + direction * h0, y0 + (direction * h0) * f0, params)
+    y_trial = y0 + (direction * h0) * f0
+    f1 = field.evaluate(t0 + direction * h0, y_trial, params) if isinstance(field, FieldKernel) \
+        else field.forward(t0 + direction * h0, y_trial, params)[0]
     if not bool(xp.isfinite(f1).all()):
         return 1e-3 * h0
-    d2 = nrm(tol.scaled_error(f1 - f0, y0, zeros)) / h0
+    d2 = nrm((f1 - f0) / scale) / h0
     d_max = max(d1, d2)
     h1 = max(1e-6, 1e-3 * h0) if d_max <= 1e-15 else (0.01 / d_max) ** (1.0 / (order + 1))
     return float(min(100.0 * h0, h1))

@@ -89,6 +89,8 @@ def check_first_step(first_step: Any, t0: float, t1: float) -> float | None:
 
 def check_tolerance_shape(name: str, tol: Any, y_shape: Sequence[int]) -> None:
     """Raise unless ``tol`` broadcasts to the state shape without changing it."""
+    if type(tol) is float:                  # a scalar always does (the common case)
+        return
     shape = np.shape(tol)
     try:
         out = np.broadcast_shapes(shape, tuple(y_shape))

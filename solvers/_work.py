@@ -89,8 +89,7 @@ class Work:
         """Field-wise sum (``max_live_snapshots``: the maximum), e.g. forward + backward."""
         if not isinstance(other, Work):
             return NotImplemented
-        values = {f.name: getattr(self, f.name) + getattr(other, f.name)
-                  for f in dataclasses.fields(self)}
+        values = {name: getattr(self, name) + getattr(other, name) for name in _COUNTERS}
         values["max_live_snapshots"] = max(self.max_live_snapshots, other.max_live_snapshots)
         return Work(**values)
 
@@ -114,3 +113,7 @@ class Work:
         """The non-zero counters, e.g. ``"forward_nfe=25 n_accepted=4 vjps=24"``."""
         return " ".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
                         if getattr(self, f.name))
+
+
+#: The counters' names in field order (what ``+`` sums).
+_COUNTERS = tuple(f.name for f in dataclasses.fields(Work))

@@ -27,10 +27,10 @@ def check_grid(grid: ArrayLike) -> np.ndarray:
     if grid.ndim != 1 or grid.size < 2:
         raise ShapeError(f"`grid` must be a 1-D array of at least 2 times, got shape {grid.shape}; "
                          f"use np.linspace(t0, t1, steps + 1) or Solution.grid.")
-    if not np.all(np.isfinite(grid)):
+    if not np.isfinite(grid).all():
         raise ValueError(f"`grid` contains non-finite times: {grid}.")
-    d = np.diff(grid)
-    if not (np.all(d > 0) or np.all(d < 0)):
+    d = grid[1:] - grid[:-1]
+    if not ((d > 0).all() or (d < 0).all()):
         raise ValueError(f"`grid` must be strictly increasing or strictly decreasing; got steps "
                          f"with signs {np.unique(np.sign(d))}. Sort it or drop repeated times.")
     return grid
@@ -106,13 +106,20 @@ def check_obs_steps(obs_steps: Any, n: int) -> np.ndarray:
     """
     if obs_steps is None:
         return np.array([n], dtype=np.int64)
-    raw = np.asarray(to_host(obs_steps))
-    if raw.size and not (np.issubdtype(raw.dtype, np.integer) or
-                         (np.issubdtype(raw.dtype, np.floating) and
-                          np.all(raw == np.round(raw)))):
-        raise TypeError(f"`obs_steps` must be integer grid indices, got {raw.tolist()!r}; map "
-                        f"observation times to indices with obs_steps_on_grid(grid, t_obs).")
-    obs = raw.astype(np.int64).reshape(-1)
+    if isinstance(obs_steps, np.ndarray) and obs_steps.dtype == np.int64 \
+            and obs_steps.ndim == 1:
+        obs = obs_steps.copy()                          # nothing to convert (a checked one)
+    elif type(obs_steps) is list and all(type(i) is int for i in obs_steps):
+        obs = np.array(obs_steps, dtype=np.int64)       # plain ints: nothing to convert
+    else:
+        raw = np.asarray(to_host(obs_steps))
+        if raw.size and not (np.issubdtype(raw.dtype, np.integer) or
+                             (np.issubdtype(raw.dtype, np.floating) and
+                              np.all(raw == np.round(raw)))):
+            raise TypeError(f"`obs_steps` must be integer grid indices, got {raw.tolist()!r}; "
+                            f"map observation times to indices with obs_steps_on_grid(grid, "
+                            f"t_obs).")
+        obs = raw.astype(np.int64).reshape(-1)
     if obs.size and (obs.min() < 0 or obs.max() > n):
         raise ValueError(f"`obs_steps` must lie in [0, {n}] (the grid has {n} steps), got "
                          f"{obs.tolist()}; negative indices are not supported, use {n} for "

@@ -25,6 +25,7 @@ P. Kidger, R. T. Q. Chen, T. Lyons, "'Hey, that's not an ODE'", ICML 2021, arXiv
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -92,6 +93,11 @@ def _forward_work(solution: Any) -> Work:
 
 def _check_times(t_obs: ArrayLike, t0: float | None) -> tuple[float, NDArray[np.float64]]:
     """Validate ``t_obs`` (strictly monotone 1-D) and ``t0``; return host float64 knots."""
+    if (type(t_obs) in (list, tuple) and len(t_obs) == 1 and type(t_obs[0]) is float
+            and type(t0) is float):         # one end time after t0 (an ODE block): no arrays
+        end = t_obs[0]
+        if math.isfinite(end) and math.isfinite(t0) and end != t0:
+            return t0, np.array(t_obs, dtype=np.float64)
     times = np.asarray(to_host(t_obs), dtype=np.float64)
     if times.ndim != 1 or times.size == 0:
         raise ShapeError(f"`t_obs` must be a non-empty 1-D array of observation times, got shape "

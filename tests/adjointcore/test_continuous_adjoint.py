@@ -386,6 +386,25 @@ def test_bad_input_messages(linear_problem):
         AugmentedField(field, augmented_layout((4,), 1, "interpolated"))
 
 
+@pytest.mark.parametrize("t_obs, t0", [([1.0], 0.0), ([-2.5], 0.5), ([1.0], 1.0),
+                                        ([float("nan")], 0.0), ([1.0], float("nan")),
+                                        ([float("inf")], 0.0), ([1.0], None), ((1.0,), 0.0)])
+def test_one_end_time_takes_the_scalar_checks_with_the_array_results(t_obs, t0):
+    """A list of one float after a float ``t0`` (an ODE block's call) is checked without
+    arrays; it returns what an array ``t_obs`` returns, and a bad pair (non-finite, zero length)
+    raises the array path's error."""
+    from adjointcore.sensitivity.continuous import _check_times
+
+    def outcome(times):
+        try:
+            start, knots = _check_times(times, t0)
+        except ValueError as err:
+            return str(err)
+        return float(start), knots.dtype, knots.tolist()
+
+    assert outcome(t_obs) == outcome(np.array(t_obs))
+
+
 # --------------------------------------------------------------------------- mutation tests
 @pytest.mark.parametrize("mutant", ["plus_a_dfdy", "plus_a_dfdp"])
 @pytest.mark.parametrize("variant", ["interpolated", "backsolve"])

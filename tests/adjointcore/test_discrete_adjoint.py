@@ -440,6 +440,9 @@ def test_repeated_and_initial_obs_steps():
     ([7], ValueError, r"`obs_steps` must lie in \[0, 4\].*\[7\]"),
     ([-1], ValueError, r"negative indices"),
     ([2.5], TypeError, r"`obs_steps` must be integer"),
+    (np.array([7]), ValueError, r"`obs_steps` must lie in \[0, 4\].*\[7\]"),
+    (np.array([-1]), ValueError, r"negative indices"),
+    ([True], TypeError, r"`obs_steps` must be integer"),
 ])
 def test_bad_obs_steps_are_rejected(bad, error, match):
     """Out-of-range indices made ``grid_forward`` return uninitialised rows (``xp.empty``); a
@@ -450,6 +453,19 @@ def test_bad_obs_steps_are_rejected(bad, error, match):
     with pytest.raises(error, match=match):
         discrete_adjoint(prob.field, prob.y0, prob.params, prob.grid,
                          np.ones((1,) + prob.y0.shape), method="rk4", obs_steps=bad)
+
+
+def test_checked_obs_steps_are_a_copy_in_int64():
+    """Plain ints, int64 arrays and integral floats come back as a new 1-D int64 array: a
+    later change to the caller's array does not move a sweep's observation points."""
+    from adjointcore.sensitivity._discrete_inputs import check_obs_steps
+
+    for given in ([1, 4], np.array([1, 4]), np.array([[1], [4]]), np.array([1.0, 4.0]), (1, 4)):
+        got = check_obs_steps(given, 4)
+        assert got.dtype == np.int64 and got.tolist() == [1, 4] and got is not given
+        if isinstance(given, np.ndarray):
+            given[...] = 0
+            assert got.tolist() == [1, 4]
 
 
 def test_obs_steps_on_grid_rejects_nan():

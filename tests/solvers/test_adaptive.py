@@ -352,6 +352,58 @@ def test_host_norm_is_bitwise_the_device_formula(dtype):
             assert got.tobytes() == np.asarray(want, dtype=want.dtype).tobytes()
 
 
+def test_host_mean_is_bitwise_numpy_mean():
+    """The host error norm's mean (``add.reduce`` over all axes, divided by the ``intp`` count,
+    cast back) has the bits and dtype of ``numpy.mean``: float32 and float64, sizes around the
+    pairwise-summation block lengths, 0-d, 2-D and strided arrays, tiny and huge values; and
+    ``rms_norm`` on the host is bitwise the device formula built on ``numpy.mean``."""
+    from solvers._controller import _host_mean, _rms_on_device
+
+    rng = np.random.default_rng(5)
+    for dtype in (np.float32, np.float64):
+        arrays = [np.asarray(2.5, dtype=dtype), rng.random((40, 30)).astype(dtype)[:, ::3]]
+        for n in (1, 2, 7, 8, 9, 127, 128, 129, 1000, 4097):
+            for scale in (1e-20, 1.0, 1e20):
+                arrays.append((rng.random(n) * scale).astype(dtype))
+        arrays.append(rng.random((16, 2)).astype(dtype))
+        for sq in arrays:
+            got, want = _host_mean(sq), np.mean(sq)
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+        for x in arrays[1:]:
+            mag = np.abs(x)
+            peak = mag.max()
+            scale = peak if peak > 0 else peak.dtype.type(1)
+            want = scale * np.sqrt(np.mean((mag / scale) ** 2))
+            got = _rms_on_device(x)
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("atol", [1e-9, np.array([1e-9, 1e-7])])
+def test_initial_step_is_hairers_formula_bitwise(atol):
+    """``initial_step`` scales all three norms by one divisor ``atol + rtol |y0|`` and evaluates
+    a solver's field kernel forward-only; the step is bitwise Hairer's formula written out with
+    ``scaled_error(., y0, 0)`` and a plain ``forward``, for a plain field and for a kernel."""
+    from solvers._controller import _Tolerances
+    from solvers._field import FieldKernel
+
+    def f(t, y):
+        return np.stack([-3.0 * y[0] + np.sin(t), y[0] * y[1]])
+
+    y0, rtol = np.array([0.7, -1.3]), 1e-6
+    f0 = f(0.0, y0)
+    tol, zeros = _Tolerances(rtol, atol), np.zeros_like(y0)
+    d0 = solvers.rms_norm(tol.scaled_error(y0, y0, zeros))
+    d1 = solvers.rms_norm(tol.scaled_error(f0, y0, zeros))
+    h0 = 0.01 * d0 / d1
+    d2 = solvers.rms_norm(tol.scaled_error(f(h0, y0 + h0 * f0) - f0, y0, zeros)) / h0
+    want = min(100.0 * h0, (0.01 / max(d1, d2)) ** (1.0 / 6))
+    for field in (solvers.as_field(f), FieldKernel(solvers.as_field(f))):
+        if isinstance(field, FieldKernel):
+            field.forward(0.0, y0, None)            # the checked first evaluation
+        got = solvers.initial_step(field, 0.0, y0, None, 5, rtol, atol, f0)
+        assert got == want
+
+
 def test_scalar_tolerances_are_checked_like_arrays():
     for rtol, atol, bad in ((1e-20, 1e-8, "rtol"), (np.nan, 1e-8, "rtol"), (1e-6, -1.0, "atol"),
                             (1e-6, np.inf, "atol")):
