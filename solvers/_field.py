@@ -161,6 +161,9 @@ class FieldKernel:
     def evaluate(self, t: float, y: Array, params: Any) -> Array:
         """``dy`` only (no cache kept)."""
         self.nfe += 1
+        bound = self._bound
+        if bound is not None and bound[0] is params:                # the common case
+            return bound[1](t, y)
         if not self._checked:
             return self._first(t, y, params)[0]
         if self._bind is not None:
@@ -186,12 +189,15 @@ class FieldKernel:
     def forward(self, t: float, y: Array, params: Any) -> tuple[Array, Any]:
         """``(dy, cache)`` for a later VJP."""
         self.nfe += 1
+        bound = self._bound
+        if bound is not None and bound[0] is params and bound[2]:    # the common case
+            return bound[1].forward(t, y)
         if not self._checked:
             return self._first(t, y, params)
         if self._bind is not None:
-            _, bound, taped = self._bound_to(params)
+            _, b, taped = self._bound_to(params)
             if taped:
-                return bound.forward(t, y)
+                return b.forward(t, y)
         return self._forward(t, y, params)
 
     def vjp(self, cache: Any, dy_bar: Array,

@@ -68,6 +68,8 @@ def check_positive_int(name: str, value: Any, allow_none: bool = False) -> int |
     """Return ``value`` as an int >= 1 (or None if allowed)."""
     if value is None and allow_none:
         return None
+    if type(value) is int and value >= 1:  # the common case, without the ABC check below
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"`{name}` must be a positive int, got {value!r}")
     return int(value)

@@ -456,7 +456,8 @@ def begin_discrete_adjoint(field: Any, y0: Array, params: Array | None, grid: Ar
                         f"Revolve(s), Online(s)) or None, got {schedule!r}.")
     check_array("y0", y0)
     if recording is not None:
-        same_grid = recording.grid.shape == grid.shape and np.array_equal(recording.grid, grid)
+        same_grid = recording.grid is grid or (recording.grid.shape == grid.shape
+                                               and np.array_equal(recording.grid, grid))
         if not taped or not same_grid or len(recording.tapes) != n or \
                 (recording.method is not None and recording.method != method):
             raise ValueError(f"`recording` must come from record_forward on the same grid "

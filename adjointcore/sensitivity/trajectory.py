@@ -173,7 +173,8 @@ def check_gradient_options(gradient: str, method: str, steps: int | None, *, n_o
         raise TypeError(f"`schedule` must be a checkpoint schedule (StoreAll(), Uniform(k), "
                         f"Revolve(s), Online(s)) or None, got {schedule!r}.")
     solvers.get_stepper(method, **(method_options or {}))
-    if steps is None and method not in solvers.adaptive_methods():
+    tab = solvers.TABLEAUX.get(method) if isinstance(method, str) else None
+    if steps is None and (tab is None or tab.b_err is None):   # not an adaptive_methods() name
         raise ValueError(f"an adaptive solve (steps=None) needs a Runge-Kutta method with an "
                          f"error estimate {solvers.adaptive_methods()}, got method={method!r}; "
                          f"pass steps=N for fixed steps (multistep methods always need them).")
@@ -268,7 +269,7 @@ def begin_trajectory_gradient(field: Any, y0: Array, params: Array | None, t_obs
         sweep = begin_discrete_adjoint(field, y0, params, sol.grid, method=method,
                                        schedule=schedule, recording=taped,
                                        obs_steps=[sol.grid.size - 1])
-        stats = dataclasses.replace(sol.stats, forward_nfe=sol.stats.nfe + sweep.forward_nfe)
+        stats = sol.stats + Work(forward_nfe=sweep.forward_nfe)     # a solve has no backward_nfe
         return TrajectorySweep(y0, params, start, times, options, sweep.observed, sol.grid,
                                stats, solution=sol, discrete=sweep)
     # Backsolve needs the states at t_obs only: no dense output, so the forward solve keeps no
