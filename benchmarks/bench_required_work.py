@@ -22,6 +22,15 @@ and times it beside the floor and the engine in one process (interleaved medians
 replica's ratio to the floor bounds from below what any implementation with bitwise-unchanged
 gradients can reach; the engine's ratio to the lean replica is the engine's own overhead.
 
+The backsolve row replicates ``ODEBlock(gradient="backsolve")`` on RK4: the forward solve to
+``y(1)`` (stages without caches), then the backward solve of the flat augmented state
+``(y, a, a_params)`` with the same steps, each augmented evaluation a taped field evaluation,
+its VJP (the parameter cotangent written into the ``a_params`` block) and two negations, and
+the Runge-Kutta combinations on the whole augmented state; its floor is ``bench_p1.py``'s
+paired floor (400 evaluations, then 400 evaluation + VJP pairs). Every fixed-step row runs in
+float32 too (``--dtypes``): the tableau rows in the state's real dtype, the step a Python
+float, as the engine takes them. Floor, replica and engine are timed in turn in one loop.
+
 The adaptive row does the same for P1's Dopri5 block (rtol 1e-6, atol 1e-8, the discrete
 adjoint of the accepted grid): Hairer's starting step, the seven-stage FSAL steps with their
 embedded error estimate and RMS norm, the PI controller's scalar updates, then the reverse
@@ -31,13 +40,16 @@ evaluations and 24 VJPs, as in ``bench_p1.py``'s dopri5 row.
 
 Run::
 
-    python benchmarks/bench_required_work.py [--sizes small,medium] [--repeat 9]
+    python benchmarks/bench_required_work.py [--sizes small,medium] [--dtypes float64]
+                                             [--rows taped,forward,backsolve] [--repeat 9]
                                              [--dopri5-sizes small]
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import statistics
 import sys
 
 import numpy as np
@@ -52,9 +64,12 @@ A = (None, np.array([0.5]), np.array([0.0, 0.5]), np.array([0.0, 0.0, 1.0]))
 B = np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6])
 #: Column j of RK4's ``a`` below the diagonal: the weights of ``w_i`` (i > j) in kappa_j.
 A_COLUMNS = (np.array([0.5, 0.0, 0.0]), np.array([0.5, 0.0]), np.array([1.0]))
+#: RK4's nodes ``c``.
+RK4_C = (0.0, 0.5, 0.5, 1.0)
 #: Issue 8's targets (engine / floor).
 TARGETS = {"small": {"taped": 1.5, "forward": 2.0, "dopri5": 3.0},
-           "medium": {"taped": 1.15, "forward": 1.1, "dopri5": None}}
+           "medium": {"taped": 1.15, "forward": 1.1, "backsolve": 1.2},
+           "large": {"taped": 1.05, "forward": 1.1, "backsolve": 1.2}}
 
 #: Dormand-Prince 5(4) (``solvers.tableaux.DOPRI5``, Dormand & Prince 1980), written out with
 #: the same Python float expressions: ``a`` (7 x 7, last row = ``b``, FSAL), ``b``, ``b_err``.
@@ -91,6 +106,14 @@ def combine(y, h, weights, stack):
     return out
 
 
+def tableau_rows(dtype):
+    """RK4's rows of ``a``, ``b`` and the columns of ``a`` in the state's real ``dtype``, as
+    the engine's ``rk_coefficients`` casts them (float32 states: float32 weights)."""
+    def cast(rows):
+        return tuple(None if r is None else np.asarray(r, dtype=dtype) for r in rows)
+    return cast(A), np.asarray(B, dtype=dtype), cast(A_COLUMNS)
+
+
 def layout(prob):
     """Views ``(W1 (h, d), b1, W2 (d, h), b2)`` of the flat parameters and their slices."""
     batch, d, h = p1.SIZES[prob.size]
@@ -105,14 +128,15 @@ def lean_forward(prob, steps, tape):
     sl, s1, s2 = layout(prob)
     p = prob.params
     W1, b1, W2, b2 = p[sl[0]].reshape(s1), p[sl[1]], p[sl[2]].reshape(s2), p[sl[3]]
+    a_rows, b_row, _ = tableau_rows(prob.z0.dtype)
     grid = np.linspace(0.0, 1.0, steps + 1)
     y, states = prob.z0, []
     for n in range(steps):
-        h = grid[n + 1] - grid[n]
+        h = float(grid[n + 1] - grid[n])          # a Python float, as the engine's rk_step
         k = np.empty((4,) + y.shape, dtype=y.dtype)
         stage = []
         for i in range(4):
-            y_i = y if i == 0 else combine(y, h, A[i], k[:i])
+            y_i = y if i == 0 else combine(y, h, a_rows[i], k[:i])
             z = y_i @ W1.T
             z += b1
             hidden = np.tanh(z)
@@ -122,7 +146,7 @@ def lean_forward(prob, steps, tape):
             stage.append((y_i, z, hidden))
         if tape:
             states.append((h, stage))
-        y = combine(y, h, B, k)
+        y = combine(y, h, b_row, k)
     return y, states
 
 
@@ -131,6 +155,7 @@ def lean_gradient(prob, steps):
     sl, s1, s2 = layout(prob)
     p = prob.params
     W1, W2 = p[sl[0]].reshape(s1), p[sl[2]].reshape(s2)
+    _, b_row, a_columns = tableau_rows(prob.z0.dtype)
     _, tape = lean_forward(prob, steps, tape=True)
     n_params = p.size
     dtype = np.result_type(prob.z0.dtype, p.dtype)
@@ -139,9 +164,9 @@ def lean_gradient(prob, steps):
     for h, stage in reversed(tape):
         w, pb = None, None
         for i in range(3, -1, -1):
-            kappa = B[i] * y_bar
+            kappa = b_row[i] * y_bar
             if i < 3:
-                kappa += weighted_sum(A_COLUMNS[i], w[i + 1:4])
+                kappa += weighted_sum(a_columns[i], w[i + 1:4])
             kappa *= h
             buf = buf0 if pb is None else buf1
             y_i, z, hidden = stage[i]
@@ -162,6 +187,52 @@ def lean_gradient(prob, steps):
         y_bar = y_bar + w.sum(axis=0)
         acc = pb.copy() if acc is None else acc.__iadd__(pb)
     return y_bar, acc
+
+
+def lean_backsolve(prob, steps):
+    """The engine's RK4 backsolve (``ODEBlock(gradient="backsolve")``) as flat loops: the
+    forward solve to ``y(1)`` (stages evaluated without caches), then the backward solve of
+    the flat augmented state ``z = (y, a, a_params)`` from ``t = 1`` to ``0`` with the same
+    ``steps``, each augmented evaluation one taped field evaluation at ``y``, its VJP with
+    ``a`` (the parameter cotangent written into the ``a_params`` block) and two negations:
+    ``(x_bar, params_bar)``, bitwise the engine's."""
+    sl, s1, s2 = layout(prob)
+    p = prob.params
+    weights = (p[sl[0]].reshape(s1), p[sl[1]], p[sl[2]].reshape(s2), p[sl[3]])
+    real = prob.z0.dtype
+    a_rows, b_row, _ = tableau_rows(real)
+
+    def rk4(f, y, t0, t1):
+        k = np.empty((4,) + y.shape, dtype=y.dtype)   # one stage buffer, reused by each step
+        f0, t = f(t0, y), t0
+        for n in range(1, steps + 1):
+            t_new = t1 if n == steps else t0 + n * ((t1 - t0) / steps)
+            h = t_new - t
+            k[0] = f0
+            for i in range(1, 4):
+                k[i] = f(t + RK4_C[i] * h, combine(y, h, a_rows[i], k[:i]))
+            y = combine(y, h, b_row, k)
+            t = t_new
+            if n < steps:
+                f0 = f(t, y)
+        return y
+
+    n_y, shape = prob.z0.size, prob.z0.shape
+
+    def augmented(t, z):
+        y, a = z[:n_y].reshape(shape), z[n_y:2 * n_y].reshape(shape)
+        dz = np.empty(z.shape, dtype=z.dtype)
+        dy, cache = mlp_eval(weights, y)
+        y_bar = mlp_vjp_into(weights, sl, (s1, s2), cache, a, dz[2 * n_y:])
+        np.negative(y_bar.reshape(-1), out=dz[n_y:2 * n_y])
+        np.negative(dz[2 * n_y:], out=dz[2 * n_y:])
+        dz[:n_y] = dy.reshape(-1)
+        return dz
+
+    y1 = rk4(lambda t, y: mlp_eval(weights, y)[0], prob.z0, 0.0, 1.0)
+    z1 = np.concatenate([y1.reshape(-1), prob.C.reshape(-1), np.zeros(p.size, dtype=real)])
+    z0 = rk4(augmented, z1, 1.0, 0.0)
+    return z0[n_y:2 * n_y].reshape(shape).copy(), z0[2 * n_y:].copy()
 
 
 def mlp_eval(weights, x):
@@ -274,9 +345,9 @@ def lean_dopri5(prob):
     return y_bar, acc, nfe, 6 * len(tape)
 
 
-def run_dopri5(size, repeat):
+def run_dopri5(size, repeat, dtype="float64"):
     """The adaptive Dopri5 row: lean replica, engine and the floor of their evaluations."""
-    prob = p1.make_problem(size, "float64", 0)
+    prob = p1.make_problem(size, dtype, 0)
     block = p1.dopri5_block(prob)
     engine = p1.dopri5_fwd_grad(block, prob)
     lean_x, lean_p, nfe, n_vjp = lean_dopri5(prob)
@@ -286,57 +357,98 @@ def run_dopri5(size, repeat):
         raise AssertionError(f"{size}: the lean Dopri5 replica ({nfe} evaluations, {n_vjp} "
                              f"VJPs) is not bitwise the engine's ({engine['fwd_nfe']}, "
                              f"{engine['vjps']})")
-    lean = p1.interleaved_medians(lambda: lean_dopri5(prob),
-                                  lambda: p1.floor_taped(prob, nfe, n_vjp), repeat)
-    eng = p1.interleaved_medians(lambda: p1.dopri5_fwd_grad(block, prob),
-                                 lambda: p1.floor_taped(prob, nfe, n_vjp), repeat)
-    return [(size, "dopri5", f"adaptive dopri5 ({nfe} NFE, {n_vjp} VJPs)", lean, eng)]
+    lean, eng = interleaved3(lambda: p1.floor_taped(prob, nfe, n_vjp),
+                             lambda: lean_dopri5(prob),
+                             lambda: p1.dopri5_fwd_grad(block, prob), repeat)
+    return [(size, dtype, "dopri5", f"adaptive dopri5 ({nfe} NFE, {n_vjp} VJPs)", lean, eng)]
 
 
-def run_size(size, repeat, steps):
-    """One size's rows: floor, lean replica and engine (taped fwd+grad and forward only)."""
-    prob = p1.make_problem(size, "float64", 0)
-    block = p1.make_block(prob, steps)
-    engine = p1.block_fwd_grad(block, prob)
-    lean_x, lean_p = lean_gradient(prob, steps)
-    if not (np.array_equal(lean_x, engine["x_bar"]) and np.array_equal(lean_p,
-                                                                      engine["params_bar"])):
-        raise AssertionError(f"{size}: the lean replica's gradient is not bitwise the "
-                             "engine's; it does not replicate the engine's arithmetic")
-    n = 4 * steps
-    taped = p1.interleaved_medians(lambda: lean_gradient(prob, steps),
-                                   lambda: p1.floor_taped(prob, n, n), repeat)
-    engine_taped = p1.interleaved_medians(lambda: p1.block_fwd_grad(block, prob),
-                                          lambda: p1.floor_taped(prob, n, n), repeat)
-    fwd = p1.interleaved_medians(lambda: lean_forward(prob, steps, tape=False),
-                                 lambda: p1.floor_taped(prob, n, 0), repeat)
-    engine_fwd = p1.interleaved_medians(lambda: p1.solve_forward(prob, steps),
-                                        lambda: p1.floor_taped(prob, n, 0), repeat)
-    return [(size, "taped", "taped fwd+grad", taped, engine_taped),
-            (size, "forward", "forward only", fwd, engine_fwd)]
+def interleaved3(floor, lean, engine, repeat):
+    """``((lean, floor), (engine, floor))`` medians, the three timed in turn ``repeat`` times
+    after one untimed call each (one floor for both ratios: noise hits all three alike)."""
+    fns = (floor, lean, engine)
+    for fn in fns:
+        fn()
+    times = [[], [], []]
+    for _ in range(repeat):
+        for k, fn in enumerate(fns):
+            gc.collect()
+            times[k].append(p1.timed(fn)[0])
+    t_floor, t_lean, t_eng = (statistics.median(t) for t in times)
+    return (t_lean, t_floor), (t_eng, t_floor)
+
+
+def assert_bitwise(size, what, lean, engine):
+    """Raise unless the replica's arrays are bitwise the engine's."""
+    if not all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(lean, engine,
+                                                                           strict=True)):
+        raise AssertionError(f"{size}: the lean replica's {what} is not bitwise the engine's; "
+                             "it does not replicate the engine's arithmetic")
+
+
+def run_size(size, repeat, steps, dtype="float64", rows=("taped", "forward", "backsolve")):
+    """One size's rows: floor, lean replica and engine (taped fwd+grad, forward only,
+    backsolve), each replica checked bitwise against the engine first."""
+    import solvers
+
+    prob = p1.make_problem(size, dtype, 0)
+    n, out = 4 * steps, []
+    if "taped" in rows:
+        block = p1.make_block(prob, steps)
+        engine = p1.block_fwd_grad(block, prob)
+        assert_bitwise(size, "gradient", lean_gradient(prob, steps),
+                       (engine["x_bar"], engine["params_bar"]))
+        lean, eng = interleaved3(lambda: p1.floor_taped(prob, n, n),
+                                 lambda: lean_gradient(prob, steps),
+                                 lambda: p1.block_fwd_grad(block, prob), repeat)
+        out.append((size, dtype, "taped", "taped fwd+grad", lean, eng))
+    if "forward" in rows:
+        end = solvers.solve(prob.field, prob.z0, (0.0, 1.0), prob.params, method="rk4",
+                            steps=steps, dense_output=False).ys[-1]
+        assert_bitwise(size, "forward state", (lean_forward(prob, steps, tape=False)[0],), (end,))
+        lean, eng = interleaved3(lambda: p1.floor_taped(prob, n, 0),
+                                 lambda: lean_forward(prob, steps, tape=False),
+                                 lambda: p1.solve_forward(prob, steps), repeat)
+        out.append((size, dtype, "forward", "forward only", lean, eng))
+    if "backsolve" in rows:
+        block = p1.make_block(prob, steps, gradient="backsolve")
+        engine = p1.block_fwd_grad(block, prob)
+        assert_bitwise(size, "backsolve gradient", lean_backsolve(prob, steps),
+                       (engine["x_bar"], engine["params_bar"]))
+        lean, eng = interleaved3(lambda: p1.floor_paired(prob, n, n),
+                                 lambda: lean_backsolve(prob, steps),
+                                 lambda: p1.block_fwd_grad(block, prob), repeat)
+        out.append((size, dtype, "backsolve", "backsolve", lean, eng))
+    return out
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="small,medium")
+    parser.add_argument("--dtypes", default="float64",
+                        help="dtypes of the fixed-step rows, e.g. float32,float64")
+    parser.add_argument("--rows", default="taped,forward,backsolve",
+                        help="fixed-step rows: taped, forward, backsolve")
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--dopri5-sizes", default="small",
                         help="sizes of the adaptive Dopri5 row ('' for none)")
     args = parser.parse_args(argv)
-    print("| size | row | floor | lean replica | lean / floor | engine | engine / floor | "
-          "engine / lean | target |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    rows = [lambda size=size: run_size(size, args.repeat, args.steps)
-            for size in filter(None, args.sizes.split(","))]
+    wanted = tuple(filter(None, args.rows.split(",")))
+    print("| size | dtype | row | floor | lean replica | lean / floor | engine | engine / floor "
+          "| engine / lean | target |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    rows = [lambda size=size, dtype=dtype: run_size(size, args.repeat, args.steps, dtype, wanted)
+            for size in filter(None, args.sizes.split(","))
+            for dtype in filter(None, args.dtypes.split(","))]
     rows += [lambda size=size: run_dopri5(size, args.repeat)
              for size in filter(None, args.dopri5_sizes.split(","))]
     for run in rows:
-        for sz, key, row, (t_lean, t_floor), (t_eng, t_floor2) in run():
-            print(f"| {sz} | {row} | {t_floor * 1e3:.2f} ms | {t_lean * 1e3:.2f} ms | "
+        for sz, dtype, key, row, (t_lean, t_floor), (t_eng, t_floor2) in run():
+            print(f"| {sz} | {dtype} | {row} | {t_floor * 1e3:.2f} ms | {t_lean * 1e3:.2f} ms | "
                   f"{t_lean / t_floor:.2f} | {t_eng * 1e3:.2f} ms | {t_eng / t_floor2:.2f} | "
-                  f"{t_eng / t_lean:.2f} | {TARGETS[sz][key] or '-'} |", flush=True)
-    print("\nThe lean replica's gradient is bitwise the engine's (asserted for every size).")
+                  f"{t_eng / t_lean:.2f} | {TARGETS[sz].get(key) or '-'} |", flush=True)
+    print("\nEach lean replica's result is bitwise the engine's (asserted before timing).")
     return 0
 
 

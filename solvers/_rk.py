@@ -65,22 +65,28 @@ def rk_coefficients(tab: ButcherTableau, xp: Any,
     return xp.asarray(tab.a, dtype=dtype), xp.asarray(tab.b, dtype=dtype), b_err
 
 
-def _weighted_sum(xp: Any, weights: Array, stack: Array) -> Array:
+def _weighted_sum(xp: Any, weights: Array, stack: Array, out: Array | None = None) -> Array:
     """``sum_j weights[j] stack[j]`` as ``numpy.tensordot(weights, stack, axes=1)`` computes it
     (one ``dot`` of shapes (1, m) and (m, size)), without tensordot's Python bookkeeping; the
-    roundings are the same."""
+    roundings are the same. ``out``: a C-contiguous array of ``stack.shape[1:]`` and the
+    result's dtype to write into (the same ``dot``, the same bits)."""
     m = weights.shape[0]
+    if out is not None:
+        xp.dot(weights.reshape(1, m), stack.reshape(m, -1), out=out.reshape(1, -1))
+        return out
     return xp.dot(weights.reshape(1, m), stack.reshape(m, -1)).reshape(stack.shape[1:])
 
 
-def combine(xp: Any, y: Array | float, h: float, weights: Array, k: Array) -> Array:
-    """``y + h * sum_j weights[j] k[j]``, in place in the one new array.
+def combine(xp: Any, y: Array | float, h: float, weights: Array, k: Array,
+            out: Array | None = None) -> Array:
+    """``y + h * sum_j weights[j] k[j]``, in place in the one new array (or in ``out``, a
+    C-contiguous array of ``y``'s shape and the result's dtype).
 
     A non-finite stage (an overflowing trial step) makes ``0 * inf = nan`` here; the caller
     mutes NumPy's warning (:func:`rk_step`) because the result is not silent: the driver checks
     ``y1`` and rejects the step or reports ``Status.NON_FINITE``.
     """
-    out = _weighted_sum(xp, weights, k)
+    out = _weighted_sum(xp, weights, k, out)
     out *= h
     if isinstance(y, float):
         return y + out

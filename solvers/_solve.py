@@ -91,6 +91,9 @@ class _Record:
         self.dense_evals = 0
         self.stream, self.out = stream, []
         self.stages = None          # list of accepted steps' RKStages with keep_stages
+        #: An array whose leading rows are ``ys`` (a loop that writes its states in place);
+        #: then the solution's states are its first ``len(ys)`` rows, with no stacking copy.
+        self.ys_rows: Array | None = None
 
     def keep(self, stages: RKStages, n_live: int) -> None:
         """Keep an accepted step's live stages and caches (``keep_stages=True``)."""
@@ -323,32 +326,41 @@ def _fixed_rk_forward(field: FieldKernel, tab: ButcherTableau, t0: float, t1: fl
                       params: Any, n_fixed: int, max_steps: int, rec: _Record) -> _Record:
     """``n_fixed`` equal RK steps of a host solve that keeps no stages, builds no dense output
     and streams nothing: the arithmetic of :func:`rk_step` (stage inputs, update) with the
-    field bound to ``params`` once (:meth:`FieldKernel.bind`) and the tableau rows sliced once.
-    ``rec`` is filled as :func:`_rk_loop` fills it, bit for bit (states, grid, NFE, status);
-    the embedded error estimate, which fixed steps do not use, is not formed."""
+    field bound to ``params`` once (:meth:`FieldKernel.bind`), the tableau rows sliced once
+    per state dtype (in that dtype's real type, as :func:`rk_step` takes them) and each new
+    state written in place into its row of one trajectory array (``rec.ys_rows``) when the
+    field keeps the state's dtype. ``rec`` is filled as :func:`_rk_loop` fills it, bit for bit
+    (states, grid, NFE, status); the embedded error estimate, which fixed steps do not use, is
+    not formed."""
     f = field.evaluate(t0, y0, params)
     rec.nfe += 1
     if not _finite(f):
         rec.status, rec.detail = Status.NON_FINITE, NONFINITE_F0
         return rec
     evaluate = field.bind(params)
-    a, b, _ = rk_coefficients(tab, np, real_dtype(y0.dtype))
     s, n_live, c = tab.n_stages, tab.n_live, tab.c_floats
-    rows = [a[i, :i] for i in range(s)]
-    b_live = b[:n_live]
     k = np.empty((s,) + tuple(f.shape), dtype=f.dtype)
+    coefficients_dtype, rows, b_live = y0.dtype, None, None
+    if f.dtype == y0.dtype:                 # each y1 is computed in place in its row
+        rec.ys_rows = np.empty((n_fixed + 1,) + tuple(y0.shape), dtype=y0.dtype)
+        rec.ys_rows[0] = y0
     t, y = t0, y0
     with np.errstate(invalid="ignore", over="ignore"):      # as rk_step (see combine)
         for n in range(n_fixed):
             if n >= max_steps:
                 rec.status = Status.MAX_STEPS
                 break
+            if rows is None or y.dtype != coefficients_dtype:   # as rk_step: y's real dtype
+                coefficients_dtype = y.dtype    # (it changes once if the field widens y)
+                a, b, _ = rk_coefficients(tab, np, real_dtype(y.dtype))
+                rows, b_live = [a[i, :i] for i in range(s)], b[:n_live]
             t_new = _fixed_time(t0, t1, n_fixed, n + 1)
             h = t_new - t
             k[0] = f
             for i in range(1, s):
                 k[i] = evaluate(t + c[i] * h, combine(np, y, h, rows[i], k[:i]))
-            y1 = combine(np, y, h, b_live, k[:n_live])
+            y1 = combine(np, y, h, b_live, k[:n_live],
+                         None if rec.ys_rows is None else rec.ys_rows[n + 1])
             rec.nfe += s - 1
             if not _finite(y1):
                 rec.status, rec.n_rejected = Status.NON_FINITE, rec.n_rejected + 1
@@ -548,7 +560,7 @@ def _solution(rec: _Record, name: str, t_eval: NDArray[np.float64] | None,
         return Solution(ts, out, grid, rec.status, MESSAGES[rec.status] + rec.detail,
                         _work(rec), name, None,
                         None if rec.stages is None else tuple(rec.stages), hs)
-    ys = xp.stack(rec.ys)
+    ys = xp.stack(rec.ys) if rec.ys_rows is None else rec.ys_rows[:len(rec.ys)]
     hs = np.asarray(rec.hs, dtype=np.float64)
     sol = None
     if dense:

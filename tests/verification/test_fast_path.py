@@ -186,7 +186,9 @@ def _assert_same_record(sol, rec):
     assert sol.stats.n_rejected == rec.n_rejected
     assert np.array_equal(sol.grid, np.asarray(rec.grid))
     assert np.array_equal(sol.step_sizes, np.asarray(rec.hs))
-    assert np.array_equal(sol.ys, np.stack(rec.ys))
+    ys = np.stack(rec.ys)
+    assert sol.ys.dtype == ys.dtype and sol.ys.shape == ys.shape
+    assert sol.ys.tobytes() == ys.tobytes()         # bit for bit (signed zeros included)
 
 
 @pytest.mark.parametrize("method", list(solvers.TABLEAUX))
@@ -214,13 +216,17 @@ def test_fixed_step_forward_of_a_plain_function_and_its_failures_match_the_gener
     def nan_at_start(t, y):
         return y * np.nan
 
-    cases = [(decay, 10, 10_000), (decay, 10, 4), (blow_up, 10, 10_000),
-             (nan_at_start, 5, 10_000)]
-    for fn, steps, max_steps in cases:
+    def widening(t, y):                     # a float32 state, a float64 slope
+        return (-y).astype(np.float64)
+
+    cases = [(decay, 10, 10_000, y0), (decay, 10, 4, y0), (blow_up, 10, 10_000, y0),
+             (nan_at_start, 5, 10_000, y0), (decay, 6, 10_000, y0.astype(np.float32)),
+             (widening, 6, 10_000, y0.astype(np.float32))]
+    for fn, steps, max_steps, start in cases:
         for method in ("rk4", "dopri5"):
-            sol = solvers.solve(fn, y0, (0.0, 1.0), method=method, steps=steps,
+            sol = solvers.solve(fn, start, (0.0, 1.0), method=method, steps=steps,
                                 max_steps=max_steps, dense_output=False, raise_on_failure=False)
-            _assert_same_record(sol, _general_loop(fn, method, y0, None, steps, max_steps))
+            _assert_same_record(sol, _general_loop(fn, method, start, None, steps, max_steps))
 
 
 
