@@ -55,6 +55,13 @@ Peak memory (``--memory``, the default) is measured in a separate, untimed run o
 under ``tracemalloc`` (``_fields.peak_memory``; NumPy buffers plus Python objects, above the
 level at the start) for taped, StoreAll, Revolve and backsolve, in MB = 1e6 bytes.
 
+Page faults: after timing, one more untimed call each of the engine and the floor counts its
+minor page faults (``getrusage``), fresh pages the kernel maps and zeroes, printed as the last
+column. ``--host-memory`` sets ``ADJOINTCORE_HOST_MEMORY`` for the measuring processes:
+``retain`` (the library's default: ``solvers.retain_host_memory`` keeps freed buffers for reuse,
+for the floor in the same process too) or ``system`` (glibc's own malloc thresholds, under
+which large temporaries and whole tapes are faulted in anew on every call).
+
 Every (size, dtype) runs in a fresh subprocess (this script with ``--one``), so allocator and
 cache state of one configuration cannot leak into the next. Each subprocess also checks the
 engine's taped gradient (``x_bar`` and ``params_bar``) against :func:`reference_rk4_gradient`,
@@ -90,7 +97,8 @@ Run
 ``python benchmarks/bench_p1.py --profile --json p1.json --no-memory``
 
 Options: ``--sizes``, ``--dtypes``, ``--repeat`` (7), ``--repeat-large`` (3), ``--rows``,
-``--steps`` (100), ``--blas-threads``, ``--memory/--no-memory``, ``--count/--no-count``,
+``--steps`` (100), ``--blas-threads``, ``--host-memory`` (retain), ``--memory/--no-memory``,
+``--count/--no-count``,
 ``--revolve-snapshots`` (10), ``--backsolve-steps`` (100,400), ``--dopri5-sizes`` (small),
 ``--seed`` (0), ``--profile`` (cProfile of one taped fwd+grad for the first size, top 25 by
 internal time), ``--json FILE``.
@@ -413,6 +421,19 @@ def interleaved_medians(engine_fn, floor_fn, repeat):
     return statistics.median(t_engine), statistics.median(t_floor)
 
 
+def minor_faults(fn):
+    """Minor page faults of one ``fn()`` call (Linux ``getrusage``; ``None`` elsewhere):
+    fresh pages the kernel had to map and zero for it, a cost the timings include."""
+    try:
+        import resource
+    except ImportError:       # not a Unix system
+        return None
+    gc.collect()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    fn()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
 def peak_mb(fn):
     """Peak traced memory of one ``fn()`` call, in MB (``_fields.peak_memory``)."""
     gc.collect()
@@ -507,11 +528,13 @@ def measure_row(spec, repeat, memory):
     work = spec.engine()
     floor_fn, floor_work = spec.floor_for(work)
     t_engine, t_floor = interleaved_medians(spec.engine, floor_fn, repeat)
+    faults = minor_faults(spec.engine), minor_faults(floor_fn)
     peak = peak_mb(spec.engine) if memory and spec.key in MEMORY_ROWS else None
     engine_work = {k: work.get(k) for k in ("fwd_nfe", "bwd_nfe", "vjps", "steps")
                    if work.get(k) is not None}
     result = {"row": spec.key, "label": spec.label, "engine_ms": 1e3 * t_engine,
               "floor_ms": 1e3 * t_floor, "ratio": t_engine / t_floor, "peak_mb": peak,
+              "engine_faults": faults[0], "floor_faults": faults[1],
               "engine_work": engine_work, "floor_work": floor_work}
     return result, work
 
@@ -697,7 +720,8 @@ def run_child(args, size, dtype, profile):
     fd, out_path = tempfile.mkstemp(prefix="bench_p1_", suffix=".json")
     os.close(fd)
     try:
-        proc = subprocess.run(child_command(args, size, dtype, out_path, profile))
+        env = dict(os.environ, ADJOINTCORE_HOST_MEMORY=args.host_memory)
+        proc = subprocess.run(child_command(args, size, dtype, out_path, profile), env=env)
         if proc.returncode != 0:
             return {"size": size, "dtype": dtype, "rows": [], "check": {},
                     "error": f"subprocess exited with {proc.returncode}"}
@@ -720,20 +744,23 @@ def fmt(value, spec):
 
 def table_lines(results):
     """The markdown table."""
-    lines = ["| size | dtype | row | engine (ms) | floor (ms) | ratio | peak MB |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    lines = ["| size | dtype | row | engine (ms) | floor (ms) | ratio | peak MB | page faults "
+             "per call (engine / floor) |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for res in results:
         if res.get("error"):
             lines.append(f"| {res['size']} | {res['dtype']} | ERROR: {res['error']} "
-                         f"| - | - | - | - |")
+                         f"| - | - | - | - | - |")
         for row in res["rows"]:
             if "error" in row:
                 lines.append(f"| {res['size']} | {res['dtype']} | {row['label']}: ERROR "
-                             f"{row['error']} | - | - | - | - |")
+                             f"{row['error']} | - | - | - | - | - |")
                 continue
             lines.append(f"| {res['size']} | {res['dtype']} | {row['label']} | "
                          f"{fmt(row['engine_ms'], '.2f')} | {fmt(row['floor_ms'], '.2f')} | "
-                         f"{fmt(row['ratio'], '.2f')} | {fmt(row['peak_mb'], '.1f')} |")
+                         f"{fmt(row['ratio'], '.2f')} | {fmt(row['peak_mb'], '.1f')} | "
+                         f"{fmt(row.get('engine_faults'), 'd')} / "
+                         f"{fmt(row.get('floor_faults'), 'd')} |")
     return lines
 
 
@@ -815,7 +842,7 @@ def run_all(args):
     print()
     print(f"P1 benchmark: MLP neural ODE, RK4 {args.steps} steps unless noted, "
           f"median of {args.repeat} (large: {args.repeat_large})")
-    print(header)
+    print(f"{header}; host memory: {args.host_memory}")
     print()
     print("\n".join(table_lines(results)))
     print()
@@ -874,6 +901,10 @@ def build_parser():
                    help="sizes that run the adaptive dopri5 row (default small)")
     p.add_argument("--blas-threads", type=int, default=None,
                    help="limit BLAS threads (default: unchanged, 2 here)")
+    p.add_argument("--host-memory", choices=("retain", "system"), default="retain",
+                   help="ADJOINTCORE_HOST_MEMORY of the measuring processes: 'retain' (the "
+                        "library's default: freed buffers reused) or 'system' (glibc's own "
+                        "malloc thresholds)")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="measure peak memory under tracemalloc (untimed runs)")
     p.add_argument("--count", action=argparse.BooleanOptionalAction, default=True,

@@ -14,6 +14,7 @@ from ._controller import (
 )
 from ._dense import DenseOutput
 from ._field import CallableField, FieldKernel, as_field, check_field_output, field_kernel, is_field
+from ._memory import _apply_from_environment, release_host_memory, retain_host_memory
 from ._result import MESSAGES, Solution, SolveError, Status
 from ._rk import RKStages, rk_step, rk_step_vjp
 from ._solve import adaptive_methods, solve
@@ -32,4 +33,7 @@ __all__ = [
     "DenseOutput", "solve", "adaptive_methods", "Solution", "Status", "SolveError",
     "MESSAGES", "Work",
     "RKStepper", "get_stepper",
+    "retain_host_memory", "release_host_memory",
 ]
+
+_apply_from_environment()       # freed host buffers are reused (ADJOINTCORE_HOST_MEMORY)

@@ -93,7 +93,7 @@ def _forward_work(solution: Any) -> Work:
 
 def _check_times(t_obs: ArrayLike, t0: float | None) -> tuple[float, NDArray[np.float64]]:
     """Validate ``t_obs`` (strictly monotone 1-D) and ``t0``; return host float64 knots."""
-    if (type(t_obs) in (list, tuple) and len(t_obs) == 1 and type(t_obs[0]) is float
+    if (isinstance(t_obs, (list, tuple)) and len(t_obs) == 1 and type(t_obs[0]) is float
             and type(t0) is float):         # one end time after t0 (an ODE block): no arrays
         end = t_obs[0]
         if math.isfinite(end) and math.isfinite(t0) and end != t0:
