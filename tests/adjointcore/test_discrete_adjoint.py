@@ -460,11 +460,11 @@ def test_checked_obs_steps_are_a_copy_in_int64():
     later change to the caller's array does not move a sweep's observation points."""
     from adjointcore.sensitivity._discrete_inputs import check_obs_steps
 
-    for given in ([1, 4], np.array([1, 4]), np.array([[1], [4]]), np.array([1.0, 4.0]), (1, 4)):
-        got = check_obs_steps(given, 4)
-        assert got.dtype == np.int64 and got.tolist() == [1, 4] and got is not given
-        if isinstance(given, np.ndarray):
-            given[...] = 0
+    for steps in ([1, 4], np.array([1, 4]), np.array([[1], [4]]), np.array([1.0, 4.0]), (1, 4)):
+        got = check_obs_steps(steps, 4)
+        assert got.dtype == np.int64 and got.tolist() == [1, 4] and got is not steps
+        if isinstance(steps, np.ndarray):
+            steps[...] = 0
             assert got.tolist() == [1, 4]
 
 
