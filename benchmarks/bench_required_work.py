@@ -422,6 +422,44 @@ def run_size(size, repeat, steps, dtype="float64", rows=("taped", "forward", "ba
     return out
 
 
+def derivative_bound(size, dtype, repeat, steps=100):
+    """A lower bound for the taped row from tanh's accurate derivative alone.
+
+    A bitwise-unchanged engine computes ``tanh'(z) * x_bar`` as
+    :func:`tanh_derivative` does in each of its ``4 steps`` VJPs, where the floor computes
+    ``x_bar * (1 - H*H)``. Both are timed here on the same arrays (medians of ``repeat``
+    batches), and ``(floor + 4 steps (t_accurate - t_floor_form)) / floor`` bounds the taped
+    ratio from below: it adds only that difference to the floor, none of the Runge-Kutta
+    arithmetic or memory traffic of a tape.
+
+    Returns
+    -------
+    tuple
+        ``(t_accurate, t_floor_form, t_floor_taped, bound)`` in seconds (bound: a ratio).
+    """
+    prob = p1.make_problem(size, dtype, 0)
+    W1, b1, _, _ = prob.weights
+    z = prob.z0 @ W1.T + b1
+    hidden = np.tanh(z)
+    x_bar = np.random.default_rng(1).standard_normal(hidden.shape).astype(dtype)
+    n_vjp = 4 * steps
+    batch = {"small": 2000, "medium": 200, "large": 10}[size]
+
+    def batched(fn):
+        def run():
+            for _ in range(batch):
+                fn()
+        return run
+
+    (accurate, floor_form), _ = interleaved3(batched(lambda: x_bar * (1 - hidden * hidden)),
+                                             batched(lambda: tanh_derivative(z, x_bar)),
+                                             lambda: None, repeat)
+    t_acc, t_form = accurate / batch, floor_form / batch
+    t_floor = statistics.median(p1.timed(lambda: p1.floor_taped(prob, n_vjp, n_vjp))[0]
+                                for _ in range(3))
+    return t_acc, t_form, t_floor, 1.0 + n_vjp * (t_acc - t_form) / t_floor
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="small,medium")
@@ -433,7 +471,16 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--dopri5-sizes", default="small",
                         help="sizes of the adaptive Dopri5 row ('' for none)")
+    parser.add_argument("--bound-sizes", default="",
+                        help="sizes of the accurate-derivative bound of the taped row, in "
+                             "every --dtypes ('' for none)")
+    parser.add_argument("--trim-threshold", type=int, default=None,
+                        help="bytes of freed memory kept for reuse (solvers.retain_host_memory;"
+                             " default: the library's); large tapes need up to 2**31 - 1")
     args = parser.parse_args(argv)
+    if args.trim_threshold is not None:
+        import solvers
+        solvers.retain_host_memory(trim_threshold=args.trim_threshold)
     wanted = tuple(filter(None, args.rows.split(",")))
     print("| size | dtype | row | floor | lean replica | lean / floor | engine | engine / floor "
           "| engine / lean | target |")
@@ -449,6 +496,18 @@ def main(argv=None):
                   f"{t_lean / t_floor:.2f} | {t_eng * 1e3:.2f} ms | {t_eng / t_floor2:.2f} | "
                   f"{t_eng / t_lean:.2f} | {TARGETS[sz].get(key) or '-'} |", flush=True)
     print("\nEach lean replica's result is bitwise the engine's (asserted before timing).")
+    bound_sizes = list(filter(None, args.bound_sizes.split(",")))
+    if bound_sizes:
+        print("\n| size | dtype | accurate tanh' per VJP | x_bar (1 - H*H) per VJP | floor, taped "
+              "| bound for the taped row | target |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+    for size in bound_sizes:
+        for dtype in filter(None, args.dtypes.split(",")):
+            t_acc, t_form, t_floor, bound = derivative_bound(size, dtype, args.repeat,
+                                                             args.steps)
+            print(f"| {size} | {dtype} | {t_acc * 1e6:.0f} us | {t_form * 1e6:.0f} us | "
+                  f"{t_floor * 1e3:.1f} ms | {bound:.3f} | {TARGETS[size]['taped']} |",
+                  flush=True)
     return 0
 
 
