@@ -119,6 +119,7 @@ class FieldKernel:
         bind = getattr(field, "bind", None)
         self._bind = bind if callable(bind) else None
         self._bound: tuple[Any, Any, bool] | None = None
+        self._vjp_bound: tuple[Any, Any, bool] | None = None
 
     @property
     def n_params(self) -> int | None:
@@ -206,10 +207,19 @@ class FieldKernel:
         self.n_vjp += 1
         return self.field.vjp(cache, dy_bar, need_params=need_params)
 
+    def bind_vjp(self, params: Any) -> None:
+        """Take the bound field's ``vjp_into`` for VJPs of caches made at ``params``, without
+        an evaluation through this kernel (a sweep reversing stages that a solve evaluated and
+        checked). Evaluations still start with the checked first one. A no-op for a field
+        without ``bind`` or once bound."""
+        if self._bind is not None and self._bound is None:
+            b = self._bind(params)
+            self._vjp_bound = (params, b, callable(getattr(b, "vjp_into", None)))
+
     def vjp_into(self, cache: Any, dy_bar: Array, params_bar: Array | None) -> Array:
         """``y_bar``; the parameter cotangent is written into ``params_bar`` unless None."""
         self.n_vjp += 1
-        bound = self._bound
+        bound = self._bound or self._vjp_bound
         if bound is not None and bound[2]:
             return bound[1].vjp_into(cache, dy_bar, params_bar)
         if self._vjp_into is not None:

@@ -359,6 +359,8 @@ class DiscreteSweep:
             self._begin()
             nfe_before = self._counted.nfe
         counted = self._counted
+        if params is not None:        # the stages may come from a solve's own (checked) kernel
+            counted.bind_vjp(params)
         xp = get_array_module(y0)
         self._bar_at, self._need_params = bar_at, need_params
         final = self._with_obs(n, tuple(xp.zeros_like(s) for s in self.final_state))

@@ -139,6 +139,32 @@ def test_bound_vjp_mutant_is_caught_directly_and_through_the_adjoint():
     assert _discrete_gradient_error(mutant, params) > 1e-3
 
 
+def test_adaptive_discrete_adjoint_reverses_the_solve_stages_through_the_bound_vjp():
+    """The discrete adjoint of an adaptive solve reverses the stages the solve kept, which
+    another kernel evaluated and checked; its own kernel binds the field for their VJPs
+    (``FieldKernel.bind_vjp``). The gradient is bitwise that of a field without ``bind``, and
+    the bound-VJP mutant now changes it (by 100% of its largest entry here; the bar is 0.1%)."""
+    from adjointcore.sensitivity import trajectory_gradient
+
+    class Unbound(LayerField):
+        bind = None
+
+    layer, params = _mlp()
+    rng = np.random.default_rng(11)
+    y0, y_bar = rng.standard_normal((2, 5, 3))
+
+    def params_bar(field):
+        return trajectory_gradient(field, y0, params, [1.0], y_bar[None], t0=0.0,
+                                   gradient="discrete", method="dopri5", rtol=1e-6,
+                                   atol=1e-8).params_bar
+
+    bound, unbound = params_bar(LayerField(layer)), params_bar(Unbound(layer))
+    assert bound.tobytes() == unbound.tobytes()
+    mutant = params_bar(LayerField(Sequential(ConcatLinear(3, 6), Tanh(),
+                                              BoundDroppedBiasLinear(6, 3))))
+    assert np.abs(mutant - bound).max() > 1e-3 * np.abs(bound).max()
+
+
 def test_field_kernel_binds_once_per_parameter_object_and_honours_other_caches():
     """The kernel binds the field for the parameter object it is called with (again for a new
     object); a cache made at other parameters is differentiated at its own parameters."""
