@@ -386,6 +386,16 @@ def assert_bitwise(size, what, lean, engine):
                              "it does not replicate the engine's arithmetic")
 
 
+def gradient_row(prob, key, label, block, lean, floor, repeat):
+    """One gradient row: the replica ``lean()`` checked bitwise against ``block``'s gradient,
+    then floor, replica and engine timed in turn."""
+    engine = p1.block_fwd_grad(block, prob)
+    assert_bitwise(prob.size, f"{label} gradient", lean(),
+                   (engine["x_bar"], engine["params_bar"]))
+    times = interleaved3(floor, lean, lambda: p1.block_fwd_grad(block, prob), repeat)
+    return (prob.size, prob.dtype, key, label, *times)
+
+
 def run_size(size, repeat, steps, dtype="float64", rows=("taped", "forward", "backsolve")):
     """One size's rows: floor, lean replica and engine (taped fwd+grad, forward only,
     backsolve), each replica checked bitwise against the engine first."""
@@ -394,14 +404,9 @@ def run_size(size, repeat, steps, dtype="float64", rows=("taped", "forward", "ba
     prob = p1.make_problem(size, dtype, 0)
     n, out = 4 * steps, []
     if "taped" in rows:
-        block = p1.make_block(prob, steps)
-        engine = p1.block_fwd_grad(block, prob)
-        assert_bitwise(size, "gradient", lean_gradient(prob, steps),
-                       (engine["x_bar"], engine["params_bar"]))
-        lean, eng = interleaved3(lambda: p1.floor_taped(prob, n, n),
-                                 lambda: lean_gradient(prob, steps),
-                                 lambda: p1.block_fwd_grad(block, prob), repeat)
-        out.append((size, dtype, "taped", "taped fwd+grad", lean, eng))
+        out.append(gradient_row(prob, "taped", "taped fwd+grad", p1.make_block(prob, steps),
+                                lambda: lean_gradient(prob, steps),
+                                lambda: p1.floor_taped(prob, n, n), repeat))
     if "forward" in rows:
         end = solvers.solve(prob.field, prob.z0, (0.0, 1.0), prob.params, method="rk4",
                             steps=steps, dense_output=False).ys[-1]
@@ -411,14 +416,10 @@ def run_size(size, repeat, steps, dtype="float64", rows=("taped", "forward", "ba
                                  lambda: p1.solve_forward(prob, steps), repeat)
         out.append((size, dtype, "forward", "forward only", lean, eng))
     if "backsolve" in rows:
-        block = p1.make_block(prob, steps, gradient="backsolve")
-        engine = p1.block_fwd_grad(block, prob)
-        assert_bitwise(size, "backsolve gradient", lean_backsolve(prob, steps),
-                       (engine["x_bar"], engine["params_bar"]))
-        lean, eng = interleaved3(lambda: p1.floor_paired(prob, n, n),
-                                 lambda: lean_backsolve(prob, steps),
-                                 lambda: p1.block_fwd_grad(block, prob), repeat)
-        out.append((size, dtype, "backsolve", "backsolve", lean, eng))
+        out.append(gradient_row(prob, "backsolve", "backsolve",
+                                p1.make_block(prob, steps, gradient="backsolve"),
+                                lambda: lean_backsolve(prob, steps),
+                                lambda: p1.floor_paired(prob, n, n), repeat))
     return out
 
 

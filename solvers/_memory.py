@@ -6,12 +6,13 @@ of each reverse sweep. With glibc's default settings these come back from the op
 as fresh pages each time. Buffers above the mmap threshold (128 KiB at start, raised
 dynamically up to 32 MiB) are unmapped on ``free``, and the top of the heap is returned once
 more than the trim threshold is free. Every new page is then a page fault that the kernel
-zero-fills. Measured on the P1 MLP (2 cores, float64), allocator defaults against these
-settings, in one process:
+zero-fills. Measured on the P1 MLP (``benchmarks/bench_p1.py``; 2 cores, float64), glibc's
+settings against these:
 
-- large forward solve: 514k page faults (2.4 s of system time), 5.3 s against 0 faults and
-  2.7 s;
-- medium taped forward and gradient: 64k faults, 544 ms against 0 faults and 285 ms.
+- large forward solve, one process before and after ``mallopt``: 514k page faults (2.4 s of
+  system time) and 5.3 s, against 0 faults and 2.7 s;
+- medium taped forward and gradient, separate processes: 64k faults and 376-544 ms, against 0
+  faults and 251-285 ms.
 
 :func:`retain_host_memory` raises both thresholds with ``mallopt`` (glibc only), so freed
 buffers are reused from the heap. It changes no result, only where memory comes from.
