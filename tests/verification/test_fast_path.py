@@ -198,7 +198,8 @@ def test_field_kernel_binds_once_per_parameter_object_and_honours_other_caches()
 def _general_loop(field, method, y0, params, steps, max_steps=10_000, t_span=(0.0, 1.0)):
     """The record of the general RK step loop (the path the fast fixed-step loop replaces)."""
     from solvers._field import field_kernel
-    from solvers._solve import _Record, _rk_loop
+    from solvers._record import _Record
+    from solvers._solve import _rk_loop
     from solvers.tableaux import get_tableau
     t0, t1 = t_span
     rec = _Record(t0, y0)
