@@ -261,11 +261,13 @@ def mlp_vjp_into(weights, sl, shapes, cache, kappa, buf):
 
 
 def rms(scaled):
-    """The solver's RMS norm ``m * sqrt(mean((|s| / m)^2))``, ``m = max |s|`` (1 if 0)."""
+    """The solver's RMS norm ``m * sqrt(mean((|s| / m)^2))``, ``m = max |s|`` (1 if 0), the
+    mean as the solver takes it (``add.reduce`` / count, bitwise ``numpy.mean``)."""
     mag = np.abs(scaled)
     peak = mag.max()
     scale = peak if (np.isfinite(peak) and peak > 0) else peak.dtype.type(1)
-    return float(scale * np.sqrt(np.mean((mag / scale) ** 2)))
+    sq = (mag / scale) ** 2
+    return float(scale * np.sqrt(sq.dtype.type(np.add.reduce(sq, axis=None) / np.intp(sq.size))))
 
 
 def scaled(err, y0, y1):
@@ -274,12 +276,13 @@ def scaled(err, y0, y1):
 
 
 def first_step(weights, y0, f0):
-    """Hairer's starting step (one evaluation), capped at the span 1."""
-    zeros = np.zeros_like(y0)
-    d0, d1 = rms(scaled(y0, y0, zeros)), rms(scaled(f0, y0, zeros))
+    """Hairer's starting step (one evaluation), capped at the span 1; the three norms share
+    one divisor ``atol + rtol |y0|`` (``max(|y0|, |0|)``), as the solver's."""
+    scale = ATOL + RTOL * np.abs(y0)
+    d0, d1 = rms(y0 / scale), rms(f0 / scale)
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
     f1, _ = mlp_eval(weights, y0 + h0 * f0)
-    d_max = max(d1, rms(scaled(f1 - f0, y0, zeros)) / h0)
+    d_max = max(d1, rms((f1 - f0) / scale) / h0)
     h1 = max(1e-6, 1e-3 * h0) if d_max <= 1e-15 else (0.01 / d_max) ** (1.0 / 6)
     return min(float(min(100.0 * h0, h1)), 1.0)
 
