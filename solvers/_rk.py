@@ -94,6 +94,52 @@ def combine(xp: Any, y: Array | float, h: float, weights: Array, k: Array,
     return out
 
 
+class StagePlan(NamedTuple):
+    """A tableau's coefficients laid out for the step loops (:func:`stage_plan`).
+
+    Attributes
+    ----------
+    rows : tuple
+        ``rows[i]``: ``a[i, :i]`` as a ``(1, i)`` view (``rows[0]`` None), the left factor
+        of the one ``dot`` that forms stage ``i``'s input.
+    b_live : array, shape (1, n_live)
+        ``b[:n_live]``, the weights of ``y1``.
+    b_err : array, shape (1, n_stages), or None
+    dot : callable
+        ``dot(weights, stack2d)``: ``ndarray.dot`` on the host (no dispatch), ``xp.dot``
+        elsewhere; the same product as :func:`_weighted_sum`'s.
+    """
+
+    rows: tuple[Array | None, ...]
+    b_live: Array
+    b_err: Array | None
+    dot: Any
+
+
+@lru_cache(maxsize=64)
+def stage_plan(tab: ButcherTableau, xp: Any, dtype: DTypeLike) -> StagePlan:
+    """:class:`StagePlan` of ``tab`` in ``xp`` and real ``dtype`` (cached per module/dtype);
+    the values are :func:`rk_coefficients`', so products with them round as before."""
+    a, b, b_err = rk_coefficients(tab, xp, dtype)
+    rows = (None,) + tuple(a[i, :i].reshape(1, i) for i in range(1, tab.n_stages))
+    return StagePlan(rows, b[:tab.n_live].reshape(1, tab.n_live),
+                     None if b_err is None else b_err.reshape(1, -1),
+                     np.ndarray.dot if xp is np else xp.dot)
+
+
+@lru_cache(maxsize=64)
+def _reverse_plan(tab: ButcherTableau, xp: Any, dtype: DTypeLike,
+                  n: int) -> tuple[tuple[int, Any, Array | None], ...]:
+    """The live stages of an ``n``-stage tape in reverse order, each as ``(i, b_i, column)``:
+    ``b_i = b[i]`` (an ``xp`` scalar) and ``column = a[i+1:n, i]`` as a ``(1, n-i-1)`` view
+    of ``a`` (None for the last stage), for :func:`rk_step_vjp`. The column stays a strided
+    view: BLAS takes a strided vector through another kernel than a contiguous copy, and
+    the products must round as they always have."""
+    a, b, _ = rk_coefficients(tab, xp, dtype)
+    return tuple((i, b[i], None if i + 1 >= n else a[i + 1:n, i].reshape(1, n - i - 1))
+                 for i in range(n - 1, -1, -1) if tab.live[i])
+
+
 def rk_step(field: Any, tab: ButcherTableau, t: float, y: Array, h: float, params: Any,
             f0: Array | tuple[Array, Any] | None = None, full: bool = True,
             tape: bool = True) -> tuple[Array, Array | None, RKStages]:
@@ -133,36 +179,55 @@ def rk_step(field: Any, tab: ButcherTableau, t: float, y: Array, h: float, param
     """
     kernel = field_kernel(field)
     xp = get_array_module(y)
-    t, h = float(t), float(h)
-    n_eval = tab.n_stages if full else tab.n_live
-    a, b, b_err = rk_coefficients(tab, xp, real_dtype(y.dtype))
-    c = tab.c_floats
-    k: Array
-    caches: list[Any]
-    k, caches = None, []
+    plan = stage_plan(tab, xp, real_dtype(y.dtype))
     with np.errstate(invalid="ignore", over="ignore"):
-        for i in range(n_eval):
-            if i == 0 and f0 is not None:
-                dy, cache = f0 if isinstance(f0, tuple) else (f0, None)
-            else:
-                y_i = y if i == 0 else combine(xp, y, h, a[i, :i], k[:i])
-                if tape:
-                    dy, cache = kernel.forward(t + c[i] * h, y_i, params)
-                else:
-                    dy, cache = kernel.evaluate(t + c[i] * h, y_i, params), None
-            if k is None:
-                shape = (n_eval,) + tuple(dy.shape)
-                k = xp.empty(shape, dtype=dy.dtype) if tape else \
-                    kernel.stage_buffer(shape, dy.dtype)
-            k[i] = dy
-            if tape:
-                caches.append(cache)
-        # Summing over the live stages only makes y1 bitwise equal to the FSAL stage input
-        # (a[-1, :n_live] == b[:n_live]) and independent of `full`.
-        n_live = tab.n_live
-        y1 = combine(xp, y, h, b[:n_live], k[:n_live])
-        y_err = None if (b_err is None or not full) else combine(xp, 0.0, h, b_err, k)
-    return y1, y_err, RKStages(t, y, h, k, tuple(caches))
+        return taped_stages(kernel, tab, plan, float(t), y, float(h), params, f0, full, tape)
+
+
+def taped_stages(kernel: Any, tab: ButcherTableau, plan: StagePlan, t: float, y: Array,
+                 h: float, params: Any, f0: Array | tuple[Array, Any] | None, full: bool,
+                 tape: bool) -> tuple[Array, Array | None, RKStages]:
+    """The body of :func:`rk_step` for drivers that validated once: ``kernel`` a
+    :class:`~solvers._field.FieldKernel`, ``plan`` the tableau's :func:`stage_plan` in ``y``'s
+    real dtype, ``t`` and ``h`` floats, NumPy's warnings already muted by the caller. Stage
+    ``i``'s input is one ``dot`` of ``plan.rows[i]`` with the stages before it (the product of
+    :func:`combine`), scaled by ``h``, then ``y`` added in place."""
+    n_eval = tab.n_stages if full else tab.n_live
+    c, rows, dot = tab.c_floats, plan.rows, plan.dot
+    if f0 is None:
+        dy, cache = kernel.forward(t, y, params) if tape else (kernel.evaluate(t, y, params),
+                                                               None)
+    else:
+        dy, cache = f0 if isinstance(f0, tuple) else (f0, None)
+    shape = (n_eval,) + tuple(dy.shape)
+    xp = get_array_module(y)
+    k = xp.empty(shape, dtype=dy.dtype) if tape else kernel.stage_buffer(shape, dy.dtype)
+    k[0] = dy
+    caches = [cache] if tape else None
+    flat = k.reshape(n_eval, -1)
+    y_shape = dy.shape
+    for i in range(1, n_eval):
+        y_i = dot(rows[i], flat[:i]).reshape(y_shape)
+        y_i *= h
+        y_i += y
+        if tape:
+            dy, cache = kernel.forward(t + c[i] * h, y_i, params)
+            caches.append(cache)              # type: ignore[union-attr]  # a list with tape
+        else:
+            dy = kernel.evaluate(t + c[i] * h, y_i, params)
+        k[i] = dy
+    # Summing over the live stages only makes y1 bitwise equal to the FSAL stage input
+    # (a[-1, :n_live] == b[:n_live]) and independent of `full`.
+    n_live = tab.n_live
+    y1 = dot(plan.b_live, flat[:n_live]).reshape(y_shape)
+    y1 *= h
+    y1 += y
+    y_err = None
+    if plan.b_err is not None and full:
+        y_err = dot(plan.b_err, flat).reshape(y_shape)
+        y_err *= h
+        y_err = 0.0 + y_err
+    return y1, y_err, RKStages(t, y, h, k, tuple(caches) if tape else ())
 
 
 def rk_step_vjp(field: Any, tab: ButcherTableau, stages: RKStages, y1_bar: Array,
@@ -198,36 +263,35 @@ def rk_step_vjp(field: Any, tab: ButcherTableau, stages: RKStages, y1_bar: Array
     """
     kernel = field_kernel(field)
     xp = get_array_module(y1_bar)
-    n = stages.k.shape[0]
-    a, b, _ = rk_coefficients(tab, xp, real_dtype(stages.k.dtype))
-    h = stages.h
-    buffers = kernel.param_buffers(y1_bar) if need_params else None
-    w = None
-    params_bar = None
-    for i in range(n - 1, -1, -1):
-        if not tab.live[i]:
-            continue
-        kappa = b[i] * y1_bar
-        if w is not None and i + 1 < n:
-            kappa += _weighted_sum(xp, a[i + 1:n, i], w[i + 1:n])
-        if i >= len(stages.caches) or stages.caches[i] is None:
+    n, caches, h = stages.k.shape[0], stages.caches, stages.h
+    plan = _reverse_plan(tab, xp, real_dtype(stages.k.dtype), n)
+    for i, _, _ in plan:
+        if i >= len(caches) or caches[i] is None:
             raise ValueError(f"rk_step_vjp: stage {i} has no field cache (it was passed to rk_step "
                              "as a bare f0 array, or taken with tape=False); call rk_step "
                              "without f0, or with f0=(dy, cache).")
+    dot = np.ndarray.dot if xp is np else xp.dot
+    buffers = kernel.param_buffers(y1_bar) if need_params else None
+    w = flat = params_bar = None
+    for i, b_i, column in plan:
+        kappa = b_i * y1_bar
+        if w is not None and column is not None:      # sum_{j>i} a_ji w_j, one dot
+            kappa += dot(column, flat[i + 1:]).reshape(w.shape[1:])
         kappa *= h
         if buffers is not None:
             first = params_bar is None
-            w_i = kernel.vjp_into(stages.caches[i], kappa, buffers[0] if first else buffers[1])
+            w_i = kernel.vjp_into(caches[i], kappa, buffers[0] if first else buffers[1])
             if first:
                 params_bar = buffers[0]
             else:
                 params_bar += buffers[1]
         else:
-            w_i, g_i, _ = kernel.vjp(stages.caches[i], kappa, need_params=need_params)
+            w_i, g_i, _ = kernel.vjp(caches[i], kappa, need_params=need_params)
             if need_params and g_i is not None:
                 params_bar = g_i if params_bar is None else params_bar + g_i
         if w is None:
             w = xp.zeros((n,) + tuple(w_i.shape), dtype=xp.result_type(w_i, y1_bar))
+            flat = w.reshape(n, -1)
         w[i] = w_i
     y_bar = y1_bar + w.sum(axis=0) if w is not None else y1_bar
     return y_bar, params_bar

@@ -51,7 +51,7 @@ from ._inputs import (
 )
 from ._record import _finite, _FiniteWatch, _Record, _solution
 from ._result import Solution, SolveError, Status
-from ._rk import combine, rk_coefficients, rk_step
+from ._rk import combine, rk_coefficients, stage_plan, taped_stages
 from ._stepper import get_stepper, is_rk_method
 from ._tableau import ButcherTableau
 from ._xp import Array, get_array_module, real_dtype
@@ -125,6 +125,8 @@ def _rk_loop(field: FieldKernel, tab: ButcherTableau, t0: float, t1: float, y0: 
         rec.nfe += 1
     state = ctrl.init(tab.err_order) if ctrl is not None else None
     t, y, n_acc, last_nonfinite = t0, y0, 0, False
+    plan_dtype, plan = None, None
+    land = UNDERFLOW_ULPS * np.spacing(abs(t1))     # closer to t1 than this: land on t1
     # n_fixed is given without ctrl
     while (n_acc < n_fixed) if ctrl is None else (t != t1):  # type: ignore[operator]
         if n_acc + rec.n_rejected >= max_steps:
@@ -138,7 +140,7 @@ def _rk_loop(field: FieldKernel, tab: ButcherTableau, t0: float, t1: float, y0: 
             t_new = t + direction * h_abs  # type: ignore[operator]  # h_abs is set by now with ctrl
             # Land on t1 exactly (also when only a few ulps would be left for a last step).
             # Otherwise snap: t_new = t + h exactly, the time of the FSAL stage (c_s = 1).
-            if direction * (t1 - t_new) <= UNDERFLOW_ULPS * np.spacing(abs(t1)):
+            if direction * (t1 - t_new) <= land:
                 t_new, h = t1, t1 - t
             else:
                 h = t_new - t
@@ -147,7 +149,12 @@ def _rk_loop(field: FieldKernel, tab: ButcherTableau, t0: float, t1: float, y0: 
             # n_fixed is given without ctrl
             t_new = _fixed_time(t0, t1, n_fixed, n_acc + 1)  # type: ignore[arg-type]
             h = t_new - t
-        y1, y_err, stages = rk_step(field, tab, t, y, h, params, f0=f, tape=taped)
+        if plan is None or y.dtype != plan_dtype:     # as rk_step: in y's real dtype
+            plan_dtype = y.dtype
+            plan = stage_plan(tab, xp, real_dtype(plan_dtype))
+        with np.errstate(invalid="ignore", over="ignore"):     # as rk_step (see combine)
+            y1, y_err, stages = taped_stages(field, tab, plan, float(t), y, float(h), params, f,
+                                             True, taped)
         rec.nfe += len(stages.k) - 1
         if watch is not None:                 # device, fixed steps: read back per window
             accept = True
@@ -212,28 +219,46 @@ def _fixed_rk_forward(field: FieldKernel, tab: ButcherTableau, t0: float, t1: fl
         return rec
     evaluate = field.bind(params)
     s, n_live, c = tab.n_stages, tab.n_live, tab.c_floats
-    k = np.empty((s,) + tuple(f.shape), dtype=f.dtype)
-    coefficients_dtype, rows, b_live = y0.dtype, None, None
+    shape = tuple(f.shape)
+    k = np.empty((s,) + shape, dtype=f.dtype)
+    flat = k.reshape(s, -1)
+    plan_dtype: Any = None
+    rows: tuple[Any, ...] = ()
     if f.dtype == y0.dtype:                 # each y1 is computed in place in its row
-        rec.ys_rows = np.empty((n_fixed + 1,) + tuple(y0.shape), dtype=y0.dtype)
+        rec.ys_rows = np.empty((n_fixed + 1,) + shape, dtype=y0.dtype)
         rec.ys_rows[0] = y0
+        ys_flat = rec.ys_rows.reshape(n_fixed + 1, 1, -1)
     t, y = t0, y0
     with np.errstate(invalid="ignore", over="ignore"):      # as rk_step (see combine)
         for n in range(n_fixed):
             if n >= max_steps:
                 rec.status = Status.MAX_STEPS
                 break
-            if rows is None or y.dtype != coefficients_dtype:   # as rk_step: y's real dtype
-                coefficients_dtype = y.dtype    # (it changes once if the field widens y)
-                a, b, _ = rk_coefficients(tab, np, real_dtype(y.dtype))
-                rows, b_live = [a[i, :i] for i in range(s)], b[:n_live]
+            if y.dtype != plan_dtype or not rows:   # as rk_step: y's real dtype (it changes
+                plan_dtype = y.dtype                # once if the field widens y)
+                plan = stage_plan(tab, np, real_dtype(plan_dtype))
+                rows, b_live = plan.rows, plan.b_live
+                # the stage inputs: one reused buffer each, in the dtype of their dot (the
+                # product into it is that of combine), seen as (1, size) and as the state
+                inputs = np.empty((s, 1, flat.shape[1]),
+                                  dtype=np.result_type(b_live.dtype, k.dtype))
+                in_shaped = inputs.reshape((s,) + shape)
             t_new = _fixed_time(t0, t1, n_fixed, n + 1)
             h = t_new - t
             k[0] = f
             for i in range(1, s):
-                k[i] = evaluate(t + c[i] * h, combine(np, y, h, rows[i], k[:i]))
-            y1 = combine(np, y, h, b_live, k[:n_live],
-                         None if rec.ys_rows is None else rec.ys_rows[n + 1])
+                np.ndarray.dot(rows[i], flat[:i], inputs[i])
+                y_i = in_shaped[i]
+                y_i *= h
+                y_i += y
+                k[i] = evaluate(t + c[i] * h, y_i)
+            if rec.ys_rows is None:
+                y1 = combine(np, y, h, b_live[0], k[:n_live])
+            else:
+                np.ndarray.dot(b_live, flat[:n_live], ys_flat[n + 1])
+                y1 = rec.ys_rows[n + 1]
+                y1 *= h
+                y1 += y
             rec.nfe += s - 1
             if not _finite(y1):
                 rec.status, rec.n_rejected = Status.NON_FINITE, rec.n_rejected + 1
