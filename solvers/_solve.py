@@ -51,7 +51,7 @@ from ._inputs import (
 )
 from ._record import _finite, _FiniteWatch, _Record, _solution
 from ._result import Solution, SolveError, Status
-from ._rk import combine, rk_coefficients, stage_plan, taped_stages
+from ._rk import combine, stage_plan, taped_stages
 from ._stepper import get_stepper, is_rk_method
 from ._tableau import ButcherTableau
 from ._xp import Array, get_array_module, real_dtype

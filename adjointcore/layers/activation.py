@@ -29,6 +29,7 @@ from ..errors import check_array
 from ._checks import finite_float
 from ._parallel import MIN_PARALLEL_SIZE, chunked
 from .base import ParameterFree
+from .binding import BoundLayer
 from .second_order import SecondOrderBars
 
 __all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "ELU", "tanh_derivative",
@@ -341,6 +342,11 @@ class Tanh(_Elementwise):
                   params_bar: Array | None = None) -> Array:
         return tanh_derivative(cache.x, y_bar)
 
+    def bind(self, params: Array) -> BoundLayer:
+        """:class:`BoundTanh`: small real host arrays skip the dispatch of :meth:`apply` and
+        :meth:`apply_vjp` (bitwise the same results)."""
+        return BoundTanh(self, params)
+
     def apply_jvp(self, params: Array, cache: TanhCache, x_dot: Array,
                   params_dot: Array | None = None) -> Array:
         """Unchecked :meth:`jvp`: ``tanh'(x) x_dot`` (:func:`tanh_derivative`)."""
@@ -351,6 +357,40 @@ class Tanh(_Elementwise):
         xp = get_array_module(cache.x)
         return -2 * xp.tanh(cache.x) * tanh_derivative(cache.x, q)
 
+
+
+def _small_real_host(x: Array) -> bool:
+    """A NumPy float array of at least one dimension below ``MIN_PARALLEL_SIZE`` entries: the
+    case where tanh and its derivative take the plain in-place path on one core."""
+    return type(x) is np.ndarray and x.dtype.kind == "f" and 0 < x.ndim and \
+        x.size < MIN_PARALLEL_SIZE
+
+
+class BoundTanh(BoundLayer):
+    """:class:`Tanh` bound (:meth:`Tanh.bind`): on small real host arrays the forward is
+    ``numpy.tanh`` and the VJP :func:`tanh_derivative`'s in-place arithmetic, called directly;
+    anything else goes through :meth:`Tanh.apply` / :meth:`Tanh.apply_vjp`. Bitwise the same
+    results either way."""
+
+    __slots__ = ()
+
+    def __call__(self, x: Array, t: Any = None) -> Array:
+        if _small_real_host(x):
+            return np.tanh(x)
+        return self.kernel.apply(self.params, x, t, None, False)[0]
+
+    def forward(self, x: Array, t: Any = None) -> tuple[Array, TanhCache]:
+        if _small_real_host(x):
+            return np.tanh(x), TanhCache(x)
+        return self.kernel.apply(self.params, x, t, None, True)
+
+    def vjp_into(self, cache: TanhCache, y_bar: Array, params_bar: Array | None = None) -> Array:
+        x = cache.x
+        if _small_real_host(x) and type(y_bar) is np.ndarray and y_bar.dtype == x.dtype:
+            out = np.empty(x.shape, dtype=x.dtype)
+            _tanh_derivative_into(out, x, y_bar)
+            return out
+        return self.kernel.apply_vjp(self.params, cache, y_bar, params_bar)
 
 class Sigmoid(_Elementwise):
     """Logistic sigmoid ``y = 1 / (1 + exp(-x))``, stable for large ``|x|``.

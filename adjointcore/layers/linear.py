@@ -308,7 +308,8 @@ def _affine_vjp(y_bar: Array, x: Array, w: Array, layout: tuple[slice, tuple[int
     x_bar = y_bar @ w
     if params_bar is not None:
         ws, wshape, bs = layout
-        get_array_module(y_bar).matmul(y_bar.T, x, out=params_bar[ws].reshape(wshape))
+        matmul = np.matmul if type(y_bar) is np.ndarray else get_array_module(y_bar).matmul
+        matmul(y_bar.T, x, out=params_bar[ws].reshape(wshape))
         if bs is not None:
             y_bar.sum(axis=0, out=params_bar[bs])
     return x_bar

@@ -28,6 +28,8 @@ from adjointcore.fields import LayerField
 from adjointcore.gradcheck.catalog import builtin_examples
 from adjointcore.layers import ConcatLinear, Linear, Sequential, Tanh
 from adjointcore.layers.base import layer_kernel
+from adjointcore.layers._parallel import MIN_PARALLEL_SIZE
+from adjointcore.layers.activation import BoundTanh
 from adjointcore.layers.binding import bind_layer
 from adjointcore.layers.linear import BoundLinear
 from adjointcore.sensitivity import continuous_adjoint
@@ -110,6 +112,53 @@ def test_bound_map_reads_parameters_through_views():
     params *= 1.5
     assert np.array_equal(bound(x, 0.25), layer.apply(params, x, 0.25, None, False)[0])
     assert np.array_equal(bound.forward(x, 0.25)[0], layer.apply(params, x, 0.25)[0])
+
+
+def _tanh_cases():
+    """Inputs of every path of the bound tanh: small float64 and float32 host arrays (its
+    direct path), a 0-d array, complex input, a float32 input whose cotangent is float64, and
+    an array of MIN_PARALLEL_SIZE entries (chunked on several cores)."""
+    rng = np.random.default_rng(9)
+    small = rng.standard_normal((7, 5)) * 4
+    return {"f64": (small, None), "f32": (small.astype(np.float32), None),
+            "0d": (np.asarray(0.3), None), "complex": (small + 1j * small[::-1], None),
+            "f32-f64bar": (small.astype(np.float32), np.float64),
+            "large": (rng.standard_normal(MIN_PARALLEL_SIZE), None)}
+
+
+@pytest.mark.parametrize("case", list(_tanh_cases()))
+def test_bound_tanh_equals_apply_on_every_path(case):
+    x, bar_dtype = _tanh_cases()[case]
+    layer = Tanh()
+    params = np.zeros(0)
+    bound = layer.bind(params)
+    y, cache = layer.apply(params, x)
+    y_bar = np.random.default_rng(3).standard_normal(x.shape).astype(bar_dtype or x.dtype)
+    y_b, cache_b = bound.forward(x)
+    assert y_b.dtype == y.dtype and np.array_equal(y_b, y)
+    assert np.array_equal(bound(x), layer.apply(params, x, None, None, False)[0])
+    x_bar = layer.apply_vjp(params, cache, y_bar)
+    x_bar_b = bound.vjp_into(cache_b, y_bar)
+    assert x_bar_b.dtype == x_bar.dtype and np.array_equal(x_bar_b, x_bar)
+
+
+class _BoundTanhSquared(BoundTanh):
+    """Mutant: the bound VJP takes the derivative as ``1 - tanh(x)**2`` (cancels for large
+    ``|x|``: not the accurate derivative ``apply_vjp`` computes)."""
+
+    def vjp_into(self, cache, y_bar, params_bar=None):
+        return y_bar * (1 - np.tanh(cache.x) ** 2)
+
+
+class TanhSquaredBind(Tanh):
+    def bind(self, params):
+        return _BoundTanhSquared(self, params)
+
+
+def test_bound_tanh_mutant_is_caught():
+    x = np.random.default_rng(4).standard_normal((6, 3)) * 5
+    assert _bound_equals_apply(Tanh(), np.zeros(0), x)
+    assert not _bound_equals_apply(TanhSquaredBind(), np.zeros(0), x)
 
 
 class _BoundDroppedBias(BoundLinear):
