@@ -117,7 +117,7 @@ class StagePlan(NamedTuple):
 
 
 @lru_cache(maxsize=64)
-def stage_plan(tab: ButcherTableau, xp: Any, dtype: DTypeLike) -> StagePlan:
+def stage_plan(tab: ButcherTableau, xp: Any, dtype: np.dtype[Any]) -> StagePlan:
     """:class:`StagePlan` of ``tab`` in ``xp`` and real ``dtype`` (cached per module/dtype);
     the values are :func:`rk_coefficients`', so products with them round as before."""
     a, b, b_err = rk_coefficients(tab, xp, dtype)
@@ -128,7 +128,7 @@ def stage_plan(tab: ButcherTableau, xp: Any, dtype: DTypeLike) -> StagePlan:
 
 
 @lru_cache(maxsize=64)
-def _reverse_plan(tab: ButcherTableau, xp: Any, dtype: DTypeLike,
+def _reverse_plan(tab: ButcherTableau, xp: Any, dtype: np.dtype[Any],
                   n: int) -> tuple[tuple[int, Any, Array | None], ...]:
     """The live stages of an ``n``-stage tape in reverse order, each as ``(i, b_i, column)``:
     ``b_i = b[i]`` (an ``xp`` scalar) and ``column = a[i+1:n, i]`` as a ``(1, n-i-1)`` view
@@ -203,7 +203,7 @@ def taped_stages(kernel: Any, tab: ButcherTableau, plan: StagePlan, t: float, y:
     xp = get_array_module(y)
     k = xp.empty(shape, dtype=dy.dtype) if tape else kernel.stage_buffer(shape, dy.dtype)
     k[0] = dy
-    caches = [cache] if tape else None
+    caches: list[Any] = [cache] if tape else []
     flat = k.reshape(n_eval, -1)
     y_shape = dy.shape
     for i in range(1, n_eval):
@@ -212,7 +212,7 @@ def taped_stages(kernel: Any, tab: ButcherTableau, plan: StagePlan, t: float, y:
         y_i += y
         if tape:
             dy, cache = kernel.forward(t + c[i] * h, y_i, params)
-            caches.append(cache)              # type: ignore[union-attr]  # a list with tape
+            caches.append(cache)
         else:
             dy = kernel.evaluate(t + c[i] * h, y_i, params)
         k[i] = dy
@@ -227,7 +227,7 @@ def taped_stages(kernel: Any, tab: ButcherTableau, plan: StagePlan, t: float, y:
         y_err = dot(plan.b_err, flat).reshape(y_shape)
         y_err *= h
         y_err = 0.0 + y_err
-    return y1, y_err, RKStages(t, y, h, k, tuple(caches) if tape else ())
+    return y1, y_err, RKStages(t, y, h, k, tuple(caches))
 
 
 def rk_step_vjp(field: Any, tab: ButcherTableau, stages: RKStages, y1_bar: Array,
@@ -272,7 +272,9 @@ def rk_step_vjp(field: Any, tab: ButcherTableau, stages: RKStages, y1_bar: Array
                              "without f0, or with f0=(dy, cache).")
     dot = np.ndarray.dot if xp is np else xp.dot
     buffers = kernel.param_buffers(y1_bar) if need_params else None
-    w = flat = params_bar = None
+    w: Any = None
+    flat: Any = None
+    params_bar = None
     for i, b_i, column in plan:
         kappa = b_i * y1_bar
         if w is not None and column is not None:      # sum_{j>i} a_ji w_j, one dot

@@ -451,20 +451,37 @@ def begin_discrete_adjoint(field: Any, y0: Array, params: Array | None, grid: Ar
     n = grid.size - 1
     stepper = stepper_for(method, method_options)
     check_uniform(stepper, grid, method)
-    schedule = Taped() if schedule is None else schedule
-    taped = isinstance(schedule, Taped) and hasattr(stepper, "step_taped")
-    if not callable(getattr(schedule, "plan", None)):
+    if schedule is not None and not callable(getattr(schedule, "plan", None)):
         raise TypeError(f"`schedule` must be a checkpoint schedule (StoreAll(), Uniform(k), "
                         f"Revolve(s), Online(s)) or None, got {schedule!r}.")
     check_array("y0", y0)
     if recording is not None:
         same_grid = recording.grid is grid or (recording.grid.shape == grid.shape
                                                and np.array_equal(recording.grid, grid))
-        if not taped or not same_grid or len(recording.tapes) != n or \
+        if not _is_taped(schedule, stepper) or not same_grid or len(recording.tapes) != n or \
                 (recording.method is not None and recording.method != method):
             raise ValueError(f"`recording` must come from record_forward on the same grid "
                              f"({n} steps) and method ({method!r}; recorded: "
                              f"{recording.method!r}), and needs schedule=None or Taped() "
                              f"(taped store-all).")
     obs = None if obs_steps is None else check_obs_steps(obs_steps, n)
-    return DiscreteSweep(field, y0, params, grid, stepper, schedule, taped, recording, obs)
+    return checked_sweep(field, y0, params, grid, stepper, schedule, recording, obs)
+
+
+def _is_taped(schedule: Schedule | None, stepper: Any) -> bool:
+    """Whether the sweep keeps every step's tape: the default or a ``Taped`` schedule, and a
+    stepper with ``step_taped``."""
+    return (schedule is None or isinstance(schedule, Taped)) and hasattr(stepper, "step_taped")
+
+
+def checked_sweep(field: Any, y0: Array, params: Array | None, grid: NDArray[np.float64],
+                  stepper: Any, schedule: Schedule | None, recording: Recording | None,
+                  obs_steps: NDArray[np.int64] | None) -> DiscreteSweep:
+    """:func:`begin_discrete_adjoint` for callers that checked every argument themselves
+    (:func:`~adjointcore.sensitivity.trajectory.begin_trajectory_gradient`): a differentiable
+    field, a checked ``y0``, a strictly monotone float64 ``grid`` that ``stepper`` accepts, a
+    schedule or None, a recording of this grid and method (taped schedule only), checked int64
+    ``obs_steps``."""
+    return DiscreteSweep(field, y0, params, grid, stepper,
+                         Taped() if schedule is None else schedule, _is_taped(schedule, stepper),
+                         recording, obs_steps)

@@ -38,7 +38,7 @@ from .discrete import (
     DiscreteGradient,
     DiscreteSweep,
     Recording,
-    begin_discrete_adjoint,
+    checked_sweep,
     obs_steps_on_grid,
 )
 
@@ -248,11 +248,11 @@ def begin_trajectory_gradient(field: Any, y0: Array, params: Array | None, t_obs
                "adjoint_options": dict(adjoint_options or {})}
     tolerances = {"rtol": rtol, "atol": atol}          # None: the solvers' defaults
     if gradient == "discrete" and steps is not None:
+        # a linspace grid (uniform, strictly monotone) and the indices of t_obs on it
         grid = np.linspace(start, float(times[-1]), int(steps) + 1)
-        obs = obs_steps_on_grid(grid, times)
-        sweep = begin_discrete_adjoint(field, y0, params, grid, method=method,
-                                       method_options=method_options, schedule=schedule,
-                                       obs_steps=obs)
+        sweep = checked_sweep(field, y0, params, grid,
+                              solvers.get_stepper(method, **(method_options or {})), schedule,
+                              None, obs_steps_on_grid(grid, times))
         stats = Work(forward_nfe=sweep.forward_nfe, n_accepted=grid.size - 1)
         return TrajectorySweep(y0, params, start, times, options, sweep.observed, grid, stats,
                                discrete=sweep)
@@ -266,9 +266,9 @@ def begin_trajectory_gradient(field: Any, y0: Array, params: Array | None, t_obs
                             **tolerances)
         taped = None if sol.stages is None else Recording(
             sol.grid, [(y,) for y in sol.ys], list(sol.stages), 0, method)
-        sweep = begin_discrete_adjoint(field, y0, params, sol.grid, method=method,
-                                       schedule=schedule, recording=taped,
-                                       obs_steps=[sol.grid.size - 1])
+        # the solve's own grid, recorded for this method: nothing left to check
+        sweep = checked_sweep(field, y0, params, sol.grid, solvers.get_stepper(method),
+                              schedule, taped, np.array([sol.grid.size - 1], dtype=np.int64))
         stats = sol.stats + Work(forward_nfe=sweep.forward_nfe)     # a solve has no backward_nfe
         return TrajectorySweep(y0, params, start, times, options, sweep.observed, sol.grid,
                                stats, solution=sol, discrete=sweep)

@@ -27,9 +27,9 @@ from adjointcore.errors import ShapeError
 from adjointcore.fields import LayerField
 from adjointcore.gradcheck.catalog import builtin_examples
 from adjointcore.layers import ConcatLinear, Linear, Sequential, Tanh
-from adjointcore.layers.base import layer_kernel
 from adjointcore.layers._parallel import MIN_PARALLEL_SIZE
 from adjointcore.layers.activation import BoundTanh
+from adjointcore.layers.base import layer_kernel
 from adjointcore.layers.binding import bind_layer
 from adjointcore.layers.linear import BoundLinear
 from adjointcore.sensitivity import continuous_adjoint
