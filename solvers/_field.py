@@ -207,14 +207,22 @@ class FieldKernel:
         self.n_vjp += 1
         return self.field.vjp(cache, dy_bar, need_params=need_params)
 
-    def bind_vjp(self, params: Any) -> None:
+    def bind_vjp(self, params: Any, bound: Any = None) -> None:
         """Take the bound field's ``vjp_into`` for VJPs of caches made at ``params``, without
         an evaluation through this kernel (a sweep reversing stages that a solve evaluated and
-        checked). Evaluations still start with the checked first one. A no-op for a field
-        without ``bind`` or once bound."""
+        checked). ``bound``: the field already bound to ``params`` (the solve kernel's
+        :meth:`bound_field`), taken instead of binding again. Evaluations still start with the
+        checked first one. A no-op for a field without ``bind`` or once bound."""
         if self._bind is not None and self._bound is None:
-            b = self._bind(params)
+            b = self._bind(params) if bound is None else bound
             self._vjp_bound = (params, b, callable(getattr(b, "vjp_into", None)))
+
+    def bound_field(self, params: Any) -> Any:
+        """The field as this kernel bound it to ``params`` (the same object), or None when it
+        has not (no evaluation after the checked first one, another parameter object, or a
+        field without ``bind``)."""
+        bound = self._bound
+        return bound[1] if bound is not None and bound[0] is params else None
 
     def vjp_into(self, cache: Any, dy_bar: Array, params_bar: Array | None) -> Array:
         """``y_bar``; the parameter cotangent is written into ``params_bar`` unless None."""

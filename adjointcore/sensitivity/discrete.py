@@ -251,10 +251,11 @@ class DiscreteSweep:
 
     def __init__(self, field: Any, y0: Array, params: Array | None, grid: NDArray[np.float64],
                  stepper: Any, schedule: Schedule, taped: bool, recording: Recording | None,
-                 obs_steps: NDArray[np.int64] | None = None) -> None:
+                 obs_steps: NDArray[np.int64] | None = None, bound: Any = None) -> None:
         self.grid = grid
         self.obs_steps = obs_steps
         self._args = (field, y0, params, stepper, schedule, taped, recording)
+        self._bound = bound             # the field bound to params by the recording's solve
         self._begin()
 
     def _begin(self) -> None:
@@ -360,7 +361,7 @@ class DiscreteSweep:
             nfe_before = self._counted.nfe
         counted = self._counted
         if params is not None:        # the stages may come from a solve's own (checked) kernel
-            counted.bind_vjp(params)
+            counted.bind_vjp(params, self._bound)
         xp = get_array_module(y0)
         self._bar_at, self._need_params = bar_at, need_params
         final = self._with_obs(n, tuple(xp.zeros_like(s) for s in self.final_state))
@@ -476,12 +477,13 @@ def _is_taped(schedule: Schedule | None, stepper: Any) -> bool:
 
 def checked_sweep(field: Any, y0: Array, params: Array | None, grid: NDArray[np.float64],
                   stepper: Any, schedule: Schedule | None, recording: Recording | None,
-                  obs_steps: NDArray[np.int64] | None) -> DiscreteSweep:
+                  obs_steps: NDArray[np.int64] | None, bound: Any = None) -> DiscreteSweep:
     """:func:`begin_discrete_adjoint` for callers that checked every argument themselves
     (:func:`~adjointcore.sensitivity.trajectory.begin_trajectory_gradient`): a differentiable
     field, a checked ``y0``, a strictly monotone float64 ``grid`` that ``stepper`` accepts, a
     schedule or None, a recording of this grid and method (taped schedule only), checked int64
-    ``obs_steps``."""
+    ``obs_steps``; ``bound``, the field as the recording's solve bound it to ``params``
+    (:meth:`solvers.FieldKernel.bound_field`), serves the reverse sweep's VJPs."""
     return DiscreteSweep(field, y0, params, grid, stepper,
                          Taped() if schedule is None else schedule, _is_taped(schedule, stepper),
-                         recording, obs_steps)
+                         recording, obs_steps, bound)

@@ -261,14 +261,17 @@ def begin_trajectory_gradient(field: Any, y0: Array, params: Array | None, t_obs
         # the solve keeps its stages and the adjoint reuses them (no replay); otherwise the
         # sweep replays the grid now.
         keep = schedule is None and solvers.get_tableau(method).fsal
-        sol = solvers.solve(field, y0, (start, float(times[-1])), params, method=method,
+        kernel = solvers.FieldKernel(field)
+        sol = solvers.solve(kernel, y0, (start, float(times[-1])), params, method=method,
                             max_steps=max_steps, dense_output=False, keep_stages=keep,
                             **tolerances)
         taped = None if sol.stages is None else Recording(
             sol.grid, [(y,) for y in sol.ys], list(sol.stages), 0, method)
-        # the solve's own grid, recorded for this method: nothing left to check
+        # the solve's own grid, recorded for this method: nothing left to check; its stages'
+        # VJPs go through the field as the solve bound it
         sweep = checked_sweep(field, y0, params, sol.grid, solvers.get_stepper(method),
-                              schedule, taped, np.array([sol.grid.size - 1], dtype=np.int64))
+                              schedule, taped, np.array([sol.grid.size - 1], dtype=np.int64),
+                              None if taped is None else kernel.bound_field(params))
         stats = sol.stats + Work(forward_nfe=sweep.forward_nfe)     # a solve has no backward_nfe
         return TrajectorySweep(y0, params, start, times, options, sweep.observed, sol.grid,
                                stats, solution=sol, discrete=sweep)

@@ -214,6 +214,32 @@ def test_adaptive_discrete_adjoint_reverses_the_solve_stages_through_the_bound_v
     assert np.abs(mutant - bound).max() > 1e-3 * np.abs(bound).max()
 
 
+def test_adaptive_discrete_gradient_binds_the_field_once():
+    """Forward and reverse of an adaptive discrete gradient share one binding: the reverse
+    sweep takes the field as the solve bound it (``FieldKernel.bound_field``); a kernel
+    without a binding for those parameters reports None."""
+    from adjointcore.sensitivity import begin_trajectory_gradient
+
+    layer, params = _mlp()
+    binds = []
+
+    class Counted(LayerField):
+        def bind(self, p):
+            binds.append(p)
+            return super().bind(p)
+
+    y0, y_bar = np.random.default_rng(12).standard_normal((2, 5, 3))
+    sweep = begin_trajectory_gradient(Counted(layer), y0, params, [1.0], t0=0.0,
+                                      gradient="discrete", method="dopri5", rtol=1e-6, atol=1e-8)
+    sweep.gradient(y_bar[None])
+    assert len(binds) == 1 and binds[0] is params
+    kernel = solvers.FieldKernel(LayerField(layer))
+    assert kernel.bound_field(params) is None
+    kernel.evaluate(0.0, y0, params)
+    kernel.evaluate(0.1, y0, params)
+    assert kernel.bound_field(params) is not None and kernel.bound_field(params.copy()) is None
+
+
 def test_field_kernel_binds_once_per_parameter_object_and_honours_other_caches():
     """The kernel binds the field for the parameter object it is called with (again for a new
     object); a cache made at other parameters is differentiated at its own parameters."""
