@@ -76,9 +76,12 @@ def rms_norm(scaled: Array) -> float:
 
 
 def _rms_on_device(scaled: Array) -> Array:
+    if type(scaled) is np.ndarray:          # host: the reduction without ndarray.max's wrapper
+        mag = np.abs(scaled)
+        return _scaled_rms(np, mag, np.maximum.reduce(mag, axis=None), _host_mean)
     xp = get_array_module(scaled)
     mag = xp.abs(scaled)
-    return _scaled_rms(xp, mag, mag.max(), _host_mean if xp is np else xp.mean)
+    return _scaled_rms(xp, mag, mag.max(), xp.mean)
 
 
 def _host_mean(sq: NDArray[np.floating]) -> np.floating:
@@ -112,7 +115,7 @@ def _scaled_rms(xp: Any, mag: Array, peak: Array, mean: Callable[[Array], Array]
     when ``peak`` is 0 or non-finite, so the result is then 0, inf or nan without 0/0 or
     inf/inf (no floating-point warnings)."""
     if xp is np:                            # host: scalar arithmetic, the same dtype and bits
-        scale = peak if (np.isfinite(peak) and peak > 0) else peak.dtype.type(1)
+        scale = peak if (math.isfinite(peak) and peak > 0) else peak.dtype.type(1)
     else:                                   # device: no transfer to branch on
         scale = xp.where(xp.isfinite(peak) & (peak > 0), peak, xp.ones_like(peak))
     return scale * xp.sqrt(mean((mag / scale) ** 2))
@@ -181,7 +184,8 @@ class _Tolerances:
 
     def scaled_error(self, y_err: Array, y0: Array, y1: Array) -> Array:
         """``y_err / (atol + rtol * max(|y0|, |y1|))``, elementwise (shape of ``y_err``)."""
-        xp = get_array_module(y_err, y0, y1)
+        host = type(y_err) is np.ndarray and type(y0) is np.ndarray and type(y1) is np.ndarray
+        xp = np if host else get_array_module(y_err, y0, y1)
         return y_err / self.error_scale(xp.maximum(xp.abs(y0), xp.abs(y1)))
 
     def error_scale(self, magnitude: Array) -> Array:
@@ -265,7 +269,7 @@ class PIController(_StepControl):
             Next step size to try (same sign as ``h``).
         state : ControllerState
         """
-        if not np.isfinite(err_norm):
+        if not math.isfinite(err_norm):
             return False, h * self.min_factor, state._replace(rejected=True)
         if err_norm > 1.0:
             factor = max(self.min_factor, self.safety * err_norm ** (-1.0 / state.k))
