@@ -15,7 +15,7 @@ from ._dense import DenseOutput
 from ._result import MESSAGES, Solution, Status
 from ._rk import RKStages
 from ._work import Work
-from ._xp import Array, get_array_module
+from ._xp import Array, get_array_module, stack
 
 
 class _Record:
@@ -155,16 +155,16 @@ def _solution(rec: _Record, name: str, t_eval: NDArray[np.float64] | None,
         ts = t_eval[sign * t_eval <= sign * grid[-1]]  # type: ignore[index,operator]
         if len(rec.out) < len(ts):          # no step taken: the outputs at t0 are y0
             rec.out.extend([y0] * (len(ts) - len(rec.out)))
-        out = (xp.stack(rec.out) if rec.out
+        out = (stack(xp, rec.out) if rec.out
                else xp.zeros((0,) + tuple(y0.shape), dtype=y0.dtype))
         return Solution(ts, out, grid, rec.status, MESSAGES[rec.status] + rec.detail,
                         _work(rec), name, None,
                         None if rec.stages is None else tuple(rec.stages), hs)
-    ys = xp.stack(rec.ys) if rec.ys_rows is None else rec.ys_rows[:len(rec.ys)]
+    ys = stack(xp, rec.ys) if rec.ys_rows is None else rec.ys_rows[:len(rec.ys)]
     hs = np.asarray(rec.hs, dtype=np.float64)
     sol = None
     if dense:
-        coeffs = (xp.stack(rec.coeffs) if rec.coeffs
+        coeffs = (stack(xp, rec.coeffs) if rec.coeffs
                   else xp.zeros((0, 1) + tuple(y0.shape), dtype=y0.dtype))
         sol = DenseOutput(grid, hs, ys, coeffs)
     if t_eval is None:

@@ -44,3 +44,10 @@ def to_host_float64(values: Any) -> NDArray[np.float64]:
     Used for time arguments (``t_eval``, ``sol(t)``), which live on the host.
     """
     return np.asarray(values.get() if hasattr(values, "get") else values, dtype=np.float64)
+
+
+def stack(xp: Any, arrays: list[Array]) -> Array:
+    """``xp.stack(arrays)`` (equal shapes, at least one array); on the host
+    ``numpy.array(arrays)``: the same values, shape and promoted dtype without ``stack``'s
+    per-array bookkeeping (a solve's states, once per solve)."""
+    return np.array(arrays) if xp is np else xp.stack(arrays)

@@ -323,8 +323,10 @@ class DiscreteSweep:
                                           reverse_step=reverse_step)
         counted.end_forward()
         self.final_state = self._pending.final_state
-        self.observed = None if self.obs_steps is None else \
-            get_array_module(y0).stack([seen[i] for i in self.obs_steps.tolist()])
+        self.observed = None
+        if self.obs_steps is not None:
+            xp, kept = get_array_module(y0), [seen[i] for i in self.obs_steps.tolist()]
+            self.observed = np.array(kept) if xp is np else xp.stack(kept)  # host: no stack()
         # set by end_forward() above
         self.forward_nfe = counted.nfe_first + (recording.nfe if recording is not None else 0)  # type: ignore[operator]
 

@@ -272,7 +272,8 @@ def begin_trajectory_gradient(field: Any, y0: Array, params: Array | None, t_obs
         sweep = checked_sweep(field, y0, params, sol.grid, solvers.get_stepper(method),
                               schedule, taped, np.array([sol.grid.size - 1], dtype=np.int64),
                               None if taped is None else kernel.bound_field(params))
-        stats = sol.stats + Work(forward_nfe=sweep.forward_nfe)     # a solve has no backward_nfe
+        stats = sol.stats if not sweep.forward_nfe else \
+            sol.stats + Work(forward_nfe=sweep.forward_nfe)     # replayed: its evaluations too
         return TrajectorySweep(y0, params, start, times, options, sweep.observed, sol.grid,
                                stats, solution=sol, discrete=sweep)
     # Backsolve needs the states at t_obs only: no dense output, so the forward solve keeps no
