@@ -142,7 +142,7 @@ def tanh_derivative(x: Array, y_bar: Array | None = None) -> Array:
 
 def _tanh_derivative_into(e: Array, x: Array, y_bar: Array | None = None) -> None:
     """``e[...] = tanh'(x) (* y_bar)`` for real arrays, in place (see :func:`tanh_derivative`)."""
-    xp = get_array_module(x)
+    xp = np if type(x) is np.ndarray else get_array_module(x)
     xp.abs(x, out=e)
     e *= -2
     xp.exp(e, out=e)
@@ -391,6 +391,7 @@ class BoundTanh(BoundLayer):
             _tanh_derivative_into(out, x, y_bar)
             return out
         return self.kernel.apply_vjp(self.params, cache, y_bar, params_bar)
+
 
 class Sigmoid(_Elementwise):
     """Logistic sigmoid ``y = 1 / (1 + exp(-x))``, stable for large ``|x|``.

@@ -308,10 +308,14 @@ def _affine_vjp(y_bar: Array, x: Array, w: Array, layout: tuple[slice, tuple[int
     x_bar = y_bar @ w
     if params_bar is not None:
         ws, wshape, bs = layout
-        matmul = np.matmul if type(y_bar) is np.ndarray else get_array_module(y_bar).matmul
-        matmul(y_bar.T, x, out=params_bar[ws].reshape(wshape))
-        if bs is not None:
-            y_bar.sum(axis=0, out=params_bar[bs])
+        if type(y_bar) is np.ndarray:     # host: the ufuncs themselves (sum is add.reduce)
+            np.matmul(y_bar.T, x, out=params_bar[ws].reshape(wshape))
+            if bs is not None:
+                np.add.reduce(y_bar, 0, None, params_bar[bs])
+        else:
+            get_array_module(y_bar).matmul(y_bar.T, x, out=params_bar[ws].reshape(wshape))
+            if bs is not None:
+                y_bar.sum(axis=0, out=params_bar[bs])
     return x_bar
 
 
