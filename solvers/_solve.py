@@ -49,7 +49,7 @@ from ._inputs import (
     check_tolerance_shape,
     check_y0,
 )
-from ._record import _finite, _FiniteWatch, _Record, _solution
+from ._record import _finite, _finite_muted, _FiniteWatch, _Record, _solution
 from ._result import Solution, SolveError, Status
 from ._rk import combine, stage_plan, taped_stages
 from ._stepper import get_stepper, is_rk_method
@@ -155,17 +155,17 @@ def _rk_loop(field: FieldKernel, tab: ButcherTableau, t0: float, t1: float, y0: 
         with np.errstate(invalid="ignore", over="ignore"):     # as rk_step (see combine)
             y1, y_err, stages = taped_stages(field, tab, plan, float(t), y, float(h), params, f,
                                              True, taped)
+            finite = xp is not np or _finite_muted(y1)    # a device step: read below
         rec.nfe += len(stages.k) - 1
         if watch is not None:                 # device, fixed steps: read back per window
             accept = True
             watch.add(y1)
-        elif ctrl is None:
-            accept = _finite(y1)
+        elif ctrl is None:                    # host (a device one has a watch)
+            accept = finite
             if not accept:
                 rec.status = Status.NON_FINITE
         else:
             if xp is np:
-                finite = _finite(y1)
                 err = ctrl.error_norm(y_err, y, y1, norm) if finite else np.inf
             else:                             # device: one read per step
                 err = _device_error_norm(ctrl, y_err, y, y1, norm)
@@ -260,7 +260,7 @@ def _fixed_rk_forward(field: FieldKernel, tab: ButcherTableau, t0: float, t1: fl
                 y1 *= h
                 y1 += y
             rec.nfe += s - 1
-            if not _finite(y1):
+            if not _finite_muted(y1):
                 rec.status, rec.n_rejected = Status.NON_FINITE, rec.n_rejected + 1
                 break
             if tab.fsal:

@@ -337,6 +337,21 @@ def _mlp(d=3, h=6):
     return layer, layer.init(np.random.default_rng(3))
 
 
+@pytest.mark.parametrize("values, dtype, finite", [
+    ([1.0, 2.0], np.float64, True), ([1e308, 1e308], np.float64, True),
+    ([3e38, 3e38], np.float32, True), ([1.0, np.inf], np.float64, False),
+    ([np.nan, 1.0], np.float32, False), ([-np.inf, np.inf], np.float64, False),
+    ([1 + 1j, np.nan], np.complex128, False), ([[1.0, 2.0]], np.float64, True)])
+def test_muted_finiteness_check_agrees_with_isfinite(values, dtype, finite):
+    """The step loops' check (a finite sum settles it; an overflowing sum of finite entries
+    is decided entry by entry) answers as ``isfinite(x).all()`` and warns of nothing."""
+    from solvers._record import _finite_muted
+    x = np.array(values, dtype=dtype)
+    assert bool(np.isfinite(x).all()) is finite
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert _finite_muted(x) is finite
+
+
 def test_field_kernel_checks_first_output_and_counts():
     layer, params = _mlp()
     kernel = solvers.FieldKernel(LayerField(layer))
