@@ -1,6 +1,7 @@
 """Validation of ``solve``'s arguments: each failure names the argument, shows it, says the fix."""
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -38,7 +39,7 @@ def check_t_span(t_span: Any) -> tuple[float, float]:
     except (TypeError, ValueError):
         raise ValueError(f"`t_span` must be a pair (t0, t1) of real numbers, "
                          f"got {t_span!r}") from None
-    if not (np.isfinite(t0) and np.isfinite(t1)) or t0 == t1:
+    if not (math.isfinite(t0) and math.isfinite(t1)) or t0 == t1:
         raise ValueError(f"`t_span` must hold two finite, distinct times; got ({t0!r}, {t1!r}). "
                          "t1 < t0 integrates backwards.")
     return t0, t1

@@ -22,26 +22,31 @@ from .second_order import SecondOrderBars, add_time_bar
 
 __all__ = ["Sequential", "Residual", "ResidualCache"]
 
-_CONTEXT_KEYS = ("t", "rng")
+_CONTEXT_KEYS = frozenset(("t", "rng"))
 
 
-def _child_context(child: Any, where: str, context: dict[str, Any]) -> dict[str, Any]:
-    """Keywords ``child`` receives: ``t`` if time-dependent, ``rng`` if it needs one."""
-    unknown = set(context) - set(_CONTEXT_KEYS)
-    if unknown:
-        raise TypeError(f"unknown context {sorted(unknown)}; forward accepts only t= and rng=.")
+def _child_context(child: Any, where: str | int, context: dict[str, Any]) -> dict[str, Any]:
+    """Keywords ``child`` receives: ``t`` if time-dependent, ``rng`` if it needs one.
+    ``where`` names the child in errors (an int ``i``: ``layers[i]``)."""
+    if context and not context.keys() <= _CONTEXT_KEYS:
+        unknown = sorted(set(context) - _CONTEXT_KEYS)
+        raise TypeError(f"unknown context {unknown}; forward accepts only t= and rng=.")
     out = {}
     if getattr(child, "time_dependent", False):
         if context.get("t") is None:
-            raise ValueError(f"{where} ({type(child).__name__}) is time-dependent: pass "
-                             f"forward(params, x, t=t) with t a float or 0-d array.")
+            raise ValueError(f"{_where(where)} ({type(child).__name__}) is time-dependent: "
+                             f"pass forward(params, x, t=t) with t a float or 0-d array.")
         out["t"] = context["t"]
     if getattr(child, "needs_rng", False):
         if context.get("rng") is None:
-            raise ValueError(f"{where} ({type(child).__name__}) needs random numbers: pass "
-                             f"forward(params, x, rng=np.random.default_rng(seed)).")
+            raise ValueError(f"{_where(where)} ({type(child).__name__}) needs random numbers: "
+                             f"pass forward(params, x, rng=np.random.default_rng(seed)).")
         out["rng"] = context["rng"]
     return out
+
+
+def _where(where: str | int) -> str:
+    return f"layers[{where}]" if isinstance(where, int) else where
 
 
 def _child_params_bar(p_bar: Array | None, n: int, where: str, like: Array) -> Array:
@@ -197,7 +202,7 @@ class Sequential(_Composite):
         """Apply the children in order; returns ``(y, caches)`` with one cache per child."""
         caches = []
         for i, (child, p) in enumerate(zip(self.layers, self.slices(params), strict=True)):
-            kwargs = _child_context(child, f"layers[{i}]", context)
+            kwargs = _child_context(child, i, context)
             x, cache = child.forward(p, x, **kwargs)
             caches.append(cache)
         return x, tuple(caches)

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import init as initmod
 from ..backend import Array, get_array_module
-from ..errors import ShapeError, check_array, check_positive_int
+from ..errors import ShapeError, check_array, check_params, check_positive_int
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
 from .base import Layer, param_layout
 from .binding import BoundLayer
@@ -98,15 +98,14 @@ class Linear(Layer):
                              f"{self.out_features}); got input_shape {shape}.")
         return shape[0], self.out_features
 
-    def _check_input(self, params: Array, x: Array) -> dict[str, Array]:
+    def _check_input(self, params: Array, x: Array) -> None:
         x = check_array("x", x, ndim=2, fix=f"{type(self).__name__} takes (N, in_features); "
                                             f"flatten images with Flatten() first.")
         if x.shape[1] != self.in_features:
             raise ShapeError(f"`x` has {x.shape[1]} features (shape {tuple(x.shape)}) but "
                              f"{self!r} expects in_features={self.in_features}.")
-        views = self.views(params)
+        check_params("params", params, self.n_params, owner=self)
         check_backends(self, params, x)
-        return views
 
     def _weights(self, params: Array) -> tuple[Array, Array | None]:
         """``(W, b or None)`` views of a flat ``params`` (unchecked)."""
