@@ -30,8 +30,13 @@ the counted field work shows in the ratio engine / floor. Two shapes of loop are
   its VJP (the backsolve row: the backward solve evaluates the augmented field, one field
   forward plus one VJP, and needs no tape).
 
-Rows (each timed as the median of ``--repeat`` runs; engine and floor runs interleaved)
---------------------------------------------------------------------------------------
+Rows (each timed as a median; engine and floor runs interleaved)
+----------------------------------------------------------------
+A row runs at least ``--repeat`` times (large: ``--repeat-large``), raised until its timing
+takes about ``--min-seconds`` (2 s; at most ``MAX_REPEAT`` = 301 runs): a row of a few
+milliseconds then has hundreds of samples, and its median moves by a few percent between runs
+instead of ten. The notes list each row's repeats.
+
 ``taped``      "taped fwd+grad": ``nets.ODEBlock(seq, t_span=(0, 1), method="rk4", steps=100,
                gradient="discrete")``, ``y, cache = block.forward(params, z0)`` then
                ``block.vjp(params, cache, C)``. Floor: taped, 400 evaluations + 400 VJPs.
@@ -96,7 +101,8 @@ Run
 ``python benchmarks/bench_p1.py --sizes small,medium --repeat 3 --rows taped,forward``
 ``python benchmarks/bench_p1.py --profile --json p1.json --no-memory``
 
-Options: ``--sizes``, ``--dtypes``, ``--repeat`` (7), ``--repeat-large`` (3), ``--rows``,
+Options: ``--sizes``, ``--dtypes``, ``--repeat`` (7), ``--repeat-large`` (3),
+``--min-seconds`` (2), ``--rows``,
 ``--steps`` (100), ``--blas-threads``, ``--host-memory`` (retain), ``--memory/--no-memory``,
 ``--count/--no-count``,
 ``--revolve-snapshots`` (10), ``--backsolve-steps`` (100,400), ``--dopri5-sizes`` (small),
@@ -110,6 +116,7 @@ import cProfile
 import gc
 import io
 import json
+import math
 import os
 import platform
 import pstats
@@ -515,18 +522,32 @@ def row_specs(prob, opts):
     return [specs[r] for r in wanted]
 
 
-def measure_row(spec, repeat, memory):
+#: Most repeats a row is raised to by ``--min-seconds``.
+MAX_REPEAT = 301
+
+
+def repeats_for(repeat, min_seconds, seconds_per_pair):
+    """``repeat``, raised so that the interleaved timing takes about ``min_seconds`` (at
+    most ``MAX_REPEAT``): millisecond rows get enough samples for a stable median."""
+    wanted = math.ceil(min_seconds / max(seconds_per_pair, 1e-9))
+    return max(repeat, min(MAX_REPEAT, wanted))
+
+
+def measure_row(spec, repeat, memory, min_seconds=0.0):
     """Time one row (engine and floor interleaved), optionally its engine peak memory.
 
     Returns
     -------
     result : dict
-        JSON-ready row (times in ms).
+        JSON-ready row (times in ms, the number of repeats).
     work : dict
         The engine's output of its warm-up call (gradients included).
     """
     work = spec.engine()
     floor_fn, floor_work = spec.floor_for(work)
+    if min_seconds > 0:
+        repeat = repeats_for(repeat, min_seconds,
+                             timed(spec.engine)[0] + timed(floor_fn)[0])
     t_engine, t_floor = interleaved_medians(spec.engine, floor_fn, repeat)
     faults = minor_faults(spec.engine), minor_faults(floor_fn)
     peak = peak_mb(spec.engine) if memory and spec.key in MEMORY_ROWS else None
@@ -534,7 +555,7 @@ def measure_row(spec, repeat, memory):
                    if work.get(k) is not None}
     result = {"row": spec.key, "label": spec.label, "engine_ms": 1e3 * t_engine,
               "floor_ms": 1e3 * t_floor, "ratio": t_engine / t_floor, "peak_mb": peak,
-              "engine_faults": faults[0], "floor_faults": faults[1],
+              "engine_faults": faults[0], "floor_faults": faults[1], "repeats": repeat,
               "engine_work": engine_work, "floor_work": floor_work}
     return result, work
 
@@ -627,7 +648,8 @@ def run_rows(prob, opts):
     for spec in row_specs(prob, opts):
         start = time.perf_counter()
         try:
-            result, work = measure_row(spec, opts["repeat"], opts["memory"])
+            result, work = measure_row(spec, opts["repeat"], opts["memory"],
+                                       opts["min_seconds"])
         except Exception as exc:   # report the engine error in the table, go on
             result, work = {"row": spec.key, "label": spec.label,
                             "error": f"{type(exc).__name__}: {exc}"}, None
@@ -701,7 +723,8 @@ def child_command(args, size, dtype, out_path, profile):
     """Command line of the subprocess measuring one (size, dtype)."""
     repeat = args.repeat_large if size == "large" else args.repeat
     cmd = [sys.executable, os.path.abspath(__file__), "--one", size, "--dtypes", dtype,
-           "--out", out_path, "--repeat", str(repeat), "--rows", ",".join(args.rows),
+           "--out", out_path, "--repeat", str(repeat), "--min-seconds", str(args.min_seconds),
+           "--rows", ",".join(args.rows),
            "--steps", str(args.steps), "--seed", str(args.seed),
            "--revolve-snapshots", str(args.revolve_snapshots),
            "--backsolve-steps", ",".join(map(str, args.backsolve_steps)),
@@ -824,6 +847,9 @@ def note_lines(results):
         elif check:
             lines.append(f"- {tag}: taped gradient vs reference_rk4_gradient, relative error "
                          f"x_bar {check['x_bar']:.1e}, params_bar {check['params_bar']:.1e}")
+        repeats = {row["row"]: row["repeats"] for row in res["rows"] if "repeats" in row}
+        if repeats:
+            lines.append(f"- {tag}: repeats per row {repeats}")
         for row in res["rows"]:
             if row.get("floor_work"):
                 calls = row.get("counted_calls")
@@ -841,7 +867,8 @@ def run_all(args):
                for i, (size, dtype) in enumerate(configurations(args))]
     print()
     print(f"P1 benchmark: MLP neural ODE, RK4 {args.steps} steps unless noted, "
-          f"median of {args.repeat} (large: {args.repeat_large})")
+          f"median of at least {args.repeat} (large: {args.repeat_large}) repeats, raised "
+          f"to about {args.min_seconds:g} s per row (at most {MAX_REPEAT})")
     print(f"{header}; host memory: {args.host_memory}")
     print()
     print("\n".join(table_lines(results)))
@@ -861,7 +888,8 @@ def run_one_cli(args):
     """The ``--one`` subprocess: measure, then write the JSON result to ``--out``."""
     dtype = (args.dtypes or DEFAULT_DTYPES[args.one])[0]
     opts = {"size": args.one, "dtype": dtype, "seed": args.seed, "steps": args.steps,
-            "repeat": args.repeat, "rows": args.rows, "memory": args.memory,
+            "repeat": args.repeat, "min_seconds": args.min_seconds, "rows": args.rows,
+            "memory": args.memory,
             "profile": args.profile, "count": args.count,
             "revolve_snapshots": args.revolve_snapshots,
             "backsolve_steps": args.backsolve_steps, "dopri5_sizes": args.dopri5_sizes}
@@ -891,6 +919,9 @@ def build_parser():
                    help="dtypes for every size (default: float64; large: float32,float64)")
     p.add_argument("--repeat", type=int, default=7, help="timed repeats (median; default 7)")
     p.add_argument("--repeat-large", type=int, default=3, help="repeats for large (default 3)")
+    p.add_argument("--min-seconds", type=float, default=2.0,
+                   help="raise a row's repeats until its timing takes about this long (at "
+                        f"most {MAX_REPEAT}; default 2; 0: exactly --repeat)")
     p.add_argument("--rows", type=csv_list(ROWS), default=list(ROWS),
                    help=f"rows to run (default all: {','.join(ROWS)})")
     p.add_argument("--steps", type=int, default=100, help="RK4 fixed steps (default 100)")
