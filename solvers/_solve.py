@@ -34,6 +34,7 @@ step). Tolerance arrays and dense-output coefficients are moved to the device on
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -313,6 +314,13 @@ def adaptive_methods() -> list[str]:
     return sorted(name for name, tab in TABLEAUX.items() if tab.b_err is not None)
 
 
+@lru_cache(maxsize=32)
+def _float_controller(rtol: float, atol: float) -> PIController:
+    """The default controller for scalar tolerances: checked once per pair of values and
+    shared (it is immutable and keeps no state between steps)."""
+    return PIController(rtol, atol)
+
+
 def _controller(controller: Any, rtol: Any, atol: Any, y0: Array) -> Any:
     if controller is not None:
         if rtol is not None or atol is not None:
@@ -324,8 +332,11 @@ def _controller(controller: Any, rtol: Any, atol: Any, y0: Array) -> Any:
             raise TypeError(f"`controller` must have init/propose/error_norm methods and "
                             f"rtol/atol attributes (e.g. PIController), got {controller!r}")
     else:
-        controller = PIController(DEFAULT_RTOL if rtol is None else rtol,
-                                  DEFAULT_ATOL if atol is None else atol)
+        rtol = DEFAULT_RTOL if rtol is None else rtol
+        atol = DEFAULT_ATOL if atol is None else atol
+        if type(rtol) is float and type(atol) is float:
+            return _float_controller(rtol, atol)        # nothing to broadcast or move
+        controller = PIController(rtol, atol)
     check_tolerance_shape("rtol", controller.rtol, y0.shape)
     check_tolerance_shape("atol", controller.atol, y0.shape)
     on_device = getattr(controller, "on_device", None)

@@ -89,9 +89,15 @@ class Work:
         """Field-wise sum (``max_live_snapshots``: the maximum), e.g. forward + backward."""
         if not isinstance(other, Work):
             return NotImplemented
-        values = {name: getattr(self, name) + getattr(other, name) for name in _COUNTERS}
+        mine, theirs = self.__dict__, other.__dict__
+        values = {name: mine[name] + theirs[name] for name in _COUNTERS}
         values["max_live_snapshots"] = max(self.max_live_snapshots, other.max_live_snapshots)
         return Work(**values)
+
+    def replace(self, **changes: int) -> "Work":
+        """This work with the given counters replaced (``dataclasses.replace`` without its
+        per-call field introspection)."""
+        return Work(**{**self.__dict__, **changes})
 
     def as_backward(self) -> "Work":
         """This work (a solve of a backward system) counted as the backward phase of an

@@ -24,7 +24,6 @@ P. Kidger, R. T. Q. Chen, T. Lyons, "'Hey, that's not an ODE'", ICML 2021, arXiv
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -340,7 +339,7 @@ def continuous_adjoint(field: Any, y0: Array, params: Array | None, t_obs: Array
     # (interpolated) one y(t) per augmented evaluation.
     reads = (0 if _sampled_at(forward_solution, times) else n_obs) + \
         (0 if layout.with_state else work.backward_nfe)
-    work = dataclasses.replace(work, dense_evals=work.dense_evals + reads)
+    work = work.replace(dense_evals=work.dense_evals + reads)
     params_bar = xp.array(a_params, copy=True)
     return ContinuousGradient(xp.array(a, copy=True), params_bar, work,
                               xp.array(y, copy=True) if layout.with_state else None)

@@ -366,7 +366,8 @@ class DiscreteSweep:
             counted.bind_vjp(params, self._bound)
         xp = get_array_module(y0)
         self._bar_at, self._need_params = bar_at, need_params
-        final = self._with_obs(n, tuple(xp.zeros_like(s) for s in self.final_state))
+        final = self._with_obs(n, tuple([xp.zeros(s.shape, dtype=s.dtype)
+                                         for s in self.final_state]))
         state0_bar, ck = self._pending.finish(final)
         state0_bar = self._with_obs(0, state0_bar)
         y0_bar, p_init = stepper.init_vjp(counted, self.grid[0], y0, params, state0_bar)

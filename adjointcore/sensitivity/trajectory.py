@@ -19,7 +19,6 @@ training loops and NODE-EW's Algorithm 1 all go through it.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -122,9 +121,8 @@ class TrajectorySweep:
             stats = g.stats
             if self.solution is not None:        # adaptive: the solve was the forward phase
                 solve = self.solution.stats
-                stats = dataclasses.replace(stats, forward_nfe=stats.forward_nfe + solve.nfe,
-                                            n_rejected=solve.n_rejected,
-                                            dense_evals=solve.dense_evals)
+                stats = stats.replace(forward_nfe=stats.forward_nfe + solve.nfe,
+                                      n_rejected=solve.n_rejected, dense_evals=solve.dense_evals)
             return TrajectoryGradient(g.y0_bar, g.params_bar, g.method_bar, stats)
         y_bars = check_cotangents("y_bars", y_bars, y0, (self.t_obs.size, *y0.shape),
                                   fix="Stack one cotangent per observation time.")
