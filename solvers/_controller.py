@@ -212,7 +212,7 @@ class _Tolerances:
                    norm: Callable[[Array], Any] | None = None) -> float:
         """Scaled error norm (RMS unless ``norm``, a callable ``(scaled) -> float``, is given)."""
         scaled = self.scaled_error(y_err, y0, y1)
-        return rms_norm(scaled) if norm is None else float(norm(scaled))
+        return float(_rms_on_device(scaled)) if norm is None else float(norm(scaled))
 
 
 @dataclass(frozen=True)
