@@ -116,6 +116,12 @@ class StagePlan(NamedTuple):
     dot: Any
 
 
+def _dot(xp: Any) -> Any:
+    """``ndarray.dot`` on the host (the product of ``numpy.dot`` without its dispatch),
+    ``xp.dot`` elsewhere."""
+    return np.ndarray.dot if xp is np else xp.dot
+
+
 @lru_cache(maxsize=64)
 def stage_plan(tab: ButcherTableau, xp: Any, dtype: np.dtype[Any]) -> StagePlan:
     """:class:`StagePlan` of ``tab`` in ``xp`` and real ``dtype`` (cached per module/dtype);
@@ -123,8 +129,7 @@ def stage_plan(tab: ButcherTableau, xp: Any, dtype: np.dtype[Any]) -> StagePlan:
     a, b, b_err = rk_coefficients(tab, xp, dtype)
     rows = (None,) + tuple(a[i, :i].reshape(1, i) for i in range(1, tab.n_stages))
     return StagePlan(rows, b[:tab.n_live].reshape(1, tab.n_live),
-                     None if b_err is None else b_err.reshape(1, -1),
-                     np.ndarray.dot if xp is np else xp.dot)
+                     None if b_err is None else b_err.reshape(1, -1), _dot(xp))
 
 
 @lru_cache(maxsize=64)
@@ -181,12 +186,12 @@ def rk_step(field: Any, tab: ButcherTableau, t: float, y: Array, h: float, param
     xp = get_array_module(y)
     plan = stage_plan(tab, xp, real_dtype(y.dtype))
     with np.errstate(invalid="ignore", over="ignore"):
-        return taped_stages(kernel, tab, plan, float(t), y, float(h), params, f0, full, tape)
+        return rk_step_unchecked(kernel, tab, plan, float(t), y, float(h), params, f0, full, tape)
 
 
-def taped_stages(kernel: Any, tab: ButcherTableau, plan: StagePlan, t: float, y: Array,
-                 h: float, params: Any, f0: Array | tuple[Array, Any] | None, full: bool,
-                 tape: bool) -> tuple[Array, Array | None, RKStages]:
+def rk_step_unchecked(kernel: Any, tab: ButcherTableau, plan: StagePlan, t: float, y: Array,
+                      h: float, params: Any, f0: Array | tuple[Array, Any] | None, full: bool,
+                      tape: bool) -> tuple[Array, Array | None, RKStages]:
     """The body of :func:`rk_step` for drivers that validated once: ``kernel`` a
     :class:`~solvers._field.FieldKernel`, ``plan`` the tableau's :func:`stage_plan` in ``y``'s
     real dtype, ``t`` and ``h`` floats, NumPy's warnings already muted by the caller. Stage
@@ -270,7 +275,7 @@ def rk_step_vjp(field: Any, tab: ButcherTableau, stages: RKStages, y1_bar: Array
             raise ValueError(f"rk_step_vjp: stage {i} has no field cache (it was passed to rk_step "
                              "as a bare f0 array, or taken with tape=False); call rk_step "
                              "without f0, or with f0=(dy, cache).")
-    dot = np.ndarray.dot if xp is np else xp.dot
+    dot = _dot(xp)
     buffers = kernel.param_buffers(y1_bar) if need_params else None
     w: Any = None
     flat: Any = None

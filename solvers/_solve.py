@@ -52,7 +52,7 @@ from ._inputs import (
 )
 from ._record import _finite, _finite_muted, _FiniteWatch, _Record, _solution
 from ._result import Solution, SolveError, Status
-from ._rk import combine, stage_plan, taped_stages
+from ._rk import combine, rk_step_unchecked, stage_plan
 from ._stepper import get_stepper, is_rk_method
 from ._tableau import ButcherTableau
 from ._xp import Array, get_array_module, real_dtype
@@ -154,8 +154,8 @@ def _rk_loop(field: FieldKernel, tab: ButcherTableau, t0: float, t1: float, y0: 
             plan_dtype = y.dtype
             plan = stage_plan(tab, xp, real_dtype(plan_dtype))
         with np.errstate(invalid="ignore", over="ignore"):     # as rk_step (see combine)
-            y1, y_err, stages = taped_stages(field, tab, plan, float(t), y, float(h), params, f,
-                                             True, taped)
+            y1, y_err, stages = rk_step_unchecked(field, tab, plan, float(t), y, float(h),
+                                                  params, f, True, taped)
             finite = xp is not np or _finite_muted(y1)    # a device step: read below
         rec.nfe += len(stages.k) - 1
         if watch is not None:                 # device, fixed steps: read back per window

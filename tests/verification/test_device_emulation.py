@@ -160,13 +160,13 @@ def test_device_failure_keeps_the_host_prefix(t_eval):
 def test_host_conversion_inside_a_step_is_caught(monkeypatch):
     """A solver step that converts the state with np.asarray fails on the emulated device."""
     import solvers._solve as solve_module
-    original = solve_module.taped_stages
+    original = solve_module.rk_step_unchecked
 
     def converting(*args, **kwargs):
         y1, y_err, stages = original(*args, **kwargs)
         np.asarray(y1)
         return y1, y_err, stages
-    monkeypatch.setattr(solve_module, "taped_stages", converting)
+    monkeypatch.setattr(solve_module, "rk_step_unchecked", converting)
     field, params, y0 = _problem(5)
     solvers.solve(field, y0, (0.0, 1.0), params, method="rk4", steps=4)      # host: fine
     with pytest.raises(TypeError, match="Implicit conversion"):
@@ -177,13 +177,13 @@ def test_host_conversion_inside_a_step_is_caught(monkeypatch):
 def test_extra_read_per_step_is_caught(monkeypatch):
     """A step that reads a scalar back each step gives a per-step count of 1, not 0."""
     import solvers._solve as solve_module
-    original = solve_module.taped_stages
+    original = solve_module.rk_step_unchecked
 
     def reading(*args, **kwargs):
         y1, y_err, stages = original(*args, **kwargs)
         float(y1.sum())
         return y1, y_err, stages
-    monkeypatch.setattr(solve_module, "taped_stages", reading)
+    monkeypatch.setattr(solve_module, "rk_step_unchecked", reading)
     field, params, y0 = _problem(6)
     p, y = xp.asarray(params), xp.asarray(y0)
     assert _per_fixed_step(lambda n: solvers.solve(field, y, (0.0, 1.0), p, method="rk4",
