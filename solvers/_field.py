@@ -259,14 +259,15 @@ class FieldKernel:
         ``like`` decides the device: a taped sweep may reach its first VJP without a forward
         evaluation through this kernel (the stages came from the solve).
         """
+        if self._buffers is not None:                   # made at the first call
+            return self._buffers
         n = self.n_params
         if n is None:
             return None
-        if self._buffers is None:
-            dtype = (np.result_type(like.dtype) if self._params_dtype is None
-                     else np.result_type(like.dtype, self._params_dtype))
-            xp = get_array_module(like)
-            self._buffers = (xp.empty(int(n), dtype=dtype), xp.empty(int(n), dtype=dtype))
+        dtype = (np.result_type(like.dtype) if self._params_dtype is None
+                 else np.result_type(like.dtype, self._params_dtype))
+        xp = get_array_module(like)
+        self._buffers = (xp.empty(int(n), dtype=dtype), xp.empty(int(n), dtype=dtype))
         return self._buffers
 
 
