@@ -127,9 +127,11 @@ def check_obs_steps(obs_steps: Any, n: int) -> np.ndarray:
     return obs
 
 
-def cotangents_at(y_bars: Array, obs_steps: Any, y0: Array, n: int) -> dict[int, Array]:
-    """``{grid index: summed cotangent}`` from validated ``y_bars``/``obs_steps`` (repeats add)."""
-    obs = check_obs_steps(obs_steps, n)
+def cotangents_at(y_bars: Array, obs_steps: Any, y0: Array, n: int,
+                  obs_checked: bool = False) -> dict[int, Array]:
+    """``{grid index: summed cotangent}`` from validated ``y_bars``/``obs_steps`` (repeats add);
+    ``obs_checked``: ``obs_steps`` is already :func:`check_obs_steps`' result (a sweep's own)."""
+    obs = obs_steps if obs_checked else check_obs_steps(obs_steps, n)
     if obs_steps is None:
         y_bars = check_cotangents("y_bars", y_bars, y0, tuple(y0.shape),
                                   fix="Without obs_steps, pass the final state's cotangent.")[None]

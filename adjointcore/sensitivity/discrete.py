@@ -348,10 +348,11 @@ class DiscreteSweep:
             ``stats.forward_nfe`` is the forward sweep's; ``backward_nfe`` what the reverse
             sweep evaluated (plus a repeated forward sweep on a second call).
         """
-        if obs_steps is None:
+        own = obs_steps is None and self.obs_steps is not None      # checked when the sweep began
+        if own:
             obs_steps = self.obs_steps
-        return self.reverse(cotangents_at(y_bars, obs_steps, self._args[1], self.grid.size - 1),
-                            need_params)
+        return self.reverse(cotangents_at(y_bars, obs_steps, self._args[1], self.grid.size - 1,
+                                          obs_checked=own), need_params)
 
     def reverse(self, bar_at: dict[int, Array], need_params: bool = True) -> DiscreteGradient:
         """:meth:`gradient` from already checked cotangents ``{grid index: cotangent}``."""
