@@ -76,6 +76,12 @@ class Linear(Layer):
         self._layout = (*layout["weight"], None if bias is None else bias[0])  # type: ignore[index]
 
     @property
+    def n_params(self) -> int:
+        """``out (in [+1]) [+ out]``: where the last block of the flat layout ends."""
+        ws, _, bs = self._layout
+        return (ws if bs is None else bs).stop
+
+    @property
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         fan_in = self.in_features + self._extra_inputs
         shapes: dict[str, tuple[int, ...]] = {"weight": (self.out_features, fan_in)}
