@@ -81,9 +81,9 @@ class BoundLayerField:
         return self._layer(y, t)
 
     def forward(self, t: float, y: Array) -> tuple[Array, LayerFieldCache]:
-        """``(dy, cache)`` for a later VJP."""
+        """``(dy, cache)`` for a later VJP (the cache made in C: ``tuple.__new__``)."""
         dy, cache = self._layer.forward(y, t)
-        return dy, LayerFieldCache(self.params, cache)
+        return dy, tuple.__new__(LayerFieldCache, (self.params, cache))
 
     def vjp_into(self, cache: LayerFieldCache, dy_bar: Array,
                  params_bar: Array | None = None) -> Array:

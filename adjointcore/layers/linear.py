@@ -294,8 +294,12 @@ class BoundLinear(BoundLayer):
         return y
 
     def forward(self, x: Array, t: Any = None) -> tuple[Array, LinearCache]:
-        """``(x @ W.T + b, LinearCache(x))`` (bitwise ``Linear.apply``)."""
-        return self(x, t), LinearCache(x)
+        """``(x @ W.T + b, LinearCache(x))`` (bitwise ``Linear.apply``; inline as in
+        :meth:`__call__`, the cache made without the NamedTuple constructor's Python frame)."""
+        y = x @ self._w_t
+        if self._b is not None:
+            y += self._b
+        return y, tuple.__new__(LinearCache, (x,))
 
     def vjp_into(self, cache: Any, y_bar: Array, params_bar: Array | None = None) -> Array:
         """Bitwise ``Linear.apply_vjp`` (:func:`_affine_vjp`)."""
