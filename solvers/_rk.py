@@ -65,35 +65,6 @@ def rk_coefficients(tab: ButcherTableau, xp: Any,
     return xp.asarray(tab.a, dtype=dtype), xp.asarray(tab.b, dtype=dtype), b_err
 
 
-def _weighted_sum(xp: Any, weights: Array, stack: Array, out: Array | None = None) -> Array:
-    """``sum_j weights[j] stack[j]`` as ``numpy.tensordot(weights, stack, axes=1)`` computes it
-    (one ``dot`` of shapes (1, m) and (m, size)), without tensordot's Python bookkeeping; the
-    roundings are the same. ``out``: a C-contiguous array of ``stack.shape[1:]`` and the
-    result's dtype to write into (the same ``dot``, the same bits)."""
-    m = weights.shape[0]
-    if out is not None:
-        xp.dot(weights.reshape(1, m), stack.reshape(m, -1), out=out.reshape(1, -1))
-        return out
-    return xp.dot(weights.reshape(1, m), stack.reshape(m, -1)).reshape(stack.shape[1:])
-
-
-def combine(xp: Any, y: Array | float, h: float, weights: Array, k: Array,
-            out: Array | None = None) -> Array:
-    """``y + h * sum_j weights[j] k[j]``, in place in the one new array (or in ``out``, a
-    C-contiguous array of ``y``'s shape and the result's dtype).
-
-    A non-finite stage (an overflowing trial step) makes ``0 * inf = nan`` here; the caller
-    mutes NumPy's warning (:func:`rk_step`) because the result is not silent: the driver checks
-    ``y1`` and rejects the step or reports ``Status.NON_FINITE``.
-    """
-    out = _weighted_sum(xp, weights, k, out)
-    out *= h
-    if isinstance(y, float):
-        return y + out
-    out += y
-    return out
-
-
 class StagePlan(NamedTuple):
     """A tableau's coefficients laid out for the step loops (:func:`stage_plan`).
 
@@ -107,7 +78,8 @@ class StagePlan(NamedTuple):
     b_err : array, shape (1, n_stages), or None
     dot : callable
         ``dot(weights, stack2d)``: ``ndarray.dot`` on the host (no dispatch), ``xp.dot``
-        elsewhere; the same product as :func:`_weighted_sum`'s.
+        elsewhere; the product of ``numpy.tensordot(weights, stack, axes=1)``, whose roundings
+        every stage combination keeps.
     """
 
     rows: tuple[Array | None, ...]
@@ -194,9 +166,11 @@ def rk_step_unchecked(kernel: Any, tab: ButcherTableau, plan: StagePlan, t: floa
                       tape: bool) -> tuple[Array, Array | None, RKStages]:
     """The body of :func:`rk_step` for drivers that validated once: ``kernel`` a
     :class:`~solvers._field.FieldKernel`, ``plan`` the tableau's :func:`stage_plan` in ``y``'s
-    real dtype, ``t`` and ``h`` floats, NumPy's warnings already muted by the caller. Stage
-    ``i``'s input is one ``dot`` of ``plan.rows[i]`` with the stages before it (the product of
-    :func:`combine`), scaled by ``h``, then ``y`` added in place."""
+    real dtype, ``t`` and ``h`` floats. Stage ``i``'s input is one ``dot`` of ``plan.rows[i]``
+    with the stages before it, scaled by ``h``, then ``y`` added in place (``y1`` and ``y_err``
+    alike). The caller mutes NumPy's overflow and invalid warnings: a non-finite stage (an
+    overflowing trial step) makes ``0 * inf = nan`` here, and the driver, which checks ``y1``,
+    rejects the step or reports ``Status.NON_FINITE``."""
     n_eval = tab.n_stages if full else tab.n_live
     c, rows, dot = tab.c_floats, plan.rows, plan.dot
     if f0 is None:

@@ -52,7 +52,7 @@ from ._inputs import (
 )
 from ._record import _finite, _finite_muted, _FiniteWatch, _Record, _solution
 from ._result import Solution, SolveError, Status
-from ._rk import combine, rk_step_unchecked, stage_plan
+from ._rk import rk_step_unchecked, stage_plan
 from ._stepper import get_stepper, is_rk_method
 from ._tableau import ButcherTableau
 from ._xp import Array, get_array_module, real_dtype
@@ -153,7 +153,7 @@ def _rk_loop(field: FieldKernel, tab: ButcherTableau, t0: float, t1: float, y0: 
         if plan is None or y.dtype != plan_dtype:     # as rk_step: in y's real dtype
             plan_dtype = y.dtype
             plan = stage_plan(tab, xp, real_dtype(plan_dtype))
-        with np.errstate(invalid="ignore", over="ignore"):     # as rk_step (see combine)
+        with np.errstate(invalid="ignore", over="ignore"):     # as rk_step (see rk_step_unchecked)
             y1, y_err, stages = rk_step_unchecked(field, tab, plan, float(t), y, float(h),
                                                   params, f, True, taped)
             finite = xp is not np or _finite_muted(y1)    # a device step: read below
@@ -230,7 +230,7 @@ def _fixed_rk_forward(field: FieldKernel, tab: ButcherTableau, t0: float, t1: fl
         rec.ys_rows[0] = y0
         ys_flat = rec.ys_rows.reshape(n_fixed + 1, 1, -1)
     t, y = t0, y0
-    with np.errstate(invalid="ignore", over="ignore"):      # as rk_step (see combine)
+    with np.errstate(invalid="ignore", over="ignore"):      # as rk_step (see rk_step_unchecked)
         for n in range(n_fixed):
             if n >= max_steps:
                 rec.status = Status.MAX_STEPS
@@ -240,7 +240,7 @@ def _fixed_rk_forward(field: FieldKernel, tab: ButcherTableau, t0: float, t1: fl
                 plan = stage_plan(tab, np, real_dtype(plan_dtype))
                 rows, b_live = plan.rows, plan.b_live
                 # the stage inputs: one reused buffer each, in the dtype of their dot (the
-                # product into it is that of combine), seen as (1, size) and as the state
+                # product into it is rk_step's), seen as (1, size) and as the state
                 inputs = np.empty((s, 1, flat.shape[1]),
                                   dtype=np.result_type(b_live.dtype, k.dtype))
                 in_shaped = inputs.reshape((s,) + shape)
@@ -253,13 +253,13 @@ def _fixed_rk_forward(field: FieldKernel, tab: ButcherTableau, t0: float, t1: fl
                 y_i *= h
                 y_i += y
                 k[i] = evaluate(t + c[i] * h, y_i)
-            if rec.ys_rows is None:
-                y1 = combine(np, y, h, b_live[0], k[:n_live])
+            if rec.ys_rows is None:             # the field widens y: a new array each step
+                y1 = np.ndarray.dot(b_live, flat[:n_live]).reshape(shape)
             else:
                 np.ndarray.dot(b_live, flat[:n_live], ys_flat[n + 1])
                 y1 = rec.ys_rows[n + 1]
-                y1 *= h
-                y1 += y
+            y1 *= h
+            y1 += y
             rec.nfe += s - 1
             if not _finite_muted(y1):
                 rec.status, rec.n_rejected = Status.NON_FINITE, rec.n_rejected + 1

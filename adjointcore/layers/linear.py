@@ -286,20 +286,13 @@ class BoundLinear(BoundLayer):
         self._b = None if bs is None else params[bs]
 
     def __call__(self, x: Array, t: Any = None) -> Array:
-        """``x @ W.T + b`` (bitwise ``Linear.apply(..., tape=False)``: :func:`_affine`'s two
-        operations, inline on this per-evaluation path)."""
-        y = x @ self._w_t
-        if self._b is not None:
-            y += self._b
-        return y
+        """``x @ W.T + b`` (bitwise ``Linear.apply(..., tape=False)``)."""
+        return _affine(x, self._w_t, self._b)
 
     def forward(self, x: Array, t: Any = None) -> tuple[Array, LinearCache]:
-        """``(x @ W.T + b, LinearCache(x))`` (bitwise ``Linear.apply``; inline as in
-        :meth:`__call__`, the cache made without the NamedTuple constructor's Python frame)."""
-        y = x @ self._w_t
-        if self._b is not None:
-            y += self._b
-        return y, tuple.__new__(LinearCache, (x,))
+        """``(x @ W.T + b, LinearCache(x))`` (bitwise ``Linear.apply``; the cache made
+        without the NamedTuple constructor's Python frame)."""
+        return _affine(x, self._w_t, self._b), tuple.__new__(LinearCache, (x,))
 
     def vjp_into(self, cache: Any, y_bar: Array, params_bar: Array | None = None) -> Array:
         """Bitwise ``Linear.apply_vjp`` (:func:`_affine_vjp`)."""
