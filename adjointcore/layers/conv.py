@@ -2,13 +2,13 @@
 
 Algorithm (NCHW in and out, channel-major inside)
 -------------------------------------------------
-Forward: pad (and transpose) the input once to ``(C, N, Hp, Wp)``, copy its window view into the
-column matrix ``cols`` of shape ``(groups, C/groups*kh*kw, N*Ho*Wo)`` and multiply by the weight
-matrix ``(groups, O/groups, C/groups*kh*kw)``: one GEMM per group, batched by ``matmul``.
+Forward: copy the window view of the zero-padded, channel-major input ``(C, N, Hp, Wp)`` into
+the column matrix ``cols`` of shape ``(groups, C/groups*kh*kw, N*Ho*Wo)`` and multiply by the
+weight matrix ``(groups, O/groups, C/groups*kh*kw)``: one GEMM per group, batched by ``matmul``.
 
 VJP, three products of the same shapes:
 
-* ``W_bar = Y_bar @ cols^T`` (needs ``cols``: cached, or rebuilt from the cached padded input);
+* ``W_bar = Y_bar @ cols^T`` (needs ``cols``: cached, or rebuilt from the cached input);
 * ``b_bar = sum of y_bar over (N, Ho, Wo)``;
 * ``x_bar``: for stride 1 (and ``padding <= kernel - 1``) as the *transposed convolution*, a
   correlation of the ``(k - 1 - p)``-padded ``y_bar`` with the flipped, channel-transposed
@@ -21,7 +21,9 @@ Where the geometry allows (:func:`~adjointcore.layers._im2col.phase_plan`; e.g. 
 planes of the output grid's shape, so each kernel offset is one shifted copy (or add) of long
 contiguous rows instead of a strided one with rows of ``Wo`` elements. The terms reach every
 element in the same order as the strided path, so results are bitwise the same; stride-2
-forward+VJP went from 2.6x to 1.8-2.0x its GEMMs (1 BLAS thread).
+forward+VJP went from 2.6x to 1.8-2.0x its GEMMs (1 BLAS thread). The phase planes are read
+straight from the caller's NCHW input (a transposed view), so no padded copy of the input is
+made, and the cache keeps that view (:func:`_column_source`).
 
 Both layers are analytic (complex input works; nothing is conjugated).
 
@@ -55,6 +57,7 @@ from ._im2col import (
     pad_channel_major,
     phase_accumulate,
     phase_columns,
+    phase_plan,
     window_counts,
     windows,
 )
@@ -69,35 +72,74 @@ class ConvCache(NamedTuple):
 
     Attributes
     ----------
-    x_padded : ndarray, shape (C_total, N, Hp, Wp)
-        Zero-padded input, channel-major (``C_total = in_channels (+1 for the time channel)``);
-        ``None`` when ``cols`` is cached instead.
+    x_cm : ndarray, shape (C_total, N, H, W)
+        The input, channel-major and unpadded (``C_total = in_channels (+1 for the time
+        channel)``), as :func:`_column_source` makes it: a transposed view of the caller's
+        ``x`` where the columns come from phase planes, else a copy; ``None`` when ``cols`` is
+        cached instead.
     cols : ndarray, shape (groups, C_total/groups*kh*kw, N*Ho*Wo) or None
         Column matrix (only with ``cache_cols=True``; costs ``kh*kw`` times the input memory).
     x_shape : tuple
         ``(N, C, H, W)`` of the input.
     """
-    x_padded: Array | None
+    x_cm: Array | None
     cols: Array | None
     x_shape: tuple[int, ...]
 
 
 # -- kernels --------------------------------------------------------------------------------------
-def _columns(x_padded: Array, geom: Geometry, groups: int, out_hw: tuple[int, int]) -> Array:
-    """Column matrix ``(groups, C/groups*kh*kw, N*Ho*Wo)``: one copy of a window view.
+def _from_planes(shape: Sequence[int], geom: Geometry, groups: int,
+                 out_hw: tuple[int, int]) -> bool:
+    """Whether the columns of a channel-major input of ``shape`` (C, N, H, W) are built from
+    its phase planes (:func:`~adjointcore.layers._im2col.phase_columns`, which read the
+    unpadded input with any strides): they are not a free view of the padded input (1x1
+    kernels, degenerate sizes) and :func:`~adjointcore.layers._im2col.phase_plan` accepts both
+    axes."""
+    c, n, h, w = shape
+    (kh, kw), (sh, sw), (ph, pw) = geom
+    ho, wo = out_hw
+    padded = (c, n, h + 2 * ph, w + 2 * pw)
+    strides = (n * padded[2] * padded[3], padded[2] * padded[3], padded[3], 1)  # C-contiguous
+    if columns_are_view(padded, strides, geom, out_hw, (groups, c // groups * kh * kw,
+                                                        n * ho * wo)):
+        return False
+    return phase_plan(kh, sh, ph, h, ho) is not None and phase_plan(kw, sw, pw, w, wo) is not None
 
-    The copy is made from phase planes (:func:`~adjointcore.layers._im2col.phase_columns`: long
-    contiguous copies) where the geometry allows; same values and layout either way. Where the
-    reshape needs no copy (1x1 kernels, degenerate sizes) the window view itself is returned.
+
+def _column_source(x: Array, extra: Array | float | None, dtype: Any, geom: Geometry,
+                   groups: int, out_hw: tuple[int, int]) -> Array:
+    """``x`` (N, C, H, W) channel-major and unpadded, ``(C[+1], N, H, W)``, with the constant
+    channel ``extra`` appended (:class:`ConcatConv2d`): what :func:`_columns` reads and a
+    cache keeps.
+
+    A transposed view of ``x`` (no copy) where the columns come from phase planes
+    (:func:`_from_planes`) and nothing is appended or cast; otherwise one C-contiguous copy, so
+    that columns which are a view of it stay free (as the padded copy was before).
     """
-    c, n, hp, wp = x_padded.shape
+    n, c, h, w = x.shape
+    if extra is None and dtype == x.dtype and _from_planes(
+            (c, n, h, w), geom, groups, out_hw):
+        return x.transpose(1, 0, 2, 3)
+    return pad_channel_major(x, (0, 0), extra=extra, dtype=dtype)
+
+
+def _columns(x_cm: Array, geom: Geometry, groups: int, out_hw: tuple[int, int]) -> Array:
+    """Column matrix ``(groups, C/groups*kh*kw, N*Ho*Wo)`` of the channel-major, *unpadded*
+    input ``x_cm`` (C, N, H, W), any strides; ``geom`` includes the padding.
+
+    Built from phase planes (:func:`~adjointcore.layers._im2col.phase_columns`: long
+    contiguous copies) where :func:`_from_planes` says so; otherwise a window view of the
+    zero-padded input (C-contiguous; ``x_cm`` itself when it is C-contiguous and there is no
+    padding), reshaped: a view where the reshape needs no copy, else one copy. Same values and
+    layout either way.
+    """
+    c, n, _, _ = x_cm.shape
     (kh, kw), (ph, pw), (ho, wo) = geom.kernel, geom.padding, out_hw
     shape = (groups, c // groups * kh * kw, n * ho * wo)
-    if not columns_are_view(x_padded.shape, x_padded.strides, geom, out_hw, shape):
-        cols = phase_columns(crop_hw(x_padded, (ph, pw), (hp - 2 * ph, wp - 2 * pw)), geom,
-                             out_hw)
-        if cols is not None:
-            return cols.reshape(shape)
+    if _from_planes(x_cm.shape, geom, groups, out_hw):
+        return phase_columns(x_cm, geom, out_hw).reshape(shape)  # type: ignore[union-attr]
+    x_padded = x_cm if (not (ph or pw) and x_cm.flags.c_contiguous) else \
+        pad_channel_major(x_cm.transpose(1, 0, 2, 3), (ph, pw))
     view = windows(x_padded, geom, out_hw)              # (C, N, kh, kw, Ho, Wo)
     return view.transpose(0, 2, 3, 1, 4, 5).reshape(shape)
 
@@ -119,21 +161,10 @@ def _input_grad_transposed(w: Array, y_bar: Array, geom: Geometry, groups: int,
     xp = get_array_module(y_bar)
     o, cg, kh, kw = w.shape
     (ph, pw) = geom.padding
-    n, _, ho, wo = y_bar.shape
+    n = y_bar.shape[0]
     pad = (kh - 1 - ph, kw - 1 - pw)
-    unit = Geometry(geom.kernel, (1, 1), (0, 0))
-    shape = (groups, o // groups * kh * kw, n * x_hw[0] * x_hw[1])
-    padded = (o, n, ho + 2 * pad[0], wo + 2 * pad[1])                 # y_pad, C-contiguous
-    item = y_bar.dtype.itemsize
-    strides = (n * padded[2] * padded[3] * item, padded[2] * padded[3] * item, padded[3] * item,
-               item)
-    y_cols = None
-    if not columns_are_view(padded, strides, unit, x_hw, shape):      # else keep the free view
-        y_cols = phase_columns(y_bar.transpose(1, 0, 2, 3), unit._replace(padding=pad), x_hw)
-    if y_cols is None:
-        y_pad = pad_channel_major(y_bar, pad)                         # (O, N, Hq, Wq)
-        y_cols = _columns(y_pad, unit, groups, x_hw)
-    y_cols = y_cols.reshape(shape)                                    # (g, Og*kh*kw, N*H*W)
+    unit = Geometry(geom.kernel, (1, 1), pad)
+    y_cols = _columns(y_bar.transpose(1, 0, 2, 3), unit, groups, x_hw)  # (g, Og*kh*kw, N*H*W)
     w_t = w.reshape(groups, o // groups, cg, kh, kw)[:, :, :, ::-1, ::-1]
     w_t = w_t.transpose(0, 2, 1, 3, 4).reshape(groups, cg, o // groups * kh * kw)
     x_bar = xp.matmul(w_t, y_cols)                                    # (g, Cg, N*H*W)
@@ -281,8 +312,8 @@ class Conv2d(Layer):
         out_hw = window_counts(self._geometry, x.shape[2:])
         xp = get_array_module(x)
         dtype = out_dtype(x, t) if t is not None else x.dtype
-        x_padded = pad_channel_major(x, self.padding, extra=t, dtype=dtype)
-        cols = _columns(x_padded, self._geometry, self.groups, out_hw)
+        x_cm = _column_source(x, t, dtype, self._geometry, self.groups, out_hw)
+        cols = _columns(x_cm, self._geometry, self.groups, out_hw)
         w = params[ws].reshape(wshape)
         y = xp.matmul(w.reshape(self.groups, self.out_channels // self.groups, -1), cols)
         y = y.reshape(self.out_channels, -1)                         # (O, N*Ho*Wo)
@@ -294,7 +325,7 @@ class Conv2d(Layer):
             return y, None
         if self.cache_cols:
             return y, ConvCache(None, cols, tuple(x.shape))
-        return y, ConvCache(x_padded, None, tuple(x.shape))
+        return y, ConvCache(x_cm, None, tuple(x.shape))
 
     def vjp(self, params: Array, cache: ConvCache, y_bar: Array,
             need_params: bool = True) -> tuple[Array, Array | None]:
@@ -303,7 +334,7 @@ class Conv2d(Layer):
         n, c, h, w_ = cache.x_shape
         out_hw = output_hw(self._geometry, (h, w_), repr(self))
         check_y_bar(y_bar, (n, self.out_channels) + out_hw)
-        inputs = cache.cols if cache.cols is not None else cache.x_padded
+        inputs = cache.cols if cache.cols is not None else cache.x_cm
         return self._vjp_via_apply(params, cache, y_bar, need_params,
                                    out_dtype(y_bar, inputs, params))
 
@@ -329,7 +360,7 @@ class Conv2d(Layer):
             return x_bar
         cols = cache.cols
         if cols is None:
-            cols = _columns(cache.x_padded, self._geometry, g, out_hw)
+            cols = _columns(cache.x_cm, self._geometry, g, out_hw)
         if y_mat is None:
             y_mat = _channel_major(y_bar, g)
         params_bar[ws].reshape(wshape)[...] = xp.matmul(y_mat, cols.transpose(0, 2, 1)).reshape(
@@ -369,13 +400,13 @@ class Conv2d(Layer):
         out_hw = window_counts(geom, (h, w_))
         xp = get_array_module(x_dot)
         zero_time = 0.0 if self._extra_channels else None      # the time channel is constant
-        cols_dot = _columns(pad_channel_major(x_dot, self.padding, extra=zero_time), geom, g,
-                            out_hw)
+        cols_dot = _columns(_column_source(x_dot, zero_time, x_dot.dtype, geom, g, out_hw), geom,
+                            g, out_hw)
         y_dot = xp.matmul(params[ws].reshape(g, o // g, -1), cols_dot)   # (g, O/g, N*Ho*Wo)
         if params_dot is not None:
             cols = cache.cols
             if cols is None:
-                cols = _columns(cache.x_padded, geom, g, out_hw)
+                cols = _columns(cache.x_cm, geom, g, out_hw)
             y_dot = tangent_sum(y_dot, xp.matmul(params_dot[ws].reshape(g, o // g, -1), cols))
         y_dot = y_dot.reshape(o, -1)
         if params_dot is not None and bs is not None:
@@ -416,7 +447,7 @@ class Conv2d(Layer):
         geom, g_, o = self._geometry, self.groups, self.out_channels
         out_hw = window_counts(geom, (h, w_))
         xp = get_array_module(y_dot_bar)
-        inputs = cache.cols if cache.cols is not None else cache.x_padded
+        inputs = cache.cols if cache.cols is not None else cache.x_cm
         dtype = out_dtype(y_dot_bar, x_dot, params, inputs,
                           *(() if params_dot is None else (params_dot,)),
                           *(() if y_bar is None else (y_bar,)))
@@ -424,8 +455,8 @@ class Conv2d(Layer):
         x_dot_bar = self.apply_vjp(params, cache, y_dot_bar, params_dot_bar)
         timed = bool(self._extra_channels)
         zero_time = 0.0 if timed else None
-        cols_dot = _columns(pad_channel_major(x_dot, self.padding, extra=zero_time), geom, g_,
-                            out_hw)
+        cols_dot = _columns(_column_source(x_dot, zero_time, x_dot.dtype, geom, g_, out_hw),
+                            geom, g_, out_hw)
         g_mat = _channel_major(y_dot_bar, g_)
         params_bar = xp.zeros(self.n_params, dtype=dtype)
         params_bar[ws] = xp.matmul(g_mat, cols_dot.transpose(0, 2, 1)).reshape(-1)
@@ -435,8 +466,9 @@ class Conv2d(Layer):
             x_bar = xp.zeros((n, c, h, w_), dtype=dtype)
         t_bar = None
         if timed:
-            cols_t = _columns(pad_channel_major(xp.zeros((n, c, h, w_), dtype=dtype),
-                                                self.padding, extra=1.0), geom, g_, out_hw)
+            ones_t = _column_source(xp.zeros((n, c, h, w_), dtype=dtype), 1.0, dtype, geom, g_,
+                                    out_hw)
+            cols_t = _columns(ones_t, geom, g_, out_hw)
             t_bar = xp.zeros((), dtype=dtype)
             if params_dot is not None:
                 t_bar = t_bar + (g_mat * xp.matmul(params_dot[ws].reshape(g_, o // g_, -1),

@@ -165,9 +165,42 @@ def test_cached_columns_give_identical_gradients(rng):
     fat = Conv2d(3, 4, 3, stride=2, padding=1, cache_cols=True)
     y, c_lean = lean.forward(params, x)
     _, c_fat = fat.forward(params, x)
-    assert c_lean.cols is None and c_fat.x_padded is None
+    assert c_lean.cols is None and c_fat.x_cm is None
     y_bar = rng.standard_normal(y.shape)
     for a, b in zip(lean.vjp(params, c_lean, y_bar), fat.vjp(params, c_fat, y_bar), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind, expect_view", [
+    ("plain k3s2p1", True), ("plain k3s1p1", True), ("time channel", False), ("1x1", False),
+    ("valid k3s1p0", False)])
+def test_cache_keeps_the_input_itself_where_the_columns_come_from_phase_planes(rng, kind,
+                                                                             expect_view):
+    """The phase planes read the caller's NCHW input through a transposed view, so the cache
+    keeps that view (no padded copy); where a time channel is appended or the columns are a
+    window view (1x1) or come from the window fallback (valid k3), it keeps one C-contiguous
+    unpadded copy. Either way the VJP sees the same columns: bitwise those of a layer that
+    caches them."""
+    layer = {"plain k3s2p1": Conv2d(3, 4, 3, stride=2, padding=1),
+             "plain k3s1p1": Conv2d(3, 4, 3, padding=1),
+             "time channel": ConcatConv2d(3, 4, 3, padding=1),
+             "1x1": Conv2d(3, 4, 1),
+             "valid k3s1p0": Conv2d(3, 4, 3)}[kind]
+    params = layer.init(rng)
+    x = rng.standard_normal((2, 3, 6, 5))
+    kw = {"t": 0.25} if kind == "time channel" else {}
+    y, cache = layer.forward(params, x, **kw)
+    extra = 1 if kind == "time channel" else 0
+    assert cache.x_cm.shape == (3 + extra, 2, 6, 5)
+    assert np.shares_memory(cache.x_cm, x) is expect_view
+    assert expect_view or cache.x_cm.flags.c_contiguous
+    np.testing.assert_array_equal(cache.x_cm[:3], x.transpose(1, 0, 2, 3))
+    fat = type(layer)(3, 4, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+                      cache_cols=True)
+    _, c_fat = fat.forward(params, x, **kw)
+    y_bar = rng.standard_normal(y.shape)
+    for a, b in zip(layer.vjp(params, cache, y_bar), fat.vjp(params, c_fat, y_bar),
+                    strict=True):
         np.testing.assert_array_equal(a, b)
 
 
