@@ -23,7 +23,8 @@ contiguous rows instead of a strided one with rows of ``Wo`` elements. The terms
 element in the same order as the strided path, so results are bitwise the same; stride-2
 forward+VJP went from 2.6x to 1.8-2.0x its GEMMs (1 BLAS thread). The phase planes are read
 straight from the caller's NCHW input (a transposed view), so no padded copy of the input is
-made, and the cache keeps that view (:func:`_column_source`).
+made, and the cache keeps that view
+(:func:`~adjointcore.layers._conv_kernels.column_source`).
 
 Both layers are analytic (complex input works; nothing is conjugated).
 
@@ -47,20 +48,14 @@ from .. import init as initmod
 from ..backend import Array, get_array_module
 from ..errors import ShapeError, check_array, check_positive_int
 from ._checks import check_backends, check_flag, check_y_bar, out_dtype, time_value
-from ._im2col import (
-    Geometry,
-    accumulate_windows,
-    columns_are_view,
-    crop_hw,
-    make_geometry,
-    output_hw,
-    pad_channel_major,
-    phase_accumulate,
-    phase_columns,
-    phase_plan,
-    window_counts,
-    windows,
+from ._conv_kernels import (
+    channel_major,
+    column_source,
+    columns,
+    input_grad_col2im,
+    input_grad_transposed,
 )
+from ._im2col import Geometry, make_geometry, output_hw, window_counts
 from .base import Layer, param_layout
 from .second_order import SecondOrderBars, tangent_sum
 
@@ -74,9 +69,9 @@ class ConvCache(NamedTuple):
     ----------
     x_cm : ndarray, shape (C_total, N, H, W)
         The input, channel-major and unpadded (``C_total = in_channels (+1 for the time
-        channel)``), as :func:`_column_source` makes it: a transposed view of the caller's
-        ``x`` where the columns come from phase planes, else a copy; ``None`` when ``cols`` is
-        cached instead.
+        channel)``), as :func:`~adjointcore.layers._conv_kernels.column_source` makes it: a
+        transposed view of the caller's ``x`` where the columns come from phase planes, else a
+        copy; ``None`` when ``cols`` is cached instead.
     cols : ndarray, shape (groups, C_total/groups*kh*kw, N*Ho*Wo) or None
         Column matrix (only with ``cache_cols=True``; costs ``kh*kw`` times the input memory).
     x_shape : tuple
@@ -85,112 +80,6 @@ class ConvCache(NamedTuple):
     x_cm: Array | None
     cols: Array | None
     x_shape: tuple[int, ...]
-
-
-# -- kernels --------------------------------------------------------------------------------------
-def _from_planes(shape: Sequence[int], geom: Geometry, groups: int,
-                 out_hw: tuple[int, int]) -> bool:
-    """Whether the columns of a channel-major input of ``shape`` (C, N, H, W) are built from
-    its phase planes (:func:`~adjointcore.layers._im2col.phase_columns`, which read the
-    unpadded input with any strides): they are not a free view of the padded input (1x1
-    kernels, degenerate sizes) and :func:`~adjointcore.layers._im2col.phase_plan` accepts both
-    axes."""
-    c, n, h, w = shape
-    (kh, kw), (sh, sw), (ph, pw) = geom
-    ho, wo = out_hw
-    padded = (c, n, h + 2 * ph, w + 2 * pw)
-    strides = (n * padded[2] * padded[3], padded[2] * padded[3], padded[3], 1)  # C-contiguous
-    if columns_are_view(padded, strides, geom, out_hw, (groups, c // groups * kh * kw,
-                                                        n * ho * wo)):
-        return False
-    return phase_plan(kh, sh, ph, h, ho) is not None and phase_plan(kw, sw, pw, w, wo) is not None
-
-
-def _column_source(x: Array, extra: Array | float | None, dtype: Any, geom: Geometry,
-                   groups: int, out_hw: tuple[int, int]) -> Array:
-    """``x`` (N, C, H, W) channel-major and unpadded, ``(C[+1], N, H, W)``, with the constant
-    channel ``extra`` appended (:class:`ConcatConv2d`): what :func:`_columns` reads and a
-    cache keeps.
-
-    A transposed view of ``x`` (no copy) where the columns come from phase planes
-    (:func:`_from_planes`) and nothing is appended or cast; otherwise one C-contiguous copy, so
-    that columns which are a view of it stay free (as the padded copy was before).
-    """
-    n, c, h, w = x.shape
-    if extra is None and dtype == x.dtype and _from_planes(
-            (c, n, h, w), geom, groups, out_hw):
-        return x.transpose(1, 0, 2, 3)
-    return pad_channel_major(x, (0, 0), extra=extra, dtype=dtype)
-
-
-def _columns(x_cm: Array, geom: Geometry, groups: int, out_hw: tuple[int, int]) -> Array:
-    """Column matrix ``(groups, C/groups*kh*kw, N*Ho*Wo)`` of the channel-major, *unpadded*
-    input ``x_cm`` (C, N, H, W), any strides; ``geom`` includes the padding.
-
-    Built from phase planes (:func:`~adjointcore.layers._im2col.phase_columns`: long
-    contiguous copies) where :func:`_from_planes` says so; otherwise a window view of the
-    zero-padded input (C-contiguous; ``x_cm`` itself when it is C-contiguous and there is no
-    padding), reshaped: a view where the reshape needs no copy, else one copy. Same values and
-    layout either way.
-    """
-    c, n, _, _ = x_cm.shape
-    (kh, kw), (ph, pw), (ho, wo) = geom.kernel, geom.padding, out_hw
-    shape = (groups, c // groups * kh * kw, n * ho * wo)
-    if _from_planes(x_cm.shape, geom, groups, out_hw):
-        return phase_columns(x_cm, geom, out_hw).reshape(shape)  # type: ignore[union-attr]
-    x_padded = x_cm if (not (ph or pw) and x_cm.flags.c_contiguous) else \
-        pad_channel_major(x_cm.transpose(1, 0, 2, 3), (ph, pw))
-    view = windows(x_padded, geom, out_hw)              # (C, N, kh, kw, Ho, Wo)
-    return view.transpose(0, 2, 3, 1, 4, 5).reshape(shape)
-
-
-def _channel_major(y_bar: Array, groups: int) -> Array:
-    """``y_bar`` (N, O, Ho, Wo) as the matrix ``(groups, O/groups, N*Ho*Wo)`` (one copy)."""
-    n, o, ho, wo = y_bar.shape
-    return y_bar.transpose(1, 0, 2, 3).reshape(groups, o // groups, n * ho * wo)
-
-
-def _input_grad_transposed(w: Array, y_bar: Array, geom: Geometry, groups: int,
-                           x_hw: tuple[int, int]) -> Array:
-    """Stride-1 input gradient as a correlation of padded ``y_bar`` with the flipped kernel.
-
-    The im2col of the padded ``y_bar`` is built straight from ``y_bar`` through phase planes
-    (no padded copy) where the geometry allows; same values and layout either way.
-    Returns ``x_bar`` channel-major, shape (C_total, N, H, W).
-    """
-    xp = get_array_module(y_bar)
-    o, cg, kh, kw = w.shape
-    (ph, pw) = geom.padding
-    n = y_bar.shape[0]
-    pad = (kh - 1 - ph, kw - 1 - pw)
-    unit = Geometry(geom.kernel, (1, 1), pad)
-    y_cols = _columns(y_bar.transpose(1, 0, 2, 3), unit, groups, x_hw)  # (g, Og*kh*kw, N*H*W)
-    w_t = w.reshape(groups, o // groups, cg, kh, kw)[:, :, :, ::-1, ::-1]
-    w_t = w_t.transpose(0, 2, 1, 3, 4).reshape(groups, cg, o // groups * kh * kw)
-    x_bar = xp.matmul(w_t, y_cols)                                    # (g, Cg, N*H*W)
-    return x_bar.reshape(groups * cg, n, x_hw[0], x_hw[1])
-
-
-def _input_grad_col2im(w: Array, y_mat: Array, geom: Geometry, groups: int,
-                       padded_shape: Sequence[int], out_hw: tuple[int, int],
-                       x_hw: tuple[int, int]) -> Array:
-    """General input gradient: ``cols_bar = W^T @ Y_bar`` then col2im; channel-major output.
-
-    col2im goes through phase planes where the geometry allows
-    (:func:`~adjointcore.layers._im2col.phase_accumulate`, bitwise the same sums); the result is
-    then a transposed view of a C-contiguous NCHW array, so the caller's NCHW copy is free.
-    """
-    xp = get_array_module(y_mat)
-    o, cg, kh, kw = w.shape
-    c_total, n, hp, wp = padded_shape
-    w_mat = w.reshape(groups, o // groups, cg * kh * kw)
-    cols_bar = xp.matmul(w_mat.transpose(0, 2, 1), y_mat)             # (g, Cg*kh*kw, N*L)
-    x_bar = phase_accumulate(cols_bar.reshape(c_total, kh, kw, -1), geom, out_hw, x_hw)
-    if x_bar is not None:                                             # (N, C_total, H, W)
-        return x_bar.transpose(1, 0, 2, 3)
-    cols_bar = cols_bar.reshape(c_total, kh, kw, n, *out_hw).transpose(0, 3, 1, 2, 4, 5)
-    x_bar_padded = accumulate_windows(cols_bar, (hp, wp), geom)       # (C_total, N, Hp, Wp)
-    return crop_hw(x_bar_padded, geom.padding, x_hw)
 
 
 # -- layers ---------------------------------------------------------------------------------------
@@ -312,8 +201,8 @@ class Conv2d(Layer):
         out_hw = window_counts(self._geometry, x.shape[2:])
         xp = get_array_module(x)
         dtype = out_dtype(x, t) if t is not None else x.dtype
-        x_cm = _column_source(x, t, dtype, self._geometry, self.groups, out_hw)
-        cols = _columns(x_cm, self._geometry, self.groups, out_hw)
+        x_cm = column_source(x, t, dtype, self._geometry, self.groups, out_hw)
+        cols = columns(x_cm, self._geometry, self.groups, out_hw)
         w = params[ws].reshape(wshape)
         y = xp.matmul(w.reshape(self.groups, self.out_channels // self.groups, -1), cols)
         y = y.reshape(self.out_channels, -1)                         # (O, N*Ho*Wo)
@@ -350,19 +239,19 @@ class Conv2d(Layer):
         y_mat = None
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         if self.stride == (1, 1) and ph <= kh - 1 and pw <= kw - 1:
-            x_bar_cm = _input_grad_transposed(w, y_bar, self._geometry, g, (h, w_))
+            x_bar_cm = input_grad_transposed(w, y_bar, self._geometry, g, (h, w_))
         else:
-            y_mat = _channel_major(y_bar, g)                          # (g, Og, N*L)
+            y_mat = channel_major(y_bar, g)                          # (g, Og, N*L)
             padded = (c + self._extra_channels, n, h + 2 * ph, w_ + 2 * pw)
-            x_bar_cm = _input_grad_col2im(w, y_mat, self._geometry, g, padded, out_hw, (h, w_))
+            x_bar_cm = input_grad_col2im(w, y_mat, self._geometry, g, padded, out_hw, (h, w_))
         x_bar = xp.ascontiguousarray(x_bar_cm[:c].transpose(1, 0, 2, 3))
         if params_bar is None:
             return x_bar
         cols = cache.cols
         if cols is None:
-            cols = _columns(cache.x_cm, self._geometry, g, out_hw)
+            cols = columns(cache.x_cm, self._geometry, g, out_hw)
         if y_mat is None:
-            y_mat = _channel_major(y_bar, g)
+            y_mat = channel_major(y_bar, g)
         params_bar[ws].reshape(wshape)[...] = xp.matmul(y_mat, cols.transpose(0, 2, 1)).reshape(
             wshape)
         if bs is not None:
@@ -400,13 +289,13 @@ class Conv2d(Layer):
         out_hw = window_counts(geom, (h, w_))
         xp = get_array_module(x_dot)
         zero_time = 0.0 if self._extra_channels else None      # the time channel is constant
-        cols_dot = _columns(_column_source(x_dot, zero_time, x_dot.dtype, geom, g, out_hw), geom,
+        cols_dot = columns(column_source(x_dot, zero_time, x_dot.dtype, geom, g, out_hw), geom,
                             g, out_hw)
         y_dot = xp.matmul(params[ws].reshape(g, o // g, -1), cols_dot)   # (g, O/g, N*Ho*Wo)
         if params_dot is not None:
             cols = cache.cols
             if cols is None:
-                cols = _columns(cache.x_cm, geom, g, out_hw)
+                cols = columns(cache.x_cm, geom, g, out_hw)
             y_dot = tangent_sum(y_dot, xp.matmul(params_dot[ws].reshape(g, o // g, -1), cols))
         y_dot = y_dot.reshape(o, -1)
         if params_dot is not None and bs is not None:
@@ -455,9 +344,9 @@ class Conv2d(Layer):
         x_dot_bar = self.apply_vjp(params, cache, y_dot_bar, params_dot_bar)
         timed = bool(self._extra_channels)
         zero_time = 0.0 if timed else None
-        cols_dot = _columns(_column_source(x_dot, zero_time, x_dot.dtype, geom, g_, out_hw),
+        cols_dot = columns(column_source(x_dot, zero_time, x_dot.dtype, geom, g_, out_hw),
                             geom, g_, out_hw)
-        g_mat = _channel_major(y_dot_bar, g_)
+        g_mat = channel_major(y_dot_bar, g_)
         params_bar = xp.zeros(self.n_params, dtype=dtype)
         params_bar[ws] = xp.matmul(g_mat, cols_dot.transpose(0, 2, 1)).reshape(-1)
         if params_dot is not None:
@@ -466,15 +355,15 @@ class Conv2d(Layer):
             x_bar = xp.zeros((n, c, h, w_), dtype=dtype)
         t_bar = None
         if timed:
-            ones_t = _column_source(xp.zeros((n, c, h, w_), dtype=dtype), 1.0, dtype, geom, g_,
+            ones_t = column_source(xp.zeros((n, c, h, w_), dtype=dtype), 1.0, dtype, geom, g_,
                                     out_hw)
-            cols_t = _columns(ones_t, geom, g_, out_hw)
+            cols_t = columns(ones_t, geom, g_, out_hw)
             t_bar = xp.zeros((), dtype=dtype)
             if params_dot is not None:
                 t_bar = t_bar + (g_mat * xp.matmul(params_dot[ws].reshape(g_, o // g_, -1),
                                                    cols_t)).sum()
             if y_bar is not None:
-                t_bar = t_bar + (_channel_major(y_bar, g_) * xp.matmul(
+                t_bar = t_bar + (channel_major(y_bar, g_) * xp.matmul(
                     params[ws].reshape(g_, o // g_, -1), cols_t)).sum()
         if y_bar is not None:
             ordinary = xp.zeros(self.n_params, dtype=dtype)

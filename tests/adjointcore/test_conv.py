@@ -5,14 +5,9 @@ import pytest
 from adjointcore.backend import to_host
 from adjointcore.errors import NonFiniteError, ParameterError, ShapeError
 from adjointcore.gradcheck import check_layer
+from adjointcore.layers._conv_kernels import channel_major, input_grad_col2im, input_grad_transposed
 from adjointcore.layers._im2col import Geometry
-from adjointcore.layers.conv import (
-    ConcatConv2d,
-    Conv2d,
-    _channel_major,
-    _input_grad_col2im,
-    _input_grad_transposed,
-)
+from adjointcore.layers.conv import ConcatConv2d, Conv2d
 
 from .test_linear import FD_TOL, directional_errors
 
@@ -154,8 +149,8 @@ def test_input_gradient_paths_agree(rng):
     y_bar = rng.standard_normal(layer.output_shape(x.shape))
     geom = Geometry(layer.kernel_size, layer.stride, layer.padding)
     n, c, h, wd = x.shape
-    a = _input_grad_transposed(w, y_bar, geom, 1, (h, wd))
-    b = _input_grad_col2im(w, _channel_major(y_bar, 1), geom, 1, (c, n, h + 2, wd + 2),
+    a = input_grad_transposed(w, y_bar, geom, 1, (h, wd))
+    b = input_grad_col2im(w, channel_major(y_bar, 1), geom, 1, (c, n, h + 2, wd + 2),
                            y_bar.shape[2:], (h, wd))
     np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
 
