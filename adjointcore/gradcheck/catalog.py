@@ -14,13 +14,14 @@ import numpy as np
 
 from ..backend import Array
 from ..layers.activation import ELU, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
-from ..layers.compose import Residual, Sequential
+from ..layers.compose import Sequential
 from ..layers.conv import ConcatConv2d, Conv2d
 from ..layers.dropout import Dropout
 from ..layers.elementwise import Parallel, Scale
 from ..layers.linear import ConcatLinear, Linear
 from ..layers.norm import BatchNorm, GroupNorm
 from ..layers.pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from ..layers.residual import Residual
 from ..layers.shape import ChannelPad, ChannelUnpad, Flatten, Reshape
 from ._values import away_from_kinks, distinct_values
 

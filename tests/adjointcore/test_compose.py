@@ -9,8 +9,9 @@ from adjointcore.errors import ParameterError, ShapeError
 from adjointcore.gradcheck import check_layer
 from adjointcore.layers.activation import ReLU, Tanh
 from adjointcore.layers.base import Layer
-from adjointcore.layers.compose import Residual, ResidualCache, Sequential
+from adjointcore.layers.compose import Sequential
 from adjointcore.layers.dropout import Dropout
+from adjointcore.layers.residual import Residual, ResidualCache
 
 
 # -- tiny test layers -----------------------------------------------------------------------------

@@ -17,12 +17,13 @@ from hypothesis import strategies as st
 from adjointcore.gradcheck import check_layer, relative_error
 from adjointcore.gradcheck import strategies as gs
 from adjointcore.layers.activation import ELU, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
-from adjointcore.layers.compose import Residual, Sequential
+from adjointcore.layers.compose import Sequential
 from adjointcore.layers.conv import ConcatConv2d, Conv2d
 from adjointcore.layers.dropout import Dropout
 from adjointcore.layers.linear import ConcatLinear, Linear
 from adjointcore.layers.norm import BatchNorm, GroupNorm
 from adjointcore.layers.pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from adjointcore.layers.residual import Residual
 from adjointcore.layers.shape import ChannelPad, ChannelUnpad, Flatten, Reshape
 
 F32_VS_F64 = 1e-5

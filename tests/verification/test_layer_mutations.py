@@ -12,13 +12,14 @@ import pytest
 from adjointcore.gradcheck import check_layer
 from adjointcore.gradcheck import strategies as gs
 from adjointcore.layers.activation import LeakyReLU, Sigmoid, Tanh
-from adjointcore.layers.compose import Residual, Sequential
+from adjointcore.layers.compose import Sequential
 from adjointcore.layers.conv import Conv2d
 from adjointcore.layers.dropout import Dropout
 from adjointcore.layers.elementwise import Parallel, Scale
 from adjointcore.layers.linear import ConcatLinear, Linear
 from adjointcore.layers.norm import BatchNorm, GroupNorm
 from adjointcore.layers.pool import AvgPool2d, MaxPool2d
+from adjointcore.layers.residual import Residual
 from adjointcore.layers.shape import ChannelPad, Flatten
 
 SEEDS = [0, 1]

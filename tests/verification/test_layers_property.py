@@ -24,12 +24,13 @@ from hypothesis.extra import numpy as hnp
 from adjointcore.gradcheck import check_layer, taylor_test
 from adjointcore.gradcheck import strategies as gs
 from adjointcore.layers.activation import ELU, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
-from adjointcore.layers.compose import Residual, Sequential
+from adjointcore.layers.compose import Sequential
 from adjointcore.layers.conv import ConcatConv2d, Conv2d
 from adjointcore.layers.dropout import Dropout
 from adjointcore.layers.linear import ConcatLinear, Linear
 from adjointcore.layers.norm import BatchNorm, GroupNorm
 from adjointcore.layers.pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from adjointcore.layers.residual import Residual
 from adjointcore.layers.shape import ChannelPad, ChannelUnpad, Flatten, Reshape
 
 SETTINGS = settings(max_examples=100, deadline=None)
