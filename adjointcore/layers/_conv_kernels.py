@@ -27,7 +27,7 @@ __all__ = ["from_planes", "column_source", "columns", "channel_major", "input_gr
 
 
 def from_planes(shape: Sequence[int], geom: Geometry, groups: int,
-                 out_hw: tuple[int, int]) -> bool:
+                out_hw: tuple[int, int]) -> bool:
     """Whether the columns of a channel-major input of ``shape`` (C, N, H, W) are built from
     its phase planes (:func:`~adjointcore.layers._im2col.phase_columns`, which read the
     unpadded input with any strides): they are not a free view of the padded input (1x1
@@ -38,14 +38,14 @@ def from_planes(shape: Sequence[int], geom: Geometry, groups: int,
     ho, wo = out_hw
     padded = (c, n, h + 2 * ph, w + 2 * pw)
     strides = (n * padded[2] * padded[3], padded[2] * padded[3], padded[3], 1)  # C-contiguous
-    if columns_are_view(padded, strides, geom, out_hw, (groups, c // groups * kh * kw,
-                                                        n * ho * wo)):
+    if columns_are_view(padded, strides, geom, out_hw,
+                        (groups, c // groups * kh * kw, n * ho * wo)):
         return False
     return phase_plan(kh, sh, ph, h, ho) is not None and phase_plan(kw, sw, pw, w, wo) is not None
 
 
 def column_source(x: Array, extra: Array | float | None, dtype: Any, geom: Geometry,
-                   groups: int, out_hw: tuple[int, int]) -> Array:
+                  groups: int, out_hw: tuple[int, int]) -> Array:
     """``x`` (N, C, H, W) channel-major and unpadded, ``(C[+1], N, H, W)``, with the constant
     channel ``extra`` appended (:class:`ConcatConv2d`): what :func:`columns` reads and a
     cache keeps.
@@ -55,8 +55,7 @@ def column_source(x: Array, extra: Array | float | None, dtype: Any, geom: Geome
     that columns which are a view of it stay free (as the padded copy was before).
     """
     n, c, h, w = x.shape
-    if extra is None and dtype == x.dtype and from_planes(
-            (c, n, h, w), geom, groups, out_hw):
+    if extra is None and dtype == x.dtype and from_planes((c, n, h, w), geom, groups, out_hw):
         return x.transpose(1, 0, 2, 3)
     return pad_channel_major(x, (0, 0), extra=extra, dtype=dtype)
 
@@ -89,7 +88,7 @@ def channel_major(y_bar: Array, groups: int) -> Array:
 
 
 def input_grad_transposed(w: Array, y_bar: Array, geom: Geometry, groups: int,
-                           x_hw: tuple[int, int]) -> Array:
+                          x_hw: tuple[int, int]) -> Array:
     """Stride-1 input gradient as a correlation of padded ``y_bar`` with the flipped kernel.
 
     The im2col of the padded ``y_bar`` is built straight from ``y_bar`` through phase planes
@@ -110,8 +109,8 @@ def input_grad_transposed(w: Array, y_bar: Array, geom: Geometry, groups: int,
 
 
 def input_grad_col2im(w: Array, y_mat: Array, geom: Geometry, groups: int,
-                       padded_shape: Sequence[int], out_hw: tuple[int, int],
-                       x_hw: tuple[int, int]) -> Array:
+                      padded_shape: Sequence[int], out_hw: tuple[int, int],
+                      x_hw: tuple[int, int]) -> Array:
     """General input gradient: ``cols_bar = W^T @ Y_bar`` then col2im; channel-major output.
 
     col2im goes through phase planes where the geometry allows
