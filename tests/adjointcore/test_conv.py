@@ -151,7 +151,7 @@ def test_input_gradient_paths_agree(rng):
     n, c, h, wd = x.shape
     a = input_grad_transposed(w, y_bar, geom, 1, (h, wd))
     b = input_grad_col2im(w, channel_major(y_bar, 1), geom, 1, (c, n, h + 2, wd + 2),
-                           y_bar.shape[2:], (h, wd))
+                          y_bar.shape[2:], (h, wd))
     np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
 
 
