@@ -48,6 +48,7 @@ from ..errors import check_array
 from ._complex import complex_step
 from ._dot import dot_product_test
 from ._fd import central_difference, relative_error
+from ._figures import random_direction
 from ._layer import (
     LayerReport,
     _call_vjp,
@@ -56,7 +57,6 @@ from ._layer import (
     _make_forward,
     _protocol_failures,
     _tol_key,
-    _unit,
     _what,
     checks_to_run,
     resolve_params,
@@ -210,9 +210,9 @@ def check_jvp(layer: Any, x: Array, params: Array | None = None,
 
     y, cache = forward(params, x)
     _check_output(layer, y)
-    u_x = _unit(draw, x.shape, dtype, xp)
-    u_p = _unit(draw, params.shape, dtype, xp) if n_params else None
-    w = _unit(draw, y.shape, dtype, xp)
+    u_x = random_direction(draw, x.shape, dtype, xp)
+    u_p = random_direction(draw, params.shape, dtype, xp) if n_params else None
+    w = random_direction(draw, y.shape, dtype, xp)
     n_x = x.size
 
     def joint(z: Array) -> Array:

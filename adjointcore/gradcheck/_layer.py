@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,10 +40,7 @@ from numpy.typing import DTypeLike
 from ..backend import FLOAT_DTYPES, Array, get_array_module, real_dtype
 from ..errors import check_array
 from ..layers.binding import call_vjp
-from ._complex import complex_step
-from ._dot import _norm, dot_product_test, inner
-from ._fd import central_difference, machine_eps, relative_error, richardson_difference
-from ._taylor import ROUNDOFF_FACTOR, taylor_test
+from ._figures import block_figures, random_direction, taylor_figure
 
 __all__ = ["check_layer", "LayerReport", "CHECKS", "default_tolerances"]
 
@@ -218,12 +215,6 @@ def _what(value: Any, depth: int = 0) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def _unit(rng: np.random.Generator, shape: Sequence[int], dtype: DTypeLike, xp: Any) -> Array:
-    g = rng.standard_normal(shape)
-    g /= np.linalg.norm(g.ravel())
-    return xp.asarray(g.astype(dtype))
-
-
 def _make_forward(layer: Any, t: float | None,
                   rng0: np.random.Generator) -> Callable[[Array, Array], tuple[Array, Any]]:
     """``f(params, x) -> y`` with frozen context (same ``t``, same mask on every call)."""
@@ -385,20 +376,21 @@ def check_layer(layer: Any, x: Array, params: Array | None = None,
 
     y, cache = forward(params, x)
     _check_output(layer, y)
-    y_bar = _unit(draw, y.shape, dtype, xp)
+    y_bar = random_direction(draw, y.shape, dtype, xp)
     x_bar, p_bar = _call_vjp(layer, params, cache, y_bar)
     failures = _protocol_failures(x, x_bar, p_bar, n_params)
     if failures:
         return LayerReport(_layer_name(layer), False, {}, failures, tolerances, {}, str(dtype))
 
-    blocks = {"x": (x, lambda z: forward(params, z)[0], x_bar, _unit(draw, x.shape, dtype, xp))}
+    blocks = {"x": (x, lambda z: forward(params, z)[0], x_bar,
+                    random_direction(draw, x.shape, dtype, xp))}
     if n_params > 0:
         blocks["params"] = (params, lambda q: forward(q, x)[0], p_bar,
-                            _unit(draw, params.shape, dtype, xp))
+                            random_direction(draw, params.shape, dtype, xp))
     analytic = bool(getattr(layer, "analytic", False)) and dtype != np.float32
     figures, skipped = {}, {}
     for key, block in blocks.items():
-        figures.update(_block_figures(key, *block, y_bar, wanted, analytic))
+        figures.update(block_figures(key, *block, y_bar, wanted, analytic))
     if "complex" in wanted and not analytic:
         skipped["complex"] = ("float32 input" if getattr(layer, "analytic", False)
                               else "layer.analytic is False")
@@ -406,7 +398,7 @@ def check_layer(layer: Any, x: Array, params: Array | None = None,
         if dtype == np.float32:
             skipped["taylor"] = "float32 (remainder reaches roundoff before converging)"
         else:
-            rate, reason = _taylor_figure(forward, x, params, y_bar, x_bar, p_bar, draw)
+            rate, reason = taylor_figure(forward, x, params, y_bar, x_bar, p_bar, draw)
             if reason:
                 skipped["taylor"] = reason
             else:
@@ -423,76 +415,3 @@ def check_layer(layer: Any, x: Array, params: Array | None = None,
             failures.append(f"{key} = {value:.3e} violates {rel} {bound:.1e}")
     return LayerReport(_layer_name(layer), not failures, figures, failures, tolerances, skipped,
                        str(dtype))
-
-
-def _block_figures(key: str, point: Array, fun: Callable[[Array], Array], bar: Array, u: Array,
-                   y_bar: Array, wanted: tuple[str, ...], analytic: bool) -> dict[str, float]:
-    """``fd_<key>``, ``complex_<key>``, ``dot_<key>`` for one input block (``x`` or params).
-
-    ``a = <bar, u>`` (VJP) is compared with ``b = <y_bar, J u>`` (JVP) relative to
-    ``max(|a|, |b|, |y_bar| |J u|, |bar| |u|)``: the last two are the Cauchy-Schwarz bounds of
-    ``b`` and ``a``, so the figure is meaningful when both are small by cancellation.
-    """
-    out = {}
-    vjp_value = inner(bar, u)
-    bound_a = _norm(bar) * _norm(u)
-    if "fd" in wanted:
-        ju = central_difference(fun, point, u)
-        out[f"fd_{key}"] = relative_error(vjp_value, inner(y_bar, ju),
-                                          max(_norm(y_bar) * _norm(ju), bound_a))
-    ju_c = complex_step(fun, point, u) if analytic and ("complex" in wanted or "dot" in wanted) \
-        else None
-    if "complex" in wanted and analytic:
-        out[f"complex_{key}"] = relative_error(vjp_value, inner(y_bar, ju_c),
-                                               max(_norm(y_bar) * _norm(ju_c), bound_a))
-    if "dot" in wanted:
-        if analytic:
-            jvp = ju_c
-        elif point.dtype == np.float32:     # 4th-order steps (eps_mach**(1/5) = 4e-2) too long
-            jvp = ju if "fd" in wanted else central_difference(fun, point, u)
-        else:
-            jvp = richardson_difference(fun, point, u)
-        out[f"dot_{key}"] = dot_product_test(jvp, bar, u, y_bar)
-    return out
-
-
-TAYLOR_ATTEMPTS = 3     # fresh directions tried when the remainder reaches roundoff too early
-
-
-def _taylor_figure(forward: Callable[[Array, Array], tuple[Array, Any]], x: Array, params: Array,
-                   y_bar: Array, x_bar: Array, p_bar: Array,
-                   draw: np.random.Generator) -> tuple[float, str]:
-    """Taylor min rate of ``<y_bar, f(params, x)>`` along a joint direction in ``(x, params)``.
-
-    Returns ``(min_rate, "")`` or ``(nan, reason)`` when inconclusive. The largest step moves each
-    coordinate by at most 1e-3 of the point's scale (kinks kept at a margin >= 1e-2 are never
-    crossed). The roundoff floor is ``1e3 eps_mach |y_bar| max|y|`` over the points visited, a
-    bound on the rounding of the sum. A cancellation between the second- and third-order terms
-    of the remainder is specific to the direction, a gradient error is not: when the rates have
-    not settled before roundoff, up to three fresh directions are tried; if none settles the
-    check is reported as inconclusive with the first-order error bound it still implies.
-    """
-    xp = get_array_module(x)
-    n_x = x.size
-    m = xp.concatenate([x.ravel(), params.ravel()])
-    grad = xp.concatenate([x_bar.ravel(), p_bar.ravel()])
-
-    def scalar(z: Array) -> float:
-        return inner(y_bar, forward(z[n_x:], z[:n_x].reshape(x.shape))[0])
-
-    eps_mach = machine_eps(x.dtype)
-    y_norm = _norm(forward(params, x)[0])
-    bound = 0.0
-    for _ in range(TAYLOR_ATTEMPTS):
-        dm = _unit(draw, m.shape, x.dtype, xp)
-        eps0 = 1e-3 * max(1.0, float(xp.max(xp.abs(m)))) / float(xp.max(xp.abs(dm)))
-        far = _norm(forward(m[n_x:] + eps0 * dm[n_x:],
-                            (m[:n_x] + eps0 * dm[:n_x]).reshape(x.shape))[0])
-        floor = ROUNDOFF_FACTOR * eps_mach * _norm(y_bar) * max(y_norm, far)
-        res = taylor_test(scalar, grad, m, dm, eps0=eps0, n=4, floor=floor, strict=False)
-        if res.converged:
-            return res.min_rate, ""
-        bound = max(bound, float(np.max(res.r1 / res.eps)))
-    return float("nan"), (f"inconclusive: in {TAYLOR_ATTEMPTS} directions R1 reached roundoff "
-                          f"before its rates settled (max R1/eps = {bound:.1e} bounds any "
-                          f"first-order error)")

@@ -51,7 +51,8 @@ from ..layers.second_order import SecondOrderBars
 from ._complex import complex_step
 from ._dot import _norm, inner
 from ._fd import central_difference, relative_error
-from ._layer import LayerReport, _layer_name, _unit, _what, checks_to_run
+from ._figures import random_direction
+from ._layer import LayerReport, _layer_name, _what, checks_to_run
 from ._taylor import taylor_test
 
 __all__ = ["check_jvp_vjp", "SECOND_ORDER_CHECKS", "default_second_order_tolerances"]
@@ -144,16 +145,17 @@ def check_jvp_vjp(layer: Any, x: Array, params: Array | None = None, t: float | 
         return layer.forward(p, z, **ctx)
 
     y, cache = forward(params, x, t)
-    u = {"x": _unit(draw, x.shape, dtype, xp), "x_dot": _unit(draw, x.shape, dtype, xp)}
-    x_dot = _unit(draw, x.shape, dtype, xp)
-    p_dot = _unit(draw, params.shape, dtype, xp) if n_params else None
+    u = {"x": random_direction(draw, x.shape, dtype, xp),
+         "x_dot": random_direction(draw, x.shape, dtype, xp)}
+    x_dot = random_direction(draw, x.shape, dtype, xp)
+    p_dot = random_direction(draw, params.shape, dtype, xp) if n_params else None
     if n_params:
-        u["params"] = _unit(draw, params.shape, dtype, xp)
-        u["params_dot"] = _unit(draw, params.shape, dtype, xp)
+        u["params"] = random_direction(draw, params.shape, dtype, xp)
+        u["params_dot"] = random_direction(draw, params.shape, dtype, xp)
     if timed:
         u["t"] = xp.ones((), dtype=dtype)
-    g = _unit(draw, y.shape, dtype, xp)
-    y_bar = _unit(draw, y.shape, dtype, xp)
+    g = random_direction(draw, y.shape, dtype, xp)
+    y_bar = random_direction(draw, y.shape, dtype, xp)
 
     # the point s = (x, params, t, x_dot, params_dot) flattened, in this order
     sizes = [("x", x.size), ("params", n_params), ("t", 1 if timed else 0),
